@@ -1,0 +1,5 @@
+"""Allow ``python -m lbctl``."""
+
+from lbctl.cli import main
+
+main()

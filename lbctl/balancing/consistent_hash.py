@@ -1,0 +1,92 @@
+"""``consistent_hash``: a hash ring with virtual nodes, for stickiness.
+
+Every backend owns ``VNODES x weight / max weight`` points on a 64-bit ring (BLAKE2b, so the
+ring is the same in every process and every run). A request's key is hashed and served by
+the first point clockwise whose backend is active; when a backend leaves, only the keys it
+owned move (about 1/n of them), to the next point along the ring.
+
+The ring is built over *all* backends and rebuilt only when membership or weights change;
+eligibility changes just change which points are skipped. A request without a key (no such
+header, cookie...) is spread by smooth weighted round-robin instead.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from typing import Hashable, Iterator, Sequence
+
+from lbctl.balancing.backend import Backend
+from lbctl.balancing.base import Algorithm
+from lbctl.balancing.weighted import Weighted
+
+VNODES = 100
+
+
+def hash64(data: str | bytes) -> int:
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+class ConsistentHash(Algorithm):
+    name = "consistent_hash"
+    uses_key = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fallback = Weighted(*args, **kwargs)
+        self._signature: tuple = ()
+        self._points: list[int] = []
+        self._owners: list[Backend] = []
+        self._active_ids: set[int] = set()
+        self._using_fallback = False
+
+    def build_ring(self, backends: Sequence[Backend]) -> None:
+        """Place every backend's virtual nodes; called when membership or weights change."""
+        top = max((b.weight for b in backends), default=1.0)
+        ring: list[tuple[int, Backend]] = []
+        for b in backends:
+            replicas = max(1, round(VNODES * b.weight / top))
+            ring.extend((hash64(f"{b.name}#{i}"), b) for i in range(replicas))
+        ring.sort(key=lambda point: point[0])
+        self._points = [p for p, _ in ring]
+        self._owners = [b for _, b in ring]
+
+    def set_members(self, members: Sequence[Backend]) -> None:
+        # Rebuilt only when names or configured weights change, never on a health flip.
+        signature = tuple((b.name, b.weight) for b in members)
+        if signature != self._signature:
+            self._signature = signature
+            self.build_ring(members)
+
+    def rebuild(self, active: Sequence[Backend]) -> None:
+        self.active = list(active)
+        self._active_ids = {id(b) for b in self.active}
+        self._fallback.rebuild(active)
+
+    def candidates(self, key: Hashable | None = None) -> Iterator[Backend]:
+        if key is None:
+            self._using_fallback = True
+            yield from self._fallback.candidates()
+            return
+        self._using_fallback = False
+        points, owners, active_ids = self._points, self._owners, self._active_ids
+        if not points:
+            return
+        start = bisect.bisect_left(points, hash64(str(key)))
+        seen: set[int] = set()
+        n = len(points)
+        for k in range(n):
+            b = owners[(start + k) % n]
+            if id(b) in seen:
+                continue
+            seen.add(id(b))
+            if id(b) in active_ids:
+                yield b
+            if len(seen) == len(self._signature):
+                return
+
+    def chosen(self, backend: Backend) -> None:
+        if self._using_fallback:
+            self._fallback.chosen(backend)

@@ -1,0 +1,165 @@
+"""A pool: its backends, their eligibility, and the algorithm that ranks them.
+
+The pool is the one place that decides. It derives each backend's eligibility from health,
+admin state and passive ejection, chooses the *active set* (the eligible primaries; the
+eligible backups when no primary is eligible; everything when panic mode applies), hands
+that set to the algorithm when it changes, and filters the algorithm's candidates per
+request (a retry's exclusion set, an ``accept`` predicate) with a bound on attempts.
+
+Time-driven changes (an ejection expiring, a slow-start ramp advancing) are applied lazily:
+``select`` compares the clock with the next scheduled change, one comparison per request.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable, Collection, Hashable, Iterable, Sequence
+
+from lbctl.balancing.backend import AdminState, Backend
+from lbctl.balancing.base import Algorithm
+
+# Slow start begins at this fraction of the weight, so a recovered backend gets *some* traffic.
+SLOW_START_MIN = 0.1
+# A ramp advances in this many steps; each step rebuilds the algorithm's tables once.
+SLOW_START_STEPS = 20
+
+
+class Pool:
+    """Backends plus live balancing state. Pure: the clock and rng are injected."""
+
+    def __init__(self, name: str, backends: Sequence[Backend], algorithm: Algorithm, *,
+                 clock: Callable[[], float], ewma_decay: float = 10.0, slow_start: float = 0.0,
+                 panic_threshold: float = 0.0) -> None:
+        self.name = name
+        self.algorithm = algorithm
+        self.clock = clock
+        self.ewma_decay = ewma_decay
+        self.slow_start = slow_start
+        self.panic_threshold = panic_threshold      # percent; 0 = off (the default)
+        self.mode = "normal"                        # normal | backup | panic | empty
+        self.backends: list[Backend] = []
+        self.by_name: dict[str, Backend] = {}
+        self._next_change = math.inf
+        self.set_backends(backends, starting=True)
+
+    # ---- membership -------------------------------------------------------------------
+
+    def set_backends(self, backends: Sequence[Backend], *, starting: bool = False) -> None:
+        """Install a new membership (config load or reload). Backends new to a running pool
+        start their slow-start ramp; at startup nobody ramps (there is no one to protect)."""
+        now = self.clock()
+        for i, b in enumerate(backends):
+            b.index = i
+            if b.name not in self.by_name and not starting:
+                b.eligible_since = now
+            elif starting:
+                b.eligible_since = -math.inf
+        self.backends = list(backends)
+        self.by_name = {b.name: b for b in self.backends}
+        self.algorithm.set_members(self.backends)
+        self.refresh()
+
+    # ---- state changes (each rebuilds the active set once) ------------------------------
+
+    def set_healthy(self, b: Backend, healthy: bool) -> None:
+        if b.healthy != healthy:
+            b.healthy = healthy
+            self.refresh()
+
+    def set_admin(self, b: Backend, state: AdminState) -> None:
+        if b.admin is not state:
+            b.admin = state
+            self.refresh()
+
+    def eject(self, b: Backend, until: float) -> None:
+        b.ejected_until = until
+        self.refresh()
+
+    def set_weight(self, b: Backend, weight: float) -> None:
+        b.weight = float(weight)
+        self.algorithm.set_members(self.backends)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-derive eligibility, effective weights and the active set; rebuild the algorithm."""
+        now = self.clock()
+        next_change = math.inf
+        for b in self.backends:
+            if b.ejected_until and now >= b.ejected_until:
+                b.ejected_until = 0.0
+            if b.ejected_until:
+                next_change = min(next_change, b.ejected_until)
+            eligible = b.healthy and b.admin is AdminState.ENABLED and not b.ejected_until
+            if eligible and not b.eligible:
+                b.eligible_since = now
+            b.eligible = eligible
+            b.effective_weight = b.weight
+            if eligible and self.slow_start > 0:
+                progress = (now - b.eligible_since) / self.slow_start
+                if progress < 1.0:
+                    b.effective_weight = b.weight * max(SLOW_START_MIN, progress)
+                    next_change = min(next_change, now + self.slow_start / SLOW_START_STEPS)
+        self._next_change = next_change
+
+        primaries = [b for b in self.backends if not b.backup]
+        eligible_primaries = [b for b in primaries if b.eligible]
+        if primaries and self.panic_threshold and \
+                100.0 * len(eligible_primaries) / len(primaries) < self.panic_threshold:
+            # Envoy's panic mode: too few healthy to carry the load, so spread over all.
+            self.mode, active = "panic", [b for b in primaries if b.admin is AdminState.ENABLED]
+        elif eligible_primaries:
+            self.mode, active = "normal", eligible_primaries
+        else:
+            active = [b for b in self.backends if b.backup and b.eligible]
+            self.mode = "backup" if active else "empty"
+        self.algorithm.rebuild(active)
+
+    def slow_start_progress(self, b: Backend) -> float | None:
+        """Fraction of the ramp done (0..1), or None when the backend is not ramping."""
+        if not self.slow_start or not b.eligible:
+            return None
+        progress = (self.clock() - b.eligible_since) / self.slow_start
+        return progress if progress < 1.0 else None
+
+    # ---- the request path ---------------------------------------------------------------
+
+    def select(self, key: Hashable | None = None, exclude: Collection[Backend] = (),
+               accept: Callable[[Backend], bool] | None = None) -> Backend | None:
+        """The backend for one attempt, or None when no active backend is acceptable."""
+        if self.clock() >= self._next_change:
+            self.refresh()
+        algorithm = self.algorithm
+        panic = self.mode == "panic"
+        candidates = algorithm.candidates(key)
+        try:
+            for _ in range(len(algorithm.active)):
+                b = next(candidates, None)
+                if b is None:
+                    return None
+                if b in exclude or (not b.eligible and not panic) or (accept and not accept(b)):
+                    continue
+                algorithm.chosen(b)
+                return b
+            return None
+        finally:
+            candidates.close()
+
+    def on_start(self, b: Backend) -> None:
+        b.inflight += 1
+        b.started += 1
+        self.algorithm.on_start(b)
+
+    def on_end(self, b: Backend, latency: float, ok: bool = True) -> None:
+        b.inflight -= 1
+        b.finished += 1
+        if not ok:
+            b.failures += 1
+        b.observe_latency(self.clock(), latency, self.ewma_decay)
+        self.algorithm.on_end(b)
+
+    def eligible_count(self) -> int:
+        return sum(1 for b in self.backends if b.eligible)
+
+    def __iter__(self) -> Iterable[Backend]:
+        return iter(self.backends)

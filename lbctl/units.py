@@ -1,0 +1,87 @@
+"""Durations and sizes as they are written in config files, parsed once, at load time.
+
+Durations are strings with a unit (``"150ms"``, ``"2s"``, ``"1m"``, ``"1h30m"``) or plain
+numbers of seconds; sizes are strings with a unit (``"1MiB"``, ``"64KiB"``, ``"10MB"``) or
+plain numbers of bytes. Both parsers raise ``ValueError`` with a message that says what
+was expected, which the config loader attaches to the key path.
+"""
+
+from __future__ import annotations
+
+import re
+
+_DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|µs|ms|s|m|h)")
+_SIZE_UNITS = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "k": 2**10, "m": 2**20, "g": 2**30,
+}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+
+DURATION_EXPECTED = 'a duration such as "150ms", "2s", "1m" or a number of seconds'
+SIZE_EXPECTED = 'a size such as "64KiB", "1MiB", "10MB" or a number of bytes'
+
+
+def parse_duration(value: object) -> float:
+    """Return seconds as a float; reject negatives, booleans and unknown units."""
+    if isinstance(value, bool):
+        raise ValueError(DURATION_EXPECTED)
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"{DURATION_EXPECTED}, not negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(DURATION_EXPECTED)
+    text = value.strip().lower()
+    # "1h30m" is a sequence of parts; the whole string must be consumed.
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos == 0 or pos != len(text):
+        raise ValueError(DURATION_EXPECTED)
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration, for ``validate --effective`` and messages."""
+    if seconds == 0:
+        return "0s"
+    for unit, scale in (("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3)):
+        count = seconds / scale
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{int(round(count))}{unit}"
+    if seconds >= 1:
+        return f"{seconds:g}s"
+    return f"{seconds * 1000:g}ms"
+
+
+def parse_size(value: object) -> int:
+    """Return bytes as an int; reject negatives, booleans and unknown units."""
+    if isinstance(value, bool):
+        raise ValueError(SIZE_EXPECTED)
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{SIZE_EXPECTED}, not negative")
+        return value
+    if isinstance(value, float):
+        if value < 0 or value != int(value):
+            raise ValueError(SIZE_EXPECTED)
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(SIZE_EXPECTED)
+    match = _SIZE.fullmatch(value.strip().lower())
+    if not match or match.group(2) not in _SIZE_UNITS and match.group(2) != "":
+        raise ValueError(SIZE_EXPECTED)
+    return int(float(match.group(1)) * _SIZE_UNITS.get(match.group(2), 1))
+
+
+def format_size(size: int) -> str:
+    """Binary units when exact (``"1MiB"``), otherwise bytes."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
