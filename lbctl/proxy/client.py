@@ -1,0 +1,487 @@
+"""The client side of the proxy: one ``ClientConnection`` per accepted TCP connection.
+
+httptools parses requests in ``data_received``; complete heads are queued in order (so
+pipelined requests are answered in order) and a single handler task per connection takes
+them one at a time (``forward.handle``). Body bytes stream to the current upstream from
+inside the parser callback; they are buffered only until an upstream connection exists, or
+while a pipelined request waits its turn, and reading pauses when that buffer fills.
+
+Response bytes arrive through ``response_head``/``response_body``/``response_complete``,
+called by the upstream connection's parser, and are written to the client at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from lbctl.proxy import framing
+from lbctl.proxy.upstream import UpstreamConnection, UpstreamError
+
+if TYPE_CHECKING:
+    from lbctl.proxy.server import ProxyServer
+
+log = logging.getLogger("lbctl.proxy")
+
+BUFFER_HIGH = 256 * 1024       # buffered request body before reading pauses
+REPLAY_LIMIT = 64 * 1024       # bodies up to this size are kept so an idempotent retry can resend them
+MAX_PIPELINE = 16              # queued pipelined requests before reading pauses
+
+
+class Body:
+    """A request body arriving from the client. Framing toward the backend is re-derived."""
+
+    __slots__ = ("conn", "framing", "length", "chunks", "buffered", "done", "sink", "replay",
+                 "replay_size", "received", "sent_any")
+
+    def __init__(self, conn: "ClientConnection", framing_: str, length: int) -> None:
+        self.conn = conn
+        self.framing = framing_           # "length" | "chunked"
+        self.length = length
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.done = False
+        self.sink: asyncio.Transport | None = None
+        self.replay: list[bytes] | None = []
+        self.replay_size = 0
+        self.received = 0
+        self.sent_any = False
+
+    def feed(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.replay is not None:
+            if self.replay_size + len(data) <= REPLAY_LIMIT:
+                self.replay.append(data)
+                self.replay_size += len(data)
+            else:
+                self.replay = None        # too large to keep: not replayable once sent
+        if self.sink is not None:
+            self._write(data)
+        else:
+            self.chunks.append(data)
+            self.buffered += len(data)
+            if self.buffered > BUFFER_HIGH:
+                self.conn.pause_reading("body")
+
+    def finish(self) -> None:
+        self.done = True
+        if self.sink is not None and self.framing == "chunked":
+            self.sink.write(b"0\r\n\r\n")
+
+    def replayable(self) -> bool:
+        return not self.sent_any or self.replay is not None
+
+    def attach(self, transport: asyncio.Transport) -> None:
+        """Start (or restart, for a retry) sending the body to an upstream connection."""
+        pending = self.chunks if not self.sent_any else (self.replay or [])
+        self.chunks = []
+        self.buffered = 0
+        self.sink = transport
+        self.sent_any = True
+        for data in pending:
+            self._write(data)
+        if self.done and self.framing == "chunked":
+            transport.write(b"0\r\n\r\n")
+        self.conn.resume_reading("body")
+
+    def detach(self) -> None:
+        self.sink = None
+
+    def _write(self, data: bytes) -> None:
+        if self.framing == "chunked":
+            self.sink.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.sink.write(data)
+
+
+class Request:
+    """One parsed request head, plus its body when it has one."""
+
+    __slots__ = ("method", "target", "path", "http10", "headers", "keep_alive", "host",
+                 "body", "upgrade", "expect_continue", "error")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.path = "/"
+        self.http10 = False
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.host = b""
+        self.body: Body | None = None
+        self.upgrade: bytes | None = None
+        self.expect_continue = False
+        self.error: tuple[int, str] | None = None   # set when the request must be refused
+
+    def header(self, lower_name: bytes) -> bytes | None:
+        for name, value in self.headers:
+            if name.lower() == lower_name:
+                return value
+        return None
+
+
+class ClientConnection(asyncio.Protocol):
+    """An accepted client connection: parsing, the ordered handler, and response writing."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.parser = httptools.HttpRequestParser(self)
+        self.parsing: Request | None = None
+        self.url_parts: list[bytes] = []
+        self.queue: deque[Request] = deque()
+        self.waiter: asyncio.Future | None = None
+        self.task: asyncio.Task | None = None
+        self.read_pauses: set[str] = set()
+        self.write_paused = False
+        self.closed = False
+        self.draining = False
+        self.stop_parsing = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.head_timer: asyncio.TimerHandle | None = None
+        # The exchange in progress (one at a time per client connection).
+        self.current: Request | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.head_waiter: asyncio.Future | None = None
+        self.done_waiter: asyncio.Future | None = None
+        self.response_begun = False
+        self.resp_framing = "none"
+        self.resp_keep = True
+        self.up_eof = False               # the backend's body ends when it closes
+        self.up_reusable = False
+        self.status = 0
+        self.upgrade_tail = b""
+        self.tunnel: UpstreamConnection | None = None
+        self.tunnel_done: asyncio.Future | None = None
+        self.in_head = False
+        self.progress = 0                 # bytes moved in either direction, for idle watchdogs
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else "?"
+        self.server.connections.add(self)
+        self._arm_idle_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            if self.tunnel.transport is not None:
+                self.tunnel.transport.write(data)
+            return
+        if self.stop_parsing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # The head is complete; what follows belongs to the tunnel, if the backend agrees.
+            offset = exc.args[0] if exc.args else len(data)
+            self.upgrade_tail = data[offset:]
+            self.stop_parsing = True
+            self.pause_reading("upgrade")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"malformed request: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._cancel_timers()
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.end_tunnel()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        elif self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        up = self.tunnel or self.upstream
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        up = self.tunnel or self.upstream
+        if up is not None and up.transport is not None and not up.closed:
+            up.transport.resume_reading()
+
+    # ---- read flow control (several independent reasons can pause reading) ----------------
+
+    def pause_reading(self, reason: str) -> None:
+        if not self.read_pauses and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.read_pauses.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self.read_pauses:
+            self.read_pauses.discard(reason)
+            if not self.read_pauses and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    # ---- httptools request callbacks -----------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.parsing = Request()
+        self.url_parts = []
+        self.in_head = True
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        limits = self.server.runtime.config.limits
+        self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url_parts.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.parsing
+        if self.in_head:            # trailers arrive after the head: dropped, never forwarded
+            req.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+        req = self.parsing
+        parser = self.parser
+        req.method = parser.get_method()
+        req.target = b"".join(self.url_parts)
+        req.http10 = parser.get_http_version() == "1.0"
+        req.keep_alive = parser.should_keep_alive()
+        self._inspect(req)
+        self.queue.append(req)
+        if len(self.queue) > MAX_PIPELINE:
+            self.pause_reading("pipeline")
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        elif self.task is None:
+            self.task = self.loop.create_task(self._run())
+
+    def on_body(self, body: bytes) -> None:
+        self.progress += 1
+        if self.parsing is not None and self.parsing.body is not None:
+            self.parsing.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        if req is not None and req.body is not None:
+            req.body.finish()
+        self.parsing = None
+
+    def _inspect(self, req: Request) -> None:
+        """Derive what the proxy needs from the head: host, path, body framing, upgrade."""
+        content_length = None
+        chunked = False
+        for name, value in req.headers:
+            lower = name.lower()
+            if lower == b"host":
+                req.host = value
+            elif lower == b"content-length":
+                content_length = value
+            elif lower == b"transfer-encoding":
+                chunked = True
+            elif lower == b"expect" and value.lower() == b"100-continue":
+                req.expect_continue = True
+            elif lower == b"upgrade":
+                req.upgrade = value
+        if not req.host:
+            if req.http10:
+                req.host = self.server.default_host
+            else:
+                req.error = (400, "missing Host header")
+        target = req.target
+        if target.startswith((b"http://", b"https://")):
+            # absolute-form: route and forward by origin-form
+            rest = target.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            target = rest[slash:] if slash >= 0 else b"/"
+            req.target = target
+        q = target.find(b"?")
+        req.path = (target[:q] if q >= 0 else target).decode("latin-1")
+        if chunked:
+            req.body = Body(self, "chunked", 0)
+        elif content_length is not None and content_length.strip() != b"0":
+            req.body = Body(self, "length", int(content_length))
+        if req.upgrade is not None and not self.parser.should_upgrade():
+            req.upgrade = None
+
+    # ---- the handler task ----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        from lbctl.proxy.forward import handle
+        try:
+            while not self.closed:
+                if not self.queue:
+                    if self.draining:
+                        break
+                    self._arm_idle_timer()
+                    self.waiter = self.loop.create_future()
+                    await self.waiter
+                    self.waiter = None
+                    continue
+                req = self.queue.popleft()
+                if len(self.queue) <= MAX_PIPELINE:
+                    self.resume_reading("pipeline")
+                keep = await handle(self, req)
+                if not keep or self.draining:
+                    break
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a bug must cost one connection, not the process
+            log.exception("internal error while handling a request from %s", self.peer)
+        finally:
+            self.task = None
+            self.close()
+
+    def close(self) -> None:
+        """Close after what is buffered has been written."""
+        self._cancel_timers()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        if self.upstream is not None:
+            self.upstream.close()
+
+    def start_drain(self) -> None:
+        """SIGTERM: finish the request in progress, then close; close at once if idle."""
+        self.draining = True
+        if self.current is None and not self.queue and self.parsing is None:
+            self.close()
+
+    def _arm_idle_timer(self) -> None:
+        if self.idle_timer is None and not self.closed:
+            timeout = self.server.runtime.config.limits.keepalive_timeout
+            self.idle_timer = self.loop.call_later(timeout, self.close)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self.idle_timer, self.head_timer):
+            if timer is not None:
+                timer.cancel()
+        self.idle_timer = self.head_timer = None
+
+    def _head_timeout(self) -> None:
+        self.head_timer = None
+        self._refuse(408, "request head not received in time")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """A request that cannot be parsed: answer it in order, then close; read no more."""
+        self.stop_parsing = True
+        self.pause_reading("refused")
+        req = self.parsing or Request()
+        self.parsing = None
+        req.error = (status, message)
+        req.keep_alive = False
+        self.queue.append(req)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        elif self.task is None:
+            self.task = self.loop.create_task(self._run())
+
+    # ---- callbacks from the upstream connection --------------------------------------------
+
+    def response_head(self, up: UpstreamConnection, status: int, reason: bytes,
+                      headers: list[tuple[bytes, bytes]], up_keep_alive: bool) -> None:
+        req = self.current
+        if req is None or up is not self.upstream:
+            return
+        self.status = status
+        length = -1
+        chunked = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)
+            elif lower == b"transfer-encoding":
+                chunked = True
+        upgrade = None
+        if status == 101 and req.upgrade is not None:
+            upgrade = next((v for n, v in headers if n.lower() == b"upgrade"), req.upgrade)
+            framing_, keep = "none", True
+        elif req.method == b"HEAD" or status in framing.NO_BODY_STATUSES:
+            framing_ = "length" if length >= 0 and req.method == b"HEAD" else "none"
+            keep = req.keep_alive
+        elif length >= 0 and not chunked:
+            framing_, keep = "length", req.keep_alive
+        elif not req.http10:
+            framing_, keep = "chunked", req.keep_alive
+        else:
+            framing_, keep = "close", False        # HTTP/1.0 client, length unknown
+        if self.draining or (req.body is not None and not req.body.done):
+            keep = False   # a body the backend did not wait for cannot be skipped safely
+        self.up_eof = length < 0 and not chunked and framing_ not in ("none",) and \
+            req.method != b"HEAD" and status not in framing.NO_BODY_STATUSES and upgrade is None
+        self.resp_framing = "none" if req.method == b"HEAD" else framing_
+        self.resp_keep = keep
+        self.response_begun = True
+        self.transport.write(framing.client_response_head(
+            status, reason, headers, framing=framing_, length=max(length, 0), keep_alive=keep,
+            http10=req.http10, request_id=None, upgrade=upgrade))
+        waiter = self.head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(status)
+
+    def response_body(self, data: bytes) -> None:
+        self.progress += 1
+        if self.resp_framing == "chunked":
+            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        elif self.resp_framing != "none":
+            self.transport.write(data)
+
+    def response_complete(self, up: UpstreamConnection, reusable: bool) -> None:
+        if up is not self.upstream:
+            return
+        if self.resp_framing == "chunked":
+            self.transport.write(b"0\r\n\r\n")
+        self.up_reusable = reusable and not self.up_eof
+        waiter = self.done_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def upstream_failed(self, error: UpstreamError) -> None:
+        for waiter in (self.head_waiter, self.done_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+                return
+
+    def upstream_lost(self, up: UpstreamConnection) -> None:
+        if up is not self.upstream:
+            return
+        if self.response_begun and self.up_eof:
+            # A response delimited by the backend closing: this *is* its end.
+            self.response_complete(up, reusable=False)
+            return
+        self.upstream_failed(UpstreamError(
+            "backend closed the connection" if not up.response_started else "backend closed mid-response",
+            before_response=not up.response_started))
+
+    def upstream_upgraded(self, tail: bytes) -> None:
+        up = self.upstream
+        if up is None or self.status != 101:
+            self.upstream_failed(UpstreamError("unexpected upgrade", False))
+            return
+        up.tunnel = True
+        self.tunnel = up
+        self.tunnel_done = self.loop.create_future()
+        if tail:
+            self.transport.write(tail)
+        if self.upgrade_tail and up.transport is not None:
+            up.transport.write(self.upgrade_tail)
+        self.upgrade_tail = b""
+        self.resume_reading("upgrade")
+        self.response_complete(up, reusable=False)
+
+    def tunnel_from_upstream(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def end_tunnel(self) -> None:
+        if self.tunnel_done is not None and not self.tunnel_done.done():
+            self.tunnel_done.set_result(None)

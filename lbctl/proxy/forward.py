@@ -1,0 +1,194 @@
+"""One request's journey: route, pick a backend, connect, forward, retry when safe.
+
+Retry rules (the same promises HAProxy and NGINX make):
+
+* a failed connect moves to the next backend, whatever the method (nothing was sent);
+* a backend that closes or resets before any response byte is retried only for idempotent
+  methods whose body can be replayed (no body, or one small enough to have been kept);
+* nothing is retried once response bytes have reached the client, nor after a response
+  timeout (a slow backend is not handed the same work twice);
+* at most ``retries`` extra attempts, each on a backend not tried yet, within the deadline.
+
+Statuses the proxy produces: 404 (no route), 502 (backend error or invalid response),
+503 with Retry-After (no eligible backend), 504 (no response head in time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from lbctl.proxy import framing
+from lbctl.proxy.upstream import IdlePool, UpstreamError
+
+if TYPE_CHECKING:
+    from lbctl.proxy.client import ClientConnection, Request
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _respond(conn: ClientConnection, req: Request, status: int, message: str,
+             request_id: bytes | None, extra=()) -> bool:
+    """Send a proxy-generated response; returns whether the connection stays open."""
+    # A body we did not read to its end leaves the stream position unknown: close.
+    keep = req.keep_alive and not conn.draining and (req.body is None or req.body.done) \
+        and req.upgrade is None
+    if conn.transport is not None and not conn.transport.is_closing():
+        conn.transport.write(framing.error_response(
+            status, message, keep_alive=keep, request_id=request_id, extra=extra,
+            head_only=req.method == b"HEAD"))
+    return keep
+
+
+async def handle(conn: ClientConnection, req: Request) -> bool:
+    """Serve one request on ``conn``; returns whether the client connection stays open."""
+    server = conn.server
+    if req.error is not None:
+        _respond(conn, req, req.error[0], req.error[1], None)
+        return False
+    runtime = server.runtime            # this request keeps this runtime to its end
+    request_id = server.request_ids.resolve(req.header(b"x-request-id"))
+    route = runtime.router.match(req.host.decode("latin-1"), req.path)
+    if route is None:
+        return _respond(conn, req, 404, "no route matches this request", request_id)
+    state = runtime.pools[route.pool]
+    pool, pcfg = state.pool, state.config
+    key = state.key_of(conn, req) if state.key_of is not None else None
+    if req.expect_continue and req.body is not None and not req.body.done:
+        conn.transport.write(CONTINUE)
+
+    loop = conn.loop
+    deadline = loop.time() + pcfg.timeouts.connect + pcfg.timeouts.response
+    tried: list = []
+    failure = (502, "no backend could serve the request")
+    for _ in range(1 + pcfg.retries):
+        backend = pool.select(key, exclude=tried)
+        if backend is None:
+            if not tried:
+                return _respond(conn, req, 503, f"no backend available in pool {pool.name!r}",
+                                request_id, extra=((b"Retry-After", b"1"),))
+            break
+        tried.append(backend)
+        result = await _attempt(conn, req, pool, pcfg, backend, request_id, deadline)
+        if result is True or result is False:
+            return result
+        failure, retryable = result
+        if not retryable:
+            break
+    return _respond(conn, req, failure[0], failure[1], request_id)
+
+
+async def _attempt(conn: ClientConnection, req: Request, pool, pcfg, backend, request_id: bytes,
+                   deadline: float):
+    """One try on one backend. Returns keep-alive (bool) when a response was relayed, or
+    ``((status, message), retryable)`` when this backend failed before any response byte."""
+    loop = conn.loop
+    idle: IdlePool = backend.extra["idle"]
+    pool.on_start(backend)
+    started = loop.time()
+    ok = False
+    latency = None
+    up = None
+    try:
+        up = idle.take(started)
+        if up is None:
+            remaining = deadline - started
+            try:
+                up = await idle.connect(min(pcfg.timeouts.connect, max(remaining, 0.001)))
+            except (OSError, asyncio.TimeoutError):
+                return (502, "connect failed"), True
+        if conn.closed:
+            raise asyncio.CancelledError
+        conn.current, conn.upstream = req, up
+        conn.response_begun = False
+        conn.up_reusable = False
+        conn.head_waiter = loop.create_future()
+        conn.done_waiter = loop.create_future()
+        up.attach(conn, head_request=req.method == b"HEAD")
+        body = req.body
+        up.transport.write(framing.upstream_request_head(
+            req.method, req.target, req.headers, client_ip=conn.peer, proto=b"http",
+            host=req.host, request_id=request_id,
+            framing="none" if body is None else body.framing,
+            length=body.length if body is not None else 0, upgrade=req.upgrade))
+        if body is not None:
+            body.attach(up.transport)
+
+        timer = loop.call_at(max(deadline, loop.time()), _expire, conn.head_waiter)
+        try:
+            await conn.head_waiter
+        except UpstreamError as exc:
+            # Nothing reached the client; a retry is safe only if the backend cannot have
+            # acted on the request twice, and the body can be sent again.
+            replayable = body is None or body.replayable()
+            return (502, exc.reason), exc.before_response and replayable and \
+                req.method in framing.IDEMPOTENT
+        except _Timeout:
+            return (504, "backend did not answer in time"), False
+        finally:
+            timer.cancel()
+        latency = loop.time() - started
+
+        watchdog = _Watchdog(conn, server_limits(conn).body_timeout)
+        try:
+            await conn.done_waiter
+        except (UpstreamError, _Timeout):
+            # Response bytes already went out: the client gets a truncated message and a
+            # closed connection, never a clean end.
+            if conn.transport is not None:
+                conn.transport.abort()
+            return False
+        finally:
+            watchdog.cancel()
+        ok = conn.status < 500
+        if conn.tunnel is not None:
+            await conn.tunnel_done
+            return False
+        return conn.resp_keep
+    finally:
+        if up is not None:
+            body = req.body
+            clean = ok and conn.up_reusable and (body is None or body.done) and not up.closed
+            if body is not None:
+                body.detach()
+            if clean:
+                idle.give_back(up, loop.time())
+            elif conn.tunnel is not up:
+                up.close()
+        conn.current = conn.upstream = None
+        conn.head_waiter = conn.done_waiter = None
+        pool.on_end(backend, latency if latency is not None else loop.time() - started, ok)
+
+
+def server_limits(conn: ClientConnection):
+    return conn.server.runtime.config.limits
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Timeout())
+
+
+class _Watchdog:
+    """Fails the exchange when no body byte moved in either direction for ``timeout``."""
+
+    def __init__(self, conn: ClientConnection, timeout: float) -> None:
+        self.conn = conn
+        self.timeout = timeout
+        self.seen = conn.progress
+        self.handle = conn.loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        conn = self.conn
+        if conn.progress != self.seen:
+            self.seen = conn.progress
+            self.handle = conn.loop.call_later(self.timeout, self._check)
+        elif conn.done_waiter is not None:
+            _expire(conn.done_waiter)
+
+    def cancel(self) -> None:
+        self.handle.cancel()

@@ -1,0 +1,118 @@
+"""The live state a request needs: config, router and pools, swapped whole on reload.
+
+A request takes the ``Runtime`` current when it starts and keeps it to the end, so a
+SIGHUP never changes the rules under a request in flight. Backends that survive a reload
+(same pool, same name and address) keep their ``Backend`` object: in-flight counts, EWMA,
+health and their idle upstream connections carry over.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from lbctl.balancing import Backend, Pool, make_pool
+from lbctl.config.model import BackendConfig, Config, PoolConfig
+from lbctl.proxy.router import Router
+from lbctl.proxy.upstream import IdlePool
+
+
+@dataclass
+class PoolRuntime:
+    config: PoolConfig
+    pool: Pool
+    key_of: Callable | None       # consistent_hash: request -> key (None: no key)
+
+
+class Runtime:
+    def __init__(self, config: Config, pools: dict[str, PoolRuntime], loaded_at: float) -> None:
+        self.config = config
+        self.router = Router(config.routes)
+        self.pools = pools
+        self.loaded_at = loaded_at
+
+    def backends(self):
+        for state in self.pools.values():
+            yield from state.pool.backends
+
+
+def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Random,
+                  previous: Runtime | None = None) -> Runtime:
+    """Pools for ``config``, reusing live ``Backend`` objects from ``previous``."""
+    pools: dict[str, PoolRuntime] = {}
+    for name, pcfg in config.pools.items():
+        old_state = previous.pools.get(name) if previous else None
+        old = old_state.pool.by_name if old_state else {}
+        backends = [_backend(bcfg, pcfg, old.get(bcfg.name)) for bcfg in pcfg.backends]
+        if old_state is not None and old_state.config.algorithm == pcfg.algorithm \
+                and old_state.config.slow_start == pcfg.slow_start \
+                and old_state.config.panic_threshold == pcfg.panic_threshold \
+                and old_state.config.ewma_decay == pcfg.ewma_decay:
+            pool = old_state.pool
+            pool.set_backends(backends)
+        else:
+            pool = make_pool(name, backends, pcfg.algorithm, rng=rng, clock=clock,
+                             ewma_decay=pcfg.ewma_decay, slow_start=pcfg.slow_start,
+                             panic_threshold=pcfg.panic_threshold)
+            if old_state is not None:
+                pool.set_backends(backends)        # survivors keep state; newcomers ramp
+        for old_backend in old.values():
+            if pool.by_name.get(old_backend.name) is not old_backend:
+                idle = old_backend.extra.get("idle")
+                if idle is not None:
+                    idle.close_all()
+        pools[name] = PoolRuntime(pcfg, pool, key_getter(pcfg.hash_key))
+    return Runtime(config, pools, time.time())
+
+
+def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None) -> Backend:
+    same_address = old is not None and (old.scheme, old.host, old.port) == \
+        (bcfg.scheme, bcfg.host, bcfg.port)
+    if same_address:
+        b = old
+        b.weight = bcfg.weight
+        b.backup = bcfg.backup
+    else:
+        if old is not None and old.extra.get("idle") is not None:
+            old.extra["idle"].close_all()
+        b = Backend(bcfg.name, bcfg.url, weight=bcfg.weight, backup=bcfg.backup,
+                    scheme=bcfg.scheme, host=bcfg.host, port=bcfg.port)
+    context = ssl.create_default_context() if bcfg.scheme == "https" else None
+    idle = b.extra.get("idle")
+    if idle is None:
+        b.extra["idle"] = IdlePool(b, max_idle=pcfg.max_idle_connections,
+                                   idle_timeout=pcfg.idle_timeout, ssl=context)
+    else:
+        idle.max_idle, idle.idle_timeout = pcfg.max_idle_connections, pcfg.idle_timeout
+    return b
+
+
+def key_getter(spec: str | None) -> Callable | None:
+    """Compile ``hash_key`` once: a function (conn, request) -> key or None."""
+    if spec is None:
+        return None
+    if spec == "ip":
+        return lambda conn, req: conn.peer
+    if spec == "path":
+        return lambda conn, req: req.path
+    kind, _, name = spec.partition(":")
+    lower = name.lower().encode("latin-1")
+    if kind == "header":
+        return lambda conn, req: req.header(lower)
+    if kind == "cookie":
+        wanted = name.encode("latin-1")
+
+        def cookie(conn, req):
+            raw = req.header(b"cookie")
+            if raw is None:
+                return None
+            for part in raw.split(b";"):
+                key, _, value = part.strip().partition(b"=")
+                if key == wanted:
+                    return value
+            return None
+        return cookie
+    raise ValueError(f"unknown hash_key {spec!r}")
