@@ -60,11 +60,13 @@ def upstream_request_head(method: bytes, target: bytes, headers: list[tuple[byte
                           framing: str, length: int, upgrade: bytes | None) -> bytes:
     """The head sent to a backend. ``framing``: "none", "length" or "chunked"."""
     named = connection_tokens(headers)
-    out = [method, b" ", target, b" HTTP/1.1\r\n"]
+    # Host is written once, from the value the proxy routed by (an HTTP/1.0 client may
+    # have sent none, and a backend speaking 1.1 requires one).
+    out = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     for name, value in headers:
         lower = name.lower()
         if lower in HOP_BY_HOP or lower in PROXY_SET or lower in REDERIVED or lower in named \
-                or lower == b"x-request-id":
+                or lower == b"x-request-id" or lower == b"host":
             continue
         out += (name, b": ", value, b"\r\n")
     out += (b"X-Forwarded-For: ", client_ip.encode(), b"\r\nX-Forwarded-Proto: ", proto,

@@ -1,0 +1,39 @@
+"""``lbctl serve CONFIG``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+
+def setup_logging(fmt: str = "text") -> None:
+    """The event log goes to stderr (state changes, reloads, errors), never stdout."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("lbctl")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+@click.command()
+@click.argument("config", metavar="CONFIG")
+def command(config: str) -> None:
+    """Run the proxy described by CONFIG until SIGTERM or SIGINT.
+
+    SIGTERM/SIGINT stop accepting, let requests in flight finish (up to
+    limits.drain_timeout) and exit 0. SIGHUP re-reads CONFIG: a valid file is swapped
+    in atomically, an invalid one is logged and the old config keeps serving.
+
+    Exit codes: 0 clean stop, 2 bad config, 1 runtime failure (e.g. port in use).
+
+    \b
+    Example:
+      lbctl serve lb.toml
+      kill -HUP $(pidof lbctl)    # reload
+    """
+    from lbctl.proxy.main import serve
+    setup_logging()
+    sys.exit(serve(config))

@@ -1,0 +1,62 @@
+"""``lbctl serve``: load the config, listen, and run until SIGTERM/SIGINT; reload on SIGHUP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from lbctl.config.loader import ConfigError, load_config
+from lbctl.exitcodes import Exit
+from lbctl.proxy.server import ProxyServer
+
+log = logging.getLogger("lbctl")
+
+
+def install_fast_loop() -> None:
+    """uvloop where installed: the data plane is about twice as fast on it."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(path: str) -> int:
+    config = load_config(path)          # ConfigError is a UserError: exit 2, no traceback
+    install_fast_loop()
+    return asyncio.run(_serve(path, config))
+
+
+async def _serve(path: str, config) -> int:
+    loop = asyncio.get_running_loop()
+    server = ProxyServer(config)
+    await server.start()
+    log.info("listening on %s: %d routes, %d pools, %d backends", config.listen.address,
+             len(config.routes), len(config.pools),
+             sum(len(p.backends) for p in config.pools.values()))
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload(server, path))
+    await stop.wait()
+    timeout = server.runtime.config.limits.drain_timeout
+    log.info("stopping: draining %d connections (up to %gs)", len(server.connections), timeout)
+    clean = await server.drain(timeout)
+    log.info("stopped%s", "" if clean else ": drain timeout reached, remaining connections closed")
+    return Exit.OK
+
+
+def reload(server: ProxyServer, path: str) -> bool:
+    """Re-read ``path``; keep serving the old config if the new one is invalid."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload rejected: %s", problem)
+        log.error("reload rejected: %d problem(s); still serving the previous configuration",
+                  len(exc.problems))
+        return False
+    server.reload(config)
+    log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools))
+    return True
