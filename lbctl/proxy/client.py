@@ -36,7 +36,7 @@ class Body:
     """A request body arriving from the client. Framing toward the backend is re-derived."""
 
     __slots__ = ("conn", "framing", "length", "chunks", "buffered", "done", "sink", "replay",
-                 "replay_size", "received", "sent_any")
+                 "replay_size", "received", "sent_any", "on_done")
 
     def __init__(self, conn: "ClientConnection", framing_: str, length: int) -> None:
         self.conn = conn
@@ -50,6 +50,7 @@ class Body:
         self.replay_size = 0
         self.received = 0
         self.sent_any = False
+        self.on_done = None               # called once the whole body has been received
 
     def feed(self, data: bytes) -> None:
         self.received += len(data)
@@ -71,6 +72,8 @@ class Body:
         self.done = True
         if self.sink is not None and self.framing == "chunked":
             self.sink.write(b"0\r\n\r\n")
+        if self.on_done is not None:
+            self.on_done()
 
     def replayable(self) -> bool:
         return not self.sent_any or self.replay is not None

@@ -73,7 +73,7 @@ async def handle(conn: ClientConnection, req: Request) -> bool:
                                 request_id, extra=((b"Retry-After", b"1"),))
             break
         tried.append(backend)
-        result = await _attempt(conn, req, pool, pcfg, backend, request_id, deadline)
+        result = await _attempt(conn, req, state, backend, request_id, deadline)
         if result is True or result is False:
             return result
         failure, retryable = result
@@ -82,11 +82,13 @@ async def handle(conn: ClientConnection, req: Request) -> bool:
     return _respond(conn, req, failure[0], failure[1], request_id)
 
 
-async def _attempt(conn: ClientConnection, req: Request, pool, pcfg, backend, request_id: bytes,
+async def _attempt(conn: ClientConnection, req: Request, state, backend, request_id: bytes,
                    deadline: float):
     """One try on one backend. Returns keep-alive (bool) when a response was relayed, or
     ``((status, message), retryable)`` when this backend failed before any response byte."""
     loop = conn.loop
+    pool, pcfg = state.pool, state.config
+    outcome = "reset"             # what the passive health sink hears unless we learn better
     idle: IdlePool = backend.extra["idle"]
     pool.on_start(backend)
     started = loop.time()
@@ -100,6 +102,7 @@ async def _attempt(conn: ClientConnection, req: Request, pool, pcfg, backend, re
             try:
                 up = await idle.connect(min(pcfg.timeouts.connect, max(remaining, 0.001)))
             except (OSError, asyncio.TimeoutError):
+                outcome = "connect"
                 return (502, "connect failed"), True
         if conn.closed:
             raise asyncio.CancelledError
@@ -115,30 +118,42 @@ async def _attempt(conn: ClientConnection, req: Request, pool, pcfg, backend, re
             host=req.host, request_id=request_id,
             framing="none" if body is None else body.framing,
             length=body.length if body is not None else 0, upgrade=req.upgrade))
+        # The response timeout counts from the end of the request: a long upload is governed
+        # by the body idle timeout instead, so it is not cut off for being large.
+        timer = _ResponseTimer(conn, pcfg.timeouts.response)
         if body is not None:
             body.attach(up.transport)
-
-        timer = loop.call_at(max(deadline, loop.time()), _expire, conn.head_waiter)
+            if body.done:
+                timer.arm()
+            else:
+                body.on_done = timer.arm
+                timer.watch_body(server_limits(conn).body_timeout)
+        else:
+            timer.arm()
         try:
             await conn.head_waiter
         except UpstreamError as exc:
+            outcome = "invalid" if not exc.before_response else "reset"
             # Nothing reached the client; a retry is safe only if the backend cannot have
             # acted on the request twice, and the body can be sent again.
             replayable = body is None or body.replayable()
             return (502, exc.reason), exc.before_response and replayable and \
                 req.method in framing.IDEMPOTENT
         except _Timeout:
+            outcome = "timeout"
             return (504, "backend did not answer in time"), False
         finally:
             timer.cancel()
         latency = loop.time() - started
+        outcome = "5xx" if conn.status >= 500 else "ok"
 
         watchdog = _Watchdog(conn, server_limits(conn).body_timeout)
         try:
             await conn.done_waiter
-        except (UpstreamError, _Timeout):
+        except (UpstreamError, _Timeout) as exc:
             # Response bytes already went out: the client gets a truncated message and a
             # closed connection, never a clean end.
+            outcome = "timeout" if isinstance(exc, _Timeout) else "reset"
             if conn.transport is not None:
                 conn.transport.abort()
             return False
@@ -159,9 +174,12 @@ async def _attempt(conn: ClientConnection, req: Request, pool, pcfg, backend, re
                 idle.give_back(up, loop.time())
             elif conn.tunnel is not up:
                 up.close()
+            if body is not None:
+                body.on_done = None
         conn.current = conn.upstream = None
         conn.head_waiter = conn.done_waiter = None
         pool.on_end(backend, latency if latency is not None else loop.time() - started, ok)
+        state.outcomes.record(backend, outcome)
 
 
 def server_limits(conn: ClientConnection):
@@ -173,12 +191,41 @@ def _expire(waiter: asyncio.Future) -> None:
         waiter.set_exception(_Timeout())
 
 
-class _Watchdog:
-    """Fails the exchange when no body byte moved in either direction for ``timeout``."""
+class _ResponseTimer:
+    """Fails the head wait when the backend has not answered ``timeout`` after the request
+    was fully sent. While the body is still streaming, the watchdog below governs instead."""
 
     def __init__(self, conn: ClientConnection, timeout: float) -> None:
         self.conn = conn
         self.timeout = timeout
+        self.handle: asyncio.TimerHandle | None = None
+        self.watchdog: _Watchdog | None = None
+
+    def arm(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        if self.handle is None and self.conn.head_waiter is not None:
+            self.handle = self.conn.loop.call_later(self.timeout, _expire, self.conn.head_waiter)
+
+    def watch_body(self, body_timeout: float) -> None:
+        self.watchdog = _Watchdog(self.conn, body_timeout, self.conn.head_waiter)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+
+
+class _Watchdog:
+    """Fails the exchange when no body byte moved in either direction for ``timeout``."""
+
+    def __init__(self, conn: ClientConnection, timeout: float,
+                 waiter: asyncio.Future | None = None) -> None:
+        self.conn = conn
+        self.timeout = timeout
+        self.waiter = waiter
         self.seen = conn.progress
         self.handle = conn.loop.call_later(timeout, self._check)
 
@@ -187,8 +234,10 @@ class _Watchdog:
         if conn.progress != self.seen:
             self.seen = conn.progress
             self.handle = conn.loop.call_later(self.timeout, self._check)
-        elif conn.done_waiter is not None:
-            _expire(conn.done_waiter)
+        else:
+            waiter = self.waiter or conn.done_waiter
+            if waiter is not None:
+                _expire(waiter)
 
     def cancel(self) -> None:
         self.handle.cancel()

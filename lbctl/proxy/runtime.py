@@ -20,11 +20,22 @@ from lbctl.proxy.router import Router
 from lbctl.proxy.upstream import IdlePool
 
 
+class OutcomeSink:
+    """Where the proxy reports each attempt's outcome (passive health plugs in here).
+
+    ``outcome`` is one of "ok", "connect", "reset", "timeout", "invalid", "5xx".
+    """
+
+    def record(self, backend: Backend, outcome: str) -> None:
+        pass
+
+
 @dataclass
 class PoolRuntime:
     config: PoolConfig
     pool: Pool
     key_of: Callable | None       # consistent_hash: request -> key (None: no key)
+    outcomes: OutcomeSink = OutcomeSink()
 
 
 class Runtime:
