@@ -57,18 +57,20 @@ def format_duration(seconds: float) -> str:
     """
     if seconds == 0:
         return "0s"
-    for unit, scale in (("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+    for unit, scale in (("h", 3600.0), ("m", 60.0)):
         count = seconds / scale
         if count >= 1 and abs(count - round(count)) < 1e-9:
             text = f"{int(round(count))}{unit}"
             if parse_duration(text) == seconds:
                 return text
-    exact = f"{_plain_decimal(seconds)}s"
-    in_ms = f"{_plain_decimal(seconds * 1000)}ms"
-    # Sub-second values usually read better in ms, when that spelling is exact and not longer.
-    if seconds < 1 and len(in_ms) <= len(exact) and parse_duration(in_ms) == seconds:
-        return in_ms
-    return exact
+    unit, scale = ("s", 1.0) if seconds >= 1 else ("ms", 1e-3) if seconds >= 1e-3 else ("us", 1e-6)
+    count = seconds / scale
+    # 0.15 / 1e-3 is 149.99999999999997: try short spellings first, keep the first exact one.
+    for digits in (12, 15, 17):
+        text = _plain_decimal(float(f"{count:.{digits}g}")) + unit
+        if parse_duration(text) == seconds:
+            return text
+    return f"{_plain_decimal(seconds)}s"
 
 
 def _plain_decimal(number: float) -> str:
