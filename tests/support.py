@@ -77,13 +77,18 @@ class Backends:
 
     async def start(self, name: str, handler=None) -> TestBackend:
         ref: list = [None]
-        runner = web.AppRunner(named_app(name, ref, handler), access_log=None)
+        backend = await self.start_app(name, named_app(name, ref, handler))
+        ref[0] = backend
+        return backend
+
+    async def start_app(self, name: str, app: web.Application) -> TestBackend:
+        """Any aiohttp app (for handlers that must stream rather than read the whole body)."""
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         backend = TestBackend(name, port, runner)
-        ref[0] = backend
         self.items.append(backend)
         return backend
 
