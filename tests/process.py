@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 from pathlib import Path
 
 LBCTL = str(Path(sys.executable).parent / "lbctl")
+# The subprocess imports this checkout's lbctl, whatever the virtualenv's install points at.
+REPO = str(Path(__file__).resolve().parent.parent)
+ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 class LbctlProcess:
@@ -22,7 +26,7 @@ class LbctlProcess:
     @classmethod
     async def start(cls, *args: str) -> "LbctlProcess":
         proc = await asyncio.create_subprocess_exec(
-            LBCTL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            LBCTL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV)
         return cls(proc)
 
     async def _read(self) -> None:

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.process import LBCTL, LbctlProcess
+from tests.process import ENV, LBCTL, LbctlProcess
 
 
 def free_port() -> int:
@@ -106,7 +106,7 @@ async def test_port_in_use_is_one_clear_line_and_exit_1(tmp_path):
         port = taken.getsockname()[1]
         write_config(tmp_path / "lb.toml", port, ["http://127.0.0.1:9"])
         result = subprocess.run([LBCTL, "serve", str(tmp_path / "lb.toml")],
-                                capture_output=True, text=True, timeout=30)
+                                capture_output=True, text=True, timeout=30, env=ENV)
     assert result.returncode == 1
     assert f"127.0.0.1:{port}" in result.stderr and "address already in use" in result.stderr
     assert "Traceback" not in result.stderr
@@ -119,14 +119,14 @@ async def test_port_in_use_is_one_clear_line_and_exit_1(tmp_path):
 def test_bad_config_is_exit_2_without_traceback(tmp_path, content, expected):
     (tmp_path / "lb.toml").write_text(content)
     result = subprocess.run([LBCTL, "serve", str(tmp_path / "lb.toml")],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, timeout=30, env=ENV)
     assert result.returncode == 2
     assert expected in result.stderr and "Traceback" not in result.stderr
 
 
 def test_missing_config_file_is_exit_2(tmp_path):
     result = subprocess.run([LBCTL, "serve", str(tmp_path / "nope.toml")],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, timeout=30, env=ENV)
     assert result.returncode == 2
     assert "nope.toml" in result.stderr and "Traceback" not in result.stderr
 

@@ -41,7 +41,9 @@ async def _serve(path: str, config) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(server, path))
     await stop.wait()
     timeout = server.runtime.config.limits.drain_timeout
-    log.info("stopping: draining %d connections (up to %gs)", len(server.connections), timeout)
+    server.stop_listening()
+    log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
+             len(server.connections), timeout)
     clean = await server.drain(timeout)
     log.info("stopped%s", "" if clean else ": drain timeout reached, remaining connections closed")
     return Exit.OK

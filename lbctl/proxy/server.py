@@ -60,11 +60,15 @@ class ProxyServer:
                         "still listening on %s", config.listen.address, old.config.listen.address)
         self.runtime = build_runtime(config, clock=self.loop.time, rng=self.rng, previous=old)
 
+    def stop_listening(self) -> None:
+        """Close the listening socket: new connections are refused from here on."""
+        if self.server is not None:
+            self.server.close()
+
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, let requests in flight finish (up to ``timeout``), close the rest.
         Returns True when every connection finished on its own."""
-        if self.server is not None:
-            self.server.close()
+        self.stop_listening()
         for conn in list(self.connections):
             conn.start_drain()
         deadline = self.loop.time() + timeout
