@@ -776,3 +776,23 @@ url = "http://127.0.0.1:9001"
 weight = {weight!r}
 ''')
     assert_round_trip(tmp_path, config)
+
+
+def test_nested_table_missing_a_required_key_is_a_problem_not_a_type_error():
+    # No table has a required nested key yet (a future [listen.tls] with its cert will).
+    from lbctl.config.kinds import Str
+    from lbctl.config.schema import Section
+
+    @dataclasses.dataclass(frozen=True)
+    class Tls:
+        cert: str
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        tls: Tls | None = None
+
+    found = Problems("x.toml")
+    read = Section(Outer, tls=Section(Tls, optional=True, cert=Str(required=True))).read(
+        {"tls": {}}, "listen", found)
+    assert [str(p) for p in found.items] == ["x.toml: listen.tls.cert: missing; expected a non-empty string"]
+    assert read.bad == {"tls", "tls.cert"}
