@@ -104,15 +104,19 @@ class Pool:
 
         primaries = [b for b in self.backends if not b.backup]
         eligible_primaries = [b for b in primaries if b.eligible]
-        if primaries and self.panic_threshold and \
+        eligible_backups = [b for b in self.backends if b.backup and b.eligible]
+        if not eligible_primaries and eligible_backups:
+            # Backups exist for exactly this case; panic must not send traffic to primaries
+            # known to be down while a backup is up (Envoy spills to the next priority first).
+            self.mode, active = "backup", eligible_backups
+        elif primaries and self.panic_threshold and \
                 100.0 * len(eligible_primaries) / len(primaries) < self.panic_threshold:
             # Envoy's panic mode: too few healthy to carry the load, so spread over all.
             self.mode, active = "panic", [b for b in primaries if b.admin is AdminState.ENABLED]
         elif eligible_primaries:
             self.mode, active = "normal", eligible_primaries
         else:
-            active = [b for b in self.backends if b.backup and b.eligible]
-            self.mode = "backup" if active else "empty"
+            self.mode, active = "empty", []
         self.algorithm.rebuild(active)
 
     def slow_start_progress(self, b: Backend) -> float | None:
