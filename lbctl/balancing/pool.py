@@ -47,15 +47,26 @@ class Pool:
 
     def set_backends(self, backends: Sequence[Backend], *, starting: bool = False) -> None:
         """Install a new membership (config load or reload). Backends new to a running pool
-        start their slow-start ramp; at startup nobody ramps (there is no one to protect)."""
+        start their slow-start ramp; at startup nobody ramps (there is no one to protect).
+
+        A backend whose name the pool already has keeps its live object (in-flight count,
+        health, admin state, ejection, EWMA, driver data) and takes the new settings from the
+        object passed in, so a reload that builds fresh ``Backend`` objects loses no state."""
         now = self.clock()
+        members: list[Backend] = []
         for i, b in enumerate(backends):
+            old = self.by_name.get(b.name)
+            if old is not None and old is not b:
+                old.url, old.scheme, old.host, old.port = b.url, b.scheme, b.host, b.port
+                old.weight, old.backup = b.weight, b.backup
+                b = old
             b.index = i
-            if b.name not in self.by_name and not starting:
+            if old is None and not starting:
                 b.eligible_since = now
             elif starting:
                 b.eligible_since = -math.inf
-        self.backends = list(backends)
+            members.append(b)
+        self.backends = members
         self.by_name = {b.name: b for b in self.backends}
         self.algorithm.set_members(self.backends)
         self.refresh()
