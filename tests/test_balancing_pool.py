@@ -361,3 +361,66 @@ def test_make_pool_passes_settings_through():
                      ewma_decay=3.0, slow_start=5.0, panic_threshold=20.0)
     assert pool.algorithm.name == "ewma" and pool.algorithm.ewma_decay == 3.0
     assert (pool.ewma_decay, pool.slow_start, pool.panic_threshold) == (3.0, 5.0, 20.0)
+
+
+# ---- one invariant over random histories, for every algorithm ---------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+ACTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["healthy", "unhealthy", "disable", "drain", "enable", "eject",
+                         "advance", "select", "finish"]),
+        st.integers(0, 4),                         # which backend
+        st.frozensets(st.integers(0, 4), max_size=5),   # exclusion set for "select"
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(algorithm=st.sampled_from(ALL), actions=ACTIONS, with_backup=st.booleans())
+def test_select_returns_an_eligible_unexcluded_backend_or_none_only_when_there_is_none(
+        algorithm, actions, with_backup):
+    # Whatever happened before, select() returns a backend of the active set (eligible
+    # primaries, else eligible backups) that is not excluded, and returns None only when
+    # every such backend is excluded. Panic is off (the default).
+    clock = FakeClock()
+    members = backends("a", "b", "c", "d") + [Backend("z", backup=with_backup)]
+    pool = pool_of(algorithm, members, seed=1, clock=clock)
+    started = []
+    for action, i, excluded_ix in actions:
+        b = pool.backends[i]
+        if action == "healthy":
+            pool.set_healthy(b, True)
+        elif action == "unhealthy":
+            pool.set_healthy(b, False)
+        elif action == "disable":
+            pool.set_admin(b, AdminState.DISABLED)
+        elif action == "drain":
+            pool.set_admin(b, AdminState.DRAINING)
+        elif action == "enable":
+            pool.set_admin(b, AdminState.ENABLED)
+        elif action == "eject":
+            pool.eject(b, until=clock() + 1.0 + i)
+        elif action == "advance":
+            clock.advance(0.5 * (i + 1))
+        elif action == "finish" and started:
+            pool.on_end(started.pop(i % len(started)), 0.01 * (i + 1))
+        elif action == "select":
+            excluded = {pool.backends[j] for j in excluded_ix}
+            key = f"key{i}" if i % 2 else None
+            chosen = pool.select(key, exclude=excluded)
+            now = clock()
+            eligible = [x for x in pool.backends
+                        if x.healthy and x.admin is AdminState.ENABLED
+                        and not (x.ejected_until and now < x.ejected_until)]
+            primaries = [x for x in eligible if not x.backup]
+            allowed = [x for x in (primaries or [x for x in eligible if x.backup])
+                       if x not in excluded]
+            if chosen is None:
+                assert allowed == []
+            else:
+                assert chosen in allowed
+                pool.on_start(chosen)
+                started.append(chosen)
