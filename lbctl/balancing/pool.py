@@ -2,9 +2,10 @@
 
 The pool is the one place that decides. It derives each backend's eligibility from health,
 admin state and passive ejection, chooses the *active set* (the eligible primaries; the
-eligible backups when no primary is eligible; everything when panic mode applies), hands
-that set to the algorithm when it changes, and filters the algorithm's candidates per
-request (a retry's exclusion set, an ``accept`` predicate) with a bound on attempts.
+eligible backups when no primary is eligible; every enabled primary when panic mode applies
+and no backup is up), hands that set to the algorithm when it changes, and filters the
+algorithm's candidates per request (a retry's exclusion set, an ``accept`` predicate) with
+a bound on attempts.
 
 Time-driven changes (an ejection expiring, a slow-start ramp advancing) are applied lazily:
 ``select`` compares the clock with the next scheduled change, one comparison per request.
