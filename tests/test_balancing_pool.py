@@ -378,16 +378,18 @@ ACTIONS = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(algorithm=st.sampled_from(ALL), actions=ACTIONS, with_backup=st.booleans())
+@settings(max_examples=80, deadline=None)
+@given(algorithm=st.sampled_from(ALL), actions=ACTIONS, with_backup=st.booleans(),
+       panic=st.sampled_from([0.0, 50.0]))
 def test_select_returns_an_eligible_unexcluded_backend_or_none_only_when_there_is_none(
-        algorithm, actions, with_backup):
-    # Whatever happened before, select() returns a backend of the active set (eligible
-    # primaries, else eligible backups) that is not excluded, and returns None only when
-    # every such backend is excluded. Panic is off (the default).
+        algorithm, actions, with_backup, panic):
+    # Whatever happened before, select() returns a backend of the active set that is not
+    # excluded, and returns None only when every such backend is excluded. The active set:
+    # eligible primaries; else eligible backups; with panic on (50%) and fewer than half the
+    # primaries eligible and no backup up, every enabled primary.
     clock = FakeClock()
     members = backends("a", "b", "c", "d") + [Backend("z", backup=with_backup)]
-    pool = pool_of(algorithm, members, seed=1, clock=clock)
+    pool = pool_of(algorithm, members, seed=1, clock=clock, panic_threshold=panic)
     started = []
     for action, i, excluded_ix in actions:
         b = pool.backends[i]
@@ -415,9 +417,16 @@ def test_select_returns_an_eligible_unexcluded_backend_or_none_only_when_there_i
             eligible = [x for x in pool.backends
                         if x.healthy and x.admin is AdminState.ENABLED
                         and not (x.ejected_until and now < x.ejected_until)]
-            primaries = [x for x in eligible if not x.backup]
-            allowed = [x for x in (primaries or [x for x in eligible if x.backup])
-                       if x not in excluded]
+            primaries = [x for x in pool.backends if not x.backup]
+            up = [x for x in eligible if not x.backup]
+            backups_up = [x for x in eligible if x.backup]
+            if not up and backups_up:
+                active = backups_up
+            elif panic and 100.0 * len(up) / len(primaries) < panic:
+                active = [x for x in primaries if x.admin is AdminState.ENABLED]
+            else:
+                active = up
+            allowed = [x for x in active if x not in excluded]
             if chosen is None:
                 assert allowed == []
             else:
