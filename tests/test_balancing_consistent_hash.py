@@ -6,7 +6,7 @@ import math
 import random
 from collections import Counter
 
-from balancing_support import backends, names, pool_of
+from tests.balancing_support import backends, names, pool_of
 from lbctl.balancing.consistent_hash import VNODES
 
 KEYS = [f"user-{i}" for i in range(20_000)]

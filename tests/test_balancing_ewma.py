@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from balancing_support import FakeClock, StubRng, backends, pool_of
+from tests.balancing_support import FakeClock, StubRng, backends, pool_of
 
 
 def observe(pool, name, latency):

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from balancing_support import FakeClock, backends, names, pick, pool_of
+from tests.balancing_support import FakeClock, backends, names, pick, pool_of
 from lbctl.balancing import ALGORITHMS, AdminState, Backend, make_pool
 from lbctl.balancing.pool import SLOW_START_MIN, SLOW_START_STEPS
 

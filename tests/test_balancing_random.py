@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from balancing_support import StubRng, backends, names, pool_of, shares
+from tests.balancing_support import StubRng, backends, names, pool_of, shares
 
 
 def five_sigma(n: int, p: float) -> float:

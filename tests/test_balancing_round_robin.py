@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from balancing_support import backends, names, pick, pool_of
+from tests.balancing_support import backends, names, pick, pool_of
 
 
 def test_exact_rotation_order():

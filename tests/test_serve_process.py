@@ -63,7 +63,7 @@ async def test_sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits
     in_flight = asyncio.ensure_future(get(port, "/slow"))
     await asyncio.wait_for(arrived.wait(), 10)
     proc.proc.send_signal(signal.SIGTERM)
-    await proc.wait_for_log("stopping: draining")
+    await proc.wait_for_log("no longer accepting")
     with pytest.raises(OSError):                       # the listener is closed
         await asyncio.open_connection("127.0.0.1", port)
     release.set()
