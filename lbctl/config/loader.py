@@ -86,6 +86,7 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     listen = top.values.get("listen", model.Listen())
     admin = top.values.get("admin")         # None: no admin API
     limits = top.values.get("limits", model.Limits())
+    log = top.values.get("log", model.Log())
     if admin is not None and admin.token is None and env.get(ADMIN_TOKEN_ENV):
         admin = replace(admin, token=env[ADMIN_TOKEN_ENV])
     _check_admin(listen, admin, top.bad, problems)
@@ -96,7 +97,7 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     routes = _routes(data.get("routes"), declared, problems)
     pools = _pools(raw_pools, problems)
     return model.Config(path=file, listen=listen, routes=tuple(routes),
-                        pools=model.Config.freeze(pools), admin=admin, limits=limits)
+                        pools=model.Config.freeze(pools), admin=admin, limits=limits, log=log)
 
 
 def summary(config: model.Config) -> str:

@@ -80,6 +80,7 @@ class PoolConfig:
     ewma_decay: float = 10.0                # ewma only: time constant of the latency average
     max_idle_connections: int = 64         # per backend, upstream keep-alive
     idle_timeout: float = 15.0              # upstream keep-alive idle; below common backend defaults
+    explain: bool = False                   # add X-LB-Decision to every response (debugging)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,14 @@ class Listen:
 class Admin:
     address: Address = Address("127.0.0.1", 9900)
     token: str | None = None    # else env LBCTL_ADMIN_TOKEN; required for a non-loopback address
+    metrics: bool = True        # per-backend counters and latency histograms; false: not collected
+
+
+@dataclass(frozen=True)
+class Log:
+    """The access log (``[log]``). Off by default: a busy proxy should opt in to a line per request."""
+    access: str = "off"         # "off" | "stdout" | a file path (reopened on SIGUSR1)
+    format: str = "json"        # "json" (one object per line) | "combined" (Apache/NGINX style)
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class Config:
     pools: Mapping[str, PoolConfig]
     admin: Admin | None = None              # no [admin] table: no admin API
     limits: Limits = field(default_factory=Limits)
+    log: Log = field(default_factory=Log)
 
     @staticmethod
     def freeze(pools: dict[str, PoolConfig]) -> Mapping[str, PoolConfig]:

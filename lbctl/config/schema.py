@@ -116,6 +116,13 @@ ADMIN = Section(
     model.Admin, optional=True,
     address=AddressKind(),
     token=Str(secret=True),
+    metrics=Bool(),
+)
+
+LOG = Section(
+    model.Log,
+    access=Str(),
+    format=Choice(("json", "combined")),
 )
 
 LIMITS = Section(
@@ -187,6 +194,7 @@ POOL = Section(
     ewma_decay=Duration(positive=True),
     max_idle_connections=Int(min=0),
     idle_timeout=Duration(positive=True),
+    explain=Bool(),
     timeouts=TIMEOUTS,
     health=HEALTH,
     outlier=OUTLIER,
@@ -197,5 +205,6 @@ CONFIG = Section(
     listen=LISTEN,
     admin=ADMIN,
     limits=LIMITS,
+    log=LOG,
 )
 

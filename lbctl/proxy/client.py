@@ -164,6 +164,8 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel_done: asyncio.Future | None = None
         self.in_head = False
         self.progress = 0                 # bytes moved in either direction, for idle watchdogs
+        self.sent_bytes = 0               # response body bytes relayed (for accounting)
+        self.decision: bytes | None = None   # X-LB-Decision for this response, when explained
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -425,6 +427,8 @@ class ClientConnection(asyncio.Protocol):
         self.resp_framing = "none" if req.method == b"HEAD" else framing_
         self.resp_keep = keep
         self.response_begun = True
+        if self.decision is not None:
+            headers = [*headers, (b"X-LB-Decision", self.decision)]
         self.transport.write(framing.client_response_head(
             status, reason, headers, framing=framing_, length=max(length, 0), keep_alive=keep,
             http10=req.http10, request_id=None, upgrade=upgrade))
@@ -434,6 +438,7 @@ class ClientConnection(asyncio.Protocol):
 
     def response_body(self, data: bytes) -> None:
         self.progress += 1
+        self.sent_bytes += len(data)
         if self.resp_framing == "chunked":
             self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
         elif self.resp_framing != "none":

@@ -37,6 +37,7 @@ def _respond(conn: ClientConnection, req: Request, status: int, message: str,
     # A body we did not read to its end leaves the stream position unknown: close.
     keep = req.keep_alive and not conn.draining and (req.body is None or req.body.done) \
         and req.upgrade is None
+    conn.status = status
     if conn.transport is not None and not conn.transport.is_closing():
         conn.transport.write(framing.error_response(
             status, message, keep_alive=keep, request_id=request_id, extra=extra,
@@ -46,12 +47,19 @@ def _respond(conn: ClientConnection, req: Request, status: int, message: str,
 
 async def handle(conn: ClientConnection, req: Request) -> bool:
     """Serve one request on ``conn``; returns whether the client connection stays open."""
+    observe = conn.server.observer.request      # None: nothing watches whole requests
+    if observe is None:
+        return await _handle(conn, req)
+    return await observe(conn, req, _handle)
+
+
+async def _handle(conn: ClientConnection, req: Request) -> bool:
     server = conn.server
     if req.error is not None:
         _respond(conn, req, req.error[0], req.error[1], None)
         return False
     runtime = server.runtime            # this request keeps this runtime to its end
-    request_id = server.request_ids.resolve(req.header(b"x-request-id"))
+    request_id = conn.request_id = server.request_ids.resolve(req.header(b"x-request-id"))
     route = runtime.router.match(req.host.decode("latin-1"), req.path)
     if route is None:
         return _respond(conn, req, 404, "no route matches this request", request_id)
@@ -65,8 +73,9 @@ async def handle(conn: ClientConnection, req: Request) -> bool:
     deadline = loop.time() + pcfg.timeouts.connect + pcfg.timeouts.response
     tried: list = []
     failure = (502, "no backend could serve the request")
+    explain = server.observer.explain(conn, req, state)
     for _ in range(1 + pcfg.retries):
-        backend = pool.select(key, exclude=tried)
+        backend = pool.select(key, exclude=tried) if explain is None else explain(pool, key, tried)
         if backend is None:
             if not tried:
                 return _respond(conn, req, 503, f"no backend available in pool {pool.name!r}",
@@ -180,6 +189,7 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
         conn.head_waiter = conn.done_waiter = None
         pool.on_end(backend, latency if latency is not None else loop.time() - started, ok)
         state.outcomes.record(backend, outcome)
+        conn.server.observer.attempt(conn, state, backend, outcome, started, latency)
 
 
 def server_limits(conn: ClientConnection):

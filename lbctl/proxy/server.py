@@ -14,7 +14,9 @@ import random
 
 from lbctl.config.model import Config
 from lbctl.errors import UserError
+from lbctl.admin.api import start_admin
 from lbctl.exitcodes import Exit
+from lbctl.observe.observer import Observer
 from lbctl.proxy.client import ClientConnection
 from lbctl.proxy.framing import RequestIds
 from lbctl.proxy.runtime import Runtime, build_runtime
@@ -33,6 +35,8 @@ class ProxyServer:
         self.default_host = str(config.listen.address).encode()
         self.server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
+        self.observer = Observer(self)          # accounting, access log, explain
+        self.admin = None                       # the admin API, when [admin] is configured
 
     @property
     def address(self) -> tuple[str, int]:
@@ -51,6 +55,8 @@ class ProxyServer:
                 (exc.strerror or str(exc))
             raise UserError(f"cannot listen on {addr}: {reason}", exit_code=Exit.RUNTIME) from None
         self._sweeper = self.loop.create_task(self._sweep())
+        if self.runtime.config.admin is not None:
+            self.admin = await start_admin(self)
 
     def reload(self, config: Config) -> None:
         """Swap in a validated config; requests in flight finish under the old one."""
@@ -59,6 +65,9 @@ class ProxyServer:
             log.warning("listen address changed to %s: takes effect after a restart; "
                         "still listening on %s", config.listen.address, old.config.listen.address)
         self.runtime = build_runtime(config, clock=self.loop.time, rng=self.rng, previous=old)
+        self.observer.configure(config)
+        if config.admin != old.config.admin and self.admin is not None:
+            self.admin.reconfigure(config.admin)
 
     def stop_listening(self) -> None:
         """Close the listening socket: new connections are refused from here on."""
@@ -82,6 +91,10 @@ class ProxyServer:
         return clean
 
     async def close(self) -> None:
+        if self.admin is not None:
+            await self.admin.close()
+            self.admin = None
+        self.observer.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

@@ -1,0 +1,148 @@
+"""The admin API's routes, its bearer-token check, and its lifecycle beside the proxy.
+
+Endpoints (JSON errors are ``{"error": "..."}``):
+
+    GET  /stats                                   the observe.snapshot document
+    GET  /metrics                                 Prometheus text format
+    POST /pools/{pool}/backends/{name}/disable    no traffic at all
+    POST /pools/{pool}/backends/{name}/enable     back to normal (health still applies)
+    POST /pools/{pool}/backends/{name}/drain      no new requests; in-flight ones finish
+    POST /pools/{pool}/backends/{name}/weight     body {"weight": N}, N > 0
+
+A POST endpoint answers GET with 405 (and ``Allow: POST``); an unknown pool or backend is a
+404. When a token is configured, every request needs ``Authorization: Bearer <token>``.
+Operator changes live on the ``Backend`` object, so they survive a reload.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+
+from aiohttp import web
+
+from lbctl.admin.metrics import exposition, registry_for
+from lbctl.balancing.backend import AdminState
+from lbctl.errors import UserError
+from lbctl.exitcodes import Exit
+from lbctl.observe.snapshot import backend_doc, snapshot
+
+log = logging.getLogger("lbctl")
+
+ACTIONS = {"disable": AdminState.DISABLED, "enable": AdminState.ENABLED,
+           "drain": AdminState.DRAINING}
+
+
+def _error(status: int, message: str, **headers) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+class AdminApi:
+    def __init__(self, server, admin) -> None:
+        self.server = server
+        self.token: bytes | None = admin.token.encode() if admin.token else None
+        self.address = admin.address
+        self.registry = registry_for(server)
+        self.runner: web.AppRunner | None = None
+        self.site: web.TCPSite | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_get("/stats", self.stats, allow_head=False)
+        app.router.add_get("/metrics", self.metrics, allow_head=False)
+        app.router.add_route("*", "/pools/{pool}/backends/{name}/{action}", self.action)
+        return app
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self.runner.setup()
+        self.site = web.TCPSite(self.runner, self.address.host, self.address.port,
+                                reuse_address=True)
+        try:
+            await self.site.start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            reason = exc.strerror or str(exc)
+            raise UserError(f"cannot listen on admin address {self.address}: {reason}",
+                            exit_code=Exit.RUNTIME) from None
+        log.info("admin API on http://%s%s", self.address,
+                 " (token required)" if self.token else "")
+
+    @property
+    def bound(self) -> tuple[str, int]:
+        return self.site._server.sockets[0].getsockname()[:2]
+
+    def reconfigure(self, admin) -> None:
+        if admin is None or admin.address != self.address:
+            log.warning("admin address change takes effect after a restart; still on %s",
+                        self.address)
+        if admin is not None:
+            self.token = admin.token.encode() if admin.token else None
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    # ---- middleware and handlers --------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        if self.token is not None:
+            sent = request.headers.get("Authorization", "")
+            scheme, _, value = sent.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    value.strip().encode(), self.token):
+                return _error(401, "missing or wrong bearer token",
+                              **{"WWW-Authenticate": 'Bearer realm="lbctl"'})
+        return await handler(request)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(snapshot(self.server),
+                                 dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = exposition(self.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def action(self, request: web.Request) -> web.Response:
+        action = request.match_info["action"]
+        if action not in ACTIONS and action != "weight":
+            return _error(404, f"unknown action {action!r}; expected disable, enable, drain "
+                               "or weight")
+        if request.method != "POST":
+            return _error(405, f"{action} needs POST", Allow="POST")
+        pool_name, name = request.match_info["pool"], request.match_info["name"]
+        state = self.server.runtime.pools.get(pool_name)
+        if state is None:
+            return _error(404, f"no pool named {pool_name!r}")
+        pool = state.pool
+        backend = pool.by_name.get(name)
+        if backend is None:
+            return _error(404, f"pool {pool_name!r} has no backend named {name!r}")
+        if action == "weight":
+            try:
+                body = await request.json()
+                weight = body["weight"]
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                        or not math.isfinite(weight) or weight <= 0:
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                return _error(400, 'expected a JSON body {"weight": N} with N > 0')
+            old = backend.weight
+            pool.set_weight(backend, weight)
+            log.info("admin: %s/%s weight %g -> %g", pool_name, name, old, weight)
+        else:
+            old = backend.admin.value
+            pool.set_admin(backend, ACTIONS[action])
+            log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value)
+        doc = backend_doc(pool, backend, self.server.loop.time(), history=False)
+        return web.json_response({"pool": pool_name, "backend": doc})
+
+
+async def start_admin(server) -> AdminApi:
+    api = AdminApi(server, server.runtime.config.admin)
+    await api.start()
+    return api

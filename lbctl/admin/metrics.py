@@ -1,0 +1,119 @@
+"""``GET /metrics``: the live counters in Prometheus text format, read at scrape time.
+
+A custom collector walks the pools when scraped, so the hot path never touches
+prometheus-client objects; it only adds to ``observe.accounting`` counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.core import (CollectorRegistry, CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from lbctl.observe.accounting import BOUNDS, CLASSES
+from lbctl.observe.snapshot import backend_state
+
+STATES = ("up", "down", "ejected", "disabled", "draining", "slow_start")
+
+
+class ProxyCollector:
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def collect(self):
+        server = self.server
+        labels = ["pool", "backend"]
+        requests = CounterMetricFamily(
+            "lbctl_requests", "Attempts on a backend by response status class "
+            "(class=\"error\": no response: connect error, timeout, reset, invalid)",
+            labels=[*labels, "class"])
+        errors = CounterMetricFamily(
+            "lbctl_backend_errors", "Attempts that got no response, by kind",
+            labels=[*labels, "kind"])
+        retries = CounterMetricFamily("lbctl_retries", "Attempts that were retries", labels=labels)
+        traffic = CounterMetricFamily("lbctl_backend_bytes", "Body bytes by direction "
+                                      "(in: request to backend, out: response to client)",
+                                      labels=[*labels, "direction"])
+        duration = HistogramMetricFamily(
+            "lbctl_request_duration_seconds",
+            "Attempt duration on a backend: from the attempt's start to the end of the "
+            "relayed response (or the failure)", labels=labels)
+        up = GaugeMetricFamily("lbctl_backend_up", "1 if the backend is eligible for traffic",
+                               labels=labels)
+        state_g = GaugeMetricFamily("lbctl_backend_state", "1 for the backend's current state",
+                                    labels=[*labels, "state"])
+        inflight = GaugeMetricFamily("lbctl_backend_inflight", "Requests in flight",
+                                     labels=labels)
+        weight = GaugeMetricFamily("lbctl_backend_weight", "Configured (or operator-set) weight",
+                                   labels=labels)
+        eff = GaugeMetricFamily("lbctl_backend_effective_weight",
+                                "Weight after slow start", labels=labels)
+        ewma = GaugeMetricFamily("lbctl_backend_ewma_seconds", "Peak-EWMA latency estimate",
+                                 labels=labels)
+        probes = CounterMetricFamily("lbctl_health_probes", "Active health probes by result",
+                                     labels=[*labels, "result"])
+        ejections = CounterMetricFamily("lbctl_ejections", "Passive (outlier) ejections",
+                                        labels=labels)
+        now = server.loop.time()
+        for name, state in server.runtime.pools.items():
+            pool = state.pool
+            for b in pool.backends:
+                lv = [name, b.name]
+                stats = b.extra.get("stats")
+                if stats is not None:
+                    for i, cls in enumerate(CLASSES):
+                        requests.add_metric([*lv, cls], stats.by_class[i + 1])
+                    requests.add_metric([*lv, "error"], stats.connect_errors + stats.timeouts
+                                        + stats.resets + stats.invalid)
+                    for kind in ("connect_errors", "timeouts", "resets", "invalid"):
+                        errors.add_metric([*lv, kind.rstrip("s") if kind != "connect_errors"
+                                           else "connect"], getattr(stats, kind))
+                    retries.add_metric(lv, stats.retries)
+                    traffic.add_metric([*lv, "in"], stats.bytes_in)
+                    traffic.add_metric([*lv, "out"], stats.bytes_out)
+                    cumulative, running = [], 0
+                    for bound, count in zip(BOUNDS, stats.buckets):
+                        running += count
+                        cumulative.append((_le(bound), running))
+                    cumulative.append(("+Inf", running + stats.buckets[-1]))
+                    duration.add_metric(lv, cumulative, sum_value=stats.latency_sum)
+                current, _ = backend_state(pool, b)
+                up.add_metric(lv, 1 if b.eligible else 0)
+                for s in STATES:
+                    state_g.add_metric([*lv, s], 1 if s == current else 0)
+                inflight.add_metric(lv, b.inflight)
+                weight.add_metric(lv, b.weight)
+                eff.add_metric(lv, b.effective_weight)
+                ewma.add_metric(lv, b.ewma_cost(now, pool.ewma_decay))
+                counts = b.extra.get("probes")
+                if isinstance(counts, dict):
+                    for result, n in counts.items():
+                        probes.add_metric([*lv, str(result)], n)
+                if isinstance(b.extra.get("ejections"), int):
+                    ejections.add_metric(lv, b.extra["ejections"])
+        front = server.observer.frontend
+        responses = CounterMetricFamily(
+            "lbctl_http_responses", "Client requests by the status class the client got "
+            "(proxy-generated 404/502/503/504 included; class=\"aborted\": client went away)",
+            labels=["class"])
+        for cls, n in front.classes().items():
+            responses.add_metric([cls], n)
+        responses.add_metric(["aborted"], front.aborted)
+        uptime = GaugeMetricFamily("lbctl_start_time_seconds", "Unix time the proxy started")
+        uptime.add_metric([], server.observer.started_at)
+        yield from (responses, requests, errors, retries, traffic, duration, up, state_g,
+                    inflight, weight, eff, ewma, probes, ejections, uptime)
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def registry_for(server) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProxyCollector(server))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    return generate_latest(registry), CONTENT_TYPE_LATEST

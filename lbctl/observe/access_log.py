@@ -1,0 +1,175 @@
+"""The access log: one line per client request, JSON or combined, written off the event loop.
+
+Lines are formatted on the loop (cheap string work) and handed to a writer thread through a
+queue, so a slow disk or a blocked stdout pipe never stalls request handling. If the queue
+grows past ``MAX_PENDING`` lines the newest are dropped and counted, rather than letting
+memory grow without bound. ``reopen`` (SIGUSR1, the logrotate convention) makes the thread
+close and reopen the file before its next write.
+
+Safety: values that carry secrets (Authorization, Cookie, API keys, and query parameters
+named like credentials) are replaced by ``[REDACTED]``; CR, LF and other control bytes in
+any logged value are escaped (``\\r``, ``\\n``, ``\\xNN``), so a hostile client cannot forge
+log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import sys
+import threading
+import time
+from typing import IO
+
+log = logging.getLogger("lbctl.access")
+
+MAX_PENDING = 100_000
+REDACTED = "[REDACTED]"
+SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie",
+                            b"x-api-key", b"api-key", b"x-auth-token", b"x-lb-admin-token"})
+_SECRET_PARAM = re.compile(r"(?i)(?:^|[_-])(?:api[_-]?key|key|token|secret|password|passwd|"
+                           r"signature|sig|auth|access[_-]?token|session)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+_ESCAPES = {"\r": "\\r", "\n": "\\n", "\t": "\\t", "\\": "\\\\"}
+
+
+def escape(value: str) -> str:
+    """Control characters as visible escapes; a backslash doubled so escapes are unambiguous."""
+    if not _CONTROL.search(value):
+        return value
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), value)
+
+
+def text(raw: bytes | str | None) -> str | None:
+    if raw is None:
+        return None
+    value = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    return escape(value)
+
+
+def redact_target(target: str) -> str:
+    """The request target with credential-like query parameter values replaced."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        parts.append(f"{name}={REDACTED}" if eq and _SECRET_PARAM.search(name) else part)
+    return path + "?" + "&".join(parts)
+
+
+def header_value(headers: list[tuple[bytes, bytes]], lower_name: bytes) -> str | None:
+    """A header for the log: redacted when it may carry a secret, escaped always."""
+    for name, value in headers:
+        if name.lower() == lower_name:
+            return REDACTED if lower_name in SECRET_HEADERS else text(value)
+    return None
+
+
+def iso_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + \
+        f".{int(epoch % 1 * 1000):03d}Z"
+
+
+def format_json(record: dict) -> str:
+    # ensure_ascii escapes every control and non-ASCII character as \uXXXX: one line, always.
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=True)
+
+
+def format_combined(record: dict) -> str:
+    """NGINX/Apache "combined", plus lbctl's fields as key=value pairs at the end."""
+    def q(value) -> str:
+        return "-" if value is None else '"' + str(value).replace('"', '\\"') + '"'
+
+    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(record["epoch"]))
+    line = (f'{record["client"]} - - [{when}] "{record["method"]} {record["path"]} '
+            f'{record["protocol"]}" {record["status"]} {record["bytes"]} '
+            f'{q(record.get("referer"))} {q(record.get("user_agent"))}')
+    extra = [f'rt={record["duration"]:.6f}',
+             f'uct={"-" if record["upstream_time"] is None else format(record["upstream_time"], ".6f")}',
+             f'route={q(record["route"])}', f'pool={record["pool"] or "-"}',
+             f'backend={record["backend"] or "-"}', f'attempts={record["attempts"]}',
+             f'rid={record["request_id"] or "-"}', f'term={record["termination"] or "-"}']
+    if record.get("decision"):
+        extra.append(f'decision={q(record["decision"])}')
+    return line + " " + " ".join(extra)
+
+
+FORMATS = {"json": format_json, "combined": format_combined}
+
+
+class AccessLog:
+    """Formats records on the loop; a daemon thread writes them to stdout or a file."""
+
+    def __init__(self, target: str, fmt: str, *, stream: IO[str] | None = None) -> None:
+        self.target = target
+        self.format = FORMATS[fmt]
+        self.stream = stream              # tests may pass a stream; "stdout" uses sys.stdout
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.dropped = 0
+        self._reopen = False
+        self._file: IO[str] | None = None
+        self._thread = threading.Thread(target=self._run, name="lbctl-access-log", daemon=True)
+        self._open()
+        self._thread.start()
+
+    def write(self, record: dict) -> None:
+        if self.queue.qsize() >= MAX_PENDING:
+            self.dropped += 1
+            return
+        self.queue.put(self.format(record) + "\n")
+
+    def reopen(self) -> None:
+        """Close and reopen the file before the next write (after logrotate moved it)."""
+        self._reopen = True
+        self.queue.put("")                # wake the thread even when idle
+
+    def close(self, timeout: float = 2.0) -> None:
+        self.queue.put(None)
+        self._thread.join(timeout)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every line written so far is on disk (tests, shutdown)."""
+        done = threading.Event()
+        self.queue.put(done)
+        done.wait(timeout)
+
+    def _open(self) -> None:
+        if self.stream is not None:
+            self._file = self.stream
+        elif self.target == "stdout":
+            self._file = sys.stdout
+        else:
+            self._file = open(self.target, "a", encoding="utf-8", buffering=1 << 16)
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    self._flush_file()
+                    if self._file is not None and self._file not in (sys.stdout, self.stream):
+                        self._file.close()
+                    return
+                if isinstance(item, threading.Event):
+                    self._flush_file()
+                    item.set()
+                    continue
+                if self._reopen:
+                    self._reopen = False
+                    if self._file is not None and self._file not in (sys.stdout, self.stream):
+                        self._file.close()
+                        self._open()
+                if item:
+                    self._file.write(item)
+                    if self.queue.empty():
+                        self._flush_file()
+            except Exception as exc:   # a full disk must not kill the thread
+                log.error("access log: cannot write to %s: %s", self.target, exc)
+
+    def _flush_file(self) -> None:
+        if self._file is not None:
+            self._file.flush()

@@ -1,0 +1,208 @@
+"""What the data plane reports to, per attempt and per request: accounting, access log, explain.
+
+``ProxyServer`` owns one ``Observer``. The proxy calls three things, each at most once per
+request or attempt:
+
+* ``attempt(...)`` at the end of every attempt on a backend (counters, histogram);
+* ``request`` wraps a whole client request when something needs the request's end (the
+  access log, front-end status counts); it is ``None`` when nothing does, and then the
+  proxy calls its handler directly;
+* ``explain(conn, req, state)`` returns ``None`` unless this request's decision is to be
+  explained (pool ``explain = true`` or ``X-LB-Explain`` with the admin token).
+
+With ``[admin] metrics = false`` and no access log, ``attempt`` is a no-op and ``request``
+is ``None``: the benchmark's "metrics off" measures exactly that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+
+from lbctl.observe import explain as explaining
+from lbctl.observe.access_log import AccessLog, header_value, iso_time, redact_target, text
+from lbctl.observe.accounting import CLASSES, stats_of
+
+log = logging.getLogger("lbctl")
+
+# Termination reasons by the last attempt's outcome (None: the exchange ended normally).
+TERMINATION = {"ok": None, "5xx": None, "connect": "connect_error", "reset": "upstream_reset",
+               "invalid": "upstream_invalid", "timeout": "upstream_timeout"}
+
+
+class Frontend:
+    """Client requests by the status the client got (proxy-generated ones included)."""
+
+    __slots__ = ("requests", "by_class", "aborted")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.by_class = [0, 0, 0, 0, 0, 0]
+        self.aborted = 0
+
+    def classes(self) -> dict[str, int]:
+        return {name: self.by_class[i + 1] for i, name in enumerate(CLASSES)}
+
+
+class Observer:
+    def __init__(self, server) -> None:
+        self.server = server
+        self.started_at = time.time()
+        self.frontend = Frontend()
+        self.access: AccessLog | None = None
+        self.metrics = True
+        self.explain_token: bytes | None = None
+        self.request = None
+        self.attempt = self._noop
+        self.configure(server.runtime.config)
+
+    # ---- configuration ------------------------------------------------------------------
+
+    def configure(self, config) -> None:
+        """Apply ``config`` (at start and on every reload)."""
+        self.metrics = config.admin.metrics if config.admin is not None else True
+        token = config.admin.token if config.admin is not None else None
+        self.explain_token = token.encode() if token else None
+        want = (config.log.access, config.log.format)
+        if self.access is None or (self.access.target, self.access.format_name) != want:
+            if self.access is not None:
+                self.access.close()
+                self.access = None
+            if config.log.access != "off":
+                self.access = AccessLog(config.log.access, config.log.format)
+                self.access.format_name = config.log.format
+        self.attempt = self._attempt if self.metrics or self.access else self._noop
+        self.request = self._request if self.metrics or self.access else None
+
+    def reopen(self) -> None:
+        """SIGUSR1: reopen the access log file (logrotate moved it)."""
+        if self.access is not None:
+            self.access.reopen()
+            log.info("access log reopened")
+
+    def close(self) -> None:
+        if self.access is not None:
+            self.access.close()
+            self.access = None
+
+    # ---- the hot path -------------------------------------------------------------------
+
+    @staticmethod
+    def _noop(conn, state, backend, outcome, started, head_latency) -> None:
+        pass
+
+    def _attempt(self, conn, state, backend, outcome, started, head_latency) -> None:
+        """One attempt ended. ``head_latency`` is None when no response head arrived."""
+        now = conn.loop.time()
+        retry = conn.obs_req is conn.current_req
+        conn.obs_req = conn.current_req
+        conn.obs_attempts += 1
+        conn.obs_backend = backend
+        conn.obs_pool = state.pool.name
+        conn.obs_outcome = outcome
+        conn.obs_upstream_time = head_latency
+        sent = conn.sent_bytes
+        if self.metrics:
+            body = conn.current_req.body if conn.current_req is not None else None
+            stats = backend.extra.get("stats") or stats_of(backend)
+            stats.record(now, conn.status if head_latency is not None else 0, outcome,
+                         now - started, retry, body.received if body is not None else 0,
+                         sent - conn.obs_sent_mark)
+        conn.obs_sent_mark = sent
+
+    async def _request(self, conn, req, serve) -> bool:
+        """Serve one client request through ``serve`` and account for how it ended."""
+        loop = conn.loop
+        started = loop.time()
+        conn.status = 0
+        conn.obs_attempts = 0
+        conn.obs_backend = conn.obs_pool = conn.obs_outcome = conn.obs_upstream_time = None
+        conn.obs_req = None
+        conn.current_req = req
+        conn.obs_sent_mark = conn.sent_bytes
+        first_sent = conn.sent_bytes
+        aborted = False
+        try:
+            return await serve(conn, req)
+        except asyncio.CancelledError:
+            aborted = True
+            raise
+        finally:
+            conn.current_req = None
+            frontend = self.frontend
+            frontend.requests += 1
+            status = conn.status
+            if aborted:
+                frontend.aborted += 1
+            elif 100 <= status < 600:
+                frontend.by_class[status // 100] += 1
+            if self.access is not None:
+                self._log(conn, req, started, loop.time(), status, aborted,
+                          conn.sent_bytes - first_sent)
+
+    def _log(self, conn, req, started, ended, status, aborted, sent) -> None:
+        runtime = self.server.runtime
+        route = runtime.router.match(req.host.decode("latin-1"), req.path) \
+            if req.error is None else None
+        termination = "client_abort" if aborted else TERMINATION.get(conn.obs_outcome)
+        if termination is None and req.error is not None:
+            termination = "bad_request"
+        elif termination is None and status == 503 and conn.obs_attempts == 0 and route:
+            termination = "no_backend"
+        backend = conn.obs_backend
+        headers = req.headers
+        epoch = time.time() - (ended - started)
+        record = {
+            "time": iso_time(epoch),
+            "epoch": round(epoch, 6),
+            "client": text(conn.peer),
+            "method": text(req.method) or "-",
+            "path": redact_target(text(req.target) or "-"),
+            "protocol": "HTTP/1.0" if req.http10 else "HTTP/1.1",
+            "status": status if status or not aborted else 499,
+            "bytes": sent,
+            "duration": round(ended - started, 6),
+            "route": f"{route.host or '*'}{route.path_prefix}" if route else None,
+            "pool": route.pool if route else None,
+            "backend": backend.name if backend is not None else None,
+            "upstream_time": None if conn.obs_upstream_time is None
+            else round(conn.obs_upstream_time, 6),
+            "attempts": conn.obs_attempts,
+            "request_id": text(getattr(conn, "request_id", None)),
+            "termination": termination,
+            "host": text(req.host),
+            "user_agent": header_value(headers, b"user-agent"),
+            "referer": header_value(headers, b"referer"),
+        }
+        if conn.decision is not None:
+            record["decision"] = text(conn.decision)
+        self.access.write(record)
+
+    # ---- explain ------------------------------------------------------------------------
+
+    def explain(self, conn, req, state):
+        """A selection function that explains itself, or None (the usual case)."""
+        conn.decision = None
+        if not state.config.explain and self.explain_token is None:
+            return None
+        wanted = state.config.explain
+        asked = req.header(b"x-lb-explain")
+        if asked is not None:
+            token = req.header(b"x-lb-admin-token") or b""
+            # The token must never reach a backend, whether or not it was right.
+            req.headers = [(n, v) for n, v in req.headers
+                           if n.lower() not in (b"x-lb-explain", b"x-lb-admin-token")]
+            if asked.strip() not in (b"0", b"") and self.explain_token is not None and \
+                    hmac.compare_digest(token, self.explain_token):
+                wanted = True
+        if not wanted:
+            return None
+
+        def select(pool, key, exclude):
+            chosen, why = explaining.select(pool, key, exclude)
+            decision = why.encode("ascii", "backslashreplace")
+            conn.decision = decision.replace(b"\r", b"").replace(b"\n", b"")
+            return chosen
+        return select
