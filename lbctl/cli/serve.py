@@ -9,9 +9,12 @@ import click
 
 
 def setup_logging(fmt: str = "text") -> None:
-    """The event log goes to stderr (state changes, reloads, errors), never stdout."""
+    """The event log goes to stderr (state changes, reloads, errors), never stdout
+    (stdout may carry the access log)."""
+    from lbctl.observe.events import JsonFormatter
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("lbctl")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -20,20 +23,24 @@ def setup_logging(fmt: str = "text") -> None:
 
 @click.command()
 @click.argument("config", metavar="CONFIG")
-def command(config: str) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Event log on stderr: human-readable text or JSON lines.")
+def command(config: str, log_format: str) -> None:
     """Run the proxy described by CONFIG until SIGTERM or SIGINT.
 
     SIGTERM/SIGINT stop accepting, let requests in flight finish (up to
     limits.drain_timeout) and exit 0. SIGHUP re-reads CONFIG: a valid file is swapped
-    in atomically, an invalid one is logged and the old config keeps serving.
+    in atomically, an invalid one is logged and the old config keeps serving. SIGUSR1
+    reopens the access log file (after logrotate moved it).
 
     Exit codes: 0 clean stop, 2 bad config, 1 runtime failure (e.g. port in use).
 
     \b
     Example:
       lbctl serve lb.toml
+      lbctl serve --log-format json lb.toml 2>events.jsonl
       kill -HUP $(pidof lbctl)    # reload
     """
     from lbctl.proxy.main import serve
-    setup_logging()
+    setup_logging(log_format)
     sys.exit(serve(config))

@@ -1,4 +1,5 @@
-"""Run the demo: backends on the ports the config names, the proxy, traffic, a live table."""
+"""Run the demo: backends on the ports the config names, the proxy, traffic, and the same
+live dashboard ``lbctl stats`` shows."""
 
 from __future__ import annotations
 
@@ -74,8 +75,6 @@ async def run_demo(config_path: str, *, load: float, duration: float | None,
             traffic = loop.create_task(drive(base, config, load, duration or 1e9, stop))
         end = loop.time() + duration if duration else float("inf")
 
-        previous: dict = {}
-        rates: dict = {}
         with Live(dashboard(snapshot(server, started_at=started_at)), console=console,
                   refresh_per_second=2, transient=False, auto_refresh=False) as live:
             while not stop.is_set() and loop.time() < end:
@@ -83,13 +82,7 @@ async def run_demo(config_path: str, *, load: float, duration: float | None,
                     await asyncio.wait_for(stop.wait(), min(1.0, max(end - loop.time(), 0.01)))
                 except asyncio.TimeoutError:
                     pass
-                stats = snapshot(server, started_at=started_at)
-                for pool in stats["pools"]:
-                    for b in pool["backends"]:
-                        key = (pool["name"], b["name"])
-                        rates[key] = b["requests"] - previous.get(key, b["requests"])
-                        previous[key] = b["requests"]
-                live.update(dashboard(stats, rates), refresh=True)
+                live.update(dashboard(snapshot(server, started_at=started_at)), refresh=True)
         stop.set()
         if traffic is not None:
             statuses = await traffic

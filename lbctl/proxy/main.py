@@ -39,6 +39,7 @@ async def _serve(path: str, config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(server, path))
+    loop.add_signal_handler(signal.SIGUSR1, server.observer.reopen)   # logrotate convention
     await stop.wait()
     timeout = server.runtime.config.limits.drain_timeout
     server.stop_listening()

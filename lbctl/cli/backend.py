@@ -1,0 +1,81 @@
+"""``lbctl backend disable|enable|drain|weight``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+_admin = click.option("--admin", "url", default=None, metavar="URL",
+                      help="Admin API base URL (default: from --config, else http://127.0.0.1:9900).")
+_config = click.option("--config", "config_path", default=None, metavar="FILE",
+                       help="Read the admin address and token from this config's [admin].")
+_token = click.option("--token", default=None, metavar="TOKEN",
+                      help="Bearer token (default: the config's, else env LBCTL_ADMIN_TOKEN).")
+_json = click.option("--json", "as_json", is_flag=True, help="Print the backend's new state as JSON.")
+
+
+@click.group()
+def command() -> None:
+    """Operate on one backend of a running `lbctl serve` through its admin API.
+
+    Changes apply to the next request and survive config reloads; a restart forgets them.
+    Exit codes: 0 done; 1 admin API unreachable or it refused; 2 bad usage.
+
+    \b
+    Example:
+      lbctl backend drain api api-1        # no new requests; in-flight ones finish
+      lbctl backend enable api api-1
+      lbctl backend weight api api-1 5
+    """
+
+
+def _run(url, config_path, token, as_json, pool, name, action, weight=None) -> None:
+    from lbctl.admin.client import AdminClient, admin_url
+    base, config_token = admin_url(url, config_path)
+    answer = AdminClient(base, token or config_token).backend(pool, name, action, weight)
+    b = answer["backend"]
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        click.echo(f"{answer['pool']}/{b['name']}: {b['state']}, weight {b['weight']:g}, "
+                   f"{b['inflight']} in flight")
+
+
+def _action(action: str, help_text: str):
+    @command.command(action, help=help_text)
+    @click.argument("pool")
+    @click.argument("name")
+    @_admin
+    @_config
+    @_token
+    @_json
+    def run(pool, name, url, config_path, token, as_json):
+        _run(url, config_path, token, as_json, pool, name, action)
+    return run
+
+
+_action("disable", "Send no traffic at all to backend NAME of POOL.\n\n"
+        "\b\nExample:\n  lbctl backend disable api api-1")
+_action("enable", "Return backend NAME of POOL to service (health checks still apply).\n\n"
+        "\b\nExample:\n  lbctl backend enable api api-1")
+_action("drain", "No new requests to backend NAME of POOL; requests in flight finish.\n\n"
+        "\b\nExample:\n  lbctl backend drain api api-1")
+
+
+@command.command("weight")
+@click.argument("pool")
+@click.argument("name")
+@click.argument("weight", type=click.FloatRange(min=0, min_open=True))
+@_admin
+@_config
+@_token
+@_json
+def weight(pool, name, weight, url, config_path, token, as_json):
+    """Set the weight of backend NAME of POOL (until a restart).
+
+    \b
+    Example:
+      lbctl backend weight api api-1 5
+    """
+    _run(url, config_path, token, as_json, pool, name, "weight", weight)

@@ -1,0 +1,62 @@
+"""``lbctl stats``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.command()
+@click.option("--admin", "url", default=None, metavar="URL",
+              help="Admin API base URL (default: from --config, else http://127.0.0.1:9900).")
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              help="Read the admin address and token from this config's [admin].")
+@click.option("--token", default=None, metavar="TOKEN",
+              help="Bearer token (default: the config's, else env LBCTL_ADMIN_TOKEN).")
+@click.option("--interval", default="1s", show_default=True, metavar="DURATION",
+              help="Refresh period of the live view.")
+@click.option("--once", is_flag=True, help="Print the tables once and exit (scripts, non-terminals).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the /stats JSON document once and nothing else on stdout.")
+def command(url: str | None, config_path: str | None, token: str | None, interval: str,
+            once: bool, as_json: bool) -> None:
+    """Live per-pool, per-backend view of a running `lbctl serve`, through its admin API.
+
+    State in colour, weight (effective/configured), in-flight, req/s, p50/p99 latency,
+    error rate and sparklines of req/s and p99 over the last minute. Press q or Ctrl-C
+    to quit.
+
+    Exit codes: 0; 1 cannot reach the admin API; 2 bad usage.
+
+    \b
+    Example:
+      lbctl stats                          # http://127.0.0.1:9900
+      lbctl stats --config lb.toml --once
+      lbctl stats --json | jq '.pools[].backends[] | {name, state, inflight}'
+    """
+    from rich.console import Console
+
+    from lbctl.admin.client import AdminClient, admin_url
+    from lbctl.errors import UserError
+    from lbctl.units import parse_duration
+
+    try:
+        period = parse_duration(interval)
+    except ValueError as exc:
+        raise UserError(f"--interval: {exc}") from None
+    if period <= 0:
+        raise UserError("--interval: expected a positive duration such as 1s or 500ms")
+    base, config_token = admin_url(url, config_path)
+    client = AdminClient(base, token or config_token)
+    if as_json:
+        click.echo(json.dumps(client.stats(), indent=2))
+        return
+    from lbctl.observe.render import dashboard
+    console = Console()
+    if once or not sys.stdout.isatty():
+        console.print(dashboard(client.stats()))
+        return
+    from lbctl.observe.dashboard import watch
+    watch(client, console, period)

@@ -1,0 +1,21 @@
+"""The event log's JSON form (``lbctl serve --log-format json``): one object per line.
+
+Events are state changes, reloads, admin actions and errors, on stderr. Fields: ``time``
+(UTC, ISO 8601), ``level``, ``logger``, ``message``, and ``exception`` when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from lbctl.observe.access_log import iso_time
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": iso_time(record.created), "level": record.levelname.lower(),
+               "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=True, default=str)
