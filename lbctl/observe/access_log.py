@@ -8,8 +8,9 @@ close and reopen the file before its next write.
 
 Safety: values that carry secrets (Authorization, Cookie, API keys, and query parameters
 named like credentials) are replaced by ``[REDACTED]``; CR, LF and other control bytes in
-any logged value are escaped (``\\r``, ``\\n``, ``\\xNN``), so a hostile client cannot forge
-log lines.
+any logged value are escaped (``\\r``, ``\\n``, ``\\xNN``; bytes outside printable ASCII too,
+since header bytes have no declared charset), so a hostile client cannot forge log lines
+or smuggle terminal escape sequences into an operator's ``tail -f``.
 """
 
 from __future__ import annotations
@@ -31,15 +32,22 @@ SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie",
                             b"x-api-key", b"api-key", b"x-auth-token", b"x-lb-admin-token"})
 _SECRET_PARAM = re.compile(r"(?i)(?:^|[_-])(?:api[_-]?key|key|token|secret|password|passwd|"
                            r"signature|sig|auth|access[_-]?token|session)$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+_CONTROL = re.compile(r"[^\x20-\x7e]|\\")
 _ESCAPES = {"\r": "\\r", "\n": "\\n", "\t": "\\t", "\\": "\\\\"}
 
 
 def escape(value: str) -> str:
-    """Control characters as visible escapes; a backslash doubled so escapes are unambiguous."""
+    """Anything but printable ASCII as a visible escape; a backslash doubled so escapes are
+    unambiguous."""
     if not _CONTROL.search(value):
         return value
-    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), value)
+    return _CONTROL.sub(_escape_one, value)
+
+
+def _escape_one(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}")
 
 
 def text(raw: bytes | str | None) -> str | None:

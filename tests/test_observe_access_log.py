@@ -1,0 +1,195 @@
+"""Access-log lines for each way a request can end, and their safety against hostile input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from dataclasses import replace
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from lbctl.config.model import Log, Timeouts
+from lbctl.observe.access_log import escape, redact_target
+from tests.support import backend_config, config, raw_exchange
+
+SECRETS = ("SECRET-AUTH", "SECRET-COOKIE", "SECRET-KEY", "SECRET-QUERY")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AccessLogWatch:
+    """The proxy's access log file, and an event per record handed to the writer."""
+
+    def __init__(self, proxy, path) -> None:
+        self.path = path
+        self.access = proxy.observer.access
+        self.count = 0
+        self.changed = asyncio.Event()
+        original = self.access.write
+
+        def write(record):
+            original(record)
+            self.count += 1
+            self.changed.set()
+        self.access.write = write
+
+    async def wait_for(self, count: int) -> list[str]:
+        while self.count < count:
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), 10)
+        await asyncio.get_running_loop().run_in_executor(None, self.access.flush)
+        return self.path.read_text(encoding="utf-8").splitlines()
+
+    async def records(self, count: int) -> list[dict]:
+        return [json.loads(line) for line in await self.wait_for(count)]
+
+
+async def start(backends, tmp_path, pools, fmt="json", **options):
+    path = tmp_path / "access.log"
+    cfg = replace(config(pools, **options), log=Log(access=str(path), format=fmt))
+    proxy = await backends.proxy(cfg)
+    return proxy, AccessLogWatch(proxy, path)
+
+
+async def get(port: int, path: str = "/", **kw):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}{path}", **kw) as resp:
+            return resp.status, await resp.read()
+
+
+async def test_success_line_has_every_field(backends, tmp_path):
+    a = await backends.start("a")
+    proxy, log = await start(backends, tmp_path, {"api": [backend_config(a.url, "a")]})
+    status, _ = await get(proxy.address[1], "/hello?x=1", headers={"X-Request-ID": "req-42",
+                                                                   "User-Agent": "tester"})
+    assert status == 200
+    [record] = await log.records(1)
+    assert record["method"] == "GET" and record["path"] == "/hello?x=1"
+    assert record["status"] == 200 and record["bytes"] == 1
+    assert record["client"] == "127.0.0.1" and record["protocol"] == "HTTP/1.1"
+    assert record["route"] == "*/" and record["pool"] == "api" and record["backend"] == "a"
+    assert record["attempts"] == 1 and record["termination"] is None
+    assert record["request_id"] == "req-42" and record["user_agent"] == "tester"
+    assert 0 <= record["upstream_time"] <= record["duration"]
+    assert record["time"].endswith("Z")
+
+
+async def test_refused_backend_is_a_502_with_connect_error(backends, tmp_path):
+    dead = backend_config(f"http://127.0.0.1:{free_port()}", "dead")
+    proxy, log = await start(backends, tmp_path, {"api": [dead]}, retries=0)
+    assert (await get(proxy.address[1]))[0] == 502
+    [record] = await log.records(1)
+    assert (record["status"], record["backend"], record["attempts"]) == (502, "dead", 1)
+    assert record["termination"] == "connect_error" and record["upstream_time"] is None
+
+
+async def test_hanging_backend_is_a_504_with_upstream_timeout(backends, tmp_path):
+    async def hang(reader, writer):
+        await reader.read(-1)
+    port = await backends.start_raw(hang)
+    proxy, log = await start(backends, tmp_path,
+                             {"api": [backend_config(f"http://127.0.0.1:{port}", "hang")]},
+                             retries=0, timeouts=Timeouts(connect=1.0, response=0.2))
+    assert (await get(proxy.address[1]))[0] == 504
+    [record] = await log.records(1)
+    assert record["status"] == 504 and record["termination"] == "upstream_timeout"
+    assert record["duration"] >= 0.2
+
+
+async def test_retry_shows_two_attempts_and_the_backend_that_answered(backends, tmp_path):
+    async def reset(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.transport.abort()
+    port = await backends.start_raw(reset)
+    good = await backends.start("good")
+    proxy, log = await start(backends, tmp_path, {
+        "api": [backend_config(f"http://127.0.0.1:{port}", "reset"),
+                backend_config(good.url, "good")]}, retries=1)
+    assert (await get(proxy.address[1]))[0] == 200        # round robin: "reset" first
+    [record] = await log.records(1)
+    assert record["attempts"] == 2 and record["backend"] == "good"
+    assert record["status"] == 200 and record["termination"] is None
+
+
+async def test_client_abort_is_logged_as_499_client_abort(backends, tmp_path):
+    arrived = asyncio.Event()
+
+    async def slow(request, body):
+        arrived.set()
+        await asyncio.Event().wait()          # never answers; the client gives up first
+    a = await backends.start("slow", slow)
+    proxy, log = await start(backends, tmp_path, {"api": [backend_config(a.url, "slow")]})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.address[1])
+    writer.write(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await arrived.wait()
+    writer.close()
+    [record] = await log.records(1)
+    assert record["status"] == 499 and record["termination"] == "client_abort"
+    assert record["backend"] == "slow" and record["path"] == "/wait"
+
+
+HOSTILE = (b"GET /p?token=SECRET-QUERY&page=2 HTTP/1.1\r\n"
+           b"Host: h\r\n"
+           b"User-Agent: evil\x85\x9b[31mred\xff\r\n"          # NEL and CSI (C1 controls)
+           b"Referer: x\"quote\r\n"
+           b"Authorization: Bearer SECRET-AUTH\r\n"
+           b"Cookie: session=SECRET-COOKIE\r\n"
+           b"X-Api-Key: SECRET-KEY\r\n"
+           b"Connection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize("fmt", ["json", "combined"])
+async def test_hostile_request_cannot_forge_lines_or_leak_secrets(backends, tmp_path, fmt):
+    a = await backends.start("a")
+    proxy, log = await start(backends, tmp_path, {"api": [backend_config(a.url, "a")]}, fmt=fmt)
+    answer = await raw_exchange(proxy.address[1], HOSTILE)
+    assert answer.startswith(b"HTTP/1.1 200")
+    # CR/LF inside the request line or a header value: refused by the parser, still logged.
+    refused = await raw_exchange(proxy.address[1], b"GET /a\rX-Forged: 1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 400")
+    lines = await log.wait_for(2)
+    assert len(lines) == 2                     # exactly one line per request, nothing forged
+    raw = log.path.read_bytes()
+    for secret in SECRETS:
+        assert secret.encode() not in raw
+    # Only printable ASCII (and the newline ending each line) reached the file.
+    assert all(32 <= c < 127 for line in raw.splitlines() for c in line)
+    text = lines[0]
+    assert "token=[REDACTED]" in text and "page=2" in text
+    if fmt == "json":
+        first, second = (json.loads(line) for line in lines)
+        assert first["user_agent"] == "evil\\x85\\x9b[31mred\\xff"
+        assert second["status"] == 400 and second["termination"] == "bad_request"
+    else:
+        assert "evil\\x85\\x9b[31mred" in text and '"x\\"quote"' in text
+        assert " 400 " in lines[1] and "term=bad_request" in lines[1]
+
+
+async def test_sigusr1_reopen_starts_a_new_file_after_rotation(backends, tmp_path):
+    a = await backends.start("a")
+    proxy, log = await start(backends, tmp_path, {"api": [backend_config(a.url, "a")]})
+    await get(proxy.address[1], "/one")
+    await log.wait_for(1)
+    rotated = tmp_path / "access.log.1"
+    log.path.rename(rotated)
+    proxy.observer.reopen()
+    await get(proxy.address[1], "/two")
+    lines = await log.wait_for(2)
+    assert [json.loads(line)["path"] for line in lines] == ["/two"]
+    assert json.loads(rotated.read_text())["path"] == "/one"
+
+
+def test_escape_and_redact_are_pure_and_total():
+    assert escape("a\r\nb\x00\x7f\\") == "a\\r\\nb\\x00\\x7f\\\\"
+    assert escape("plain") == "plain"
+    assert redact_target("/x?api_key=1&q=2&access_token=3&session=4") == \
+        "/x?api_key=[REDACTED]&q=2&access_token=[REDACTED]&session=[REDACTED]"
+    assert redact_target("/no-query") == "/no-query"
