@@ -1,0 +1,137 @@
+"""Accounting arithmetic and the dashboard drawn to a file-backed rich Console."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+
+from rich.console import Console
+
+from lbctl.observe.accounting import BOUNDS, WINDOW, BackendStats, quantile
+from lbctl.observe.render import dashboard, rate, sparkline
+
+
+def test_percentiles_are_bucket_upper_bounds_over_the_window():
+    s = BackendStats()
+    # 90 fast (3 ms -> the 5 ms bucket) and 10 slow (0.3 s -> the 0.4 s bucket) at t=100.
+    for _ in range(90):
+        s.record(100.2, 200, "ok", 0.003, False, 0, 10)
+    for _ in range(10):
+        s.record(100.7, 500, "5xx", 0.3, False, 0, 0)
+    assert s.percentiles(100.9) == {"p50": 0.005, "p90": 0.005, "p99": 0.4}
+    assert s.classes()["2xx"] == 90 and s.classes()["5xx"] == 10 and s.errors == 10
+    assert s.bytes_out == 900 and s.requests == 100
+    # 59 s later the samples are still in the window; at 60 s they have left it.
+    assert s.percentiles(159.0)["p50"] == 0.005
+    assert s.percentiles(160.0)["p50"] is None
+    # The cumulative histogram keeps everything.
+    assert sum(s.buckets) == 100
+
+
+def test_a_slot_is_reused_in_place_when_its_second_comes_round_again():
+    s = BackendStats()
+    s.record(10.0, 200, "ok", 0.001, False, 0, 0)
+    slot_list = s.win_buckets[10 % WINDOW]
+    s.record(10.0 + WINDOW, 200, "ok", 0.001, False, 0, 0)
+    assert s.win_buckets[10 % WINDOW] is slot_list
+    assert s.win_requests[10 % WINDOW] == 1
+    assert s.series(10.0 + WINDOW)["requests"][-1] == 1
+    assert sum(s.series(10.0 + WINDOW)["requests"]) == 1
+
+
+def test_errors_by_kind_and_retries():
+    s = BackendStats()
+    for outcome in ("connect", "timeout", "reset", "invalid"):
+        s.record(1.0, 0, outcome, 0.01, True, 5, 0)
+    assert (s.connect_errors, s.timeouts, s.resets, s.invalid, s.retries) == (1, 1, 1, 1, 4)
+    assert s.bytes_in == 20 and s.errors == 4
+    assert s.series(1.0)["errors"][-1] == 4
+
+
+def test_record_keeps_no_memory_per_request():
+    # Python allocates the int objects of the counters themselves; what must not happen is
+    # anything that grows with the number of requests (lists, tuples, dicts per record).
+    s = BackendStats()
+    for i in range(200):
+        s.record(1000.0 + i / 100, 200, "ok", 0.004, False, 0, 100)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for i in range(2000):
+            s.record(1002.0 + i / 1000, 200, "ok", 0.004, False, 0, 100)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename")
+                if "accounting" in str(stat.traceback))
+    assert grown < 1024            # a dozen counter ints, not 2000 of anything
+
+
+def test_quantile_edges():
+    assert quantile([0] * (len(BOUNDS) + 1), 0.5) is None
+    beyond = [0] * len(BOUNDS) + [3]
+    assert quantile(beyond, 0.99) == BOUNDS[-1]
+
+
+def test_sparkline_and_rate():
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7], width=8) == "▁▂▃▄▅▆▇█"
+    assert sparkline([None, None, 1], width=3) == "  █"
+    assert len(sparkline(list(range(60)), width=20)) == 20
+    assert rate({"requests": [0] * 54 + [10, 10, 10, 10, 10, 99]}) == 10.0
+
+
+def stats_doc() -> dict:
+    history = {"requests": [0] * 50 + [20] * 10, "errors": [0] * 59 + [2],
+               "p99": [None] * 50 + [0.02] * 10}
+
+    def backend(name, state, **kw):
+        doc = {"name": name, "url": f"http://{name}", "state": state, "slow_start_progress": None,
+               "weight": 2.0, "effective_weight": 2.0, "inflight": 3, "requests": 200,
+               "errors": 2, "latency": {"p50": 0.004, "p90": 0.01, "p99": 0.02},
+               "history": history}
+        doc.update(kw)
+        return doc
+    return {
+        "version": "0.1.0", "uptime": 3725.0, "config": "lb.toml", "loaded_at": 0,
+        "metrics": True,
+        "frontend": {"requests": 400, "responses": {"2xx": 398, "5xx": 2}, "client_aborts": 0},
+        "pools": [
+            {"name": "api", "algorithm": "ewma", "mode": "normal", "requests": 400,
+             "errors": 4, "backends": [
+                 backend("api-1", "up"),
+                 backend("api-2", "slow_start", slow_start_progress=0.25,
+                         effective_weight=0.5),
+             ]},
+            {"name": "web", "algorithm": "weighted", "mode": "normal", "requests": 0,
+             "errors": 0, "backends": [backend("web-1", "draining", history=None,
+                                               requests=0, errors=0, inflight=1)]},
+        ],
+    }
+
+
+def test_dashboard_renders_header_pools_and_rows():
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=160, color_system=None)
+    console.print(dashboard(stats_doc()))
+    out = buffer.getvalue()
+    assert "lbctl 0.1.0" in out and "up 1h02m05s" in out and "config lb.toml" in out
+    assert "pool api (ewma, normal)" in out and "pool web (weighted, normal)" in out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines()
+            if line.startswith("│")}
+    assert set(rows) == {"api-1", "api-2", "web-1"}
+    api1 = [cell.strip() for cell in rows["api-1"].split("│")]
+    # backend, state, weight, in-flight, req/s, p50, p99, errors, requests, sparklines
+    assert api1[1:10] == ["api-1", "up", "2", "3", "20.0", "4.0 ms", "20.0 ms", "1.0%", "200"]
+    assert "█" in api1[10] and "█" in api1[11]
+    assert "slow start 25%" in rows["api-2"] and "0.5/2" in rows["api-2"]
+    assert "draining" in rows["web-1"]
+    assert "40.0 req/s" in out                              # header total: 2 x 20
+
+
+def test_dashboard_colours_states():
+    buffer = io.StringIO()
+    Console(file=buffer, width=160, force_terminal=True, color_system="standard").print(
+        dashboard(stats_doc()))
+    out = buffer.getvalue()
+    assert "\x1b[32mup" in out                 # green
+    assert "\x1b[33mdraining" in out           # yellow
