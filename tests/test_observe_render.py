@@ -77,6 +77,7 @@ def test_sparkline_and_rate():
     assert sparkline([0, 1, 2, 3, 4, 5, 6, 7], width=8) == "▁▂▃▄▅▆▇█"
     assert sparkline([None, None, 1], width=3) == "  █"
     assert len(sparkline(list(range(60)), width=20)) == 20
+    assert len(sparkline(list(range(60)))) == 15           # 4 s per character
     assert rate({"requests": [0] * 54 + [10, 10, 10, 10, 10, 99]}) == 10.0
 
 

@@ -54,7 +54,8 @@ def command(url: str | None, config_path: str | None, token: str | None, interva
         click.echo(json.dumps(client.stats(), indent=2))
         return
     from lbctl.observe.render import dashboard
-    console = Console()
+    # Not a terminal: rich would assume 80 columns and squeeze the names; a file can be wide.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     if once or not sys.stdout.isatty():
         console.print(dashboard(client.stats()))
         return

@@ -18,7 +18,7 @@ SPARKS = "▁▂▃▄▅▆▇█"
 RATE_SECONDS = 5          # req/s is the mean of the last complete seconds
 
 
-def sparkline(values, width: int = 20, combine=sum) -> str:
+def sparkline(values, width: int = 15, combine=sum) -> str:
     """``values`` squeezed into ``width`` characters; ``None`` (no data) draws a space."""
     if not values:
         return ""
