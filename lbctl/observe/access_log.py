@@ -114,6 +114,7 @@ class AccessLog:
 
     def __init__(self, target: str, fmt: str, *, stream: IO[str] | None = None) -> None:
         self.target = target
+        self.format_name = fmt
         self.format = FORMATS[fmt]
         self.stream = stream              # tests may pass a stream; "stdout" uses sys.stdout
         self.queue: queue.SimpleQueue = queue.SimpleQueue()

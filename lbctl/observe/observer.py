@@ -72,7 +72,6 @@ class Observer:
                 self.access = None
             if config.log.access != "off":
                 self.access = AccessLog(config.log.access, config.log.format)
-                self.access.format_name = config.log.format
         self.attempt = self._attempt if self.metrics or self.access else self._noop
         self.request = self._request if self.metrics or self.access else None
 
