@@ -44,6 +44,7 @@ class AccessLogWatch:
         while self.count < count:
             self.changed.clear()
             await asyncio.wait_for(self.changed.wait(), 10)
+        self.access.hand_off()
         await asyncio.get_running_loop().run_in_executor(None, self.access.flush)
         return self.path.read_text(encoding="utf-8").splitlines()
 

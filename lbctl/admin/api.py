@@ -75,6 +75,7 @@ class AdminApi:
         return self.site._server.sockets[0].getsockname()[:2]
 
     def reconfigure(self, admin) -> None:
+        """A reload: a new token applies at once; a new address (or none) after a restart."""
         if admin is None or admin.address != self.address:
             log.warning("admin address change takes effect after a restart; still on %s",
                         self.address)

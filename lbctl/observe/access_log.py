@@ -1,9 +1,9 @@
 """The access log: one line per client request, JSON or combined, written off the event loop.
 
-Lines are formatted on the loop (cheap string work) and handed to a writer thread through a
-queue, so a slow disk or a blocked stdout pipe never stalls request handling. If the queue
-grows past ``MAX_PENDING`` lines the newest are dropped and counted, rather than letting
-memory grow without bound. ``reopen`` (SIGUSR1, the logrotate convention) makes the thread
+Lines are formatted on the loop (cheap string work), collected for ``BATCH`` seconds and
+handed to a writer thread through a queue, so a slow disk or a blocked stdout pipe never
+stalls request handling. If the writer falls ``MAX_PENDING`` batches behind, new lines are
+dropped and counted, rather than letting memory grow without bound. ``reopen`` (SIGUSR1, the logrotate convention) makes the thread
 close and reopen the file before its next write.
 
 Safety: values that carry secrets (Authorization, Cookie, API keys, and query parameters
@@ -26,7 +26,8 @@ from typing import IO
 
 log = logging.getLogger("lbctl.access")
 
-MAX_PENDING = 100_000
+MAX_PENDING = 10_000          # batches waiting for the writer thread
+BATCH = 0.05                  # seconds between hand-offs to the writer thread
 REDACTED = "[REDACTED]"
 SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie",
                             b"x-api-key", b"api-key", b"x-auth-token", b"x-lb-admin-token"})
@@ -117,7 +118,9 @@ class AccessLog:
         self.format_name = fmt
         self.format = FORMATS[fmt]
         self.stream = stream              # tests may pass a stream; "stdout" uses sys.stdout
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()    # batches of lines for the thread
+        self.buffer: list[str] = []                              # lines not handed off yet
+        self.timer = None
         self.dropped = 0
         self._reopen = False
         self._file: IO[str] | None = None
@@ -126,22 +129,38 @@ class AccessLog:
         self._thread.start()
 
     def write(self, record: dict) -> None:
+        """Format on the loop, buffer, and hand the batch to the thread every ``BATCH`` s:
+        one thread wake-up per batch rather than per line keeps the GIL with the loop."""
         if self.queue.qsize() >= MAX_PENDING:
             self.dropped += 1
             return
-        self.queue.put(self.format(record) + "\n")
+        self.buffer.append(self.format(record))
+        if self.timer is None:
+            import asyncio
+            self.timer = asyncio.get_running_loop().call_later(BATCH, self.hand_off)
+
+    def hand_off(self) -> None:
+        """Give the buffered lines to the writer thread now (call on the loop)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.buffer:
+            self.queue.put("\n".join(self.buffer) + "\n")
+            self.buffer.clear()
 
     def reopen(self) -> None:
         """Close and reopen the file before the next write (after logrotate moved it)."""
+        self.hand_off()                   # lines logged before the signal go to the old file
         self._reopen = True
         self.queue.put("")                # wake the thread even when idle
 
     def close(self, timeout: float = 2.0) -> None:
+        self.hand_off()
         self.queue.put(None)
         self._thread.join(timeout)
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until every line written so far is on disk (tests, shutdown)."""
+        """Wait until every batch handed off so far is written (any thread)."""
         done = threading.Event()
         self.queue.put(done)
         done.wait(timeout)

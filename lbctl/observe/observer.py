@@ -118,7 +118,7 @@ class Observer:
         conn.status = 0
         conn.obs_attempts = 0
         conn.obs_backend = conn.obs_pool = conn.obs_outcome = conn.obs_upstream_time = None
-        conn.obs_req = None
+        conn.obs_req = conn.request_id = None
         conn.current_req = req
         conn.obs_sent_mark = conn.sent_bytes
         first_sent = conn.sent_bytes
@@ -169,7 +169,7 @@ class Observer:
             "upstream_time": None if conn.obs_upstream_time is None
             else round(conn.obs_upstream_time, 6),
             "attempts": conn.obs_attempts,
-            "request_id": text(getattr(conn, "request_id", None)),
+            "request_id": text(conn.request_id),
             "termination": termination,
             "host": text(req.host),
             "user_agent": header_value(headers, b"user-agent"),

@@ -12,9 +12,9 @@ import errno
 import logging
 import random
 
+from lbctl.admin.api import start_admin
 from lbctl.config.model import Config
 from lbctl.errors import UserError
-from lbctl.admin.api import start_admin
 from lbctl.exitcodes import Exit
 from lbctl.observe.observer import Observer
 from lbctl.proxy.client import ClientConnection
@@ -66,8 +66,10 @@ class ProxyServer:
                         "still listening on %s", config.listen.address, old.config.listen.address)
         self.runtime = build_runtime(config, clock=self.loop.time, rng=self.rng, previous=old)
         self.observer.configure(config)
-        if config.admin != old.config.admin and self.admin is not None:
+        if self.admin is not None:
             self.admin.reconfigure(config.admin)
+        elif config.admin is not None:
+            log.warning("[admin] added: the admin API starts after a restart")
 
     def stop_listening(self) -> None:
         """Close the listening socket: new connections are refused from here on."""
