@@ -136,3 +136,46 @@ def test_dashboard_colours_states():
     out = buffer.getvalue()
     assert "\x1b[32mup" in out                 # green
     assert "\x1b[33mdraining" in out           # yellow
+
+
+class FakeAdmin:
+    def __init__(self, on_call=None) -> None:
+        self.calls = 0
+        self.on_call = on_call
+
+    def stats(self) -> dict:
+        self.calls += 1
+        if self.on_call is not None:
+            self.on_call(self.calls)
+        return stats_doc()
+
+
+def test_live_view_quits_on_q_from_a_terminal_and_restores_it():
+    import os
+    import termios
+
+    from lbctl.observe.dashboard import watch
+    master, slave = os.openpty()
+    stdin = os.fdopen(slave, "rb", buffering=0)
+    saved = termios.tcgetattr(slave)
+    # The key arrives once the dashboard has been polled twice: a redraw happened first.
+    client = FakeAdmin(lambda n: os.write(master, b"q") if n == 2 else None)
+    buffer = io.StringIO()
+    try:
+        watch(client, Console(file=buffer, width=160, color_system=None), 0.01, stdin=stdin)
+        assert client.calls == 2
+        assert termios.tcgetattr(slave) == saved          # cbreak undone
+        assert "pool api (ewma, normal)" in buffer.getvalue()
+    finally:
+        stdin.close()
+        os.close(master)
+
+
+def test_live_view_ctrl_c_quits_cleanly():
+    from lbctl.observe.dashboard import watch
+
+    def interrupt(n):
+        if n == 3:
+            raise KeyboardInterrupt
+    watch(FakeAdmin(interrupt), Console(file=io.StringIO(), width=160), 0.001,
+          stdin=io.StringIO())                            # not a terminal: no key reading
