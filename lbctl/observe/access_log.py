@@ -78,14 +78,23 @@ def header_value(headers: list[tuple[bytes, bytes]], lower_name: bytes) -> str |
     return None
 
 
+_second: list = [None, ""]          # the last whole second formatted, and its text
+
+
 def iso_time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + \
-        f".{int(epoch % 1 * 1000):03d}Z"
+    second = int(epoch)
+    if _second[0] != second:            # strftime once per second, not per line
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int(epoch % 1 * 1000):03d}Z"
+
+
+# One encoder, built once: json.dumps with options would build a new one per line.
+# ensure_ascii escapes every control and non-ASCII character as \uXXXX: one line, always.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 def format_json(record: dict) -> str:
-    # ensure_ascii escapes every control and non-ASCII character as \uXXXX: one line, always.
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=True)
+    return _encode(record)
 
 
 def format_combined(record: dict) -> str:

@@ -1,0 +1,101 @@
+"""CPU cost of observability per request, measured in-process (steadier than req/s on a
+shared machine): the per-attempt hook, the per-request wrapper, and an access-log line.
+
+    python bench/observe_cost.py
+
+Compare the microseconds printed with the benchmark's CPU time per request (``us/req`` in
+``bench/proxy.py``) to get the share of the proxy's work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lbctl.balancing import Backend  # noqa: E402
+from lbctl.config.model import (Address, Admin, BackendConfig, Config, Listen, Log,  # noqa: E402
+                                PoolConfig, Route)
+from lbctl.proxy.client import Request  # noqa: E402
+
+N = 200_000
+
+
+class FakeServer:
+    def __init__(self, config, loop) -> None:
+        from lbctl.proxy.runtime import build_runtime
+        import random
+        self.loop = loop
+        self.runtime = build_runtime(config, clock=loop.time, rng=random.Random(1))
+
+
+class FakeConn:
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        self.peer = "127.0.0.1"
+        self.status = 200
+        self.sent_bytes = 0
+        self.decision = None
+        self.current_req = None
+        self.request_id = b"abc-1"
+
+
+def config(metrics: bool, access: str = "off") -> Config:
+    b = BackendConfig(url="http://127.0.0.1:1", name="b1", scheme="http", host="127.0.0.1", port=1)
+    pools = Config.freeze({"p": PoolConfig(name="p", backends=(b,))})
+    return Config(path="<bench>", listen=Listen(Address("127.0.0.1", 0)),
+                  routes=(Route(pool="p"),), pools=pools,
+                  admin=Admin(Address("127.0.0.1", 0), metrics=metrics),
+                  log=Log(access=access, format="json"))
+
+
+async def measure(metrics: bool, access: str = "off") -> float:
+    from lbctl.observe.observer import Observer
+    loop = asyncio.get_running_loop()
+    server = FakeServer(config(metrics, access), loop)
+    observer = Observer(server)
+    server.observer = observer
+    conn = FakeConn(loop)
+    req = Request()
+    req.method, req.target, req.path, req.host = b"GET", b"/x", "/x", b"h"
+    req.headers = [(b"Host", b"h"), (b"User-Agent", b"wrk")]
+    state = server.runtime.pools["p"]
+    backend: Backend = state.pool.backends[0]
+
+    async def serve(conn, req):
+        started = loop.time()
+        conn.sent_bytes += 28
+        observer.attempt(conn, state, backend, "ok", started, 0.0001)
+        return True
+
+    wrap = observer.request
+    start = time.process_time()
+    for _ in range(N):
+        if wrap is None:
+            await serve(conn, req)
+        else:
+            await wrap(conn, req, serve)
+    elapsed = time.process_time() - start
+    observer.close()
+    return elapsed / N * 1e6
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = str(Path(tmp) / "access.log")
+        for _ in range(2):                                 # second pass: warm
+            off = await measure(False)
+            on = await measure(True)
+            logged = await measure(True, log)
+        print(f"metrics off (hooks are no-ops):   {off:6.2f} us/request")
+        print(f"metrics on:                       {on:6.2f} us/request (+{on - off:.2f})")
+        print(f"metrics on + JSON access log:     {logged:6.2f} us/request (+{logged - off:.2f})")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
