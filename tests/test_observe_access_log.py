@@ -194,3 +194,20 @@ def test_escape_and_redact_are_pure_and_total():
     assert redact_target("/x?api_key=1&q=2&access_token=3&session=4") == \
         "/x?api_key=[REDACTED]&q=2&access_token=[REDACTED]&session=[REDACTED]"
     assert redact_target("/no-query") == "/no-query"
+
+
+async def test_unwritable_access_log_is_one_clear_error_at_start_and_kept_on_reload(
+        backends, tmp_path):
+    from lbctl.errors import UserError
+    from lbctl.proxy.server import ProxyServer
+    a = await backends.start("a")
+    base = config({"api": [backend_config(a.url, "a")]})
+    bad = replace(base, log=Log(access=str(tmp_path / "missing-dir" / "access.log")))
+    with pytest.raises(UserError, match="cannot open the access log .*missing-dir"):
+        ProxyServer(bad)
+    proxy, log = await start(backends, tmp_path, {"api": [backend_config(a.url, "a")]})
+    first = proxy.observer.access
+    proxy.reload(bad)                                   # logged; the old log keeps writing
+    assert proxy.observer.access is first
+    await get(proxy.address[1])
+    assert len(await log.wait_for(1)) == 1

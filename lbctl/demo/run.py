@@ -65,6 +65,10 @@ async def run_demo(config_path: str, *, load: float, duration: float | None,
         host, port = server.address[:2]
         base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         console.print(f"proxy listening on [bold]{base}[/]  (try: curl -i {base}/)")
+        if server.admin is not None:
+            ahost, aport = server.admin.bound
+            console.print(f"admin API on [bold]http://{ahost}:{aport}[/]  "
+                          f"(try: lbctl stats --admin http://{ahost}:{aport})")
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -21,6 +21,8 @@ import hmac
 import logging
 import time
 
+from lbctl.errors import UserError
+from lbctl.exitcodes import Exit
 from lbctl.observe import explain as explaining
 from lbctl.observe.access_log import AccessLog, header_value, iso_time, redact_target, text
 from lbctl.observe.accounting import CLASSES, stats_of
@@ -54,6 +56,7 @@ class Observer:
         self.access: AccessLog | None = None
         self.metrics = True
         self.explain_token: bytes | None = None
+        self._configured = False
         self.request = None
         self.attempt = self._noop
         self.configure(server.runtime.config)
@@ -66,12 +69,24 @@ class Observer:
         token = config.admin.token if config.admin is not None else None
         self.explain_token = token.encode() if token else None
         want = (config.log.access, config.log.format)
-        if self.access is None or (self.access.target, self.access.format_name) != want:
-            if self.access is not None:
-                self.access.close()
-                self.access = None
+        current = (self.access.target, self.access.format_name) if self.access else ("off", None)
+        if current != want and not (want[0] == "off" and self.access is None):
+            opened = None
             if config.log.access != "off":
-                self.access = AccessLog(config.log.access, config.log.format)
+                try:
+                    opened = AccessLog(config.log.access, config.log.format)
+                except OSError as exc:
+                    message = f"cannot open the access log {config.log.access}: " \
+                              f"{exc.strerror or exc}"
+                    if self.access is None and not self._configured:
+                        raise UserError(message, exit_code=Exit.RUNTIME) from None
+                    log.error("%s; keeping the previous access log setting", message)
+                    opened = self.access
+            if opened is not self.access:
+                if self.access is not None:
+                    self.access.close()
+                self.access = opened
+        self._configured = True
         self.attempt = self._attempt if self.metrics or self.access else self._noop
         self.request = self._request if self.metrics or self.access else None
 
