@@ -19,6 +19,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lbctl.proxy import framing
+from lbctl.proxy.client import ClientError
 from lbctl.proxy.upstream import IdlePool, UpstreamError
 
 if TYPE_CHECKING:
@@ -142,6 +143,9 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
         except _Timeout:
             outcome = "timeout"
             return (504, "backend did not answer in time"), False
+        except ClientError as exc:
+            outcome = "client"          # the client's fault: not held against the backend
+            return (exc.status, exc.reason), False
         finally:
             timer.cancel()
         latency = loop.time() - started
@@ -209,7 +213,8 @@ class _ResponseTimer:
             self.handle = self.conn.loop.call_later(self.timeout, _expire, self.conn.head_waiter)
 
     def watch_body(self, body_timeout: float) -> None:
-        self.watchdog = _Watchdog(self.conn, body_timeout, self.conn.head_waiter)
+        self.watchdog = _Watchdog(self.conn, body_timeout, self.conn.head_waiter,
+                                  lambda: ClientError(408, "request body not received in time"))
 
     def cancel(self) -> None:
         if self.handle is not None:
@@ -222,10 +227,11 @@ class _Watchdog:
     """Fails the exchange when no body byte moved in either direction for ``timeout``."""
 
     def __init__(self, conn: ClientConnection, timeout: float,
-                 waiter: asyncio.Future | None = None) -> None:
+                 waiter: asyncio.Future | None = None, error=_Timeout) -> None:
         self.conn = conn
         self.timeout = timeout
         self.waiter = waiter
+        self.error = error
         self.seen = conn.progress
         self.handle = conn.loop.call_later(timeout, self._check)
 
@@ -236,8 +242,8 @@ class _Watchdog:
             self.handle = conn.loop.call_later(self.timeout, self._check)
         else:
             waiter = self.waiter or conn.done_waiter
-            if waiter is not None:
-                _expire(waiter)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(self.error())
 
     def cancel(self) -> None:
         self.handle.cancel()

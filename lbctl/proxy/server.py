@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import random
+from collections import Counter
 
 from lbctl.config.model import Config
 from lbctl.errors import UserError
@@ -29,6 +30,7 @@ class ProxyServer:
         self.rng = rng or random.Random()
         self.runtime: Runtime = build_runtime(config, clock=self.loop.time, rng=self.rng)
         self.connections: set[ClientConnection] = set()
+        self.per_client: Counter[str] = Counter()      # open connections per client address
         self.request_ids = RequestIds()
         self.default_host = str(config.listen.address).encode()
         self.server: asyncio.AbstractServer | None = None
