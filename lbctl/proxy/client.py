@@ -229,6 +229,19 @@ class ClientConnection(asyncio.Protocol):
             if not self.stop_parsing:
                 self._refuse(400, f"malformed request: {exc}")
 
+    def eof_received(self) -> bool:
+        """The client half-closed. Requests already read are still answered (some clients
+        send, shut down writing, then read); a request cut off midway is abandoned."""
+        if self.tunnel is not None:
+            if self.tunnel.transport is not None and self.tunnel.transport.can_write_eof():
+                self.tunnel.transport.write_eof()
+            return True
+        if self.parsing is not None or (self.current is None and not self.queue):
+            return False                    # nothing complete to answer: close
+        self.draining = True                # answer what was read, then close
+        self.stop_parsing = True
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         server = self.server
