@@ -236,10 +236,14 @@ class ClientConnection(asyncio.Protocol):
             if self.tunnel.transport is not None and self.tunnel.transport.can_write_eof():
                 self.tunnel.transport.write_eof()
             return True
-        if self.parsing is not None or (self.current is None and not self.queue):
+        self.stop_parsing = True
+        partial, self.parsing = self.parsing, None
+        if partial is not None and not self.in_head:
+            # Its head was accepted but its body will never be complete.
+            self._fail_body(partial, 400, "request body cut short")
+        if self.current is None and not self.queue:
             return False                    # nothing complete to answer: close
         self.draining = True                # answer what was read, then close
-        self.stop_parsing = True
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -438,10 +442,13 @@ class ClientConnection(asyncio.Protocol):
                     await self.waiter
                     self.waiter = None
                     continue
-                req = self.queue.popleft()
+                req = self.current = self.queue.popleft()
                 if len(self.queue) <= MAX_PIPELINE:
                     self.resume_reading("pipeline")
-                keep = await handle(self, req)
+                try:
+                    keep = await handle(self, req)
+                finally:
+                    self.current = None
                 if not keep or self.draining:
                     break
         except asyncio.CancelledError:

@@ -107,7 +107,7 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
                 return (502, "connect failed"), True
         if conn.closed:
             raise asyncio.CancelledError
-        conn.current, conn.upstream = req, up
+        conn.upstream = up
         conn.response_begun = False
         conn.up_reusable = False
         conn.head_waiter = loop.create_future()
@@ -180,7 +180,7 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
                 up.close()
             if body is not None:
                 body.on_done = None
-        conn.current = conn.upstream = None
+        conn.upstream = None
         conn.head_waiter = conn.done_waiter = None
         pool.on_end(backend, latency if latency is not None else loop.time() - started, ok)
         state.outcomes.record(backend, outcome)
