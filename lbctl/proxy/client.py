@@ -449,7 +449,7 @@ class ClientConnection(asyncio.Protocol):
                     keep = await handle(self, req)
                 finally:
                     self.current = None
-                if not keep or self.draining:
+                if not keep or (self.draining and not self.queue):
                     break
         except asyncio.CancelledError:
             pass
@@ -466,6 +466,10 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
         if self.upstream is not None:
             self.upstream.close()
+
+    def last_before_close(self) -> bool:
+        """Draining: every request already read is answered; the last says Connection: close."""
+        return self.draining and not self.queue
 
     def start_drain(self) -> None:
         """SIGTERM: finish the request in progress, then close; close at once if idle."""
@@ -543,7 +547,7 @@ class ClientConnection(asyncio.Protocol):
             framing_, keep = "chunked", req.keep_alive
         else:
             framing_, keep = "close", False        # HTTP/1.0 client, length unknown
-        if self.draining or (req.body is not None and not req.body.done):
+        if self.last_before_close() or (req.body is not None and not req.body.done):
             keep = False   # a body the backend did not wait for cannot be skipped safely
         self.up_eof = length < 0 and not chunked and framing_ not in ("none",) and \
             req.method != b"HEAD" and status not in framing.NO_BODY_STATUSES and upgrade is None

@@ -36,7 +36,7 @@ def _respond(conn: ClientConnection, req: Request, status: int, message: str,
              request_id: bytes | None, extra=()) -> bool:
     """Send a proxy-generated response; returns whether the connection stays open."""
     # A body we did not read to its end leaves the stream position unknown: close.
-    keep = req.keep_alive and not conn.draining and (req.body is None or req.body.done) \
+    keep = req.keep_alive and not conn.last_before_close() and (req.body is None or req.body.done) \
         and req.upgrade is None
     if conn.transport is not None and not conn.transport.is_closing():
         conn.transport.write(framing.error_response(
