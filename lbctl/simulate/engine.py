@@ -1,0 +1,285 @@
+"""The event loop: virtual time, simulated backends, the proxy's retry rule; real balancers.
+
+For each algorithm the engine builds fresh ``Backend`` objects and a ``Pool`` with ``make_pool``
+(the very objects ``serve`` uses), with a virtual clock and the ``balancer`` random stream, and
+drives them exactly as the proxy does: ``select`` (with the retry's exclusion set), ``on_start``
+when an attempt is sent, ``on_end`` with its latency and outcome when it ends. Timeline events
+call ``Pool.set_healthy`` as a health checker would.
+
+Events live in a heap of plain tuples ``(time, seq, kind, backend, sent, arrived, tried, key)``;
+``seq`` comes from ``itertools.count()``, so ties break the same way in every run. Arrivals
+are not in the heap: the next arrival time is one float compared with the heap's top.
+
+A simulated backend serves ``concurrency`` requests at once in FIFO order. FIFO makes its
+schedule known at dispatch: an attempt starts when the earliest of the backend's slots frees
+up (or now), so its end time is computed when it is sent and only one event is pushed per
+attempt: its completion, its fast 5xx, or, when that would come later than the proxy's
+per-attempt timeout or the client's deadline, the timeout. Nothing is ever cancelled. The work
+of an attempt abandoned by a timeout still occupies the backend (it does not know the client
+left), as a real server would; a black-holed attempt occupies nothing and never answers.
+Simplifications: a slow-down applies to attempts sent after it; a backend that goes down
+stops receiving attempts (as if health checks noticed at once) and finishes what it holds.
+
+Output: flat per-request and per-attempt ``Records``; ``results.summarize`` does the rest.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import operator
+from array import array
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Sequence
+
+from lbctl.balancing import ALGORITHMS, Backend, make_pool
+from lbctl.simulate.scenario import Scenario
+from lbctl.simulate.workload import interarrival_sampler, service_sampler, streams
+
+# Event kinds (the third field of an event tuple).
+DONE, FAIL, ATTEMPT_TIMEOUT, CLIENT_TIMEOUT, TIMELINE = range(5)
+
+# Request outcomes (``Records.status``).
+OK, ERROR_5XX, ERROR_TIMEOUT, ERROR_NO_BACKEND = range(4)
+
+INF = math.inf
+PROGRESS_EVERY = 4096          # arrivals between progress callbacks
+
+
+@dataclass
+class Records:
+    """Flat records of one algorithm's run. Per request, in completion order: arrival time,
+    latency as the client saw it (until the response or the error), status, attempts made and
+    the backend of the last attempt. Per attempt that reached a backend's queue: its backend,
+    start and end of service (for utilization)."""
+    algorithm: str
+    backends: list[Backend]
+    concurrency: list[int]
+    arrival: array = field(default_factory=lambda: array("d"))
+    latency: array = field(default_factory=lambda: array("d"))
+    status: bytearray = field(default_factory=bytearray)
+    attempts: bytearray = field(default_factory=bytearray)
+    backend: array = field(default_factory=lambda: array("i"))
+    work_backend: array = field(default_factory=lambda: array("i"))
+    work_start: array = field(default_factory=lambda: array("d"))
+    work_end: array = field(default_factory=lambda: array("d"))
+    horizon: float = 0.0          # time of the last arrival: the window load is measured over
+    end: float = 0.0              # time of the last event
+
+
+def run_algorithm(scenario: Scenario, algorithm: str,
+                  progress: Callable[[int], None] | None = None) -> Records:
+    """Simulate ``scenario`` with one algorithm; ``progress(n)`` is told of arrivals so far."""
+    rngs = streams(scenario.seed)
+    specs = scenario.backends
+    proxy = scenario.proxy
+    backends = [Backend(s.name, weight=s.weight, backup=s.backup) for s in specs]
+
+    # The virtual clock: a one-element list read by a C-level callable (the balancers call
+    # the clock several times per request, so a Python function here would show).
+    box = [0.0]
+    clock = partial(operator.getitem, box, 0)
+    pool = make_pool("sim", backends, algorithm, rng=rngs["balancer"], clock=clock,
+                     ewma_decay=proxy.ewma_decay, slow_start=proxy.slow_start,
+                     panic_threshold=proxy.panic_threshold)
+    n = len(backends)
+    index = {b.name: i for i, b in enumerate(backends)}
+
+    # Per-backend simulation state, in lists indexed by Backend.index (faster than .extra).
+    service_rng = rngs["service"]
+    sample = [service_sampler(s.service, service_rng) for s in specs]
+    base_scale = [1.0 / s.speed for s in specs]
+    scale = list(base_scale)                     # times the slow-down factor of the timeline
+    multi = [s.concurrency > 1 for s in specs]
+    free: list = [[0.0] * s.concurrency if s.concurrency > 1 else 0.0 for s in specs]
+    fail = [0.0] * n                             # fraction answered with a fast 5xx
+    fail_latency = [0.0] * n
+    hole = [0.0] * n                             # fraction black-holed
+    trouble = [False] * n                        # either of the two above is set
+    for b in backends:
+        b.extra["sim"] = specs[b.index]
+
+    rec = Records(algorithm, backends, [s.concurrency for s in specs])
+    rec_arrival, rec_latency = rec.arrival.append, rec.latency.append
+    rec_status, rec_attempts, rec_backend = rec.status.append, rec.attempts.append, \
+        rec.backend.append
+    work_backend, work_start, work_end = rec.work_backend.append, rec.work_start.append, \
+        rec.work_end.append
+
+    heap: list[tuple] = []
+    push, pop, heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
+    nxt = itertools.count().__next__
+    select, on_start, on_end = pool.select, pool.on_start, pool.on_end
+    failure_draw = rngs["failures"].random
+    retries = proxy.retries
+    attempt_timeout = proxy.timeout
+    client_timeout = scenario.client_timeout
+    timeouts = attempt_timeout < INF or client_timeout < INF
+
+    uses_key = ALGORITHMS[algorithm].uses_key
+    key_draw = rngs["keys"].random
+    nkeys = scenario.workload.keys
+    key_names = [f"client-{k}" for k in range(nkeys)] if uses_key else []
+
+    for ev in scenario.timeline:
+        push(heap, (ev.at, nxt(), TIMELINE, ev, 0.0, 0.0, (), None))
+
+    def send(b, now: float, t0: float, tried: tuple, key) -> None:
+        """Send one attempt of the request that arrived at ``t0`` to ``b`` (None: no backend
+        acceptable). The general path: retries, troubled backends, timeouts; the common
+        first attempt is inlined in the loop below."""
+        if b is None:
+            rec_arrival(t0), rec_latency(now - t0), rec_status(ERROR_NO_BACKEND)
+            rec_attempts(len(tried)), rec_backend(tried[-1].index if tried else -1)
+            return
+        on_start(b)
+        i = b.index
+        kind = DONE
+        if trouble[i] and hole[i] and failure_draw() < hole[i]:
+            end = INF
+        elif trouble[i] and fail[i] and failure_draw() < fail[i]:
+            end, kind = now + fail_latency[i], FAIL
+        else:
+            svc = sample[i]() * scale[i]
+            if multi[i]:
+                slots = free[i]
+                start = slots[0]
+                if start < now:
+                    start = now
+                end = start + svc
+                heapreplace(slots, end)
+            else:
+                start = free[i]
+                if start < now:
+                    start = now
+                end = free[i] = start + svc
+            work_backend(i), work_start(start), work_end(end)
+        limit = now + attempt_timeout
+        deadline = t0 + client_timeout
+        if end > limit or end > deadline:
+            if deadline <= limit:
+                end, kind = deadline, CLIENT_TIMEOUT
+            else:
+                end, kind = limit, ATTEMPT_TIMEOUT
+        push(heap, (end, nxt(), kind, b, now, t0, tried, key))
+
+    workload = scenario.workload
+    gap = interarrival_sampler(workload, rngs["arrivals"])
+    remaining = workload.requests if workload.requests else -1
+    stop_at = workload.duration if workload.duration else INF
+    t_next = gap()
+    if t_next > stop_at:
+        remaining = 0
+    arrived = 0
+    now = last_arrival = 0.0
+    key = None
+
+    while True:
+        if heap and (remaining == 0 or heap[0][0] <= t_next):
+            ev = pop(heap)
+            now = box[0] = ev[0]
+            kind = ev[2]
+            b = ev[3]
+            if kind == DONE:
+                on_end(b, now - ev[4], True)
+                t0 = ev[5]
+                rec_arrival(t0), rec_latency(now - t0), rec_status(OK)
+                rec_attempts(len(ev[6]) + 1), rec_backend(b.index)
+                continue
+            if kind == TIMELINE:
+                _apply(b, pool, index, backends, scale, base_scale, fail, fail_latency, hole,
+                       trouble)
+                continue
+            on_end(b, now - ev[4], False)
+            t0, tried = ev[5], ev[6]
+            if kind != CLIENT_TIMEOUT and len(tried) < retries:
+                tried += (b,)
+                send(select(ev[7], tried), now, t0, tried, ev[7])
+                continue
+            rec_arrival(t0), rec_latency(now - t0)
+            rec_status(ERROR_5XX if kind == FAIL else ERROR_TIMEOUT)
+            rec_attempts(len(tried) + 1), rec_backend(b.index)
+            continue
+
+        if remaining == 0:
+            break
+        # An arrival.
+        now = box[0] = last_arrival = t_next
+        remaining -= 1
+        arrived += 1
+        t_next = now + gap()
+        if t_next > stop_at:
+            remaining = 0
+        if progress is not None and not arrived % PROGRESS_EVERY:
+            progress(arrived)
+        if uses_key:
+            key = key_names[int(key_draw() * nkeys)]
+        b = select(key)
+        if b is None or timeouts or trouble[b.index]:
+            send(b, now, now, (), key)
+            continue
+        on_start(b)
+        i = b.index
+        svc = sample[i]() * scale[i]
+        if multi[i]:
+            slots = free[i]
+            start = slots[0]
+            if start < now:
+                start = now
+            end = start + svc
+            heapreplace(slots, end)
+        else:
+            start = free[i]
+            if start < now:
+                start = now
+            end = free[i] = start + svc
+        work_backend(i), work_start(start), work_end(end)
+        push(heap, (end, nxt(), DONE, b, now, now, (), key))
+
+    if progress is not None:
+        progress(arrived)
+    rec.horizon = last_arrival
+    rec.end = now
+    return rec
+
+
+def _apply(ev, pool, index, backends, scale, base_scale, fail, fail_latency, hole,
+           trouble) -> None:
+    """A timeline event happens now."""
+    for name in ev.backends:
+        i = index[name]
+        b = backends[i]
+        action = ev.action
+        if action == "down":
+            pool.set_healthy(b, False)
+        elif action == "up":
+            pool.set_healthy(b, True)
+        elif action == "slow":
+            scale[i] = base_scale[i] * ev.factor
+        elif action == "fail":
+            fail[i], fail_latency[i] = ev.fraction, ev.latency
+        elif action == "blackhole":
+            hole[i] = ev.fraction
+        elif action == "recover":
+            scale[i], fail[i], hole[i] = base_scale[i], 0.0, 0.0
+        trouble[i] = bool(fail[i] or hole[i])
+
+
+def simulate(scenario: Scenario, progress: Callable[[str, int], None] | None = None
+             ) -> list[Records]:
+    """Run every algorithm of the scenario, in its order."""
+    out = []
+    for algorithm in scenario.algorithms:
+        cb = None if progress is None else partial(progress, algorithm)
+        out.append(run_algorithm(scenario, algorithm, cb))
+    return out
+
+
+def total_requests(scenario: Scenario) -> int | None:
+    """Arrivals per algorithm when known in advance (for a progress bar)."""
+    w = scenario.workload
+    if w.requests:
+        return w.requests
+    return int(w.duration * w.rate) or None
