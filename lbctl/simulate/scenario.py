@@ -154,11 +154,14 @@ def default_scenario() -> Scenario:
     service = Service("exponential", mean=0.020)
     backends = [BackendSpec(f"b{i}", service) for i in range(1, 10)]
     backends.append(BackendSpec("slow", service, speed=1 / 3))
+    # weighted would repeat round_robin (equal weights) and consistent_hash answers another
+    # question (stickiness), so the lesson compares the five that spread load.
     s = Scenario(backends=tuple(backends),
                  workload=Workload(requests=40_000),
+                 algorithms=("round_robin", "random", "least_conn", "p2c", "ewma"),
+                 proxy=Proxy(retries=1, timeout=1.0),
                  client_timeout=2.0,
-                 title="built-in: 10 backends (one 3x slower), exponential 20ms, 80% load, "
-                       "2s client timeout")
+                 title="built-in: 10 backends, one 3x slower; 1s proxy timeout, 1 retry")
     return s.with_overrides(load=0.8)
 
 
