@@ -458,7 +458,9 @@ def _parse_backends(r: _Reader, value: Any, pool_settings, base_dir: str
         backup = g.get("backup", False)
         if not isinstance(backup, bool):
             raise r.fail(f"{path}.backup", f"expected true or false, not {_kind(backup)}")
-        service = _parse_service(r, g.get("service", {}), f"{path}.service", base_dir)
+        # No service table at all: exponential with a 10 ms mean (the Service defaults).
+        service = _parse_service(r, g["service"], f"{path}.service", base_dir) \
+            if "service" in g else Service()
         prefix = r.string(g["name"], f"{path}.name") if "name" in g else None
         for k in range(count):
             counter += 1
