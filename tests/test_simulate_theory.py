@@ -108,3 +108,15 @@ def test_orderings_on_identical_exponential_servers():
     clearly_below("least_conn", "p2c")
     clearly_below("p2c", "random")
     clearly_below("round_robin", "random")
+
+
+def test_concurrency_is_mmc_with_fifo_queue():
+    # One backend serving 2 at once, lambda = 1.5, mu = 1 (a = 1.5 erlangs): Erlang C gives
+    # P(wait) = (a^2/2! * 2/(2 - a)) / (1 + a + a^2/2! * 2/(2 - a)) = 4.5 / 7, and
+    # W = P(wait) / (2 mu - lambda) + 1 / mu = 16/7 s.
+    service = Service("exponential", mean=1.0)
+    sc = Scenario(backends=(BackendSpec("b1", service, concurrency=2),),
+                  algorithms=("round_robin",), seed=5,
+                  workload=Workload("poisson", rate=1.5, requests=200_000))
+    values = in_arrival_order(run_algorithm(sc, "round_robin"))
+    batch_check(values, statistics.fmean, 16 / 7)
