@@ -20,7 +20,8 @@ left), as a real server would; a black-holed attempt occupies nothing and never 
 Simplifications: a slow-down applies to attempts sent after it; a backend that goes down
 stops receiving attempts (as if health checks noticed at once) and finishes what it holds.
 
-Output: flat per-request and per-attempt ``Records``; ``results.summarize`` does the rest.
+Output: flat per-request ``Records`` plus each backend's busy time; ``results.summarize``
+does the rest.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import heapq
 import itertools
 import math
 import operator
+from math import log
 from array import array
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,7 +38,7 @@ from typing import Callable, Sequence
 
 from lbctl.balancing import ALGORITHMS, Backend, make_pool
 from lbctl.simulate.scenario import Scenario
-from lbctl.simulate.workload import interarrival_sampler, service_sampler, streams
+from lbctl.simulate.workload import service_sampler, streams
 
 # Event kinds (the third field of an event tuple).
 DONE, FAIL, ATTEMPT_TIMEOUT, CLIENT_TIMEOUT, TIMELINE = range(5)
@@ -52,8 +54,8 @@ PROGRESS_EVERY = 4096          # arrivals between progress callbacks
 class Records:
     """Flat records of one algorithm's run. Per request, in completion order: arrival time,
     latency as the client saw it (until the response or the error), status, attempts made and
-    the backend of the last attempt. Per attempt that reached a backend's queue: its backend,
-    start and end of service (for utilization)."""
+    the backend of the last attempt (-1: none). Per backend: its busy time (service, summed
+    over its concurrency slots) within [0, horizon], for utilization."""
     algorithm: str
     backends: list[Backend]
     concurrency: list[int]
@@ -62,16 +64,20 @@ class Records:
     status: bytearray = field(default_factory=bytearray)
     attempts: bytearray = field(default_factory=bytearray)
     backend: array = field(default_factory=lambda: array("i"))
-    work_backend: array = field(default_factory=lambda: array("i"))
-    work_start: array = field(default_factory=lambda: array("d"))
-    work_end: array = field(default_factory=lambda: array("d"))
+    busy: list[float] = field(default_factory=list)
     horizon: float = 0.0          # time of the last arrival: the window load is measured over
     end: float = 0.0              # time of the last event
 
 
 def run_algorithm(scenario: Scenario, algorithm: str,
                   progress: Callable[[int], None] | None = None) -> Records:
-    """Simulate ``scenario`` with one algorithm; ``progress(n)`` is told of arrivals so far."""
+    """Simulate ``scenario`` with one algorithm; ``progress(n)`` is told of arrivals so far.
+
+    The loop below is the hot path (a million requests take seconds): names are bound to
+    locals, per-backend state lives in lists indexed by ``Backend.index``, exponential draws
+    are inlined, events are plain tuples and the common case (first attempt, healthy backend,
+    no timeout configured) does no call that is not the balancer's or the heap's.
+    """
     rngs = streams(scenario.seed)
     specs = scenario.backends
     proxy = scenario.proxy
@@ -86,27 +92,32 @@ def run_algorithm(scenario: Scenario, algorithm: str,
                      panic_threshold=proxy.panic_threshold)
     n = len(backends)
     index = {b.name: i for i, b in enumerate(backends)}
+    for b in backends:
+        b.extra["sim"] = specs[b.index]
 
     # Per-backend simulation state, in lists indexed by Backend.index (faster than .extra).
-    service_rng = rngs["service"]
-    sample = [service_sampler(s.service, service_rng) for s in specs]
+    srand = rngs["service"].random
+    sample = [service_sampler(s.service, rngs["service"]) for s in specs]
     base_scale = [1.0 / s.speed for s in specs]
     scale = list(base_scale)                     # times the slow-down factor of the timeline
+    # Exponential service is drawn inline: -log(1 - U) * mean / speed; 0.0 = use sample[i].
+    base_expo = [s.service.mean / s.speed if s.service.dist == "exponential" else 0.0
+                 for s in specs]
+    expo = list(base_expo)
     multi = [s.concurrency > 1 for s in specs]
+    # When each concurrency slot frees up: a float for one slot, a heap of floats for more.
     free: list = [[0.0] * s.concurrency if s.concurrency > 1 else 0.0 for s in specs]
+    busy = [0.0] * n                             # service time of attempts sent so far
     fail = [0.0] * n                             # fraction answered with a fast 5xx
     fail_latency = [0.0] * n
     hole = [0.0] * n                             # fraction black-holed
     trouble = [False] * n                        # either of the two above is set
-    for b in backends:
-        b.extra["sim"] = specs[b.index]
+    snapshot: list = []                          # free[] when the arrivals ended, if it changed
 
     rec = Records(algorithm, backends, [s.concurrency for s in specs])
     rec_arrival, rec_latency = rec.arrival.append, rec.latency.append
     rec_status, rec_attempts, rec_backend = rec.status.append, rec.attempts.append, \
         rec.backend.append
-    work_backend, work_start, work_end = rec.work_backend.append, rec.work_start.append, \
-        rec.work_end.append
 
     heap: list[tuple] = []
     push, pop, heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
@@ -126,10 +137,10 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     for ev in scenario.timeline:
         push(heap, (ev.at, nxt(), TIMELINE, ev, 0.0, 0.0, (), None))
 
-    def send(b, now: float, t0: float, tried: tuple, key) -> None:
+    def send(b, now: float, t0: float, tried: tuple, key, late: bool) -> None:
         """Send one attempt of the request that arrived at ``t0`` to ``b`` (None: no backend
         acceptable). The general path: retries, troubled backends, timeouts; the common
-        first attempt is inlined in the loop below."""
+        first attempt is inlined in the loop below. ``late``: the arrivals are over."""
         if b is None:
             rec_arrival(t0), rec_latency(now - t0), rec_status(ERROR_NO_BACKEND)
             rec_attempts(len(tried)), rec_backend(tried[-1].index if tried else -1)
@@ -142,7 +153,14 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         elif trouble[i] and fail[i] and failure_draw() < fail[i]:
             end, kind = now + fail_latency[i], FAIL
         else:
-            svc = sample[i]() * scale[i]
+            svc = -log(1.0 - srand()) * expo[i] if expo[i] else sample[i]() * scale[i]
+            if late:
+                # Work sent after the last arrival lies outside the utilization window;
+                # keep the slots as they were when the window closed (see results.py).
+                if not snapshot:
+                    snapshot.append([list(f) if m else f for f, m in zip(free, multi)])
+            else:
+                busy[i] += svc
             if multi[i]:
                 slots = free[i]
                 start = slots[0]
@@ -155,7 +173,6 @@ def run_algorithm(scenario: Scenario, algorithm: str,
                 if start < now:
                     start = now
                 end = free[i] = start + svc
-            work_backend(i), work_start(start), work_end(end)
         limit = now + attempt_timeout
         deadline = t0 + client_timeout
         if end > limit or end > deadline:
@@ -166,13 +183,16 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         push(heap, (end, nxt(), kind, b, now, t0, tried, key))
 
     workload = scenario.workload
-    gap = interarrival_sampler(workload, rngs["arrivals"])
+    poisson = workload.arrivals == "poisson"
+    arand = rngs["arrivals"].random
+    spacing = 1.0 / workload.rate               # mean gap between arrivals
     remaining = workload.requests if workload.requests else -1
     stop_at = workload.duration if workload.duration else INF
-    t_next = gap()
+    t_next = -log(1.0 - arand()) * spacing if poisson else spacing
     if t_next > stop_at:
         remaining = 0
     arrived = 0
+    report_at = PROGRESS_EVERY if progress is not None else -1
     now = last_arrival = 0.0
     key = None
 
@@ -183,20 +203,20 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             kind = ev[2]
             b = ev[3]
             if kind == DONE:
-                on_end(b, now - ev[4], True)
+                on_end(b, now - ev[4])
                 t0 = ev[5]
                 rec_arrival(t0), rec_latency(now - t0), rec_status(OK)
                 rec_attempts(len(ev[6]) + 1), rec_backend(b.index)
                 continue
             if kind == TIMELINE:
-                _apply(b, pool, index, backends, scale, base_scale, fail, fail_latency, hole,
-                       trouble)
+                _apply(b, pool, index, backends, scale, base_scale, expo, base_expo, fail,
+                       fail_latency, hole, trouble)
                 continue
             on_end(b, now - ev[4], False)
             t0, tried = ev[5], ev[6]
             if kind != CLIENT_TIMEOUT and len(tried) < retries:
                 tried += (b,)
-                send(select(ev[7], tried), now, t0, tried, ev[7])
+                send(select(ev[7], tried), now, t0, tried, ev[7], remaining == 0)
                 continue
             rec_arrival(t0), rec_latency(now - t0)
             rec_status(ERROR_5XX if kind == FAIL else ERROR_TIMEOUT)
@@ -209,20 +229,22 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         now = box[0] = last_arrival = t_next
         remaining -= 1
         arrived += 1
-        t_next = now + gap()
+        t_next = now - log(1.0 - arand()) * spacing if poisson else now + spacing
         if t_next > stop_at:
             remaining = 0
-        if progress is not None and not arrived % PROGRESS_EVERY:
+        if arrived == report_at:
             progress(arrived)
+            report_at += PROGRESS_EVERY
         if uses_key:
             key = key_names[int(key_draw() * nkeys)]
         b = select(key)
         if b is None or timeouts or trouble[b.index]:
-            send(b, now, now, (), key)
+            send(b, now, now, (), key, False)
             continue
         on_start(b)
         i = b.index
-        svc = sample[i]() * scale[i]
+        svc = -log(1.0 - srand()) * expo[i] if expo[i] else sample[i]() * scale[i]
+        busy[i] += svc
         if multi[i]:
             slots = free[i]
             start = slots[0]
@@ -235,18 +257,25 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             if start < now:
                 start = now
             end = free[i] = start + svc
-        work_backend(i), work_start(start), work_end(end)
         push(heap, (end, nxt(), DONE, b, now, now, (), key))
 
     if progress is not None:
         progress(arrived)
+    # Busy time within [0, horizon]: all work sent by then was queued by then, so after the
+    # horizon each slot stays busy without a gap until the moment it frees up; take that
+    # tail off.
+    final = snapshot[0] if snapshot else free
+    for i in range(n):
+        slots = final[i] if multi[i] else [final[i]]
+        busy[i] -= sum(f - last_arrival for f in slots if f > last_arrival)
+    rec.busy = busy
     rec.horizon = last_arrival
     rec.end = now
     return rec
 
 
-def _apply(ev, pool, index, backends, scale, base_scale, fail, fail_latency, hole,
-           trouble) -> None:
+def _apply(ev, pool, index, backends, scale, base_scale, expo, base_expo, fail, fail_latency,
+           hole, trouble) -> None:
     """A timeline event happens now."""
     for name in ev.backends:
         i = index[name]
@@ -258,12 +287,14 @@ def _apply(ev, pool, index, backends, scale, base_scale, fail, fail_latency, hol
             pool.set_healthy(b, True)
         elif action == "slow":
             scale[i] = base_scale[i] * ev.factor
+            expo[i] = base_expo[i] * ev.factor
         elif action == "fail":
             fail[i], fail_latency[i] = ev.fraction, ev.latency
         elif action == "blackhole":
             hole[i] = ev.fraction
         elif action == "recover":
-            scale[i], fail[i], hole[i] = base_scale[i], 0.0, 0.0
+            scale[i], expo[i] = base_scale[i], base_expo[i]
+            fail[i] = hole[i] = 0.0
         trouble[i] = bool(fail[i] or hole[i])
 
 

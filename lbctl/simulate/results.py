@@ -70,17 +70,10 @@ def jain(values) -> float:
 
 
 def utilizations(rec: Records) -> list[float]:
-    """Each backend's busy fraction over [0, horizon] (work past the last arrival is cut)."""
-    horizon = rec.horizon
-    busy = [0.0] * len(rec.backends)
-    if horizon <= 0:
-        return busy
-    for i, start, end in zip(rec.work_backend, rec.work_start, rec.work_end):
-        if end > horizon:
-            end = horizon
-        if end > start:
-            busy[i] += end - start
-    return [b / (c * horizon) for b, c in zip(busy, rec.concurrency)]
+    """Each backend's busy fraction over [0, horizon]: busy time over concurrency x horizon."""
+    if rec.horizon <= 0:
+        return [0.0] * len(rec.backends)
+    return [min(b / (c * rec.horizon), 1.0) for b, c in zip(rec.busy, rec.concurrency)]
 
 
 def summarize(rec: Records) -> AlgorithmResult:
