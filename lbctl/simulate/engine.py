@@ -41,7 +41,7 @@ from lbctl.simulate.scenario import Scenario
 from lbctl.simulate.workload import service_sampler, streams
 
 # Event kinds (the third field of an event tuple).
-DONE, FAIL, ATTEMPT_TIMEOUT, CLIENT_TIMEOUT, TIMELINE = range(5)
+DONE, FAIL, ATTEMPT_TIMEOUT, CLIENT_TIMEOUT, TIMELINE, END = range(6)
 
 # Request outcomes (``Records.status``).
 OK, ERROR_5XX, ERROR_TIMEOUT, ERROR_NO_BACKEND = range(4)
@@ -186,18 +186,21 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     poisson = workload.arrivals == "poisson"
     arand = rngs["arrivals"].random
     spacing = 1.0 / workload.rate               # mean gap between arrivals
-    remaining = workload.requests if workload.requests else -1
+    remaining = workload.requests if workload.requests else -1    # -1: until stop_at
     stop_at = workload.duration if workload.duration else INF
     t_next = -log(1.0 - arand()) * spacing if poisson else spacing
     if t_next > stop_at:
-        remaining = 0
+        t_next = INF
+    # A sentinel at infinity keeps the heap non-empty: one comparison per event decides
+    # between the heap's top and the next arrival (INF once the arrivals are over).
+    push(heap, (INF, INF, END, None, 0.0, 0.0, (), None))
     arrived = 0
     report_at = PROGRESS_EVERY if progress is not None else -1
     now = last_arrival = 0.0
     key = None
 
     while True:
-        if heap and (remaining == 0 or heap[0][0] <= t_next):
+        if heap[0][0] <= t_next:
             ev = pop(heap)
             now = box[0] = ev[0]
             kind = ev[2]
@@ -208,6 +211,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
                 rec_arrival(t0), rec_latency(now - t0), rec_status(OK)
                 rec_attempts(len(ev[6]) + 1), rec_backend(b.index)
                 continue
+            if kind == END:
+                break
             if kind == TIMELINE:
                 _apply(b, pool, index, backends, scale, base_scale, expo, base_expo, fail,
                        fail_latency, hole, trouble)
@@ -216,29 +221,27 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             t0, tried = ev[5], ev[6]
             if kind != CLIENT_TIMEOUT and len(tried) < retries:
                 tried += (b,)
-                send(select(ev[7], tried), now, t0, tried, ev[7], remaining == 0)
+                send(select(ev[7], tried), now, t0, tried, ev[7], t_next == INF)
                 continue
             rec_arrival(t0), rec_latency(now - t0)
             rec_status(ERROR_5XX if kind == FAIL else ERROR_TIMEOUT)
             rec_attempts(len(tried) + 1), rec_backend(b.index)
             continue
 
-        if remaining == 0:
-            break
         # An arrival.
         now = box[0] = last_arrival = t_next
-        remaining -= 1
         arrived += 1
+        remaining -= 1
         t_next = now - log(1.0 - arand()) * spacing if poisson else now + spacing
-        if t_next > stop_at:
-            remaining = 0
+        if t_next > stop_at or not remaining:
+            t_next = INF
         if arrived == report_at:
             progress(arrived)
             report_at += PROGRESS_EVERY
         if uses_key:
             key = key_names[int(key_draw() * nkeys)]
         b = select(key)
-        if b is None or timeouts or trouble[b.index]:
+        if timeouts or b is None or trouble[b.index]:
             send(b, now, now, (), key, False)
             continue
         on_start(b)
