@@ -41,7 +41,9 @@ from lbctl.simulate.scenario import Scenario
 from lbctl.simulate.workload import service_sampler, streams
 
 # Event kinds (the third field of an event tuple).
-DONE, FAIL, ATTEMPT_TIMEOUT, CLIENT_TIMEOUT, TIMELINE, END = range(6)
+# DONE is a first attempt's response; RETRY_DONE a later attempt's (kept apart so the common
+# case records ``attempts = 1`` without counting).
+DONE, RETRY_DONE, FAIL, ATTEMPT_TIMEOUT, CLIENT_TIMEOUT, TIMELINE, END = range(7)
 
 # Request outcomes (``Records.status``).
 OK, ERROR_5XX, ERROR_TIMEOUT, ERROR_NO_BACKEND = range(4)
@@ -147,7 +149,7 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             return
         on_start(b)
         i = b.index
-        kind = DONE
+        kind = RETRY_DONE if tried else DONE
         if trouble[i] and hole[i] and failure_draw() < hole[i]:
             end = INF
         elif trouble[i] and fail[i] and failure_draw() < fail[i]:
@@ -186,7 +188,7 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     poisson = workload.arrivals == "poisson"
     arand = rngs["arrivals"].random
     spacing = 1.0 / workload.rate               # mean gap between arrivals
-    remaining = workload.requests if workload.requests else -1    # -1: until stop_at
+    total = workload.requests if workload.requests else -1         # -1: until stop_at
     stop_at = workload.duration if workload.duration else INF
     t_next = -log(1.0 - arand()) * spacing if poisson else spacing
     if t_next > stop_at:
@@ -206,6 +208,12 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             kind = ev[2]
             b = ev[3]
             if kind == DONE:
+                on_end(b, now - ev[4])
+                t0 = ev[5]
+                rec_arrival(t0), rec_latency(now - t0), rec_status(OK)
+                rec_attempts(1), rec_backend(b.index)
+                continue
+            if kind == RETRY_DONE:
                 on_end(b, now - ev[4])
                 t0 = ev[5]
                 rec_arrival(t0), rec_latency(now - t0), rec_status(OK)
@@ -231,9 +239,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         # An arrival.
         now = box[0] = last_arrival = t_next
         arrived += 1
-        remaining -= 1
         t_next = now - log(1.0 - arand()) * spacing if poisson else now + spacing
-        if t_next > stop_at or not remaining:
+        if t_next > stop_at or arrived == total:
             t_next = INF
         if arrived == report_at:
             progress(arrived)
@@ -246,7 +253,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             continue
         on_start(b)
         i = b.index
-        svc = -log(1.0 - srand()) * expo[i] if expo[i] else sample[i]() * scale[i]
+        e = expo[i]
+        svc = -log(1.0 - srand()) * e if e else sample[i]() * scale[i]
         busy[i] += svc
         if multi[i]:
             slots = free[i]
