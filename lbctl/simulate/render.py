@@ -175,30 +175,39 @@ def verdict(results: Sequence[AlgorithmResult], scenario: Scenario) -> str:
         "round_robin" if "round_robin" in names[1:] else names[-1]
     worst = order[names.index(baseline)]
     label = {scenario.configured: " (your config)", "round_robin": " (the default)"}
-    lead = (f"{best.algorithm} won with p99 {fmt_latency(best.latency['p99'])} against "
-            f"{fmt_latency(worst.latency['p99'])} for {worst.algorithm}"
-            f"{label.get(worst.algorithm, '')}")
-    if worst.errors > best.errors:
-        lead += f" ({worst.errors:,} errors against {best.errors:,})"
+    x, y = fmt_latency(best.latency["p99"]), fmt_latency(worst.latency["p99"])
+    against = f"{worst.algorithm}{label.get(worst.algorithm, '')}"
+    if worst.errors != best.errors:
+        lead = (f"{best.algorithm} won with p99 {x} and {best.errors:,} errors, against {y} "
+                f"and {worst.errors:,} errors for {against}")
+    else:
+        lead = f"{best.algorithm} won with p99 {x} against {y} for {against}"
 
     # The backend whose share differs most between the winner and the loser tells the story.
     diffs = [(abs(bw.share - bl.share), i)
              for i, (bw, bl) in enumerate(zip(best.backends, worst.backends))]
     diff, i = max(diffs)
+    # The slowest backend is the better story when its share moved nearly as much.
+    capacities = [b.capacity for b in scenario.backends]
+    low = min(capacities)
+    if capacities.count(low) == 1:
+        k = capacities.index(low)
+        if diffs[k][0] >= 0.5 * diff:
+            diff, i = diffs[k]
     sw, sl = best.backends[i].share, worst.backends[i].share
     if diff >= 0.01 and diff >= 0.25 * max(sw, sl):
         spec = scenario.backends[i]
-        capacities = [b.capacity for b in scenario.backends]
+        slowest = spec.capacity == min(capacities) and capacities.count(spec.capacity) == 1
         what = spec.name
-        if spec.capacity == min(capacities) and capacities.count(spec.capacity) == 1:
+        if slowest:
             what = f"the slowest backend, {spec.name},"
         elif spec.capacity == max(capacities) and capacities.count(spec.capacity) == 1:
             what = f"the fastest backend, {spec.name},"
         elif any(spec.name in ev.backends for ev in scenario.timeline):
-            what = f"{spec.name} (the one the timeline troubles)"
+            what = f"{spec.name}, troubled by the timeline,"
         why = (f"it sent {what} {sw:.1%} of the requests where {worst.algorithm} sent "
                f"{sl:.1%}")
-        if spec.capacity == min(capacities) and sl > sw:
+        if slowest and sl > sw:
             capacity_share = spec.capacity / sum(capacities)
             why += f", though it can serve only {capacity_share:.1%} of the load"
     else:
