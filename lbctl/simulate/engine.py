@@ -30,11 +30,11 @@ import heapq
 import itertools
 import math
 import operator
-from math import log
 from array import array
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Sequence
+from math import log
+from typing import Callable
 
 from lbctl.balancing import ALGORITHMS, Backend, make_pool
 from lbctl.simulate.scenario import Scenario

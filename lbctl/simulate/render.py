@@ -221,4 +221,3 @@ def report(scenario: Scenario, results: Sequence[AlgorithmResult], width: int = 
                  ranking_table(results, scenario.configured, width), share_chart(results),
                  p99_chart(results, width=max(min(width - 30, 50), 10)), Text(""),
                  Text(verdict(results, scenario), style="bold"))
-    return Group(*parts)
