@@ -151,3 +151,34 @@ def test_least_conn_over_a_thousand_backends():
     result = summarize(run_algorithm(sc, "least_conn"))
     assert result.errors == 0
     assert sum(b.requests for b in result.backends) == 20_000
+
+
+def test_utilization_counts_only_the_arrival_window():
+    # One backend, constant 10 ms service, an arrival every 5 ms: twice what it can serve.
+    # From the first arrival (t = 5 ms) to the last (t = 20 s) it is never idle, so its
+    # utilization is (20 - 0.005) / 20 even though its backlog runs far past 20 s.
+    sc = pool(n=1, rate=200.0, requests=4000)
+    rec = run_algorithm(sc, "round_robin")
+    assert rec.horizon == pytest.approx(20.0)
+    assert summarize(rec).backends[0].utilization == pytest.approx((20 - 0.005) / 20)
+
+
+def test_utilization_with_late_retries_and_concurrency(sends):
+    # Two slots per backend; b1 black-holes from 9 s, its requests time out after 0.5 s and
+    # are retried on b2, the last of them after the arrivals end: that late work falls
+    # outside the window and must not count. At this load nobody queues for a slot (at most
+    # an arrival and a retry at once), so each attempt to b2 is busy from the moment it is
+    # sent for 10 ms, and the expected busy time follows from the log of sends.
+    backends = tuple(BackendSpec(f"b{i}", CONSTANT, concurrency=2) for i in (1, 2))
+    sc = Scenario(backends=backends, workload=Workload("uniform", rate=100.0, requests=1000),
+                  timeline=(Event(9.0, "blackhole", ("b1",)),),
+                  proxy=Proxy(retries=1, timeout=0.5), seed=2)
+    rec = run_algorithm(sc, "round_robin")
+    horizon = rec.horizon
+    assert horizon == pytest.approx(10.0)
+    assert any(t > horizon for t, name in sends if name == "b2")      # late retries exist
+    busy_b2 = sum(min(0.010, horizon - t) for t, name in sends if name == "b2" and t < horizon)
+    b1, b2 = summarize(rec).backends
+    assert b2.utilization == pytest.approx(busy_b2 / (2 * horizon))
+    # b1 served every other arrival until 9 s, and nothing after.
+    assert b1.utilization == pytest.approx(450 * 0.010 / (2 * horizon))

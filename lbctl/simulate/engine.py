@@ -118,8 +118,12 @@ def run_algorithm(scenario: Scenario, algorithm: str,
 
     rec = Records(algorithm, backends, [s.concurrency for s in specs])
     rec_arrival, rec_latency = rec.arrival.append, rec.latency.append
-    rec_status, rec_attempts, rec_backend = rec.status.append, rec.attempts.append, \
-        rec.backend.append
+    rec_backend = rec.backend.append
+    # Most requests succeed at the first attempt; only the others note (record number,
+    # status, attempts), and the status and attempts columns are filled in at the end.
+    unusual: list[tuple[int, int, int]] = []
+    note = unusual.append
+    count = rec.latency.__len__
 
     heap: list[tuple] = []
     push, pop, heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
@@ -144,8 +148,9 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         acceptable). The general path: retries, troubled backends, timeouts; the common
         first attempt is inlined in the loop below. ``late``: the arrivals are over."""
         if b is None:
-            rec_arrival(t0), rec_latency(now - t0), rec_status(ERROR_NO_BACKEND)
-            rec_attempts(len(tried)), rec_backend(tried[-1].index if tried else -1)
+            note((count(), ERROR_NO_BACKEND, len(tried)))
+            rec_arrival(t0), rec_latency(now - t0)
+            rec_backend(tried[-1].index if tried else -1)
             return
         on_start(b)
         i = b.index
@@ -210,14 +215,13 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             if kind == DONE:
                 on_end(b, now - ev[4])
                 t0 = ev[5]
-                rec_arrival(t0), rec_latency(now - t0), rec_status(OK)
-                rec_attempts(1), rec_backend(b.index)
+                rec_arrival(t0), rec_latency(now - t0), rec_backend(b.index)
                 continue
             if kind == RETRY_DONE:
                 on_end(b, now - ev[4])
                 t0 = ev[5]
-                rec_arrival(t0), rec_latency(now - t0), rec_status(OK)
-                rec_attempts(len(ev[6]) + 1), rec_backend(b.index)
+                note((count(), OK, len(ev[6]) + 1))
+                rec_arrival(t0), rec_latency(now - t0), rec_backend(b.index)
                 continue
             if kind == END:
                 break
@@ -231,9 +235,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
                 tried += (b,)
                 send(select(ev[7], tried), now, t0, tried, ev[7], t_next == INF)
                 continue
-            rec_arrival(t0), rec_latency(now - t0)
-            rec_status(ERROR_5XX if kind == FAIL else ERROR_TIMEOUT)
-            rec_attempts(len(tried) + 1), rec_backend(b.index)
+            note((count(), ERROR_5XX if kind == FAIL else ERROR_TIMEOUT, len(tried) + 1))
+            rec_arrival(t0), rec_latency(now - t0), rec_backend(b.index)
             continue
 
         # An arrival.
@@ -280,6 +283,12 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         slots = final[i] if multi[i] else [final[i]]
         busy[i] -= sum(f - last_arrival for f in slots if f > last_arrival)
     rec.busy = busy
+    done = len(rec.latency)
+    rec.status = bytearray([OK]) * done
+    rec.attempts = bytearray([1]) * done
+    for k, status, attempts in unusual:
+        rec.status[k] = status
+        rec.attempts[k] = min(attempts, 255)
     rec.horizon = last_arrival
     rec.end = now
     return rec
