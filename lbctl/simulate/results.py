@@ -107,7 +107,7 @@ def to_json(seed: int, results: list[AlgorithmResult]) -> str:
 
 CSV_FIELDS = ["algorithm", "backend", "requests", "share", "utilization", "latency_mean",
               "latency_p50", "latency_p90", "latency_p99", "latency_p999", "latency_max",
-              "errors", "retries", "fairness"]
+              "errors", "retries", "fairness", "max_mean_load"]
 
 
 def to_csv(results: list[AlgorithmResult]) -> str:
@@ -119,5 +119,6 @@ def to_csv(results: list[AlgorithmResult]) -> str:
         lat = [f"{r.latency[k]:.6f}" for k in ("mean", "p50", "p90", "p99", "p999", "max")]
         for b in r.backends:
             w.writerow([r.algorithm, b.name, b.requests, f"{b.share:.6f}",
-                        f"{b.utilization:.6f}", *lat, r.errors, r.retries, f"{r.fairness:.6f}"])
+                        f"{b.utilization:.6f}", *lat, r.errors, r.retries, f"{r.fairness:.6f}",
+                        f"{r.max_mean_load:.6f}"])
     return out.getvalue()
