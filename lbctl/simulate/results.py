@@ -73,7 +73,8 @@ def utilizations(rec: Records) -> list[float]:
     """Each backend's busy fraction over [0, horizon]: busy time over concurrency x horizon."""
     if rec.horizon <= 0:
         return [0.0] * len(rec.backends)
-    return [min(b / (c * rec.horizon), 1.0) for b, c in zip(rec.busy, rec.concurrency)]
+    # Clamped: the busy time is a difference of sums, so rounding can step just outside.
+    return [min(max(b / (c * rec.horizon), 0.0), 1.0) for b, c in zip(rec.busy, rec.concurrency)]
 
 
 def summarize(rec: Records) -> AlgorithmResult:
