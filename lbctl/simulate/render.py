@@ -215,9 +215,15 @@ def verdict(results: Sequence[AlgorithmResult], scenario: Scenario) -> str:
     return f"{lead}: {why}."
 
 
+LEGEND = Text("Latency is what the client saw, errors included at the moment they came back; "
+              "retries are extra attempts after a timeout or a 5xx; fairness is Jain's index "
+              "over backend utilization (1 = even).", style="dim")
+
+
 def report(scenario: Scenario, results: Sequence[AlgorithmResult], width: int = 80) -> Group:
     """The whole screen: header, ranking, share chart, p99 chart, verdict."""
     return Group(header(scenario, results[0].requests if results else 0), Text(""),
-                 ranking_table(results, scenario.configured, width), share_chart(results),
+                 ranking_table(results, scenario.configured, width), LEGEND, Text(""),
+                 share_chart(results),
                  p99_chart(results, width=max(min(width - 30, 50), 10)), Text(""),
                  Text(verdict(results, scenario), style="bold"))
