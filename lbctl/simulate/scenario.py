@@ -266,15 +266,19 @@ def _kind(value: Any) -> str:
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 
 
-def load_scenario(path: str) -> Scenario:
-    """Read and validate a scenario file."""
+def _read_toml(path: str) -> dict:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_scenario(path: str) -> Scenario:
+    """Read and validate a scenario file."""
+    data = _read_toml(path)
     return parse_scenario(data, path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
@@ -563,13 +567,7 @@ def pool_from_config(path: str, pool: str) -> PoolSettings:
                             Proxy(pc.retries, pc.timeouts.response, pc.slow_start,
                                   pc.panic_threshold, pc.ewma_decay))
     """
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    data = _read_toml(path)
     r = _Reader(path)
     pools = data.get("pools")
     if not isinstance(pools, dict) or pool not in pools:
