@@ -78,7 +78,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     The loop below is the hot path (a million requests take seconds): names are bound to
     locals, per-backend state lives in lists indexed by ``Backend.index``, exponential draws
     are inlined, events are plain tuples and the common case (first attempt, healthy backend,
-    no timeout configured) does no call that is not the balancer's or the heap's.
+    no timeout configured) skips ``send``: besides the balancer and the heap it makes one
+    call, ``occupy`` (inlining that too saved no measurable time).
     """
     rngs = streams(scenario.seed)
     specs = scenario.backends
@@ -143,6 +144,22 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     for ev in scenario.timeline:
         push(heap, (ev.at, nxt(), TIMELINE, ev, 0.0, 0.0, (), None))
 
+    def occupy(i: int, now: float, svc: float) -> float:
+        """Queue ``svc`` seconds of work on backend ``i`` (FIFO over its slots): its end."""
+        if multi[i]:
+            slots = free[i]
+            start = slots[0]
+            if start < now:
+                start = now
+            end = start + svc
+            heapreplace(slots, end)
+            return end
+        start = free[i]
+        if start < now:
+            start = now
+        end = free[i] = start + svc
+        return end
+
     def send(b, now: float, t0: float, tried: tuple, key, late: bool) -> None:
         """Send one attempt of the request that arrived at ``t0`` to ``b`` (None: no backend
         acceptable). The general path: retries, troubled backends, timeouts; the common
@@ -168,18 +185,7 @@ def run_algorithm(scenario: Scenario, algorithm: str,
                     snapshot.append([list(f) if m else f for f, m in zip(free, multi)])
             else:
                 busy[i] += svc
-            if multi[i]:
-                slots = free[i]
-                start = slots[0]
-                if start < now:
-                    start = now
-                end = start + svc
-                heapreplace(slots, end)
-            else:
-                start = free[i]
-                if start < now:
-                    start = now
-                end = free[i] = start + svc
+            end = occupy(i, now, svc)
         limit = now + attempt_timeout
         deadline = t0 + client_timeout
         if end > limit or end > deadline:
@@ -259,18 +265,7 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         e = expo[i]
         svc = -log(1.0 - srand()) * e if e else sample[i]() * scale[i]
         busy[i] += svc
-        if multi[i]:
-            slots = free[i]
-            start = slots[0]
-            if start < now:
-                start = now
-            end = start + svc
-            heapreplace(slots, end)
-        else:
-            start = free[i]
-            if start < now:
-                start = now
-            end = free[i] = start + svc
+        end = occupy(i, now, svc)
         push(heap, (end, nxt(), DONE, b, now, now, (), key))
 
     if progress is not None:
