@@ -68,7 +68,6 @@ class Records:
     backend: array = field(default_factory=lambda: array("i"))
     busy: list[float] = field(default_factory=list)
     horizon: float = 0.0          # time of the last arrival: the window load is measured over
-    end: float = 0.0              # time of the last event
 
 
 def run_algorithm(scenario: Scenario, algorithm: str,
@@ -95,8 +94,6 @@ def run_algorithm(scenario: Scenario, algorithm: str,
                      panic_threshold=proxy.panic_threshold)
     n = len(backends)
     index = {b.name: i for i, b in enumerate(backends)}
-    for b in backends:
-        b.extra["sim"] = specs[b.index]
 
     # Per-backend simulation state, in lists indexed by Backend.index (faster than .extra).
     srand = rngs["service"].random
@@ -285,7 +282,6 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         rec.status[k] = status
         rec.attempts[k] = min(attempts, 255)
     rec.horizon = last_arrival
-    rec.end = now
     return rec
 
 
