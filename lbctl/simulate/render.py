@@ -1,8 +1,9 @@
 """Rendering: summaries in, rich renderables and plain sentences out. Pure: nothing prints here.
 
 The report ranks the algorithms (fewest errors first, then lowest p99, then lowest mean), draws
-each backend's share of the traffic under every algorithm and the p99 of each algorithm as bar
-charts, and ends with one sentence saying which algorithm won and why.
+each backend's share of the traffic under every algorithm (one bar per backend, in pool order)
+and the p99 of each algorithm as bar charts, and ends with one sentence saying which algorithm
+won and why.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ EIGHTHS = " ▏▎▍▌▋▊▉█"
 HOW = {
     "round_robin": "strict rotation spaces each backend's requests evenly, which smooths "
                    "arrivals at every backend",
-    "random": "independent random draws need no shared state",
+    "random": "independent random draws spread the load evenly on average",
     "weighted": "smooth weighted rotation follows the configured weights",
     "least_conn": "it sends every request to the backend with the fewest requests in flight, "
                   "so no queue builds while another backend sits idle",
