@@ -113,6 +113,7 @@ def test_options_build_a_pool():
     (["--rate", "10", "--load", "0.5"], "--rate and --load"),
     (["--mean", "5ms"], "use them with --backends"),
     (["missing.toml"], "missing.toml: cannot read"),
+    (["--csv", "/nonexistent/dir/out.csv"], "/nonexistent/dir/out.csv: cannot write"),
 ])
 def test_usage_errors_are_one_line_exit_2(args, message):
     result = run(*args)

@@ -89,6 +89,14 @@ def command(scenario, seed, algorithms, backends, load, rate, requests, duration
     sc = sc.with_overrides(seed=seed, requests=requests, duration=duration,
                            algorithms=algorithms.split(",") if algorithms is not None else None)
 
+    # Open the CSV file first, so a bad path fails before the simulation runs, not after.
+    csv_file = None
+    if csv_path:
+        try:
+            csv_file = open(csv_path, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise UserError(f"{csv_path}: cannot write: {exc.strerror or exc}") from None
+
     results = []
     show_progress = not as_json and sys.stdout.isatty()
     if show_progress:
@@ -105,13 +113,9 @@ def command(scenario, seed, algorithms, backends, load, rate, requests, duration
         for algorithm in sc.algorithms:
             results.append(summarize(run_algorithm(sc, algorithm)))
 
-    if csv_path:
-        try:
-            with open(csv_path, "w", encoding="utf-8", newline="") as f:
-                f.write(to_csv(results))
-        except OSError as exc:
-            raise UserError(f"{csv_path}: cannot write: {exc.strerror or exc}",
-                            exit_code=2) from None
+    if csv_file is not None:
+        with csv_file:
+            csv_file.write(to_csv(results))
     if as_json:
         click.echo(to_json(sc.seed, results))
     else:
