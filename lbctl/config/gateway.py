@@ -186,15 +186,15 @@ def _auth(auth: model.Auth, raw: dict, where: str, base: Path, problems: Problem
                                                f"found {describe(raw[key])}")
     if auth.type != "jwt":
         return auth
+    if auth.leeway > MAX_LEEWAY:
+        problems.add(key_path(where, "leeway"), f"expected at most {format_duration(MAX_LEEWAY)}, "
+                                                f"found {describe(raw.get('leeway'))}")
     if not auth.algorithms:
         if "algorithms" not in raw:
             problems.missing(key_path(where, "algorithms"),
                              'the algorithms tokens may be signed with, like ["RS256"] '
                              '(never taken from the token itself)')
         return auth
-    if auth.leeway > MAX_LEEWAY:
-        problems.add(key_path(where, "leeway"), f"expected at most {format_duration(MAX_LEEWAY)}, "
-                                                f"found {describe(raw.get('leeway'))}")
     sources = [key for key in ("secret_env", "public_key", "jwks") if getattr(auth, key) is not None]
     if len(sources) != 1:
         if not any(key in raw and key not in sources for key in ("secret_env", "public_key", "jwks")):
@@ -260,8 +260,9 @@ def _pool(pool: model.PoolConfig, raw: Any, where: str, base: Path,
             else:
                 _try_ca(backend.ca, key_path(bwhere, "ca"), problems)
         if backend.scheme == "https" and insecure:
-            log.warning("%s: tls_insecure_skip_verify: the certificate of backend %s (%s) is NOT "
-                        "verified; anyone on the path can impersonate it", where, backend.name,
+            log.warning("%s: %s.tls_insecure_skip_verify: the certificate of backend %s (%s) "
+                        "is NOT verified; anyone on the path can impersonate it", problems.file,
+                        bwhere if backend.tls_insecure_skip_verify else where, backend.name,
                         backend.url)
         backends.append(backend)
     return replace(pool, backends=tuple(backends))
