@@ -51,8 +51,8 @@ def read_keys(raw: Any, problems: Problems, env: Mapping[str, str]) -> dict[str,
             problems.wrong(where, 'a key name without "/", spaces or control characters', name)
             continue
         read = KEY.read(table, where, problems)
-        if not isinstance(table, dict) or read.bad:
-            continue
+        if not isinstance(table, dict) or read.bad or set(table) - set(KEY.keys):
+            continue            # already reported; a misspelt hash is not "neither"
         key = model.ApiKey(**read.values)
         if (key.hash is None) == (key.env is None):
             problems.add(where, "expected exactly one of hash (\"sha256:<hex>\") or env (the name "
@@ -69,6 +69,12 @@ def read_keys(raw: Any, problems: Problems, env: Mapping[str, str]) -> dict[str,
                                                      f"{'empty' if value == '' else 'unset'}")
                 continue
             digest = digest_of(value)
+        same = next((other for other, k in keys.items() if k.digest == digest), None)
+        if same is not None:
+            # One key under two names: which consumer it is would depend on the order.
+            problems.add(where, f"expected a key different from every other, found the same key "
+                                f"as keys.{same}")
+            continue
         keys[name] = replace(key, digest=digest)
     return keys
 
@@ -186,7 +192,7 @@ def _auth(auth: model.Auth, raw: dict, where: str, base: Path, problems: Problem
                                                f"found {describe(raw[key])}")
     if auth.type != "jwt":
         return auth
-    if auth.leeway > MAX_LEEWAY:
+    if auth.leeway is not None and auth.leeway > MAX_LEEWAY:
         problems.add(key_path(where, "leeway"), f"expected at most {format_duration(MAX_LEEWAY)}, "
                                                 f"found {describe(raw.get('leeway'))}")
     if not auth.algorithms:

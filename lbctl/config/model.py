@@ -91,14 +91,14 @@ class Auth:
     """Who may call a route (``auth = {...}`` on a route). Absent: anyone."""
     type: str                               # "api_key" | "jwt"
     header: str | None = None               # api_key: header carrying the key; None = "X-API-Key"
-    algorithms: tuple[str, ...] = ()        # jwt: required, e.g. ("RS256",); never "none"
+    algorithms: tuple[str, ...] | None = None   # jwt: required, e.g. ("RS256",); never "none"
     secret_env: str | None = None           # jwt HS*: env var holding the HMAC secret, read at load
     public_key: str | None = None           # jwt RS/PS/ES/EdDSA: PEM public key file
     jwks: str | None = None                 # jwt: or a JWKS file (a key picked by "kid")
     audience: str | None = None             # jwt: when set, "aud" must contain exactly this
     issuer: str | None = None               # jwt: when set, "iss" must be exactly this
-    leeway: float = 0.0                     # jwt: clock skew allowed on exp/nbf; at most 60s
-    forward_claims: tuple[tuple[str, str], ...] = ()    # jwt: claim -> header sent to the backend
+    leeway: float | None = None             # jwt: clock skew allowed on exp/nbf; None = 0; <= 60s
+    forward_claims: tuple[tuple[str, str], ...] | None = None   # jwt: claim -> header to the backend
     # Key material loaded by the loader (HMAC secret or public keys): never read per request.
     material: object = field(default=None, compare=False, repr=False)
 

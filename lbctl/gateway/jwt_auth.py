@@ -121,12 +121,12 @@ class JwtVerifier:
         self.algorithms = list(auth.algorithms)
         self.audience = auth.audience
         self.issuer = auth.issuer
-        self.leeway = auth.leeway
+        self.leeway = auth.leeway or 0.0
         self.material: Material = auth.material
         required = ["exp"] + (["aud"] if auth.audience else []) + (["iss"] if auth.issuer else [])
         self.options = {"require": required, "verify_signature": True, "verify_exp": True,
                         "verify_nbf": True, "verify_aud": True, "verify_iss": True}
-        self.forward = [(claim, header.encode("latin-1")) for claim, header in auth.forward_claims]
+        self.forward = [(claim, header.encode("latin-1")) for claim, header in auth.forward_claims or ()]
 
     def verify(self, token: bytes, now: float | None = None) -> dict[str, Any]:
         """The token's claims, or ``Rejected``."""
