@@ -315,3 +315,23 @@ url = "https://127.0.0.1:9001"
 
 def test_sample_and_packaged_demo_sample_are_identical():
     assert (REPO / "sample.toml").read_text() == (REPO / "lbctl/demo/sample.toml").read_text()
+
+
+def test_the_samples_commented_gateway_examples_are_valid_when_uncommented(tmp_path):
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    (tmp_path / "jwt.pem").write_bytes(RsaKey().public_pem)
+    text = (REPO / "sample.toml").read_text()
+    wanted = ("# trusted_proxies", "# client_ip_header", "# tls = ", "# [keys.", "# hash = ",
+              "# env = \"TEAM_B_KEY\"", "# auth = { type = \"api_key\"", "# allow = ", "# rate_limit = ")
+    lines = [line[2:] if line.startswith(wanted) else line for line in text.splitlines()]
+    api_keys = "\n".join(lines).replace("<64 hex digits>", "0" * 64)
+    config = load_config(write(tmp_path, api_keys, "keys.toml"), env={"TEAM_B_KEY": "b" * 32})
+    assert config.routes[0].auth.type == "api_key" and config.listen.tls is not None
+    jwt_text = api_keys.replace('auth = { type = "api_key", header = "X-API-Key" }', "") \
+        .replace('# auth = { type = "jwt"', 'auth = { type = "jwt"') \
+        .replace('allow = { consumers = ["team-a"], ', "allow = { ")
+    config = load_config(write(tmp_path, jwt_text, "jwt.toml"), env={"TEAM_B_KEY": "b" * 32})
+    assert config.routes[0].auth.type == "jwt"
