@@ -416,6 +416,21 @@ class Cidrs(Kind):
         return list(value)
 
 
+class FilePath(Kind):
+    """A path to a file; relative ones are taken from the config file's directory."""
+
+    _bad = re.compile(r"[\x00-\x1f\x7f]")
+
+    def __init__(self, what: str = "file", **kw: Any) -> None:
+        kw.setdefault("expected", f"a path to a {what}")
+        super().__init__(**kw)
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not value or self._bad.search(value):
+            raise Invalid(self.expected)
+        return value
+
+
 class HeaderName(Kind):
     expected = 'a header name like "X-API-Key"'
 

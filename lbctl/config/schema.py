@@ -19,8 +19,8 @@ from lbctl.balancing import ALGORITHMS
 from lbctl.config import model
 from lbctl.config.kinds import (
     AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
-    HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash, Kind, List,
-    Method, Name, Number, Percent, RateKey, Regex, Size, StatusRanges, Str, UrlPath,
+    FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
+    Kind, List, Method, Name, Number, Percent, RateKey, Regex, Size, StatusRanges, Str, UrlPath,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -116,8 +116,8 @@ JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256",
 
 LISTEN_TLS = Section(
     model.ListenTls, optional=True,
-    cert=Str(required=True, expected="a path to a PEM certificate (chain) file"),
-    key=Str(required=True, expected="a path to a PEM private key file"),
+    cert=FilePath("PEM certificate (chain) file", required=True),
+    key=FilePath("PEM private key file", required=True),
     min_version=Choice(("1.2", "1.3")),
 )
 
@@ -157,8 +157,8 @@ AUTH = Section(
     header=HeaderName(),
     algorithms=ChoiceList(JWT_ALGORITHMS),
     secret_env=EnvName(),
-    public_key=Str(expected="a path to a PEM public key file"),
-    jwks=Str(expected="a path to a JWKS (JSON) file"),
+    public_key=FilePath("PEM public key file"),
+    jwks=FilePath("JWKS (JSON) file"),
     audience=Str(),
     issuer=Str(),
     leeway=Duration(),
@@ -227,7 +227,7 @@ BACKEND = Section(
     name=Name(),
     weight=Number(positive=True),
     backup=Bool(),
-    ca=Str(expected="a path to a PEM CA bundle file"),
+    ca=FilePath("PEM CA bundle file"),
     tls_insecure_skip_verify=Bool(),
 )
 
@@ -241,7 +241,7 @@ POOL = Section(
     ewma_decay=Duration(positive=True),
     max_idle_connections=Int(min=0),
     idle_timeout=Duration(positive=True),
-    ca=Str(expected="a path to a PEM CA bundle file"),
+    ca=FilePath("PEM CA bundle file"),
     tls_insecure_skip_verify=Bool(),
     timeouts=TIMEOUTS,
     health=HEALTH,
