@@ -335,3 +335,12 @@ def test_the_samples_commented_gateway_examples_are_valid_when_uncommented(tmp_p
         .replace('allow = { consumers = ["team-a"], ', "allow = { ")
     config = load_config(write(tmp_path, jwt_text, "jwt.toml"), env={"TEAM_B_KEY": "b" * 32})
     assert config.routes[0].auth.type == "jwt"
+
+
+@pytest.mark.parametrize("header", ["Content-Length", "transfer-encoding", "Host", "X-Forwarded-For",
+                                    "X-Consumer", "Authorization"])
+def test_forward_claims_cannot_name_a_header_the_proxy_sets(tmp_path, header):
+    message = problem(tmp_path, jwt_route(f'algorithms = ["HS256"], secret_env = "S", '
+                                          f'forward_claims = {{ sub = "{header}" }}'), {"S": SECRET})
+    assert message.startswith("routes[0].auth.forward_claims: expected a table of claim names")
+    assert f"{header} is set by the proxy itself" in message

@@ -479,7 +479,7 @@ class RateKey(Kind):
         raise Invalid(self.expected, suggest(value, ("ip", "consumer")))
 
 
-class List(Kind):
+class ListOf(Kind):
     """A non-empty array of distinct values of one kind, held as a tuple."""
 
     def __init__(self, item: Kind, **kw: Any) -> None:
@@ -529,6 +529,13 @@ class HeaderMap(Kind):
 
     expected = 'a table of claim names to header names, like { sub = "X-User" }'
 
+    # Headers the proxy writes or derives itself: a claim must not be able to set them
+    # (a "Content-Length" from a token would be request smuggling).
+    RESERVED = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade",
+                          "keep-alive", "te", "trailer", "expect", "proxy-connection",
+                          "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                          "x-request-id", "x-consumer", "authorization", "forwarded"})
+
     def parse(self, value: Any) -> tuple[tuple[str, str], ...]:
         if not isinstance(value, dict) or not value:
             raise Invalid(self.expected)
@@ -536,6 +543,10 @@ class HeaderMap(Kind):
         if len(headers) != len(value) or len(set(headers)) != len(headers) or \
                 not all(_TOKEN.fullmatch(v) for v in headers):
             raise Invalid(self.expected)
+        reserved = [v for v in value.values() if v.lower() in self.RESERVED]
+        if reserved:
+            raise Invalid(self.expected, f"{reserved[0]} is set by the proxy itself; "
+                                         f"choose another header name")
         return tuple(value.items())
 
     def dump(self, value: tuple[tuple[str, str], ...]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from lbctl.config import model
 from lbctl.config.kinds import (
     AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
     FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
-    Kind, List, Method, Name, Number, Percent, RateKey, Regex, Size, StatusRanges, Str, UrlPath,
+    Kind, ListOf, Method, Name, Number, Percent, RateKey, Regex, Size, StatusRanges, Str, UrlPath,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -167,9 +167,9 @@ AUTH = Section(
 
 ALLOW = Section(
     model.Allow, optional=True,
-    consumers=List(Name(expected="a key name defined under [keys]")),
+    consumers=ListOf(Name(expected="a key name defined under [keys]")),
     claims=ClaimValues(),
-    methods=List(Method()),
+    methods=ListOf(Method()),
     ips=Cidrs(),
 )
 
