@@ -238,3 +238,48 @@ async def test_lbctl_serve_reloads_the_certificate_on_sighup(backends, tmp_path)
     finally:
         proc.kill()
         await proc.proc.wait()
+
+
+async def test_weak_tls_1_2_cipher_suites_are_refused(backends, tmp_path):
+    ca = trustme.CA()
+    write_pair(ca, tmp_path)
+    a = await backends.start("a")
+    proxy = await backends.proxy(tls_config(tmp_path, a.url))
+    for suite in ("AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES128-SHA256"):
+        weak = client_ssl(ca)
+        weak.maximum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            weak.set_ciphers(suite)
+        except ssl.SSLError:
+            continue                     # this OpenSSL does not even offer it
+        with pytest.raises((ssl.SSLError, OSError)):
+            await asyncio.open_connection("127.0.0.1", proxy.address[1], ssl=weak)
+    strong = client_ssl(ca)
+    strong.maximum_version = ssl.TLSVersion.TLSv1_2
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.address[1], ssl=strong)
+    cipher = writer.get_extra_info("cipher")[0]
+    assert "GCM" in cipher or "CHACHA20" in cipher, cipher
+    writer.close()
+
+
+async def test_a_backend_ca_overrides_the_pools(backends, tmp_path):
+    right, wrong = trustme.CA(), trustme.CA()
+    right.cert_pem.write_to_path(str(tmp_path / "right.pem"))
+    wrong.cert_pem.write_to_path(str(tmp_path / "wrong.pem"))
+    url = await https_backend(backends, right)
+    text = '''
+[[routes]]
+pool = "api"
+
+[pools.api]
+retries = 0
+ca = "wrong.pem"
+
+[[pools.api.backends]]
+url = "{url}"
+{backend}
+'''
+    proxy = await backends.proxy(load(tmp_path, text.format(url=url, backend='ca = "right.pem"')))
+    assert await plain_get(proxy.address[1]) == (200, "secure")
+    proxy = await backends.proxy(load(tmp_path, text.format(url=url, backend=""), name="b.toml"))
+    assert (await plain_get(proxy.address[1]))[0] == 502
