@@ -126,3 +126,24 @@ name = "b"
                                    headers={"X-Forwarded-For": f"198.51.100.{i}"}) as r:
                 names.add(await r.text())
     assert names == {"a", "b"}     # many clients behind one proxy spread over both backends
+
+
+async def test_forwarded_mode_through_the_proxy(backends, tmp_path):
+    a = await backends.start("a")
+    config = load(tmp_path, '''
+[listen]
+trusted_proxies = ["127.0.0.1"]
+client_ip_header = "Forwarded"
+
+[[routes]]
+pool = "api"
+allow = { ips = ["198.51.100.7"] }
+''' + pool(a.url))
+    proxy = await backends.proxy(config)
+    port = proxy.address[1]
+    # X-Forwarded-For is not the configured header: it cannot move the client address.
+    assert await get(port, {"X-Forwarded-For": "198.51.100.7"}) == 403
+    assert await get(port, {"Forwarded": 'for="198.51.100.7:5555";proto=https'}) == 200
+    seen = a.seen[-1].headers
+    assert seen["X-Forwarded-For"] == "198.51.100.7, 127.0.0.1"
+    assert "Forwarded" not in seen

@@ -81,5 +81,6 @@ class ClientResolver:
             client = str(ip)
             if not self.trusted(ip):
                 break
-        sent = ", ".join([*chain, peer]) if chain else peer
-        return client, sent, True
+        # Sent on as X-Forwarded-For: addresses without ports or quotes, others as received.
+        sent = [str(ip) if (ip := parse_ip(entry)) is not None else entry for entry in chain]
+        return client, ", ".join([*sent, peer]), True

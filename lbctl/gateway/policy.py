@@ -78,17 +78,12 @@ class Gateway:
         tls = conn.server.tls is not None
         if policy is None and not self.resolver.networks and not tls:
             return None     # nothing to decide or rewrite: the plain proxy path
-        client, chain, trusted = self.resolver.resolve(conn.peer, req.headers)
-        admission = Admission(client, chain, b"https" if tls else b"http",
-                              strip=frozenset() if trusted else _UNTRUSTED_STRIP)
+        client, chain, _ = self.resolver.resolve(conn.peer, req.headers)
+        admission = Admission(client, chain, b"https" if tls else b"http")
         req.admitted = admission
         if policy is None:
             return None
         return policy.check(req, admission, self.clock())
-
-
-# From an untrusted peer, a Forwarded header is the client's own claim: not passed on.
-_UNTRUSTED_STRIP = frozenset({b"forwarded"})
 
 
 def new_limiter(limit) -> RateLimiter:

@@ -18,9 +18,10 @@ HOP_BY_HOP = frozenset({
     b"transfer-encoding", b"upgrade",
 })
 # Set by the proxy; a client's copy is dropped first so it cannot be spoofed through.
-# X-Consumer names the API key a gateway route authenticated (lbctl.gateway).
+# X-Consumer names the API key a gateway route authenticated (lbctl.gateway); a client's
+# Forwarded (RFC 7239) is replaced by the X-Forwarded-* the proxy writes.
 PROXY_SET = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
-                       b"x-consumer"})
+                       b"x-consumer", b"forwarded"})
 # Framing is re-derived per hop; Expect is answered by the proxy itself.
 REDERIVED = frozenset({b"content-length", b"expect"})
 
