@@ -218,3 +218,17 @@ async def test_each_attack_fails_for_its_own_reason(setup, rsa_key, other_key, n
     status, headers, body = await call(port, "/x", attacks(rsa_key, other_key)[name])
     assert status == 401
     assert f'error_description="{reason}"' in headers["WWW-Authenticate"]
+
+
+async def test_a_route_without_audience_refuses_tokens_meant_for_someone(backends, tmp_path):
+    a = await backends.start("a")
+    config = load(tmp_path, '''
+[[routes]]
+pool = "api"
+auth = { type = "jwt", algorithms = ["HS256"], secret_env = "S" }
+''' + pool(a.url), env={"S": SECRET})
+    proxy = await backends.proxy(config)
+    port = proxy.address[1]
+    exp = int(time.time()) + 60
+    assert (await call(port, "/", jwt.encode({"exp": exp}, SECRET, algorithm="HS256")))[0] == 200
+    assert (await call(port, "/", jwt.encode({"exp": exp, "aud": "x"}, SECRET, algorithm="HS256")))[0] == 401
