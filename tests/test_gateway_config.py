@@ -344,3 +344,16 @@ def test_forward_claims_cannot_name_a_header_the_proxy_sets(tmp_path, header):
                                           f'forward_claims = {{ sub = "{header}" }}'), {"S": SECRET})
     assert message.startswith("routes[0].auth.forward_claims: expected a table of claim names")
     assert f"{header} is set by the proxy itself" in message
+
+
+def test_an_encrypted_tls_key_is_a_problem_not_a_password_prompt(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    leaf = trustme.CA().issue_cert("localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret")))
+    message = problem(tmp_path, '[listen]\ntls = { cert = "cert.pem", key = "key.pem" }\n' + route(""))
+    assert message.startswith("listen.tls.cert: the certificate and key do not load as a pair")
+    assert "not be encrypted" in message

@@ -31,8 +31,14 @@ def server_context(cert: str, key: str, min_version: str = "1.2") -> ssl.SSLCont
     context.set_ciphers(CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     context.set_alpn_protocols(["http/1.1"])
-    context.load_cert_chain(cert, key)
+    # No password: an encrypted key fails to load instead of OpenSSL prompting on a terminal
+    # (which would hang `lbctl validate` and a SIGHUP reload).
+    context.load_cert_chain(cert, key, password=_no_password)
     return context
+
+
+def _no_password() -> bytes:
+    return b""
 
 
 def client_context(ca: str | None, insecure: bool) -> ssl.SSLContext:
@@ -53,7 +59,8 @@ def load_error(exc: Exception) -> str:
     if isinstance(exc, FileNotFoundError):
         return "the file does not exist"
     if isinstance(exc, ssl.SSLError):
-        return f"not a usable PEM file ({exc.reason or exc})"
+        return (f"not a usable PEM file ({exc.reason or exc}); a key must match the "
+                f"certificate and not be encrypted")
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return str(exc)
