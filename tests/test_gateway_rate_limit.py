@@ -165,3 +165,15 @@ async def test_rate_per_minute_and_429_on_a_kept_alive_connection(backends, tmp_
     responses = split_responses(raw)
     assert [r[0] for r in responses] == [200, 200, 429]
     assert responses[2][1]["retry-after"] == "30"
+
+
+async def test_buckets_survive_a_reload_unless_the_limit_changes(backends, tmp_path):
+    a = await backends.start("a")
+    proxy = await backends.proxy(limited_config(tmp_path, a.url, '{ rate = 1, burst = 2 }'),
+                                 clock=FakeClock())
+    port = proxy.address[1]
+    assert [(await get(port))[0] for _ in range(3)] == [200, 200, 429]
+    proxy.reload(limited_config(tmp_path, a.url, '{ rate = 1, burst = 2 }'))
+    assert (await get(port))[0] == 429                 # a SIGHUP is no way around a limit
+    proxy.reload(limited_config(tmp_path, a.url, '{ rate = 1, burst = 3 }'))
+    assert [(await get(port))[0] for _ in range(4)] == [200, 200, 200, 429]
