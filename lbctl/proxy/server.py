@@ -16,6 +16,7 @@ from collections import Counter
 from lbctl.config.model import Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
+from lbctl.gateway.tls import Terminator
 from lbctl.proxy.client import ClientConnection
 from lbctl.proxy.framing import RequestIds
 from lbctl.proxy.runtime import Runtime, build_runtime
@@ -25,10 +26,13 @@ log = logging.getLogger("lbctl.proxy")
 
 class ProxyServer:
     def __init__(self, config: Config, *, loop: asyncio.AbstractEventLoop | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, clock=None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.rng = rng or random.Random()
-        self.runtime: Runtime = build_runtime(config, clock=self.loop.time, rng=self.rng)
+        self.clock = clock or self.loop.time      # injected by tests (rate limits, ramps)
+        self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng)
+        tls = config.listen.tls                   # loaded once already by the config loader
+        self.tls = Terminator(tls.cert, tls.key, tls.min_version) if tls is not None else None
         self.connections: set[ClientConnection] = set()
         self.per_client: Counter[str] = Counter()      # open connections per client address
         self.request_ids = RequestIds()
@@ -47,7 +51,8 @@ class ProxyServer:
         try:
             self.server = await self.loop.create_server(
                 lambda: ClientConnection(self), addr.host, addr.port,
-                reuse_address=True, backlog=1024)
+                reuse_address=True, backlog=1024,
+                ssl=self.tls.front if self.tls is not None else None)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else \
                 (exc.strerror or str(exc))
@@ -60,7 +65,13 @@ class ProxyServer:
         if config.listen.address != old.config.listen.address:
             log.warning("listen address changed to %s: takes effect after a restart; "
                         "still listening on %s", config.listen.address, old.config.listen.address)
-        self.runtime = build_runtime(config, clock=self.loop.time, rng=self.rng, previous=old)
+        if self.tls is not None and config.listen.tls is not None:
+            tls = config.listen.tls
+            if self.tls.reload(tls.cert, tls.key, tls.min_version):
+                log.info("TLS certificate reloaded from %s", tls.cert)
+        elif (self.tls is None) != (config.listen.tls is None):
+            log.warning("listen.tls changed: takes effect after a restart")
+        self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old)
 
     def stop_listening(self) -> None:
         """Close the listening socket: new connections are refused from here on."""
