@@ -2,7 +2,8 @@
 
 ``ProxyServer`` owns what outlives a single connection: the current ``Runtime`` (swapped
 whole by ``reload``), the set of open client connections (for draining), request-id
-generation, and a once-a-second sweep of expired idle upstream connections.
+generation, a once-a-second sweep of expired idle upstream connections, and the active
+health checks of the current runtime (restarted on reload, stopped on drain and close).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import random
 from lbctl.config.model import Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
+from lbctl.health.active import HealthChecks
 from lbctl.proxy.client import ClientConnection
 from lbctl.proxy.framing import RequestIds
 from lbctl.proxy.runtime import Runtime, build_runtime
@@ -24,10 +26,14 @@ log = logging.getLogger("lbctl.proxy")
 
 class ProxyServer:
     def __init__(self, config: Config, *, loop: asyncio.AbstractEventLoop | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, clock=None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.rng = rng or random.Random()
-        self.runtime: Runtime = build_runtime(config, clock=self.loop.time, rng=self.rng)
+        # The pools' clock (slow start, ejection expiry); tests pass one they can move.
+        self.clock = clock or self.loop.time
+        self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng)
+        # Probes draw their jitter from their own stream, so they never shift the balancer's.
+        self.health = HealthChecks(rng=random.Random(self.rng.getrandbits(64)))
         self.connections: set[ClientConnection] = set()
         self.request_ids = RequestIds()
         self.default_host = str(config.listen.address).encode()
@@ -42,6 +48,8 @@ class ProxyServer:
 
     async def start(self) -> None:
         addr = self.runtime.config.listen.address
+        # Initial health states are applied before the first connection can be accepted.
+        self.health.prepare(self.runtime)
         try:
             self.server = await self.loop.create_server(
                 lambda: ClientConnection(self), addr.host, addr.port,
@@ -51,6 +59,7 @@ class ProxyServer:
                 (exc.strerror or str(exc))
             raise UserError(f"cannot listen on {addr}: {reason}", exit_code=Exit.RUNTIME) from None
         self._sweeper = self.loop.create_task(self._sweep())
+        self.health.start(self.runtime)
 
     def reload(self, config: Config) -> None:
         """Swap in a validated config; requests in flight finish under the old one."""
@@ -58,7 +67,9 @@ class ProxyServer:
         if config.listen.address != old.config.listen.address:
             log.warning("listen address changed to %s: takes effect after a restart; "
                         "still listening on %s", config.listen.address, old.config.listen.address)
-        self.runtime = build_runtime(config, clock=self.loop.time, rng=self.rng, previous=old)
+        self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old)
+        if self.server is not None:
+            self.health.restart(self.runtime)
 
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, let requests in flight finish (up to ``timeout``), close the rest.
@@ -67,6 +78,7 @@ class ProxyServer:
             self.server.close()
         for conn in list(self.connections):
             conn.start_drain()
+        await self.health.stop()       # nothing new will be routed: verdicts no longer matter
         deadline = self.loop.time() + timeout
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
@@ -78,6 +90,7 @@ class ProxyServer:
         return clean
 
     async def close(self) -> None:
+        await self.health.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
