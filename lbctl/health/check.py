@@ -28,12 +28,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lbctl.config.model import BackendConfig, Config, Health, PoolConfig
 from lbctl.errors import UserError
 from lbctl.exitcodes import CheckExit
-from lbctl.health.active import ProbeResult, make_session, probe
 from lbctl.health.state import HealthState
+
+if TYPE_CHECKING:
+    from lbctl.health.active import ProbeResult
 
 DEFAULT_CONCURRENCY = 32
 # What a pool without [health] is checked with: can we connect at all.
@@ -135,6 +138,8 @@ def select_pools(config: Config, names: list[str] | tuple[str, ...] = ()) -> lis
 async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
                       concurrency: int = DEFAULT_CONCURRENCY) -> dict[tuple[str, str], ProbeResult]:
     """Every backend of ``pools`` probed once, at most ``concurrency`` at a time."""
+    # Imported here: aiohttp is heavy, and `lbctl --help` should not pay for it.
+    from lbctl.health.active import make_session, probe
     gate = asyncio.Semaphore(max(concurrency, 1))
     session = make_session(limit=max(concurrency, 1))
 
