@@ -199,6 +199,9 @@ class HealthChecks:
         self.observer = observer
         self.tasks: list[asyncio.Task] = []
         self.session: aiohttp.ClientSession | None = None
+        # Bumped by every stop/restart. A probe loop also ends when its generation is over,
+        # because a cancellation can be lost when it races a finishing wait_for (3.11).
+        self.generation = 0
 
     def prepare(self, runtime) -> None:
         """Give every backend its health state before any traffic can reach it: ``initial =
@@ -231,7 +234,8 @@ class HealthChecks:
                 continue
             delays = first_delays(len(pool.backends), health.interval, self.rng)
             for b, delay in zip(pool.backends, delays):
-                self.tasks.append(loop.create_task(self._loop(pool, health, b, delay),
+                self.tasks.append(loop.create_task(self._loop(pool, health, b, delay,
+                                                              self.generation),
                                                    name=f"health {pool.name}/{b.name}"))
 
     def restart(self, runtime) -> None:
@@ -242,31 +246,38 @@ class HealthChecks:
     async def stop(self) -> None:
         tasks = self._cancel()
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=5.0)
         if self.session is not None:
             await self.session.close()
             self.session = None
 
     def _cancel(self) -> list[asyncio.Task]:
         tasks, self.tasks = self.tasks, []
+        self.generation += 1
         for task in tasks:
             task.cancel()
         return tasks
 
-    async def _loop(self, pool: Pool, health: Health, b: Backend, delay: float) -> None:
+    async def _loop(self, pool: Pool, health: Health, b: Backend, delay: float,
+                    generation: int) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time() + delay
-        while True:
+        while generation == self.generation:
             await asyncio.sleep(max(due - loop.time(), 0.0))
+            if generation != self.generation:
+                return
             # Start to start: a slow probe does not push the schedule back.
             due = loop.time() + next_delay(health.interval, self.rng)
-            await self.check(pool, health, b)
+            await self.check(pool, health, b, generation)
 
-    async def check(self, pool: Pool, health: Health, b: Backend) -> ProbeResult:
+    async def check(self, pool: Pool, health: Health, b: Backend,
+                    generation: int | None = None) -> ProbeResult:
         """Probe ``b`` once and apply the result; the one place a probe touches a pool."""
         if self.session is None or self.session.closed:
             self.session = make_session()
         result = await probe(b, health, self.session)
+        if generation is not None and generation != self.generation:
+            return result       # stopped or reloaded meanwhile: this verdict is stale
         state = b.extra.get("health")
         if state is None:       # checked before start(): apply the initial state now
             state = b.extra["health"] = HealthState.initial(health.rise, health.fall,
