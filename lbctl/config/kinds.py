@@ -121,7 +121,8 @@ class Duration(Kind):
         try:
             seconds = units.parse_duration(value)
         except ValueError as exc:
-            raise Invalid(str(exc)) from None
+            # "greater than zero" already says "not negative"; otherwise keep the parser's detail.
+            raise Invalid(self.expected if self.positive else str(exc)) from None
         if self.positive and seconds <= 0:
             raise Invalid(self.expected)
         return seconds
@@ -142,7 +143,7 @@ class Size(Kind):
         try:
             size = units.parse_size(value)
         except ValueError as exc:
-            raise Invalid(str(exc)) from None
+            raise Invalid(self.expected if self.positive else str(exc)) from None
         if self.positive and size <= 0:
             raise Invalid(self.expected)
         return size

@@ -65,11 +65,12 @@ class Section:
                 continue            # an extra key: the loader reads it
             if isinstance(spec, Section):
                 sub = spec.read(value, path, problems)
-                if isinstance(value, dict):
-                    result.values[key] = spec.cls(**sub.values)
-                    result.bad.update(f"{key}.{inner}" for inner in sub.bad)
+                built = spec.build(sub) if isinstance(value, dict) else None
+                if built is None:
+                    result.bad.add(key)     # spec.read reported why
                 else:
-                    result.bad.add(key)     # spec.read reported it
+                    result.values[key] = built
+                result.bad.update(f"{key}.{inner}" for inner in sub.bad)
                 continue
             try:
                 result.values[key] = spec.parse(value)
@@ -82,13 +83,11 @@ class Section:
                 result.bad.add(key)
         return result
 
-    def load(self, data: Any, where: str, problems: Problems) -> Any:
-        """The model object for a table (``None`` if absent and optional, defaults if absent)."""
-        if data is None:
-            return None if self.optional else self.cls()
-        read = self.read(data, where, problems)
-        if not isinstance(data, dict):
-            return None if self.optional else self.cls()
+    def build(self, read: Read) -> Any:
+        """The model object from a table's good values; ``None`` if a required key is missing or bad."""
+        if any(isinstance(spec, Kind) and spec.required and key not in read.values
+               for key, spec in self.fields.items()):
+            return None
         return self.cls(**read.values)
 
     def dump(self, obj: Any) -> dict[str, Any]:

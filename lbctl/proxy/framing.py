@@ -71,14 +71,21 @@ def upstream_request_head(method: bytes, target: bytes, headers: list[tuple[byte
         out += (name, b": ", value, b"\r\n")
     out += (b"X-Forwarded-For: ", client_ip.encode(), b"\r\nX-Forwarded-Proto: ", proto,
             b"\r\nX-Forwarded-Host: ", host, b"\r\nX-Request-ID: ", request_id, b"\r\n")
+    _framing_fields(out, framing, length, upgrade)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _framing_fields(out: list[bytes], framing: str, length: int, upgrade: bytes | None) -> bool:
+    """Append the fields the proxy derives itself; True when an Upgrade was announced."""
     if framing == "length":
         out += (b"Content-Length: ", b"%d" % length, b"\r\n")
     elif framing == "chunked":
         out.append(b"Transfer-Encoding: chunked\r\n")
     if upgrade is not None:
         out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+        return True
+    return False
 
 
 def client_response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *,
@@ -92,15 +99,10 @@ def client_response_head(status: int, reason: bytes, headers: list[tuple[bytes, 
         if lower in HOP_BY_HOP or lower == b"content-length" or lower in named:
             continue
         out += (name, b": ", value, b"\r\n")
-    if framing == "length":
-        out += (b"Content-Length: ", b"%d" % length, b"\r\n")
-    elif framing == "chunked":
-        out.append(b"Transfer-Encoding: chunked\r\n")
-    if upgrade is not None:
-        out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n")
-    elif not keep_alive:
+    upgrading = _framing_fields(out, framing, length, upgrade)
+    if not upgrading and not keep_alive:
         out.append(b"Connection: close\r\n")
-    elif http10:
+    elif not upgrading and http10:
         out.append(b"Connection: keep-alive\r\n")
     out.append(b"\r\n")
     return b"".join(out)

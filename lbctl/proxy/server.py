@@ -12,6 +12,7 @@ import asyncio
 import errno
 import logging
 import random
+from collections import Counter
 
 from lbctl.config.model import Config
 from lbctl.errors import UserError
@@ -35,6 +36,7 @@ class ProxyServer:
         # Probes draw their jitter from their own stream, so they never shift the balancer's.
         self.health = HealthChecks(rng=random.Random(self.rng.getrandbits(64)))
         self.connections: set[ClientConnection] = set()
+        self.per_client: Counter[str] = Counter()      # open connections per client address
         self.request_ids = RequestIds()
         self.default_host = str(config.listen.address).encode()
         self.server: asyncio.AbstractServer | None = None
@@ -71,11 +73,15 @@ class ProxyServer:
         if self.server is not None:
             self.health.restart(self.runtime)
 
+    def stop_listening(self) -> None:
+        """Close the listening socket: new connections are refused from here on."""
+        if self.server is not None:
+            self.server.close()
+
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, let requests in flight finish (up to ``timeout``), close the rest.
         Returns True when every connection finished on its own."""
-        if self.server is not None:
-            self.server.close()
+        self.stop_listening()
         for conn in list(self.connections):
             conn.start_drain()
         await self.health.stop()       # nothing new will be routed: verdicts no longer matter
