@@ -269,6 +269,13 @@ async def test_state_file_keeps_rise_and_fall_across_runs(backends, tmp_path):
     assert saved["backends"]["api/api-2"]["healthy"] is True
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
 
+    # Checking one pool leaves the other pools' records alone.
+    other = write_config(tmp_path, {"api": [a.url, b.url], "web": [a.url]},
+                         {"api": 'path = "/healthz"\nrise = 2\nfall = 2'}, name="two.toml")
+    assert (await check(other, "-q", "--pool", "web", "--state-file", str(state))).exit_code == 0
+    assert set(json.loads(state.read_text())["backends"]) == {"api/api-1", "api/api-2",
+                                                              "web/web-1"}
+
     # Without the state file every run judges the probe alone.
     b_behaviour.status = 503
     assert (await check(cfg, "-q")).exit_code == 1

@@ -229,3 +229,22 @@ async def test_last_probe_is_recorded_for_stats(backends):
     # The proxy keeps serving while checks exist.
     async with aiohttp.ClientSession() as session:
         assert (await get(session, server.address[1]))[:2] == (200, "a")
+
+
+async def test_reload_keeps_verdicts_of_survivors_and_applies_initial_to_newcomers(backends):
+    a, a_behaviour = await start(backends, "a")
+    b, _ = await start(backends, "b")
+    health = replace(HTTP, fall=1, initial="down")
+    server = await proxy(backends, config({"p": [backend_config(a.url, "a")]}, health=health))
+    state = server.runtime.pools["p"]
+    ra = state.pool.by_name["a"]
+    await server.health.check(state.pool, health, ra)
+    assert ra.state == "up"
+
+    server.reload(config({"p": [backend_config(a.url, "a"), backend_config(b.url, "b")]},
+                         health=replace(health, rise=5)))
+    pool = server.runtime.pools["p"].pool
+    assert pool.by_name["a"] is ra and ra.state == "up"        # survivor: verdict kept
+    assert ra.extra["health"].rise == 5                       # new settings applied
+    assert pool.by_name["b"].state == "down"                  # newcomer: initial = "down"
+    assert await load(server.address[1], 3) == [(200, "a")] * 3

@@ -92,11 +92,7 @@ async def probe(target: Target, health: Health, session: aiohttp.ClientSession |
             error = None
         else:
             status, error = await asyncio.wait_for(_http(target, health, session), limit)
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:   # noqa: BLE001 - every failure is a verdict, not a crash
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
+    except Exception as exc:   # noqa: BLE001 - every failure is a verdict, not a crash
         return ProbeResult(False, None, loop.time() - started, describe_error(exc))
     return ProbeResult(error is None, status, loop.time() - started, error)
 
