@@ -305,3 +305,16 @@ async def test_real_subprocess_exit_code_and_output(backends, tmp_path):
     assert re.fullmatch(rf"LBCTL WARNING - api 1/2 up \| api_up=1;;;0;2 api_latency={LATENCY}",
                         lines[0])
     assert "connection refused" in out.decode() and err == b""
+
+
+async def test_internal_error_is_unknown_without_a_traceback(backends, tmp_path, monkeypatch):
+    a, _ = await start(backends, "a")
+    cfg = write_config(tmp_path, {"api": [a.url]})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+    monkeypatch.setattr("lbctl.health.check.judge", broken)
+    result = await check(cfg)
+    assert result.exit_code == 3
+    assert result.stdout == "LBCTL UNKNOWN - internal error: RuntimeError: boom\n"
+    assert "Traceback" not in result.output
