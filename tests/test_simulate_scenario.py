@@ -79,6 +79,8 @@ def test_config_pool_gives_names_weights_and_settings(tmp_path):
     write(tmp_path, """
 [listen]
 address = "127.0.0.1:8080"
+[[routes]]
+pool = "api"
 [pools.api]
 algorithm = "weighted"
 retries = 2
@@ -100,6 +102,17 @@ service = { dist = "constant", mean = "5ms" }
     assert [(b.name, b.weight) for b in sc.backends] == [("api-1", 3.0), ("127.0.0.1:9002", 1.0)]
     assert sc.configured == "weighted"
     assert sc.proxy.retries == 2 and sc.proxy.timeout == 3.0
+
+
+def test_config_pool_must_exist_and_the_config_must_be_valid(tmp_path):
+    write(tmp_path, '[[routes]]\npool = "api"\n[pools.api]\n[[pools.api.backends]]\n'
+                    'url = "http://127.0.0.1:9001"\n', "lb.toml")
+    with pytest.raises(UserError, match="no pool 'apii'.*did you mean 'api'"):
+        load_scenario(write(tmp_path, 'config = "lb.toml"\npool = "apii"\n'))
+    write(tmp_path, '[[routes]]\npool = "api"\n[pools.api]\nalgorithm = "fastest"\n'
+                    '[[pools.api.backends]]\nurl = "http://127.0.0.1:9001"\n', "bad.toml")
+    with pytest.raises(UserError, match="pools.api.algorithm"):
+        load_scenario(write(tmp_path, 'config = "bad.toml"\npool = "api"\n'))
 
 
 BAD = [

@@ -17,6 +17,7 @@ from collections import Counter
 from lbctl.config.model import Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
+from lbctl.gateway.tls import Terminator
 from lbctl.health.active import HealthChecks
 from lbctl.proxy.client import ClientConnection
 from lbctl.proxy.framing import RequestIds
@@ -30,9 +31,10 @@ class ProxyServer:
                  rng: random.Random | None = None, clock=None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.rng = rng or random.Random()
-        # The pools' clock (slow start, ejection expiry); tests pass one they can move.
-        self.clock = clock or self.loop.time
+        self.clock = clock or self.loop.time      # injected by tests (rate limits, ramps)
         self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng)
+        tls = config.listen.tls                   # loaded once already by the config loader
+        self.tls = Terminator(tls.cert, tls.key, tls.min_version) if tls is not None else None
         # Probes draw their jitter from their own stream, so they never shift the balancer's.
         self.health = HealthChecks(rng=random.Random(self.rng.getrandbits(64)))
         self.connections: set[ClientConnection] = set()
@@ -55,7 +57,8 @@ class ProxyServer:
         try:
             self.server = await self.loop.create_server(
                 lambda: ClientConnection(self), addr.host, addr.port,
-                reuse_address=True, backlog=1024)
+                reuse_address=True, backlog=1024,
+                ssl=self.tls.front if self.tls is not None else None)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else \
                 (exc.strerror or str(exc))
@@ -69,6 +72,12 @@ class ProxyServer:
         if config.listen.address != old.config.listen.address:
             log.warning("listen address changed to %s: takes effect after a restart; "
                         "still listening on %s", config.listen.address, old.config.listen.address)
+        if self.tls is not None and config.listen.tls is not None:
+            tls = config.listen.tls
+            if self.tls.reload(tls.cert, tls.key, tls.min_version):
+                log.info("TLS certificate reloaded from %s", tls.cert)
+        elif (self.tls is None) != (config.listen.tls is None):
+            log.warning("listen.tls changed: takes effect after a restart")
         self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old)
         if self.server is not None:
             self.health.restart(self.runtime)

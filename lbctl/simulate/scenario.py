@@ -554,51 +554,15 @@ class PoolSettings:
 
 
 def pool_from_config(path: str, pool: str) -> PoolSettings:
-    """The simulation-relevant part of one pool of a serve config.
-
-    SWAP POINT: this reads the TOML itself, minimally (algorithm, backend names, weights and
-    backup flags, retries, timeouts.response, slow_start, panic_threshold, ewma_decay; hash_key
-    and everything else are ignored), because ``lbctl.config``'s loader is being written in
-    parallel. Once ``lbctl.config.load_config`` lands, replace the body with::
-
-        pc = load_config(path).pools[pool]        # ConfigError -> UserError, exit 2
-        return PoolSettings(pool, path, pc.algorithm,
-                            tuple((b.name, b.weight, b.backup) for b in pc.backends),
-                            Proxy(pc.retries, pc.timeouts.response, pc.slow_start,
-                                  pc.panic_threshold, pc.ewma_decay))
-    """
-    data = _read_toml(path)
-    r = _Reader(path)
-    pools = data.get("pools")
-    if not isinstance(pools, dict) or pool not in pools:
-        names = list(pools) if isinstance(pools, dict) else []
-        raise r.fail(f"pools.{pool}", f"no such pool{_suggest(pool, names)}")
-    p = pools[pool]
-    base = f"pools.{pool}"
-    if not isinstance(p, dict):
-        raise r.fail(base, "expected a table")
-    algorithm = p.get("algorithm", "round_robin")
-    if algorithm not in ALGORITHMS:
-        raise r.fail(f"{base}.algorithm", f"unknown algorithm {algorithm!r}"
-                                          f"{_suggest(str(algorithm), ALGORITHMS)}")
-    raw = p.get("backends")
-    if not isinstance(raw, list) or not raw:
-        raise r.fail(f"{base}.backends", "expected one or more [[backends]] tables")
-    backends = []
-    for i, b in enumerate(raw):
-        bpath = f"{base}.backends[{i}]"
-        if not isinstance(b, dict) or not isinstance(b.get("url"), str):
-            raise r.fail(f"{bpath}.url", "expected a URL such as \"http://127.0.0.1:9001\"")
-        name = b.get("name") or b["url"].split("://", 1)[-1].split("/", 1)[0]
-        weight = float(r.number(b.get("weight", 1), f"{bpath}.weight", above=True))
-        backends.append((str(name), weight, bool(b.get("backup", False))))
-    timeouts = p.get("timeouts", {}) if isinstance(p.get("timeouts", {}), dict) else {}
-    proxy = Proxy(
-        retries=int(r.number(p.get("retries", 1), f"{base}.retries", integer=True)),
-        timeout=r.duration(timeouts.get("response", "30s"), f"{base}.timeouts.response"),
-        slow_start=r.duration(p.get("slow_start", 0), f"{base}.slow_start", positive=False),
-        panic_threshold=float(r.number(p.get("panic_threshold", 0), f"{base}.panic_threshold",
-                                       maximum=100)),
-        ewma_decay=r.duration(p.get("ewma_decay", "10s"), f"{base}.ewma_decay"),
-    )
-    return PoolSettings(pool, path, algorithm, tuple(backends), proxy)
+    """The simulation-relevant part of one pool of a serve config, read by the same loader
+    as ``lbctl serve`` (a ConfigError is a UserError: every problem listed, exit 2)."""
+    from lbctl.config.loader import load_config
+    config = load_config(path)
+    if pool not in config.pools:
+        raise _Reader(path).fail("pool", f"no pool {pool!r} in {path}"
+                                         f"{_suggest(pool, list(config.pools))}")
+    pc = config.pools[pool]
+    return PoolSettings(pool, path, pc.algorithm,
+                        tuple((b.name, b.weight, b.backup) for b in pc.backends),
+                        Proxy(pc.retries, pc.timeouts.response, pc.slow_start,
+                              pc.panic_threshold, pc.ewma_decay))
