@@ -51,7 +51,7 @@ class Outlier:
     ejection_time: float = 30.0             # first ejection; doubles on each repeat
     max_ejection_time: float = 300.0
     max_ejection_percent: float = 50.0
-    failure_on: tuple[str, ...] = ("connect", "reset", "timeout", "5xx")
+    failure_on: tuple[str, ...] = ("connect", "reset", "timeout", "5xx")   # also "invalid"
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,7 @@ OUTLIER = Section(
     ejection_time=Duration(positive=True),
     max_ejection_time=Duration(positive=True),
     max_ejection_percent=Percent(),
-    failure_on=ChoiceList(("connect", "reset", "timeout", "5xx")),
+    failure_on=ChoiceList(("connect", "reset", "timeout", "5xx", "invalid")),
 )
 
 BACKEND = Section(

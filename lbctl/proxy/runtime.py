@@ -79,10 +79,24 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
                 idle = old_backend.extra.get("idle")
                 if idle is not None:
                     idle.close_all()
-        pools[name] = PoolRuntime(pcfg, pool, key_getter(pcfg.hash_key))
+        pools[name] = PoolRuntime(pcfg, pool, key_getter(pcfg.hash_key),
+                                  _outcome_sink(pool, pcfg, clock))
     runtime = Runtime(config, pools, time.time())
     runtime.gateway = Gateway(config, clock, previous.gateway if previous else None)
     return runtime
+
+
+def _outcome_sink(pool: Pool, pcfg: PoolConfig, clock: Callable[[], float]) -> OutcomeSink:
+    """Passive ejection when the pool has ``[outlier]``; otherwise outcomes go nowhere, and
+    an ejection left over from a previous config ends now rather than at its time."""
+    if pcfg.outlier is not None:
+        from lbctl.health.passive import OutlierDetector   # health builds on this module
+        return OutlierDetector(pool, pcfg.outlier, clock=clock)
+    for b in pool.backends:
+        b.extra.pop("outlier", None)
+        if b.ejected_until:
+            pool.eject(b, 0.0)
+    return OutcomeSink()
 
 
 def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None) -> Backend:
