@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import struct
 from dataclasses import replace
 
 import aiohttp
@@ -131,7 +132,10 @@ async def test_client_abort_is_logged_as_499_client_abort(backends, tmp_path):
     writer.write(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
     await arrived.wait()
-    writer.close()
+    # A reset, not a FIN: a FIN is a half-close, after which the proxy still answers.
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+    writer.transport.abort()
     [record] = await log.records(1)
     assert record["status"] == 499 and record["termination"] == "client_abort"
     assert record["backend"] == "slow" and record["path"] == "/wait"

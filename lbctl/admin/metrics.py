@@ -84,7 +84,7 @@ class ProxyCollector:
                 inflight.add_metric(lv, b.inflight)
                 weight.add_metric(lv, b.weight)
                 eff.add_metric(lv, b.effective_weight)
-                ewma.add_metric(lv, b.ewma_cost(now, pool.ewma_decay))
+                ewma.add_metric(lv, b.ewma_cost(pool.clock(), pool.ewma_decay))
                 counts = b.extra.get("probes")
                 if isinstance(counts, dict):
                     for result, n in counts.items():

@@ -101,6 +101,13 @@ class Observer:
             self.access.close()
             self.access = None
 
+    def probe(self, pool, backend, result, flipped) -> None:
+        """An active health probe finished (``HealthChecks`` observer): count it by result."""
+        counts = backend.extra.get("probes")
+        if counts is None:
+            counts = backend.extra["probes"] = {"ok": 0, "failed": 0}
+        counts["ok" if result.ok else "failed"] += 1
+
     # ---- the hot path -------------------------------------------------------------------
 
     @staticmethod

@@ -91,7 +91,7 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "bytes_in": stats.bytes_in,
         "bytes_out": stats.bytes_out,
         "latency": stats.percentiles(now),
-        "ewma": b.ewma_cost(now, pool.ewma_decay),
+        "ewma": b.ewma_cost(pool.clock(), pool.ewma_decay),
         "last_probe": dict(probe) if isinstance(probe, dict) else None,
         "probes": dict(b.extra["probes"]) if isinstance(b.extra.get("probes"), dict) else None,
         "ejections": b.extra.get("ejections"),
