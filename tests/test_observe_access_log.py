@@ -121,11 +121,12 @@ async def test_retry_shows_two_attempts_and_the_backend_that_answered(backends, 
 
 
 async def test_client_abort_is_logged_as_499_client_abort(backends, tmp_path):
-    arrived = asyncio.Event()
+    arrived, release = asyncio.Event(), asyncio.Event()
 
     async def slow(request, body):
         arrived.set()
-        await asyncio.Event().wait()          # never answers; the client gives up first
+        await release.wait()                  # answers only after the client gave up
+        return web.Response(text="late")
     a = await backends.start("slow", slow)
     proxy, log = await start(backends, tmp_path, {"api": [backend_config(a.url, "slow")]})
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.address[1])
@@ -139,6 +140,7 @@ async def test_client_abort_is_logged_as_499_client_abort(backends, tmp_path):
     [record] = await log.records(1)
     assert record["status"] == 499 and record["termination"] == "client_abort"
     assert record["backend"] == "slow" and record["path"] == "/wait"
+    release.set()
 
 
 HOSTILE = (b"GET /p?token=SECRET-QUERY&page=2 HTTP/1.1\r\n"
