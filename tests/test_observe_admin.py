@@ -260,3 +260,30 @@ async def test_pool_explain_option_adds_the_header_to_every_response(backends, s
         status, name, headers = await client.get()
         assert headers["X-LB-Decision"].startswith("algorithm=ewma;")
         assert f"chosen={name}" in headers["X-LB-Decision"]
+
+
+async def test_health_probes_show_in_metrics_and_stats(backends, session):
+    from lbctl.config.model import Health
+    a = await backends.start("a")
+    cfg = with_admin(config({"api": [backend_config(a.url, "a")]},
+                            health=Health(path="/healthz", interval=0.05, timeout=1.0)))
+    proxy = await backends.proxy(cfg)
+    probed = asyncio.Event()
+    counting = proxy.health.observer
+
+    def observer(pool, backend, result, flipped):
+        counting(pool, backend, result, flipped)
+        if backend.extra["probes"]["ok"] >= 2:
+            probed.set()
+    proxy.health.observer = observer
+    await asyncio.wait_for(probed.wait(), 10)
+    client = Client(session, proxy)
+    families = {f.name: f for f in text_string_to_metric_families(
+        (await client.call("GET", "/metrics"))[1])}
+    ok = [s.value for s in families["lbctl_health_probes"].samples
+          if s.name == "lbctl_health_probes_total" and s.labels["result"] == "ok"]
+    assert ok and ok[0] >= 2
+    import json
+    backend = json.loads((await client.call("GET", "/stats"))[1])["pools"][0]["backends"][0]
+    assert backend["last_probe"]["ok"] is True and backend["last_probe"]["time"] > 0
+    assert backend["probes"]["ok"] >= 2

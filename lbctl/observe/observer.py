@@ -173,12 +173,15 @@ class Observer:
         elif termination is None and status == 503 and conn.obs_attempts == 0 and route:
             termination = "no_backend"
         backend = conn.obs_backend
+        admitted = req.admitted
         headers = req.headers
         epoch = time.time() - (ended - started)
         record = {
             "time": iso_time(epoch),
             "epoch": round(epoch, 6),
-            "client": text(conn.peer),
+            # The gateway's resolved client (trusted proxies honoured), else the peer.
+            "client": text(admitted.client if admitted is not None else conn.peer),
+            "consumer": text(admitted.consumer) if admitted is not None else None,
             "method": text(req.method) or "-",
             "path": redact_target(text(req.target) or "-"),
             "protocol": "HTTP/1.0" if req.http10 else "HTTP/1.1",
