@@ -121,7 +121,6 @@ class Observer:
         conn.obs_req = conn.current_req
         conn.obs_attempts += 1
         conn.obs_backend = backend
-        conn.obs_pool = state.pool.name
         conn.obs_outcome = outcome
         conn.obs_upstream_time = head_latency
         sent = conn.sent_bytes
@@ -139,7 +138,7 @@ class Observer:
         started = loop.time()
         conn.status = 0
         conn.obs_attempts = 0
-        conn.obs_backend = conn.obs_pool = conn.obs_outcome = conn.obs_upstream_time = None
+        conn.obs_backend = conn.obs_outcome = conn.obs_upstream_time = None
         conn.obs_req = conn.request_id = None
         conn.current_req = req
         conn.obs_sent_mark = conn.sent_bytes
