@@ -88,6 +88,10 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     admin = top.values.get("admin")         # None: no admin API
     limits = top.values.get("limits", model.Limits())
     log = top.values.get("log", model.Log())
+    if log.access not in ("off", "stdout") and not os.path.isabs(log.access):
+        # Like every other file in the config: relative to the config file's directory.
+        base = os.path.dirname(os.path.abspath(file)) if file else os.getcwd()
+        log = replace(log, access=os.path.join(base, log.access))
     if admin is not None and admin.token is None and env.get(ADMIN_TOKEN_ENV):
         admin = replace(admin, token=env[ADMIN_TOKEN_ENV])
     _check_admin(listen, admin, top.bad, problems)

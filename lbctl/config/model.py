@@ -181,7 +181,8 @@ class Admin:
 @dataclass(frozen=True)
 class Log:
     """The access log (``[log]``). Off by default: a busy proxy should opt in to a line per request."""
-    access: str = "off"         # "off" | "stdout" | a file path (reopened on SIGUSR1)
+    access: str = "off"         # "off" | "stdout" | a file path, relative to the config file
+                                # (reopened on SIGUSR1)
     format: str = "json"        # "json" (one object per line) | "combined" (Apache/NGINX style)
 
 

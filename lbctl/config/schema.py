@@ -140,7 +140,7 @@ ADMIN = Section(
 
 LOG = Section(
     model.Log,
-    access=Str(),
+    access=FilePath('file, or "stdout" or "off"'),
     format=Choice(("json", "combined")),
 )
 
