@@ -217,3 +217,25 @@ async def test_unwritable_access_log_is_one_clear_error_at_start_and_kept_on_rel
     assert proxy.observer.access is first
     await get(proxy.address[1])
     assert len(await log.wait_for(1)) == 1
+
+
+async def test_explained_decision_is_logged_and_never_carried_to_the_next_request(
+        backends, tmp_path):
+    from lbctl.config.model import Address, Admin, Route
+    a = await backends.start("a")
+    path = tmp_path / "access.log"
+    cfg = replace(config({"api": [backend_config(a.url, "a")]},
+                         routes=[Route(pool="api", path_prefix="/api")]),
+                  log=Log(access=str(path)), admin=Admin(Address("127.0.0.1", 0), token="t"))
+    proxy = await backends.proxy(cfg)
+    log = AccessLogWatch(proxy, path)
+    async with aiohttp.ClientSession() as session:        # one keep-alive connection
+        base = f"http://127.0.0.1:{proxy.address[1]}"
+        async with session.get(base + "/api/x", headers={"X-LB-Explain": "1",
+                                                         "X-LB-Admin-Token": "t"}) as resp:
+            assert "X-LB-Decision" in resp.headers
+        async with session.get(base + "/elsewhere") as resp:
+            assert resp.status == 404
+    first, second = await log.records(2)
+    assert first["decision"].startswith("algorithm=round_robin;") and "chosen=a" in first["decision"]
+    assert "decision" not in second and second["status"] == 404

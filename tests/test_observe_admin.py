@@ -83,6 +83,9 @@ async def test_stats_counts_match_the_requests_sent(backends, session):
         assert sum(backend["history"]["requests"]) == 5
         assert backend["inflight"] == 0 and backend["weight"] == 1.0
     assert doc["frontend"]["requests"] == 10 and doc["frontend"]["responses"]["2xx"] == 10
+    lean = json.loads((await client.call("GET", "/stats?history=0"))[1])
+    assert "history" not in lean["pools"][0]["backends"][0]
+    assert lean["pools"][0]["backends"][0]["requests"] == 5
 
 
 async def test_metrics_parse_and_match_the_requests_sent(backends, session):

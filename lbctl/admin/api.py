@@ -2,7 +2,8 @@
 
 Endpoints (JSON errors are ``{"error": "..."}``):
 
-    GET  /stats                                   the observe.snapshot document
+    GET  /stats                                   the observe.snapshot document (?history=0:
+                                                  without the per-second series)
     GET  /metrics                                 Prometheus text format
     POST /pools/{pool}/backends/{name}/disable    no traffic at all
     POST /pools/{pool}/backends/{name}/enable     back to normal (health still applies)
@@ -101,7 +102,9 @@ class AdminApi:
         return await handler(request)
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(snapshot(self.server),
+        # ?history=0 leaves out the per-second series (cheaper for very large pools).
+        history = request.query.get("history", "1") not in ("0", "false", "no")
+        return web.json_response(snapshot(self.server, history=history),
                                  dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -139,7 +139,7 @@ class Observer:
         conn.status = 0
         conn.obs_attempts = 0
         conn.obs_backend = conn.obs_outcome = conn.obs_upstream_time = None
-        conn.obs_req = conn.request_id = None
+        conn.obs_req = conn.request_id = conn.decision = None
         conn.current_req = req
         conn.obs_sent_mark = conn.sent_bytes
         first_sent = conn.sent_bytes
