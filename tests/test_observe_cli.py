@@ -123,3 +123,19 @@ async def test_sigusr1_reopens_the_access_log(live):
     await live["proc"].wait_for_log("access log reopened")
     # The line written before the signal is in the file; rotation itself is covered in-process.
     assert log.exists()
+
+
+async def test_admin_port_in_use_is_one_clear_line_and_exit_1(backends, tmp_path):
+    one = await backends.start("one")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        admin = taken.getsockname()[1]
+        path = tmp_path / "lb.toml"
+        path.write_text(
+            f'[listen]\naddress = "127.0.0.1:{free_port()}"\n\n'
+            f'[admin]\naddress = "127.0.0.1:{admin}"\n\n'
+            f'[[routes]]\npool = "p"\n\n[pools.p]\n\n[[pools.p.backends]]\nurl = "{one.url}"\n')
+        code, out, err = await run("serve", str(path))
+    assert code == 1
+    assert err == f"lbctl: cannot listen on admin address 127.0.0.1:{admin}: address already in use\n"

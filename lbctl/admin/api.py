@@ -17,6 +17,7 @@ Operator changes live on the ``Backend`` object, so they survive a reload.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import logging
@@ -65,7 +66,8 @@ class AdminApi:
             await self.site.start()
         except OSError as exc:
             await self.runner.cleanup()
-            reason = exc.strerror or str(exc)
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else \
+                (exc.strerror or str(exc))
             raise UserError(f"cannot listen on admin address {self.address}: {reason}",
                             exit_code=Exit.RUNTIME) from None
         log.info("admin API on http://%s%s", self.address,

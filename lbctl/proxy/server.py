@@ -59,19 +59,22 @@ class ProxyServer:
         addr = self.runtime.config.listen.address
         # Initial health states are applied before the first connection can be accepted.
         self.health.prepare(self.runtime)
+        if self.runtime.config.admin is not None:
+            self.admin = await start_admin(self)    # fails before anything else is started
         try:
             self.server = await self.loop.create_server(
                 lambda: ClientConnection(self), addr.host, addr.port,
                 reuse_address=True, backlog=1024,
                 ssl=self.tls.front if self.tls is not None else None)
         except OSError as exc:
+            if self.admin is not None:
+                await self.admin.close()
+                self.admin = None
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else \
                 (exc.strerror or str(exc))
             raise UserError(f"cannot listen on {addr}: {reason}", exit_code=Exit.RUNTIME) from None
         self._sweeper = self.loop.create_task(self._sweep())
         self.health.start(self.runtime)
-        if self.runtime.config.admin is not None:
-            self.admin = await start_admin(self)
 
     def reload(self, config: Config) -> None:
         """Swap in a validated config; requests in flight finish under the old one."""
