@@ -24,7 +24,11 @@ script started are stopped (by PID), also on Ctrl-C or an error.
 
 ``--variant LABEL=FILE`` adds another lbctl instance whose config is the benchmark's plus
 the TOML in FILE (e.g. metrics off), measured in the same interleaved rounds. It needs
-``lbctl serve`` with a config file (``lbctl.config.loader``).
+``lbctl serve`` with a config file (``lbctl.config.loader``). ``--tree LABEL=DIR`` adds one
+that runs the lbctl source in DIR, to compare two versions of the data plane::
+
+    git archive HEAD~1 | tar -x -C /tmp/lbctl-base
+    python bench/proxy.py --tree base=/tmp/lbctl-base
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -189,6 +194,18 @@ def status_kib(pid: int, key: str) -> int | None:
     return None
 
 
+def machine_busy_seconds() -> float:
+    """CPU time spent by everything on the machine (all cores), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]                                   # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")   # up to steal, no guests
+
+
+def children_cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def cpu_seconds(pids: list[int]) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
@@ -273,17 +290,18 @@ def lbctl_toml(port: int, backend_ports: list[int], extra: str = "") -> str:
     return "\n".join(lines) + ("\n" + extra if extra else "")
 
 
-def loader_available() -> bool:
-    env = lbctl_env()
+def loader_available(src: Path) -> bool:
+    env = lbctl_env(src)
     probe = subprocess.run([sys.executable, "-c", "from lbctl.config.loader import load_config"],
                            env=env, capture_output=True, timeout=60)
     return probe.returncode == 0
 
 
-def lbctl_env() -> dict:
-    # This checkout's lbctl, whatever the interpreter's installed copy points to.
+def lbctl_env(src: Path = REPO) -> dict:
+    # The lbctl in ``src`` (this checkout by default), whatever the interpreter's installed
+    # copy points to.
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(src) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
@@ -377,21 +395,24 @@ def start_everything(tools: dict, procs: Processes, tmp: Path, args) -> tuple[li
     wait_listening(port, proc.popen, log)
     targets.append(Target("nginx", port, proc, [proc.popen.pid, *children(proc.popen.pid)]))
 
-    mode = "serve" if loader_available() else "launcher"
-    variants = [("lbctl", "")] + [(label, Path(path).read_text()) for label, path in args.variant]
+    mode = "serve" if loader_available(REPO) else "launcher"
+    variants = [("lbctl", "", REPO)] + \
+        [(label, Path(path).read_text(), REPO) for label, path in args.variant] + \
+        [(label, "", Path(src).resolve()) for label, src in args.tree]
     if args.variant and mode != "serve":
         sys.exit("bench: --variant needs `lbctl serve CONFIG` (lbctl.config.loader)")
-    for label, extra in variants:
+    for label, extra, src in variants:
         port = free_port()
         log = tmp / f"{label}.out"
-        if mode == "serve":
+        if loader_available(src):
             conf = tmp / f"{label}.toml"
             conf.write_text(lbctl_toml(port, backend_ports, extra))
             argv = [sys.executable, "-m", "lbctl", "serve", str(conf)]
         else:
             argv = [sys.executable, str(HERE / "lbctl_launch.py"), str(port),
                     *(f"http://127.0.0.1:{p}" for p in backend_ports)]
-        proc = procs.start(label, pinned(proxy_cpu, argv, tools["taskset"]), log, env=lbctl_env())
+        proc = procs.start(label, pinned(proxy_cpu, argv, tools["taskset"]), log,
+                           env=lbctl_env(src))
         wait_listening(port, proc.popen, log, timeout=30)
         targets.append(Target(label, port, proc, [proc.popen.pid]))
 
@@ -418,7 +439,8 @@ def http_get_size(port: int, path: str) -> int:
         conn.close()
 
 
-def measure(tools: dict, targets: list[Target], args) -> list[dict]:
+def measure(tools: dict, targets: list[Target], ours: list[int], args) -> list[dict]:
+    """``ours``: every long-running process this script started (for the noise estimate)."""
     runs = []
     base = f"http://127.0.0.1:{{port}}"
     print(f"warming up ({args.warmup:g} s per target)", flush=True)
@@ -429,15 +451,22 @@ def measure(tools: dict, targets: list[Target], args) -> list[dict]:
             shift = rnd % len(targets)
             for t in targets[shift:] + targets[:shift]:      # rotated: no fixed order bias
                 cpu_before = cpu_seconds(t.measured_pids)
+                ours_before = cpu_seconds(ours) + children_cpu_seconds()
+                busy_before = machine_busy_seconds()
                 t0 = time.monotonic()
                 r = run_wrk(tools, base.format(port=t.port) + path, headers, args, args.duration)
                 wall = time.monotonic() - t0
+                # CPU that neither wrk nor our servers used: other work on the machine, which
+                # competes with the benchmark and makes a run noisy.
+                other = (machine_busy_seconds() - busy_before) - \
+                    (cpu_seconds(ours) + children_cpu_seconds() - ours_before)
                 r.update(round=rnd + 1, workload=workload, target=t.name,
                          proxy_cpu=(cpu_seconds(t.measured_pids) - cpu_before) / wall
-                         if t.measured_pids else None)
+                         if t.measured_pids else None, other_cpu=max(other, 0.0) / wall)
                 runs.append(r)
                 print(f"  round {rnd + 1} {workload:6} {t.name:10} {r['rps']:10.0f} req/s  "
                       f"p99 {r['p99_ms']:7.2f} ms"
+                      + (f"  other load {r['other_cpu']:.2f} cores" if r["other_cpu"] > 0.1 else "")
                       + (f"  errors {r['socket_errors']}" if r["socket_errors"] else "")
                       + (f"  non-2xx {r['non_2xx']}" if r["non_2xx"] else ""), flush=True)
     return runs
@@ -457,6 +486,7 @@ def summarize(runs: list[dict], targets: list[Target], rss_kib: dict) -> dict:
                            "p50_ms": statistics.median(r["p50_ms"] for r in rs),
                            "errors": sum(r["socket_errors"] + r["non_2xx"] for r in rs),
                            "proxy_cpu": statistics.median(cpu) if cpu else None,
+                           "other_cpu": statistics.median(r["other_cpu"] for r in rs),
                            "runs": len(rs)}
         ref = per.get("nginx")
         for name, s in per.items():
@@ -535,7 +565,7 @@ def profile(tools: dict, target: Target, args, tmp: Path) -> None:
         return
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    outputs = {"raw": RESULTS / f"profile-{stamp}.txt", "speedscope": None}
+    outputs = {"raw": RESULTS / f"profile-{stamp}.txt"}
     rec = subprocess.Popen([pyspy, "record", "--pid", str(target.proc.popen.pid), "--duration",
                             f"{args.profile:g}", "--rate", "250", "--format", "raw", "--output",
                             str(outputs["raw"]), "--nonblocking"],
@@ -596,6 +626,9 @@ def parse_args(argv: list[str] | None = None):
                     help="afterwards, record lbctl with py-spy under small keep-alive load")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FILE",
                     help="another lbctl with FILE's TOML appended to its config")
+    ap.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
+                    help="another lbctl run from the source tree DIR (e.g. `git archive` of an "
+                         "older commit), to A/B a data-plane change in the same rounds")
     ap.add_argument("--keep-temp", action="store_true", help="leave the temp dir (configs, logs)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -607,8 +640,49 @@ def parse_args(argv: list[str] | None = None):
             ap.error(f"--variant {v!r}: expected LABEL=FILE with a new label")
         variants.append((label, path))
     args.variant = variants
+    trees = []
+    for v in args.tree:
+        label, sep, src = v.partition("=")
+        if not sep or not label or label in ("direct", "nginx", "lbctl") or \
+                not (Path(src) / "lbctl" / "proxy").is_dir():
+            ap.error(f"--tree {v!r}: expected LABEL=DIR, DIR holding an lbctl package")
+        trees.append((label, src))
+    args.tree = trees
     args.pin = (os.cpu_count() or 1) >= 2
     return args
+
+
+def benchmark(tools: dict, procs: Processes, targets: list[Target], mode: str, args) -> None:
+    """The interleaved rounds, the table, the JSON file."""
+    ours = [pid for p in procs.items for pid in (p.popen.pid, *children(p.popen.pid))]
+    runs = measure(tools, targets, ours, args)
+    noisy = [r for r in runs if r["other_cpu"] > 0.1]
+    if noisy:
+        print(f"\nbench: {len(noisy)} of {len(runs)} runs shared the machine with other work "
+              f"(up to {max(r['other_cpu'] for r in noisy):.2f} cores); medians damp this, "
+              "but compare figures from a quiet machine", flush=True)
+    rss_kib = {}
+    for t in targets:
+        if t.name == "nginx":
+            workers = children(t.proc.popen.pid)
+            rss_kib["nginx worker"] = max((status_kib(p, "VmHWM") or 0) for p in workers) \
+                if workers else 0
+        elif t.proc is not None:
+            rss_kib[t.name] = status_kib(t.proc.popen.pid, "VmHWM") or 0
+    summary = summarize(runs, targets, rss_kib)
+    print()
+    print(render(summary, rss_kib, args))
+    RESULTS.mkdir(exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"proxy-{stamp}.json"
+    path.write_text(json.dumps({
+        "time": stamp, "mode": mode, "versions": versions(tools),
+        "params": {"rounds": args.rounds, "duration": args.duration,
+                   "connections": args.connections, "threads": args.threads,
+                   "pinned": args.pin, "variants": [v[0] for v in args.variant],
+                   "trees": [list(t) for t in args.tree]},
+        "rss_kib": rss_kib, "summary": summary, "runs": runs}, indent=2) + "\n")
+    print(f"\nresults: {path.relative_to(REPO)}")
 
 
 def _interrupt(signum, frame) -> None:
@@ -626,28 +700,8 @@ def main(argv: list[str] | None = None) -> int:
         targets, mode = start_everything(tools, procs, tmp, args)
         print(f"lbctl started via {'`lbctl serve`' if mode == 'serve' else 'bench/lbctl_launch.py'}"
               f"; temp dir {tmp}", flush=True)
-        runs = measure(tools, targets, args)
-        rss_kib = {}
-        for t in targets:
-            if t.name == "nginx":
-                workers = children(t.proc.popen.pid)
-                rss_kib["nginx worker"] = max((status_kib(p, "VmHWM") or 0) for p in workers) \
-                    if workers else 0
-            elif t.proc is not None:
-                rss_kib[t.name] = status_kib(t.proc.popen.pid, "VmHWM") or 0
-        summary = summarize(runs, targets, rss_kib)
-        print()
-        print(render(summary, rss_kib, args))
-        RESULTS.mkdir(exist_ok=True)
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path = RESULTS / f"proxy-{stamp}.json"
-        path.write_text(json.dumps({
-            "time": stamp, "mode": mode, "versions": versions(tools),
-            "params": {"rounds": args.rounds, "duration": args.duration,
-                       "connections": args.connections, "threads": args.threads,
-                       "pinned": args.pin, "variants": [v[0] for v in args.variant]},
-            "rss_kib": rss_kib, "summary": summary, "runs": runs}, indent=2) + "\n")
-        print(f"\nresults: {path.relative_to(REPO)}")
+        if args.rounds > 0:                  # --rounds 0 --profile N: only the profile
+            benchmark(tools, procs, targets, mode, args)
         if args.profile > 0:
             profile(tools, next(t for t in targets if t.name == "lbctl"), args, tmp)
         return 0
