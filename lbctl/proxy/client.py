@@ -164,6 +164,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel_done: asyncio.Future | None = None
         self.in_head = False
         self.progress = 0                 # bytes moved in either direction, for idle watchdogs
+        self.held: list[bytes] | None = None   # response bytes held while one upstream read is parsed
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -425,7 +426,7 @@ class ClientConnection(asyncio.Protocol):
         self.resp_framing = "none" if req.method == b"HEAD" else framing_
         self.resp_keep = keep
         self.response_begun = True
-        self.transport.write(framing.client_response_head(
+        self._send(framing.client_response_head(
             status, reason, headers, framing=framing_, length=max(length, 0), keep_alive=keep,
             http10=req.http10, request_id=None, upgrade=upgrade))
         waiter = self.head_waiter
@@ -435,15 +436,15 @@ class ClientConnection(asyncio.Protocol):
     def response_body(self, data: bytes) -> None:
         self.progress += 1
         if self.resp_framing == "chunked":
-            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self._send(b"%x\r\n%s\r\n" % (len(data), data))
         elif self.resp_framing != "none":
-            self.transport.write(data)
+            self._send(data)
 
     def response_complete(self, up: UpstreamConnection, reusable: bool) -> None:
         if up is not self.upstream:
             return
         if self.resp_framing == "chunked":
-            self.transport.write(b"0\r\n\r\n")
+            self._send(b"0\r\n\r\n")
         self.up_reusable = reusable and not self.up_eof
         waiter = self.done_waiter
         if waiter is not None and not waiter.done():
@@ -475,12 +476,36 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel = up
         self.tunnel_done = self.loop.create_future()
         if tail:
-            self.transport.write(tail)
+            self._send(tail)
         if self.upgrade_tail and up.transport is not None:
             up.transport.write(self.upgrade_tail)
         self.upgrade_tail = b""
         self.resume_reading("upgrade")
         self.response_complete(up, reusable=False)
+
+    # ---- response writes: one upstream read becomes one write to the client ---------------
+    # A small response arrives in one read and would otherwise cost a send() for its head,
+    # one for its body and one for a chunked terminator; on loopback each send() carries the
+    # whole TCP delivery, so collecting them into one writev is the cheapest byte moved.
+
+    def hold_writes(self) -> None:
+        self.held = []
+
+    def flush_writes(self) -> None:
+        """Write what was held, in order, as one writev. Raises like ``transport.write``
+        (e.g. on a transport already closed), so the caller treats it as a failed write."""
+        held, self.held = self.held, None
+        if held:
+            if len(held) == 1:
+                self.transport.write(held[0])
+            else:
+                self.transport.writelines(held)
+
+    def _send(self, data: bytes) -> None:
+        if self.held is not None:
+            self.held.append(data)
+        else:
+            self.transport.write(data)
 
     def tunnel_from_upstream(self, data: bytes) -> None:
         self.transport.write(data)

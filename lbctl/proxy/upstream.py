@@ -89,6 +89,8 @@ class UpstreamConnection(asyncio.Protocol):
             client.tunnel_from_upstream(data)
             return
         self.response_started = True
+        # What the parser callbacks write to the client goes out as one write, after parsing.
+        client.hold_writes()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -102,6 +104,12 @@ class UpstreamConnection(asyncio.Protocol):
             if self.client is not None:
                 self.client.upstream_failed(UpstreamError(f"invalid response: {exc}", False))
             self.close()
+        finally:
+            try:
+                client.flush_writes()
+            except Exception:
+                # The client went away: the same as a write failing inside a callback.
+                self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
