@@ -30,6 +30,7 @@ log = logging.getLogger("lbctl.proxy")
 BUFFER_HIGH = 256 * 1024       # buffered request body before reading pauses
 REPLAY_LIMIT = 64 * 1024       # bodies up to this size are kept so an idempotent retry can resend them
 MAX_PIPELINE = 16              # queued pipelined requests before reading pauses
+TIMER_RESOLUTION = 0.001       # event-loop timers fire with millisecond granularity
 
 
 class Body:
@@ -147,6 +148,7 @@ class ClientConnection(asyncio.Protocol):
         self.draining = False
         self.stop_parsing = False
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_deadline: float | None = None   # loop time; set while waiting for a request
         self.head_timer: asyncio.TimerHandle | None = None
         # The exchange in progress (one at a time per client connection).
         self.current: Request | None = None
@@ -192,6 +194,12 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reading("upgrade")
         except httptools.HttpParserError as exc:
             self._refuse(400, f"malformed request: {exc}")
+        if self.in_head and self.head_timer is None:
+            # A head that began in this read and is still incomplete: its deadline counts
+            # from now, the loop time of its first byte. A head that arrived whole (the usual
+            # case) never needs a timer at all.
+            limits = self.server.runtime.config.limits
+            self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -236,11 +244,7 @@ class ClientConnection(asyncio.Protocol):
         self.parsing = Request()
         self.url_parts = []
         self.in_head = True
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-        limits = self.server.runtime.config.limits
-        self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
+        self.idle_deadline = None         # busy: a pending idle timer will find nothing to do
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
@@ -362,9 +366,24 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     def _arm_idle_timer(self) -> None:
-        if self.idle_timer is None and not self.closed:
+        """Start the keep-alive idle deadline. One timer per connection is left pending and
+        checks the deadline when it fires, instead of arming and cancelling a timer for every
+        request of a busy connection."""
+        if self.idle_deadline is None and not self.closed:
             timeout = self.server.runtime.config.limits.keepalive_timeout
-            self.idle_timer = self.loop.call_later(timeout, self.close)
+            self.idle_deadline = self.loop.time() + timeout
+            if self.idle_timer is None:
+                self.idle_timer = self.loop.call_at(self.idle_deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        deadline = self.idle_deadline
+        if deadline is None:
+            return                        # a request came in; the next idle period re-arms
+        if self.loop.time() >= deadline - TIMER_RESOLUTION:
+            self.close()
+        else:
+            self.idle_timer = self.loop.call_at(deadline, self._idle_check)
 
     def _cancel_timers(self) -> None:
         for timer in (self.idle_timer, self.head_timer):
