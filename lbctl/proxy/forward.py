@@ -147,7 +147,9 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
         latency = loop.time() - started
         outcome = "5xx" if conn.status >= 500 else "ok"
 
-        watchdog = _Watchdog(conn, server_limits(conn).body_timeout)
+        # A response that arrived whole with its head is already done: no watchdog needed.
+        watchdog = None if conn.done_waiter.done() else \
+            _Watchdog(conn, server_limits(conn).body_timeout)
         try:
             await conn.done_waiter
         except (UpstreamError, _Timeout) as exc:
@@ -158,7 +160,8 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
                 conn.transport.abort()
             return False
         finally:
-            watchdog.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
         ok = conn.status < 500
         if conn.tunnel is not None:
             await conn.tunnel_done
