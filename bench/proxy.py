@@ -576,7 +576,7 @@ def versions(tools: dict) -> dict:
 
 
 def profile(tools: dict, target: Target, args, tmp: Path) -> None:
-    """py-spy (when installed) records lbctl under the small keep-alive load."""
+    """py-spy (when installed) records lbctl under the first workload's load."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not os.access(pyspy, os.X_OK):
         print("bench: --profile needs py-spy (pip install py-spy); skipped")
@@ -584,13 +584,17 @@ def profile(tools: dict, target: Target, args, tmp: Path) -> None:
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     outputs = {"raw": RESULTS / f"profile-{stamp}.txt"}
+    # --native shows time inside uvloop, llhttp and the kernel calls, at the price of pausing
+    # the process for each sample; the default samples without stopping it.
+    mode = ["--native", "--rate", "100"] if args.native else ["--nonblocking", "--rate", "250"]
     rec = subprocess.Popen([pyspy, "record", "--pid", str(target.proc.popen.pid), "--duration",
-                            f"{args.profile:g}", "--rate", "250", "--format", "raw", "--output",
-                            str(outputs["raw"]), "--nonblocking"],
+                            f"{args.profile:g}", *mode, "--format", "raw", "--output",
+                            str(outputs["raw"])],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
-        run_wrk(tools, f"http://127.0.0.1:{target.port}/small", [], args, args.profile + 1)
+        path, headers, _ = WORKLOADS[args.workload[0]]
+        run_wrk(tools, f"http://127.0.0.1:{target.port}{path}", headers, args, args.profile + 1)
         rec.wait(timeout=args.profile + 30)
     finally:
         if rec.poll() is None:
@@ -643,7 +647,9 @@ def parse_args(argv: list[str] | None = None):
                     help="measure only this workload (repeatable; default all)")
     ap.add_argument("--quick", action="store_true", help="1 round of 2 s runs")
     ap.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
-                    help="afterwards, record lbctl with py-spy under small keep-alive load")
+                    help="afterwards, record lbctl with py-spy under the first --workload's load")
+    ap.add_argument("--native", action="store_true",
+                    help="with --profile: include native frames (uvloop, llhttp, syscalls)")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FILE",
                     help="another lbctl with FILE's TOML appended to its config")
     ap.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
