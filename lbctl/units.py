@@ -8,7 +8,9 @@ was expected, which the config loader attaches to the key path.
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 
 _DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|µs|ms|s|m|h)")
@@ -28,8 +30,9 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(DURATION_EXPECTED)
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"{DURATION_EXPECTED}, not negative")
+        # TOML allows inf and nan; neither is a duration anyone means.
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{DURATION_EXPECTED} (finite, not negative)")
         return float(value)
     if not isinstance(value, str):
         raise ValueError(DURATION_EXPECTED)
@@ -47,36 +50,57 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact spelling of a duration, for ``validate --effective`` and messages."""
+    """The shortest spelling of a duration that parses back to exactly ``seconds``.
+
+    ``validate --effective`` output must load back to an equal config, so every candidate
+    is checked by parsing it; the fallback is the exact decimal of the float in seconds.
+    """
     if seconds == 0:
         return "0s"
-    for unit, scale in (("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3)):
+    for unit, scale in (("h", 3600.0), ("m", 60.0)):
         count = seconds / scale
         if count >= 1 and abs(count - round(count)) < 1e-9:
-            return f"{int(round(count))}{unit}"
-    if seconds >= 1:
-        return f"{seconds:g}s"
-    return f"{seconds * 1000:g}ms"
+            text = f"{int(round(count))}{unit}"
+            if parse_duration(text) == seconds:
+                return text
+    unit, scale = ("s", 1.0) if seconds >= 1 else ("ms", 1e-3) if seconds >= 1e-3 else ("us", 1e-6)
+    count = seconds / scale
+    # 0.15 / 1e-3 is 149.99999999999997: try short spellings first, keep the first exact one.
+    for digits in (12, 15, 17):
+        text = _plain_decimal(float(f"{count:.{digits}g}")) + unit
+        if parse_duration(text) == seconds:
+            return text
+    return f"{_plain_decimal(seconds)}s"
+
+
+def _plain_decimal(number: float) -> str:
+    """Shortest round-tripping decimal, never in exponent form (``1e-05`` -> ``0.00001``)."""
+    text = format(Decimal(repr(number)), "f")
+    return text[:-2] if text.endswith(".0") else text
 
 
 def parse_size(value: object) -> int:
-    """Return bytes as an int; reject negatives, booleans and unknown units."""
+    """Return bytes as an int; reject negatives, booleans, unknown units and fractional bytes."""
     if isinstance(value, bool):
         raise ValueError(SIZE_EXPECTED)
     if isinstance(value, int):
         if value < 0:
-            raise ValueError(f"{SIZE_EXPECTED}, not negative")
+            raise ValueError(f"{SIZE_EXPECTED} (not negative)")
         return value
     if isinstance(value, float):
-        if value < 0 or value != int(value):
-            raise ValueError(SIZE_EXPECTED)
+        if not math.isfinite(value) or value < 0 or value != int(value):
+            raise ValueError(f"{SIZE_EXPECTED} (a whole number of bytes, not negative)")
         return int(value)
     if not isinstance(value, str):
         raise ValueError(SIZE_EXPECTED)
     match = _SIZE.fullmatch(value.strip().lower())
     if not match or match.group(2) not in _SIZE_UNITS and match.group(2) != "":
         raise ValueError(SIZE_EXPECTED)
-    return int(float(match.group(1)) * _SIZE_UNITS.get(match.group(2), 1))
+    size = float(match.group(1)) * _SIZE_UNITS.get(match.group(2), 1)
+    # "1.5KiB" is 1536 bytes; "0.1KiB" would be 102.4 bytes, which is not a size.
+    if size != int(size):
+        raise ValueError(f"{SIZE_EXPECTED} (a whole number of bytes)")
+    return int(size)
 
 
 def format_size(size: int) -> str:

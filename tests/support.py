@@ -77,13 +77,18 @@ class Backends:
 
     async def start(self, name: str, handler=None) -> TestBackend:
         ref: list = [None]
-        runner = web.AppRunner(named_app(name, ref, handler), access_log=None)
+        backend = await self.start_app(name, named_app(name, ref, handler))
+        ref[0] = backend
+        return backend
+
+    async def start_app(self, name: str, app: web.Application) -> TestBackend:
+        """Any aiohttp app (for handlers that must stream rather than read the whole body)."""
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         backend = TestBackend(name, port, runner)
-        ref[0] = backend
         self.items.append(backend)
         return backend
 
@@ -172,3 +177,56 @@ def split_responses(raw: bytes) -> list[tuple[int, dict, bytes]]:
             body, raw = rest, b""
         out.append((status, headers, body))
     return out
+
+
+@dataclass
+class Recorded:
+    """What a recording backend received: raw bytes and the requests it parsed."""
+    raw: bytearray = field(default_factory=bytearray)
+    requests: list[dict] = field(default_factory=list)
+    connections: int = 0
+
+
+async def start_recorder(backends: "Backends", response: bytes = b"HTTP/1.1 200 OK\r\n"
+                         b"Content-Length: 2\r\nX-Backend: recorder\r\n\r\nok") -> tuple[int, Recorded]:
+    """A raw backend that records every byte and answers each complete request with
+    ``response``. Its own parser is httptools, so framing errors show up as a parse error."""
+    import httptools
+
+    record = Recorded()
+
+    async def on_connect(reader, writer):
+        record.connections += 1
+        current: dict = {}
+
+        class Callbacks:
+            def on_message_begin(self):
+                current.clear()
+                current.update(url=b"", headers=[], body=b"")
+
+            def on_url(self, url):
+                current["url"] += url
+
+            def on_header(self, name, value):
+                current["headers"].append((name, value))
+
+            def on_body(self, body):
+                current["body"] += body
+
+            def on_message_complete(self):
+                current["method"] = parser.get_method()
+                record.requests.append(dict(current))
+                writer.write(response)
+
+        parser = httptools.HttpRequestParser(Callbacks())
+        try:
+            while data := await reader.read(65536):
+                record.raw += data
+                parser.feed_data(data)
+        except (httptools.HttpParserError, ConnectionError):
+            record.requests.append({"error": True})
+        finally:
+            writer.close()
+
+    port = await backends.start_raw(on_connect)
+    return port, record

@@ -72,9 +72,11 @@ class Backend:
         if latency > current:
             self.ewma = latency
         else:
+            # Weigh the *stored* estimate by exp(-elapsed / decay): ``current`` already carries
+            # that factor, and applying it twice would halve the configured decay time.
             elapsed = max(now - self.ewma_stamp, 0.0)
             w = math.exp(-elapsed / decay)
-            self.ewma = current * w + latency * (1.0 - w)
+            self.ewma = self.ewma * w + latency * (1.0 - w)
         self.ewma_stamp = now
 
     @property

@@ -1,7 +1,9 @@
 """``consistent_hash``: a hash ring with virtual nodes, for stickiness.
 
-Every backend owns ``VNODES x weight / max weight`` points on a 64-bit ring (BLAKE2b, so the
-ring is the same in every process and every run). A request's key is hashed and served by
+Every backend owns ``VNODES x weight`` points (at least one) on a 64-bit ring (BLAKE2b, so
+the ring is the same in every process and every run). A backend's point count depends on its
+own weight only: scaling by the pool's largest weight would change every backend's points
+when the heaviest one leaves or is re-weighted, and move keys between backends that stayed. A request's key is hashed and served by
 the first point clockwise whose backend is active; when a backend leaves, only the keys it
 owned move (about 1/n of them), to the next point along the ring.
 
@@ -44,10 +46,9 @@ class ConsistentHash(Algorithm):
 
     def build_ring(self, backends: Sequence[Backend]) -> None:
         """Place every backend's virtual nodes; called when membership or weights change."""
-        top = max((b.weight for b in backends), default=1.0)
         ring: list[tuple[int, Backend]] = []
         for b in backends:
-            replicas = max(1, round(VNODES * b.weight / top))
+            replicas = max(1, round(VNODES * b.weight))
             ring.extend((hash64(f"{b.name}#{i}"), b) for i in range(replicas))
         ring.sort(key=lambda point: point[0])
         self._points = [p for p, _ in ring]

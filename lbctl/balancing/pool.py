@@ -2,9 +2,10 @@
 
 The pool is the one place that decides. It derives each backend's eligibility from health,
 admin state and passive ejection, chooses the *active set* (the eligible primaries; the
-eligible backups when no primary is eligible; everything when panic mode applies), hands
-that set to the algorithm when it changes, and filters the algorithm's candidates per
-request (a retry's exclusion set, an ``accept`` predicate) with a bound on attempts.
+eligible backups when no primary is eligible; every enabled primary when panic mode applies
+and no backup is up), hands that set to the algorithm when it changes, and filters the
+algorithm's candidates per request (a retry's exclusion set, an ``accept`` predicate) with
+a bound on attempts.
 
 Time-driven changes (an ejection expiring, a slow-start ramp advancing) are applied lazily:
 ``select`` compares the clock with the next scheduled change, one comparison per request.
@@ -47,15 +48,26 @@ class Pool:
 
     def set_backends(self, backends: Sequence[Backend], *, starting: bool = False) -> None:
         """Install a new membership (config load or reload). Backends new to a running pool
-        start their slow-start ramp; at startup nobody ramps (there is no one to protect)."""
+        start their slow-start ramp; at startup nobody ramps (there is no one to protect).
+
+        A backend whose name the pool already has keeps its live object (in-flight count,
+        health, admin state, ejection, EWMA, driver data) and takes the new settings from the
+        object passed in, so a reload that builds fresh ``Backend`` objects loses no state."""
         now = self.clock()
+        members: list[Backend] = []
         for i, b in enumerate(backends):
+            old = self.by_name.get(b.name)
+            if old is not None and old is not b:
+                old.url, old.scheme, old.host, old.port = b.url, b.scheme, b.host, b.port
+                old.weight, old.backup = b.weight, b.backup
+                b = old
             b.index = i
-            if b.name not in self.by_name and not starting:
+            if old is None and not starting:
                 b.eligible_since = now
             elif starting:
                 b.eligible_since = -math.inf
-        self.backends = list(backends)
+            members.append(b)
+        self.backends = members
         self.by_name = {b.name: b for b in self.backends}
         self.algorithm.set_members(self.backends)
         self.refresh()
@@ -104,15 +116,19 @@ class Pool:
 
         primaries = [b for b in self.backends if not b.backup]
         eligible_primaries = [b for b in primaries if b.eligible]
-        if primaries and self.panic_threshold and \
+        eligible_backups = [b for b in self.backends if b.backup and b.eligible]
+        if not eligible_primaries and eligible_backups:
+            # Backups exist for exactly this case; panic must not send traffic to primaries
+            # known to be down while a backup is up (Envoy spills to the next priority first).
+            self.mode, active = "backup", eligible_backups
+        elif primaries and self.panic_threshold and \
                 100.0 * len(eligible_primaries) / len(primaries) < self.panic_threshold:
             # Envoy's panic mode: too few healthy to carry the load, so spread over all.
             self.mode, active = "panic", [b for b in primaries if b.admin is AdminState.ENABLED]
         elif eligible_primaries:
             self.mode, active = "normal", eligible_primaries
         else:
-            active = [b for b in self.backends if b.backup and b.eligible]
-            self.mode = "backup" if active else "empty"
+            self.mode, active = "empty", []
         self.algorithm.rebuild(active)
 
     def slow_start_progress(self, b: Backend) -> float | None:

@@ -16,12 +16,20 @@ class RoundRobin(Algorithm):
         super().__init__(*args, **kwargs)
         self._next = 0
         self._offered = 0
+        self._last: int | None = None     # pool position (Backend.index) of the last one served
 
     def rebuild(self, active: Sequence[Backend]) -> None:
         # Keep the rotation's position when the set changes, so a flip does not restart it.
+        # The position is "after the backend served last, in pool order", not a list offset:
+        # an offset would skip a turn when a backend before it leaves, and repeat one when
+        # a backend before it returns.
         self.active = list(active)
-        if self.active:
-            self._next %= len(self.active)
+        self._next = 0
+        if self._last is not None:
+            for i, b in enumerate(self.active):
+                if b.index > self._last:
+                    self._next = i
+                    break
 
     def candidates(self, key: Hashable | None = None) -> Iterator[Backend]:
         active = self.active
@@ -34,3 +42,4 @@ class RoundRobin(Algorithm):
     def chosen(self, backend: Backend) -> None:
         # Continue after the one taken, so a refused candidate keeps its turn next time.
         self._next = (self._offered + 1) % len(self.active)
+        self._last = backend.index

@@ -25,7 +25,9 @@ class LbctlGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"lbctl: {exc}", err=True)
+            # A config error is already one "FILE: KEY.PATH: problem" line per problem.
+            message = str(exc) if getattr(exc, "problems", None) else f"lbctl: {exc}"
+            click.echo(message, err=True)
             ctx.exit(exc.exit_code)
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -2,4 +2,15 @@
 
 ``load_config(path)`` returns a ``Config`` or raises ``ConfigError`` carrying *every* problem
 found, each naming the file, the key path and what was expected.
+
+    model.py     the frozen dataclasses the rest of lbctl reads, with every default
+    schema.py    which keys each TOML table has, and the kind of each value
+    kinds.py     how one kind of value is checked, converted and written back
+    problems.py  collecting problems; key paths, found values and suggestions in messages
+    loader.py    reading the file, and the checks that span several keys or tables
+    effective.py the config written back as TOML with every default filled in
 """
+
+from lbctl.config.loader import ConfigError, load_config
+
+__all__ = ["ConfigError", "load_config"]

@@ -95,7 +95,7 @@ class Limits:
     header_timeout: float = 10.0            # whole request head, from its first byte
     keepalive_timeout: float = 60.0         # idle client connection between requests
     body_timeout: float = 30.0              # idle gap while streaming a body, either way
-    drain_timeout: float = 30.0             # SIGTERM: how long in-flight requests may finish
+    drain_timeout: float = 30.0             # SIGTERM: how long in-flight requests may finish; 0 = none
     max_header_size: int = 65536            # whole request head
     max_headers: int = 100
     max_uri_length: int = 8192
@@ -112,7 +112,7 @@ class Listen:
 @dataclass(frozen=True)
 class Admin:
     address: Address = Address("127.0.0.1", 9900)
-    token: str | None = None
+    token: str | None = None    # else env LBCTL_ADMIN_TOKEN; required for a non-loopback address
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Config:
     listen: Listen
     routes: tuple[Route, ...]
     pools: Mapping[str, PoolConfig]
-    admin: Admin | None = None
+    admin: Admin | None = None              # no [admin] table: no admin API
     limits: Limits = field(default_factory=Limits)
 
     @staticmethod

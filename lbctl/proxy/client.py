@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from lbctl.proxy import framing
+from lbctl.proxy import checks, framing
+from lbctl.proxy.paths import canonical_path
 from lbctl.proxy.upstream import UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -31,6 +32,19 @@ BUFFER_HIGH = 256 * 1024       # buffered request body before reading pauses
 REPLAY_LIMIT = 64 * 1024       # bodies up to this size are kept so an idempotent retry can resend them
 MAX_PIPELINE = 16              # queued pipelined requests before reading pauses
 TIMER_RESOLUTION = 0.001       # event-loop timers fire with millisecond granularity
+
+
+class _StopParsing(Exception):
+    """Raised inside a parser callback to stop at a refused request (no byte after it is read)."""
+
+
+class ClientError(Exception):
+    """The client broke a rule mid-exchange (body too large, upload stalled)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 class Body:
@@ -55,6 +69,10 @@ class Body:
 
     def feed(self, data: bytes) -> None:
         self.received += len(data)
+        limit = self.conn.server.runtime.config.limits.max_body_size
+        if limit and self.received > limit:
+            self.conn.body_too_large(self)
+            raise _StopParsing
         if self.replay is not None:
             if self.replay_size + len(data) <= REPLAY_LIMIT:
                 self.replay.append(data)
@@ -165,6 +183,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: UpstreamConnection | None = None
         self.tunnel_done: asyncio.Future | None = None
         self.in_head = False
+        self.head_size = 0                # bytes of the request head so far (431 past the limit)
         self.progress = 0                 # bytes moved in either direction, for idle watchdogs
         self.held: list[bytes] | None = None   # response bytes held while one upstream read is parsed
 
@@ -174,7 +193,20 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else "?"
-        self.server.connections.add(self)
+        server = self.server
+        server.connections.add(self)
+        server.per_client[self.peer] += 1
+        limits = server.runtime.config.limits
+        per_client = limits.max_connections_per_client
+        if len(server.connections) > limits.max_connections or \
+                (per_client and server.per_client[self.peer] > per_client):
+            # Over a cap: a short 503 and close, so other clients keep being served.
+            self.stop_parsing = True
+            transport.write(framing.error_response(503, "too many connections",
+                                                   keep_alive=False,
+                                                   extra=((b"Retry-After", b"1"),)))
+            transport.close()
+            return
         self._arm_idle_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -186,6 +218,10 @@ class ClientConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if not self.stop_parsing:       # not one of our refusals: a bug in a callback
+                log.exception("request parser callback failed for %s", self.peer)
+                self._refuse(400, "malformed request")
         except httptools.HttpParserUpgrade as exc:
             # The head is complete; what follows belongs to the tunnel, if the backend agrees.
             offset = exc.args[0] if exc.args else len(data)
@@ -193,7 +229,8 @@ class ClientConnection(asyncio.Protocol):
             self.stop_parsing = True
             self.pause_reading("upgrade")
         except httptools.HttpParserError as exc:
-            self._refuse(400, f"malformed request: {exc}")
+            if not self.stop_parsing:
+                self._refuse(400, f"malformed request: {exc}")
         if self.in_head and self.head_timer is None:
             # A head that began in this read and is still incomplete: its deadline counts
             # from now, the loop time of its first byte. A head that arrived whole (the usual
@@ -201,9 +238,31 @@ class ClientConnection(asyncio.Protocol):
             limits = self.server.runtime.config.limits
             self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
 
+    def eof_received(self) -> bool:
+        """The client half-closed. Requests already read are still answered (some clients
+        send, shut down writing, then read); a request cut off midway is abandoned."""
+        if self.tunnel is not None:
+            if self.tunnel.transport is not None and self.tunnel.transport.can_write_eof():
+                self.tunnel.transport.write_eof()
+            return True
+        self.stop_parsing = True
+        partial, self.parsing = self.parsing, None
+        if partial is not None and not self.in_head:
+            # Its head was accepted but its body will never be complete.
+            self._fail_body(partial, 400, "request body cut short")
+        if self.current is None and not self.queue:
+            return False                    # nothing complete to answer: close
+        self.draining = True                # answer what was read, then close
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.connections.discard(self)
+        server = self.server
+        if self in server.connections:
+            server.connections.discard(self)
+            server.per_client[self.peer] -= 1
+            if server.per_client[self.peer] <= 0:
+                del server.per_client[self.peer]
         self._cancel_timers()
         if self.tunnel is not None:
             self.tunnel.close()
@@ -248,11 +307,21 @@ class ClientConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
+        self.head_size = sum(map(len, self.url_parts))
+        if self.head_size > self.server.runtime.config.limits.max_uri_length:
+            self._refuse(414, "request target too long")
+            raise _StopParsing
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self.parsing
-        if self.in_head:            # trailers arrive after the head: dropped, never forwarded
-            req.headers.append((name, value))
+        if not self.in_head:        # trailers arrive after the head: dropped, never forwarded
+            return
+        req.headers.append((name, value))
+        self.head_size += len(name) + len(value) + 4
+        limits = self.server.runtime.config.limits
+        if self.head_size > limits.max_header_size or len(req.headers) > limits.max_headers:
+            self._refuse(431, "request header fields too large")
+            raise _StopParsing
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -265,7 +334,7 @@ class ClientConnection(asyncio.Protocol):
         req.target = b"".join(self.url_parts)
         req.http10 = parser.get_http_version() == "1.0"
         req.keep_alive = parser.should_keep_alive()
-        self._inspect(req)
+        self._inspect(req, parser.get_http_version())
         self.queue.append(req)
         if len(self.queue) > MAX_PIPELINE:
             self.pause_reading("pipeline")
@@ -274,6 +343,12 @@ class ClientConnection(asyncio.Protocol):
             waiter.set_result(None)
         elif self.task is None:
             self.task = self.loop.create_task(self._run())
+        if req.error is not None:
+            # Nothing after a refused head is read: not its body, not a pipelined request.
+            req.keep_alive = False
+            self.stop_parsing = True
+            self.pause_reading("refused")
+            raise _StopParsing
 
     def on_body(self, body: bytes) -> None:
         self.progress += 1
@@ -286,16 +361,21 @@ class ClientConnection(asyncio.Protocol):
             req.body.finish()
         self.parsing = None
 
-    def _inspect(self, req: Request) -> None:
-        """Derive what the proxy needs from the head: host, path, body framing, upgrade."""
+    def _inspect(self, req: Request, version: str) -> None:
+        """Check the head and derive what the proxy needs: host, canonical path, body framing."""
+        req.headers = checks.drop_underscored(req.headers)
+        problem = checks.request_problem(req.method, version, req.target, req.headers)
+        if problem is not None:
+            req.error = problem
+            return
         content_length = None
         chunked = False
         for name, value in req.headers:
             lower = name.lower()
             if lower == b"host":
-                req.host = value
+                req.host = value.strip()
             elif lower == b"content-length":
-                content_length = value
+                content_length = int(value)      # llhttp has validated it
             elif lower == b"transfer-encoding":
                 chunked = True
             elif lower == b"expect" and value.lower() == b"100-continue":
@@ -303,25 +383,55 @@ class ClientConnection(asyncio.Protocol):
             elif lower == b"upgrade":
                 req.upgrade = value
         if not req.host:
-            if req.http10:
-                req.host = self.server.default_host
-            else:
-                req.error = (400, "missing Host header")
+            req.host = self.server.default_host  # HTTP/1.0 without Host
         target = req.target
         if target.startswith((b"http://", b"https://")):
-            # absolute-form: route and forward by origin-form
+            # absolute-form: route and forward in origin-form (checks matched it to Host)
             rest = target.split(b"://", 1)[1]
             slash = rest.find(b"/")
             target = rest[slash:] if slash >= 0 else b"/"
-            req.target = target
-        q = target.find(b"?")
-        req.path = (target[:q] if q >= 0 else target).decode("latin-1")
+        if target != b"*":
+            q = target.find(b"?")
+            raw_path = (target[:q] if q >= 0 else target).decode("latin-1")
+            path = canonical_path(raw_path)
+            if path is None:
+                req.error = (400, "invalid request path")
+                return
+            req.path = path
+            if path != raw_path:
+                target = path.encode("latin-1") + (target[q:] if q >= 0 else b"")
+        req.target = target
+        max_body = self.server.runtime.config.limits.max_body_size
+        if max_body and content_length is not None and content_length > max_body:
+            # Refused before any 100 Continue, so the client need not send the body.
+            req.error = (413, "request body too large")
+            return
         if chunked:
             req.body = Body(self, "chunked", 0)
-        elif content_length is not None and content_length.strip() != b"0":
-            req.body = Body(self, "length", int(content_length))
+        elif content_length:
+            req.body = Body(self, "length", content_length)
         if req.upgrade is not None and not self.parser.should_upgrade():
             req.upgrade = None
+
+    def body_too_large(self, body: Body) -> None:
+        """A streamed body passed ``max_body_size``: answer 413 if nothing was sent yet."""
+        self.stop_parsing = True
+        self.pause_reading("refused")
+        for req in (self.current, *self.queue):
+            if req is not None and req.body is body:
+                self._fail_body(req, 413, "request body too large")
+
+    def _fail_body(self, req: Request, status: int, message: str) -> None:
+        """A body went wrong after its head was accepted: refuse the request if nothing was
+        sent for it yet, otherwise cut the connection (the response cannot be completed)."""
+        req.keep_alive = False
+        if req is not self.current:
+            req.error = (status, message)           # still queued: answered in its turn
+        elif not self.response_begun and self.head_waiter is not None \
+                and not self.head_waiter.done():
+            self.head_waiter.set_exception(ClientError(status, message))
+        elif self.transport is not None:
+            self.transport.abort()
 
     # ---- the handler task ----------------------------------------------------------------
 
@@ -337,11 +447,14 @@ class ClientConnection(asyncio.Protocol):
                     await self.waiter
                     self.waiter = None
                     continue
-                req = self.queue.popleft()
+                req = self.current = self.queue.popleft()
                 if len(self.queue) <= MAX_PIPELINE:
                     self.resume_reading("pipeline")
-                keep = await handle(self, req)
-                if not keep or self.draining:
+                try:
+                    keep = await handle(self, req)
+                finally:
+                    self.current = None
+                if not keep or (self.draining and not self.queue):
                     break
         except asyncio.CancelledError:
             pass
@@ -358,6 +471,10 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
         if self.upstream is not None:
             self.upstream.close()
+
+    def last_before_close(self) -> bool:
+        """Draining: every request already read is answered; the last says Connection: close."""
+        return self.draining and not self.queue
 
     def start_drain(self) -> None:
         """SIGTERM: finish the request in progress, then close; close at once if idle."""
@@ -399,8 +516,12 @@ class ClientConnection(asyncio.Protocol):
         """A request that cannot be parsed: answer it in order, then close; read no more."""
         self.stop_parsing = True
         self.pause_reading("refused")
-        req = self.parsing or Request()
-        self.parsing = None
+        req, self.parsing = self.parsing, None
+        if req is not None and not self.in_head:
+            # The head was accepted and queued; its body turned out malformed.
+            self._fail_body(req, status, message)
+            return
+        req = req or Request()
         req.error = (status, message)
         req.keep_alive = False
         self.queue.append(req)
@@ -412,19 +533,27 @@ class ClientConnection(asyncio.Protocol):
     # ---- callbacks from the upstream connection --------------------------------------------
 
     def response_head(self, up: UpstreamConnection, status: int, reason: bytes,
-                      headers: list[tuple[bytes, bytes]], up_keep_alive: bool) -> None:
+                      headers: list[tuple[bytes, bytes]], up_keep_alive: bool) -> bool:
+        """Relay a response head; False when it was refused (the upstream stops parsing)."""
         req = self.current
         if req is None or up is not self.upstream:
-            return
+            return False
         self.status = status
         length = -1
-        chunked = False
+        codings = []
         for name, value in headers:
             lower = name.lower()
             if lower == b"content-length":
-                length = int(value)
+                length = int(value)              # llhttp has validated it
             elif lower == b"transfer-encoding":
-                chunked = True
+                codings.append(value)
+        chunked = bool(codings)
+        if chunked and checks.transfer_coding_problem(codings) is not None:
+            # gzip-then-chunked and the like: re-framing would hand the client bytes whose
+            # coding it was never told about. Nothing has been sent: 502.
+            self.upstream_failed(UpstreamError("invalid response: unsupported transfer coding",
+                                               False))
+            return False
         upgrade = None
         if status == 101 and req.upgrade is not None:
             upgrade = next((v for n, v in headers if n.lower() == b"upgrade"), req.upgrade)
@@ -438,7 +567,7 @@ class ClientConnection(asyncio.Protocol):
             framing_, keep = "chunked", req.keep_alive
         else:
             framing_, keep = "close", False        # HTTP/1.0 client, length unknown
-        if self.draining or (req.body is not None and not req.body.done):
+        if self.last_before_close() or (req.body is not None and not req.body.done):
             keep = False   # a body the backend did not wait for cannot be skipped safely
         self.up_eof = length < 0 and not chunked and framing_ not in ("none",) and \
             req.method != b"HEAD" and status not in framing.NO_BODY_STATUSES and upgrade is None
@@ -451,9 +580,12 @@ class ClientConnection(asyncio.Protocol):
         waiter = self.head_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(status)
+        return True
 
     def response_body(self, data: bytes) -> None:
         self.progress += 1
+        if not self.response_begun:
+            return
         if self.resp_framing == "chunked":
             self._send(b"%x\r\n%s\r\n" % (len(data), data))
         elif self.resp_framing != "none":

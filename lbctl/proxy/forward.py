@@ -19,6 +19,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lbctl.proxy import framing
+from lbctl.proxy.client import ClientError
 from lbctl.proxy.upstream import IdlePool, UpstreamError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def _respond(conn: ClientConnection, req: Request, status: int, message: str,
              request_id: bytes | None, extra=()) -> bool:
     """Send a proxy-generated response; returns whether the connection stays open."""
     # A body we did not read to its end leaves the stream position unknown: close.
-    keep = req.keep_alive and not conn.draining and (req.body is None or req.body.done) \
+    keep = req.keep_alive and not conn.last_before_close() and (req.body is None or req.body.done) \
         and req.upgrade is None
     if conn.transport is not None and not conn.transport.is_closing():
         conn.transport.write(framing.error_response(
@@ -106,7 +107,7 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
                 return (502, "connect failed"), True
         if conn.closed:
             raise asyncio.CancelledError
-        conn.current, conn.upstream = req, up
+        conn.upstream = up
         conn.response_begun = False
         conn.up_reusable = False
         conn.head_waiter = loop.create_future()
@@ -142,6 +143,9 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
         except _Timeout:
             outcome = "timeout"
             return (504, "backend did not answer in time"), False
+        except ClientError as exc:
+            outcome = "client"          # the client's fault: not held against the backend
+            return (exc.status, exc.reason), False
         finally:
             timer.cancel()
         latency = loop.time() - started
@@ -179,7 +183,7 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
                 up.close()
             if body is not None:
                 body.on_done = None
-        conn.current = conn.upstream = None
+        conn.upstream = None
         conn.head_waiter = conn.done_waiter = None
         pool.on_end(backend, latency if latency is not None else loop.time() - started, ok)
         state.outcomes.record(backend, outcome)
@@ -212,7 +216,8 @@ class _ResponseTimer:
             self.handle = self.conn.loop.call_later(self.timeout, _expire, self.conn.head_waiter)
 
     def watch_body(self, body_timeout: float) -> None:
-        self.watchdog = _Watchdog(self.conn, body_timeout, self.conn.head_waiter)
+        self.watchdog = _Watchdog(self.conn, body_timeout, self.conn.head_waiter,
+                                  lambda: ClientError(408, "request body not received in time"))
 
     def cancel(self) -> None:
         if self.handle is not None:
@@ -225,10 +230,11 @@ class _Watchdog:
     """Fails the exchange when no body byte moved in either direction for ``timeout``."""
 
     def __init__(self, conn: ClientConnection, timeout: float,
-                 waiter: asyncio.Future | None = None) -> None:
+                 waiter: asyncio.Future | None = None, error=_Timeout) -> None:
         self.conn = conn
         self.timeout = timeout
         self.waiter = waiter
+        self.error = error
         self.seen = conn.progress
         self.handle = conn.loop.call_later(timeout, self._check)
 
@@ -239,8 +245,8 @@ class _Watchdog:
             self.handle = conn.loop.call_later(self.timeout, self._check)
         else:
             waiter = self.waiter or conn.done_waiter
-            if waiter is not None:
-                _expire(waiter)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(self.error())
 
     def cancel(self) -> None:
         self.handle.cancel()

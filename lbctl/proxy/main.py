@@ -31,17 +31,21 @@ def serve(path: str) -> int:
 async def _serve(path: str, config) -> int:
     loop = asyncio.get_running_loop()
     server = ProxyServer(config)
-    await server.start()
-    log.info("listening on %s: %d routes, %d pools, %d backends", config.listen.address,
-             len(config.routes), len(config.pools),
-             sum(len(p.backends) for p in config.pools.values()))
+    # Signals are handled before "listening" is announced: a supervisor that reloads as
+    # soon as it sees the line must not kill the process with SIGHUP's default action.
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(server, path))
+    await server.start()
+    log.info("listening on %s: %d routes, %d pools, %d backends", config.listen.address,
+             len(config.routes), len(config.pools),
+             sum(len(p.backends) for p in config.pools.values()))
     await stop.wait()
     timeout = server.runtime.config.limits.drain_timeout
-    log.info("stopping: draining %d connections (up to %gs)", len(server.connections), timeout)
+    server.stop_listening()
+    log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
+             len(server.connections), timeout)
     clean = await server.drain(timeout)
     log.info("stopped%s", "" if clean else ": drain timeout reached, remaining connections closed")
     return Exit.OK

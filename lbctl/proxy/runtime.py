@@ -23,7 +23,8 @@ from lbctl.proxy.upstream import IdlePool
 class OutcomeSink:
     """Where the proxy reports each attempt's outcome (passive health plugs in here).
 
-    ``outcome`` is one of "ok", "connect", "reset", "timeout", "invalid", "5xx".
+    ``outcome`` is one of "ok", "connect", "reset", "timeout", "invalid", "5xx", or "client"
+    (the client broke the exchange: a body too large or too slow; not the backend's fault).
     """
 
     def record(self, backend: Backend, outcome: str) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import random
+from collections import Counter
 
 from lbctl.config.model import Config
 from lbctl.errors import UserError
@@ -29,6 +30,7 @@ class ProxyServer:
         self.rng = rng or random.Random()
         self.runtime: Runtime = build_runtime(config, clock=self.loop.time, rng=self.rng)
         self.connections: set[ClientConnection] = set()
+        self.per_client: Counter[str] = Counter()      # open connections per client address
         self.request_ids = RequestIds()
         self.default_host = str(config.listen.address).encode()
         self.server: asyncio.AbstractServer | None = None
@@ -60,11 +62,15 @@ class ProxyServer:
                         "still listening on %s", config.listen.address, old.config.listen.address)
         self.runtime = build_runtime(config, clock=self.loop.time, rng=self.rng, previous=old)
 
+    def stop_listening(self) -> None:
+        """Close the listening socket: new connections are refused from here on."""
+        if self.server is not None:
+            self.server.close()
+
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, let requests in flight finish (up to ``timeout``), close the rest.
         Returns True when every connection finished on its own."""
-        if self.server is not None:
-            self.server.close()
+        self.stop_listening()
         for conn in list(self.connections):
             conn.start_drain()
         deadline = self.loop.time() + timeout

@@ -134,6 +134,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     # ---- httptools callbacks -------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # A second response to one request (bytes beyond the declared length, a body
+            # after 204/304): never relay it, never reuse this connection.
+            raise _StopParsing
+
     def on_status(self, reason: bytes) -> None:
         self.reason = reason
 
@@ -149,9 +155,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.interim = True
             self.headers = []
             return
-        if self.client is not None:
-            self.client.response_head(self, status, self.reason, self.headers,
-                                      self.parser.should_keep_alive())
+        if self.client is not None and not self.client.response_head(
+                self, status, self.reason, self.headers, self.parser.should_keep_alive()):
+            raise _StopParsing
         if self.head_request:
             # httptools cannot be told a response answers HEAD, so it would wait for the
             # declared body. The exchange ends at the head, and the connection is not reused.

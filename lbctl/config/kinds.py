@@ -1,0 +1,404 @@
+"""Kinds of config values: how one TOML value is checked, converted, and written back.
+
+A kind's ``parse`` turns the raw TOML value into what the model holds (seconds, bytes, an
+``Address``...) or raises ``Invalid`` whose text completes the sentence "expected ...".
+``dump`` is the inverse used by ``validate --effective``; ``parse(dump(x)) == x`` for every
+value the model can hold, which the round-trip tests check.
+
+Adding a config key is usually one line in ``schema.py`` naming one of these kinds; a new
+kind is only needed for a new *shape* of value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from lbctl import units
+from lbctl.config.model import Address
+from lbctl.config.problems import one_of, suggest
+
+
+class Invalid(ValueError):
+    """A value that does not fit: ``str()`` says what was expected; ``hint`` may suggest a fix."""
+
+    def __init__(self, expected: str, hint: str | None = None) -> None:
+        super().__init__(expected)
+        self.hint = hint
+
+
+class Kind:
+    """One kind of value. ``required`` keys have no default in the model."""
+
+    expected = "a value"
+
+    def __init__(self, *, required: bool = False, secret: bool = False,
+                 expected: str | None = None) -> None:
+        self.required = required
+        self.secret = secret        # never written by --effective (e.g. the admin token)
+        if expected is not None:
+            self.expected = expected    # a more specific wording for one key
+
+    def parse(self, value: Any) -> Any:
+        return value
+
+    def dump(self, value: Any) -> Any:
+        return value
+
+
+class Str(Kind):
+    expected = "a non-empty string"
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise Invalid(self.expected)
+        return value
+
+
+class Bool(Kind):
+    expected = "true or false"
+
+    def parse(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise Invalid(self.expected)
+        return value
+
+
+class Int(Kind):
+    def __init__(self, *, min: int | None = None, max: int | None = None, **kw: Any) -> None:
+        kw.setdefault("expected", "an integer" + _bounds(min, max))
+        super().__init__(**kw)
+        self.min, self.max = min, max
+
+    def parse(self, value: Any) -> int:
+        # bool is an int subclass in Python; `retries = true` is a mistake, not 1.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(self.expected)
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            raise Invalid(self.expected)
+        return value
+
+
+class Number(Kind):
+    """A finite number held as float; ``positive`` means strictly greater than zero."""
+
+    def __init__(self, *, positive: bool = False, min: float | None = None,
+                 max: float | None = None, **kw: Any) -> None:
+        kw.setdefault("expected", "a number > 0" if positive else "a number" + _bounds(min, max))
+        super().__init__(**kw)
+        self.positive, self.min, self.max = positive, min, max
+
+    def parse(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise Invalid(self.expected)
+        if self.positive and value <= 0:
+            raise Invalid(self.expected)
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            raise Invalid(self.expected)
+        return float(value)
+
+    def dump(self, value: float) -> float | int:
+        # weight = 3, not weight = 3.0: integral values read back to the same float.
+        return int(value) if value == int(value) else value
+
+
+def Percent(**kw: Any) -> Number:
+    return Number(min=0, max=100, **kw)
+
+
+class Duration(Kind):
+    """Seconds as float, from ``"150ms"``, ``"2s"``, ``"1m"`` or a plain number of seconds."""
+
+    def __init__(self, *, positive: bool = False, **kw: Any) -> None:
+        kw.setdefault("expected", units.DURATION_EXPECTED + (" (greater than zero)" if positive else ""))
+        super().__init__(**kw)
+        self.positive = positive
+
+    def parse(self, value: Any) -> float:
+        try:
+            seconds = units.parse_duration(value)
+        except ValueError as exc:
+            # "greater than zero" already says "not negative"; otherwise keep the parser's detail.
+            raise Invalid(self.expected if self.positive else str(exc)) from None
+        if self.positive and seconds <= 0:
+            raise Invalid(self.expected)
+        return seconds
+
+    def dump(self, value: float) -> str:
+        return units.format_duration(value)
+
+
+class Size(Kind):
+    """Bytes as int, from ``"64KiB"``, ``"1MiB"``, ``"10MB"`` or a plain number of bytes."""
+
+    def __init__(self, *, positive: bool = False, **kw: Any) -> None:
+        kw.setdefault("expected", units.SIZE_EXPECTED + (" (greater than zero)" if positive else ""))
+        super().__init__(**kw)
+        self.positive = positive
+
+    def parse(self, value: Any) -> int:
+        try:
+            size = units.parse_size(value)
+        except ValueError as exc:
+            raise Invalid(self.expected if self.positive else str(exc)) from None
+        if self.positive and size <= 0:
+            raise Invalid(self.expected)
+        return size
+
+    def dump(self, value: int) -> str | int:
+        text = units.format_size(value)
+        return int(text) if text.isdigit() else text
+
+
+class Choice(Kind):
+    """One of a fixed set of words; a near miss gets a suggestion."""
+
+    def __init__(self, choices: Iterable[str], **kw: Any) -> None:
+        self.choices = tuple(choices)
+        kw.setdefault("expected", one_of(self.choices))
+        super().__init__(**kw)
+
+    def parse(self, value: Any) -> str:
+        if value not in self.choices:
+            hint = suggest(value, self.choices) if isinstance(value, str) else None
+            raise Invalid(self.expected, hint)
+        return value
+
+
+class ChoiceList(Kind):
+    """A non-empty array of distinct words from a fixed set, held as a tuple."""
+
+    def __init__(self, choices: Iterable[str], **kw: Any) -> None:
+        self.item = Choice(choices)
+        kw.setdefault("expected", f"a non-empty array of distinct values, each {self.item.expected}")
+        super().__init__(**kw)
+
+    def parse(self, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value or len(set(map(repr, value))) != len(value):
+            raise Invalid(self.expected)
+        for item in value:
+            if item not in self.item.choices:
+                hint = suggest(item, self.item.choices) if isinstance(item, str) else None
+                raise Invalid(self.expected, hint)
+        return tuple(value)
+
+    def dump(self, value: tuple[str, ...]) -> list[str]:
+        return list(value)
+
+
+class Name(Kind):
+    """A pool or backend name: it appears in admin API paths and metric labels."""
+
+    expected = 'a non-empty name without "/", spaces or control characters'
+    _ok = re.compile(r"[^\s/\x00-\x1f\x7f]+")
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not self._ok.fullmatch(value):
+            raise Invalid(self.expected)
+        return value
+
+
+class AddressKind(Kind):
+    expected = 'an address "host:port" with port 1-65535, IPv6 in brackets like "[::1]:8080"'
+
+    def parse(self, value: Any) -> Address:
+        if not isinstance(value, str):
+            raise Invalid(self.expected)
+        return parse_address(value)
+
+    def dump(self, value: Address) -> str:
+        return str(value)
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def parse_address(text: str) -> Address:
+    """``host:port`` or ``[v6]:port`` into an ``Address``; raises ``Invalid`` saying what is wrong."""
+    expected = AddressKind.expected
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep or not _is_ipv6(host):
+            raise Invalid(expected)
+    else:
+        host, sep, port = text.rpartition(":")
+        if ":" in host:
+            raise Invalid(expected, "IPv6 addresses go in brackets, like \"[::1]:8080\"")
+        if not sep or not _HOSTNAME.fullmatch(host):
+            raise Invalid(expected)
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise Invalid(expected)
+    return Address(host, int(port))
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BackendUrl(Kind):
+    """``http://host:port`` or ``https://host:port``; the port defaults to 80/443."""
+
+    expected = 'a URL "http://host:port" or "https://host:port" with no path, query or user'
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise Invalid(self.expected)
+        split_backend_url(value)
+        return value
+
+
+def split_backend_url(url: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of a backend URL, or ``Invalid`` saying what is wrong with it."""
+    expected = BackendUrl.expected
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        hint = "add the scheme, like \"http://127.0.0.1:9001\"" if "://" not in url else None
+        raise Invalid(expected, hint)
+    try:
+        port = parts.port
+    except ValueError:
+        raise Invalid(expected) from None
+    host = parts.hostname
+    if not host or parts.username is not None or parts.query or parts.fragment:
+        raise Invalid(expected)
+    if parts.path not in ("", "/"):
+        raise Invalid(expected, "backends are addressed by host and port; the request path is "
+                                "forwarded as is")
+    if ":" in host and not _is_ipv6(host) or ":" not in host and not _HOSTNAME.fullmatch(host):
+        raise Invalid(expected)
+    if port == 0:
+        raise Invalid(expected)
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+
+
+class HostPattern(Kind):
+    """A route's host: exact (``api.example.com``) or a wildcard suffix (``*.example.com``)."""
+
+    expected = 'a host name like "api.example.com" or "*.example.com", without a port'
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise Invalid(self.expected)
+        name = value[2:] if value.startswith("*.") else value
+        if ":" in name and not name.startswith("["):
+            raise Invalid(self.expected, "the port is ignored when matching, leave it out")
+        if not _HOSTNAME.fullmatch(name):
+            raise Invalid(self.expected)
+        # Hosts match case-insensitively; lowercase once here, not per request.
+        return value.lower()
+
+
+class HeaderValue(Kind):
+    """A header value we send (e.g. the probe's Host): no spaces or control characters."""
+
+    expected = "a non-empty string without spaces or control characters"
+    _ok = re.compile(r"[^\s\x00-\x1f\x7f]+")
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not self._ok.fullmatch(value):
+            raise Invalid(self.expected)
+        return value
+
+
+class UrlPath(Kind):
+    expected = 'a path starting with "/"'
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not value.startswith("/") or re.search(r"[\s\x00-\x1f\x7f]", value):
+            raise Invalid(self.expected)
+        return value
+
+
+# RFC 9110 token characters: what a method or a header name may contain.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+class Method(Kind):
+    expected = 'an HTTP method like "GET" or "HEAD"'
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+            raise Invalid(self.expected)
+        return value.upper()
+
+
+class HashKey(Kind):
+    expected = '"ip", "path", "header:NAME" or "cookie:NAME"'
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise Invalid(self.expected)
+        if value in ("ip", "path"):
+            return value
+        source, sep, name = value.partition(":")
+        if sep and source in ("header", "cookie") and _TOKEN.fullmatch(name):
+            return value
+        raise Invalid(self.expected, suggest(value, ("ip", "path")))
+
+
+class Regex(Kind):
+    expected = "a regular expression (Python syntax)"
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise Invalid(self.expected)
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise Invalid(f"{self.expected}; it does not compile: {exc}") from None
+        return value
+
+
+class StatusRanges(Kind):
+    """``200``, ``"200-399"``, or an array of these; held as inclusive ``(low, high)`` ranges."""
+
+    expected = 'HTTP statuses (100-599): 200, "200-399", or an array like [200, "300-399"]'
+    _range = re.compile(r"\s*(\d{3})\s*-\s*(\d{3})\s*")
+
+    def parse(self, value: Any) -> tuple[tuple[int, int], ...]:
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise Invalid(self.expected)
+        return tuple(self._one(item) for item in items)
+
+    def _one(self, item: Any) -> tuple[int, int]:
+        if isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599:
+            return (item, item)
+        if isinstance(item, str):
+            if item.strip().isdigit():
+                return self._one(int(item))
+            match = self._range.fullmatch(item)
+            if match:
+                low, high = int(match.group(1)), int(match.group(2))
+                if 100 <= low <= high <= 599:
+                    return (low, high)
+        raise Invalid(self.expected)
+
+    def dump(self, value: tuple[tuple[int, int], ...]) -> list[int | str]:
+        return [low if low == high else f"{low}-{high}" for low, high in value]
+
+
+def _bounds(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f" from {low:g} to {high:g}"
+    if low is not None:
+        return f" >= {low:g}"
+    if high is not None:
+        return f" <= {high:g}"
+    return ""

@@ -1,0 +1,274 @@
+"""Loading a config file: read it, parse the TOML, check everything, build the model.
+
+``load_config(path)`` returns a frozen ``Config`` or raises ``ConfigError`` listing *every*
+problem in the file. Per-key checks (types, ranges, units, unknown keys) come from the
+declarations in ``schema.py``; this module adds what needs more than one key: backends' names
+and addresses, routes that name pools, hash keys that depend on the algorithm, and so on.
+A value that fails a check is left at its default so the rest of the file is still checked,
+and cross-checks skip values that were bad so one mistake is reported once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from lbctl.config import model
+from lbctl.config.kinds import Invalid, Name, is_loopback, split_backend_url
+from lbctl.config.problems import Problem, Problems, describe, index_path, key_path, suggest
+from lbctl.config.schema import BACKEND, CONFIG, POOL, ROUTE
+from lbctl.errors import UserError
+from lbctl.units import format_duration
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ADMIN_TOKEN_ENV = "LBCTL_ADMIN_TOKEN"
+
+# Health keys that only mean something for HTTP probes; with type = "tcp" they would be ignored.
+_HTTP_ONLY_HEALTH_KEYS = ("method", "path", "host", "expect_status", "expect_body")
+
+
+class ConfigError(UserError):
+    """The config file cannot be used; ``problems`` lists every reason, ``str()`` one per line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> model.Config:
+    """Read, check and build the config at ``path``.
+
+    ``env`` (default ``os.environ``) supplies ``LBCTL_ADMIN_TOKEN`` when ``[admin]`` has no token.
+    """
+    file = str(path)
+    data = read_toml(file)
+    problems = Problems(file)
+    config = build_config(data, file, problems, os.environ if env is None else env)
+    if problems:
+        raise ConfigError(problems.items)
+    return config
+
+
+def read_toml(file: str) -> dict[str, Any]:
+    """The parsed TOML document, or ``ConfigError`` saying why the file cannot be read."""
+    try:
+        raw = Path(file).read_bytes()
+    except FileNotFoundError:
+        raise _fatal(file, "", "cannot read the config file: it does not exist") from None
+    except IsADirectoryError:
+        raise _fatal(file, "", "cannot read the config file: it is a directory") from None
+    except OSError as exc:
+        raise _fatal(file, "", f"cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = _position(raw[: exc.start].decode("utf-8", "replace"))
+        raise _fatal(file, f"line {line}, column {column}",
+                     "not valid UTF-8 (TOML files are UTF-8 text)") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(file, text, exc) from None
+
+
+def build_config(data: Mapping[str, Any], file: str, problems: Problems,
+                 env: Mapping[str, str]) -> model.Config:
+    """Check a parsed document, adding to ``problems``; the result is only valid if none were added."""
+    top = CONFIG.read(dict(data), "", problems)
+    listen = top.values.get("listen", model.Listen())
+    admin = top.values.get("admin")         # None: no admin API
+    limits = top.values.get("limits", model.Limits())
+    if admin is not None and admin.token is None and env.get(ADMIN_TOKEN_ENV):
+        admin = replace(admin, token=env[ADMIN_TOKEN_ENV])
+    _check_admin(listen, admin, top.bad, problems)
+
+    # Routes before pools: the order most files are written in, so problems read top-down.
+    raw_pools = data.get("pools")
+    declared = list(raw_pools) if isinstance(raw_pools, dict) else []
+    routes = _routes(data.get("routes"), declared, problems)
+    pools = _pools(raw_pools, problems)
+    return model.Config(path=file, listen=listen, routes=tuple(routes),
+                        pools=model.Config.freeze(pools), admin=admin, limits=limits)
+
+
+def summary(config: model.Config) -> str:
+    """``2 routes, 2 pools, 5 backends``: what ``lbctl validate`` says about a good file."""
+    backends = sum(len(pool.backends) for pool in config.pools.values())
+    return ", ".join(_count(n, word) for n, word in
+                     ((len(config.routes), "route"), (len(config.pools), "pool"), (backends, "backend")))
+
+
+# ---- tables the schema cannot check alone ----
+
+def _check_admin(listen: model.Listen, admin: model.Admin | None, bad: set[str],
+                 problems: Problems) -> None:
+    if admin is None or "admin.address" in bad:
+        return
+    if "listen.address" not in bad and admin.address == listen.address:
+        problems.add("admin.address", f"expected an address other than listen.address, "
+                                      f"found the same one ({admin.address})")
+    # The admin API can disable backends; on a reachable address it must not be open to all.
+    if admin.token is None and not is_loopback(admin.address.host) and "admin.token" not in bad:
+        problems.add("admin.token", f"missing; expected a token (or env {ADMIN_TOKEN_ENV}) because "
+                                    f"admin.address {admin.address} is not a loopback address")
+
+
+def _pools(raw: Any, problems: Problems) -> dict[str, model.PoolConfig]:
+    expected = "at least one pool, as a table like [pools.api] with [[pools.api.backends]]"
+    if raw is None or raw == {}:
+        problems.missing("pools", expected)
+        return {}
+    if not isinstance(raw, dict):
+        problems.wrong("pools", expected, raw)
+        return {}
+    pools: dict[str, model.PoolConfig] = {}
+    for name, table in raw.items():
+        where = key_path("pools", name)
+        try:
+            Name().parse(name)
+        except Invalid:
+            problems.wrong(where, 'a pool name without "/", spaces or control characters', name)
+        pool = _pool(name, table, where, problems)
+        if pool is not None:
+            pools[name] = pool
+    return pools
+
+
+def _pool(name: str, table: Any, where: str, problems: Problems) -> model.PoolConfig | None:
+    read = POOL.read(table, where, problems)
+    if not isinstance(table, dict):
+        return None
+    backends = _backends(table.get("backends"), key_path(where, "backends"), problems)
+    pool = model.PoolConfig(name=name, backends=tuple(backends), **read.values)
+
+    if "algorithm" not in read.bad and "hash_key" not in read.bad:
+        hash_key_path = key_path(where, "hash_key")
+        if pool.algorithm == "consistent_hash" and pool.hash_key is None:
+            problems.missing(hash_key_path, 'a hash key for algorithm "consistent_hash": '
+                                            '"ip", "path", "header:NAME" or "cookie:NAME"')
+        elif pool.algorithm != "consistent_hash" and pool.hash_key is not None:
+            problems.add(hash_key_path, f'expected no hash_key for algorithm "{pool.algorithm}" '
+                                        f'(it is only used by "consistent_hash"), '
+                                        f'found {describe(table["hash_key"])}')
+
+    outlier = pool.outlier
+    if outlier is not None and not {"outlier.ejection_time", "outlier.max_ejection_time"} & read.bad:
+        if outlier.max_ejection_time < outlier.ejection_time:
+            raw_max = table["outlier"].get("max_ejection_time")
+            found = describe(raw_max) if raw_max is not None else \
+                f"the default {format_duration(outlier.max_ejection_time)}"
+            problems.add(key_path(key_path(where, "outlier"), "max_ejection_time"),
+                         f"expected at least outlier.ejection_time "
+                         f"({format_duration(outlier.ejection_time)}), found {found}")
+
+    health_table = table.get("health")
+    if pool.health is not None and pool.health.type == "tcp" and isinstance(health_table, dict):
+        for key in _HTTP_ONLY_HEALTH_KEYS:
+            if key in health_table and f"health.{key}" not in read.bad:
+                problems.add(key_path(key_path(where, "health"), key),
+                             f'expected no {key} with type = "tcp" (a TCP check only connects), '
+                             f"found {describe(health_table[key])}")
+    return pool
+
+
+def _backends(raw: Any, where: str, problems: Problems) -> list[model.BackendConfig]:
+    expected = f'at least one backend, as [[{where}]] tables with a url'
+    if raw is None or raw == []:
+        problems.missing(where, expected)
+        return []
+    if not isinstance(raw, list):
+        problems.wrong(where, f"an array of tables ([[{where}]])", raw)
+        return []
+    backends: list[model.BackendConfig] = []
+    first_with_name: dict[str, str] = {}
+    for index, item in enumerate(raw):
+        path = index_path(where, index)
+        read = BACKEND.read(item, path, problems)
+        if not isinstance(item, dict) or "url" in read.bad or "name" in read.bad:
+            continue
+        values = dict(read.values)
+        scheme, host, port = split_backend_url(values["url"])
+        # The default name is host:port, the same spelling as an Address.
+        name = values.pop("name", None) or str(model.Address(host, port))
+        if name in first_with_name:
+            if "name" in item:
+                problems.add(key_path(path, "name"), f"expected a name unique in the pool, "
+                                                     f"found {describe(name)}, already used by "
+                                                     f"{first_with_name[name]}")
+            else:
+                problems.add(path, f"expected a backend name unique in the pool; the default name "
+                                   f"(host:port of url) {describe(name)} is already used by "
+                                   f"{first_with_name[name]}; give one of them a name")
+        else:
+            first_with_name[name] = path
+        backends.append(model.BackendConfig(name=name, scheme=scheme, host=host, port=port, **values))
+    return backends
+
+
+def _routes(raw: Any, pool_names: list[str], problems: Problems) -> list[model.Route]:
+    expected = ("at least one route, as [[routes]] tables with a pool "
+                "(a request that no route matches gets 404)")
+    if raw is None or raw == []:
+        problems.missing("routes", expected)
+        return []
+    if not isinstance(raw, list):
+        problems.wrong("routes", "an array of tables ([[routes]])", raw)
+        return []
+    pools_text = ", ".join(pool_names) if pool_names else "none are defined"
+    routes: list[model.Route] = []
+    for index, item in enumerate(raw):
+        path = index_path("routes", index)
+        read = ROUTE.read(item, path, problems)
+        if not isinstance(item, dict) or "pool" in read.bad:
+            continue
+        pool = read.values["pool"]
+        if pool not in pool_names:
+            problems.wrong(key_path(path, "pool"), f"the name of a pool defined under [pools] ({pools_text})",
+                           pool, suggest(pool, pool_names))
+        routes.append(model.Route(**read.values))
+    return routes
+
+
+# ---- reading errors ----
+
+def _fatal(file: str, where: str, message: str) -> ConfigError:
+    return ConfigError([Problem(file, where, message)])
+
+
+_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+_AT_END = re.compile(r"\s*\(at end of document\)$")
+
+
+def _syntax_error(file: str, text: str, exc: Exception) -> ConfigError:
+    """tomllib puts the position at the end of its message: move it where users look for it."""
+    message = str(exc)
+    match = _AT.search(message)
+    if match:
+        line, column = int(match.group(1)), int(match.group(2))
+        message = message[: match.start()]
+    else:
+        line, column = _position(text)
+        message = _AT_END.sub(" (at end of file)", message)
+    message = message[:1].lower() + message[1:]
+    return _fatal(file, f"line {line}, column {column}", f"invalid TOML: {message}")
+
+
+def _position(text: str) -> tuple[int, int]:
+    """Line and column (both from 1) just after ``text``."""
+    lines = text.split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+__all__ = ["ADMIN_TOKEN_ENV", "ConfigError", "load_config", "read_toml", "build_config", "summary"]

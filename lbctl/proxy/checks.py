@@ -1,0 +1,83 @@
+"""What the proxy refuses beyond what the parser (llhttp) already rejects.
+
+llhttp refuses most ambiguous framing (Content-Length with Transfer-Encoding, duplicate or
+malformed Content-Length, obsolete line folding, bare CR/LF, control bytes in headers), but
+it accepts some things a proxy must not pass on: transfer codings other than a lone
+``chunked``, Transfer-Encoding in HTTP/1.0, HTTP/0.9 and HTTP/2.0 request lines, CONNECT,
+an Upgrade request with a body, duplicate or malformed Host, and absolute-form targets that
+disagree with Host. Each check returns ``(status, reason)`` for a refusal, or None.
+
+Header names containing ``_`` are dropped rather than refused, as NGINX does by default:
+``X_Forwarded_For`` and ``X-Forwarded-For`` look alike to CGI-style backends, and one
+must not be smuggled past a check on the other.
+"""
+
+from __future__ import annotations
+
+import re
+
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{1,5})?")
+
+
+def transfer_coding_problem(values: list[bytes]) -> tuple[int, str] | None:
+    """A message may be framed by exactly one ``Transfer-Encoding: chunked``."""
+    if len(values) > 1:
+        return 400, "repeated Transfer-Encoding"
+    value = values[0].strip().lower()
+    if value == b"chunked":
+        return None
+    codings = [c.strip() for c in value.split(b",")]
+    if b"" in codings:
+        return 400, "malformed Transfer-Encoding"
+    return 501, f"unsupported transfer coding {value.decode('latin-1')!r}"
+
+
+def request_problem(method: bytes, version: str, target: bytes,
+                    headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    """Refusals that depend on the whole head. ``headers`` may have dropped entries removed."""
+    if version not in ("1.0", "1.1"):
+        return 505, f"HTTP/{version} is not supported"
+    if method == b"CONNECT":
+        return 405, "CONNECT is not supported by a reverse proxy"
+    hosts, codings = [], []
+    has_length = upgrade = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"host":
+            hosts.append(value)
+        elif lower == b"transfer-encoding":
+            codings.append(value)
+        elif lower == b"content-length":
+            has_length = value.strip() != b"0"
+        elif lower == b"upgrade":
+            upgrade = True
+    if len(hosts) > 1:
+        return 400, "more than one Host header"
+    if hosts and not _HOST.fullmatch(hosts[0].strip()):
+        return 400, "malformed Host header"
+    if not hosts and version == "1.1":
+        return 400, "missing Host header"
+    if codings:
+        if version == "1.0":
+            return 400, "Transfer-Encoding in an HTTP/1.0 request"
+        problem = transfer_coding_problem(codings)
+        if problem:
+            return problem
+    if upgrade and (has_length or codings):
+        return 400, "an Upgrade request must not carry a body"
+    if target.startswith((b"http://", b"https://")):
+        authority = target.split(b"://", 1)[1].split(b"/", 1)[0].split(b"?", 1)[0]
+        if not hosts or authority.lower() != hosts[0].strip().lower():
+            return 400, "absolute-form target does not match Host"
+    elif target == b"*":
+        if method != b"OPTIONS":
+            return 400, "the * target is only valid for OPTIONS"
+    elif not target.startswith(b"/"):
+        return 400, "invalid request target"
+    return None
+
+
+def drop_underscored(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    if any(b"_" in name for name, _ in headers):
+        return [(n, v) for n, v in headers if b"_" not in n]
+    return headers
