@@ -11,7 +11,8 @@ What it does:
 * starts, in a temporary directory, two nginx backends (1 worker each, keep-alive, serving a
   small body at ``/small`` and a 64 KiB body at ``/64k``), nginx as a reverse proxy in front
   of them (1 worker, upstream keepalive, the same X-Forwarded-* and X-Request-ID headers
-  lbctl adds), and lbctl (1 process, every default feature on) in front of the same two.
+  lbctl adds), and ``lbctl serve`` (1 process, every default feature on) in front of the
+  same two, from a config file written there.
 * pins the proxy under test to CPU 0, and wrk plus the backends to CPU 1.
 * runs wrk (``-t1 -c64 --latency``) interleaved and repeated: for each round, each workload
   (small keep-alive, 64 KiB keep-alive, small with ``Connection: close``), each target
@@ -23,8 +24,8 @@ Only loopback addresses are used; every wrk run is bounded in time; only the pro
 script started are stopped (by PID), also on Ctrl-C or an error.
 
 ``--variant LABEL=FILE`` adds another lbctl instance whose config is the benchmark's plus
-the TOML in FILE (e.g. metrics off), measured in the same interleaved rounds. It needs
-``lbctl serve`` with a config file (``lbctl.config.loader``). ``--tree LABEL=DIR`` adds one
+the TOML in FILE (e.g. metrics off), measured in the same interleaved rounds.
+``--tree LABEL=DIR`` adds one
 that runs the lbctl source in DIR, to compare two versions of the data plane::
 
     git archive HEAD~1 | tar -x -C /tmp/lbctl-base
@@ -283,18 +284,12 @@ def nginx_conf(dir_: Path, name: str, body: str) -> Path:
 
 
 def lbctl_toml(port: int, backend_ports: list[int], extra: str = "") -> str:
+    """The benchmark config; ``extra`` (a --variant file) adds top-level tables after it."""
     lines = ["[listen]", f'address = "127.0.0.1:{port}"', "", "[[routes]]", 'pool = "bench"',
              "", "[pools.bench]", 'algorithm = "round_robin"', ""]
     for p in backend_ports:
         lines += ["[[pools.bench.backends]]", f'url = "http://127.0.0.1:{p}"', ""]
     return "\n".join(lines) + ("\n" + extra if extra else "")
-
-
-def loader_available(src: Path) -> bool:
-    env = lbctl_env(src)
-    probe = subprocess.run([sys.executable, "-c", "from lbctl.config.loader import load_config"],
-                           env=env, capture_output=True, timeout=60)
-    return probe.returncode == 0
 
 
 def lbctl_env(src: Path = REPO) -> dict:
@@ -360,7 +355,7 @@ class Target:
     measured_pids: list[int] = field(default_factory=list)
 
 
-def start_everything(tools: dict, procs: Processes, tmp: Path, args) -> tuple[list[Target], str]:
+def start_everything(tools: dict, procs: Processes, tmp: Path, args) -> list[Target]:
     (tmp / "www").mkdir()
     (tmp / "tmp").mkdir()
     (tmp / "www" / "small").write_bytes(SMALL_BODY)
@@ -395,22 +390,15 @@ def start_everything(tools: dict, procs: Processes, tmp: Path, args) -> tuple[li
     wait_listening(port, proc.popen, log)
     targets.append(Target("nginx", port, proc, [proc.popen.pid, *children(proc.popen.pid)]))
 
-    mode = "serve" if loader_available(REPO) else "launcher"
     variants = [("lbctl", "", REPO)] + \
         [(label, Path(path).read_text(), REPO) for label, path in args.variant] + \
         [(label, "", Path(src).resolve()) for label, src in args.tree]
-    if args.variant and mode != "serve":
-        sys.exit("bench: --variant needs `lbctl serve CONFIG` (lbctl.config.loader)")
     for label, extra, src in variants:
         port = free_port()
         log = tmp / f"{label}.out"
-        if loader_available(src):
-            conf = tmp / f"{label}.toml"
-            conf.write_text(lbctl_toml(port, backend_ports, extra))
-            argv = [sys.executable, "-m", "lbctl", "serve", str(conf)]
-        else:
-            argv = [sys.executable, str(HERE / "lbctl_launch.py"), str(port),
-                    *(f"http://127.0.0.1:{p}" for p in backend_ports)]
+        conf = tmp / f"{label}.toml"
+        conf.write_text(lbctl_toml(port, backend_ports, extra))
+        argv = [sys.executable, "-m", "lbctl", "serve", str(conf)]
         proc = procs.start(label, pinned(proxy_cpu, argv, tools["taskset"]), log,
                            env=lbctl_env(src))
         wait_listening(port, proc.popen, log, timeout=30)
@@ -422,7 +410,7 @@ def start_everything(tools: dict, procs: Processes, tmp: Path, args) -> tuple[li
             got = http_get_size(t.port, path)
             if got != size:
                 raise RuntimeError(f"{t.name}: GET {path} returned {got} bytes, expected {size}")
-    return targets, mode
+    return targets
 
 
 def http_get_size(port: int, path: str) -> int:
@@ -679,7 +667,7 @@ def parse_args(argv: list[str] | None = None):
     return args
 
 
-def benchmark(tools: dict, procs: Processes, targets: list[Target], mode: str, args) -> None:
+def benchmark(tools: dict, procs: Processes, targets: list[Target], args) -> None:
     """The interleaved rounds, the table, the JSON file."""
     ours = [pid for p in procs.items for pid in (p.popen.pid, *children(p.popen.pid))]
     runs = measure(tools, targets, ours, args)
@@ -703,7 +691,7 @@ def benchmark(tools: dict, procs: Processes, targets: list[Target], mode: str, a
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"proxy-{stamp}.json"
     path.write_text(json.dumps({
-        "time": stamp, "mode": mode, "versions": versions(tools),
+        "time": stamp, "versions": versions(tools),
         "params": {"rounds": args.rounds, "duration": args.duration,
                    "connections": args.connections, "threads": args.threads,
                    "workloads": args.workload,
@@ -725,11 +713,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the finally below always stops what was started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        targets, mode = start_everything(tools, procs, tmp, args)
-        print(f"lbctl started via {'`lbctl serve`' if mode == 'serve' else 'bench/lbctl_launch.py'}"
-              f"; temp dir {tmp}", flush=True)
+        targets = start_everything(tools, procs, tmp, args)
+        print(f"started: {', '.join(t.name for t in targets)}; temp dir {tmp}", flush=True)
         if args.rounds > 0:                  # --rounds 0 --profile N: only the profile
-            benchmark(tools, procs, targets, mode, args)
+            benchmark(tools, procs, targets, args)
         if args.profile > 0:
             profile(tools, next(t for t in targets if t.name == "lbctl"), args, tmp)
         return 0
