@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from lbctl.proxy import checks, framing
+from lbctl.proxy.deadline import Deadline
 from lbctl.proxy.paths import canonical_path
 from lbctl.proxy.upstream import UpstreamConnection, UpstreamError
 
@@ -31,7 +32,6 @@ log = logging.getLogger("lbctl.proxy")
 BUFFER_HIGH = 256 * 1024       # buffered request body before reading pauses
 REPLAY_LIMIT = 64 * 1024       # bodies up to this size are kept so an idempotent retry can resend them
 MAX_PIPELINE = 16              # queued pipelined requests before reading pauses
-TIMER_RESOLUTION = 0.001       # event-loop timers fire with millisecond granularity
 
 
 class _StopParsing(Exception):
@@ -165,8 +165,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.draining = False
         self.stop_parsing = False
-        self.idle_timer: asyncio.TimerHandle | None = None
-        self.idle_deadline: float | None = None   # loop time; set while waiting for a request
+        self.idle = Deadline(self.loop)               # keep-alive: waiting for the next request
+        self.response_deadline = Deadline(self.loop)  # set by forward.py for each exchange
         self.head_timer: asyncio.TimerHandle | None = None
         # The exchange in progress (one at a time per client connection).
         self.current: Request | None = None
@@ -303,7 +303,7 @@ class ClientConnection(asyncio.Protocol):
         self.parsing = Request()
         self.url_parts = []
         self.in_head = True
-        self.idle_deadline = None         # busy: a pending idle timer will find nothing to do
+        self.idle.stop()
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
@@ -483,30 +483,16 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     def _arm_idle_timer(self) -> None:
-        """Start the keep-alive idle deadline. One timer per connection is left pending and
-        checks the deadline when it fires, instead of arming and cancelling a timer for every
-        request of a busy connection."""
-        if self.idle_deadline is None and not self.closed:
-            timeout = self.server.runtime.config.limits.keepalive_timeout
-            self.idle_deadline = self.loop.time() + timeout
-            if self.idle_timer is None:
-                self.idle_timer = self.loop.call_at(self.idle_deadline, self._idle_check)
-
-    def _idle_check(self) -> None:
-        self.idle_timer = None
-        deadline = self.idle_deadline
-        if deadline is None:
-            return                        # a request came in; the next idle period re-arms
-        if self.loop.time() >= deadline - TIMER_RESOLUTION:
-            self.close()
-        else:
-            self.idle_timer = self.loop.call_at(deadline, self._idle_check)
+        if not self.idle.active and not self.closed:
+            self.idle.start(self.server.runtime.config.limits.keepalive_timeout,
+                            ClientConnection.close, self)
 
     def _cancel_timers(self) -> None:
-        for timer in (self.idle_timer, self.head_timer):
-            if timer is not None:
-                timer.cancel()
-        self.idle_timer = self.head_timer = None
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+        self.idle.cancel()
+        self.response_deadline.cancel()
 
     def _head_timeout(self) -> None:
         self.head_timer = None

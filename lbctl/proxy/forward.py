@@ -200,28 +200,30 @@ def _expire(waiter: asyncio.Future) -> None:
 
 class _ResponseTimer:
     """Fails the head wait when the backend has not answered ``timeout`` after the request
-    was fully sent. While the body is still streaming, the watchdog below governs instead."""
+    was fully sent. While the body is still streaming, the watchdog below governs instead.
+    Uses the connection's reusable ``response_deadline``, not a timer per request."""
 
     def __init__(self, conn: ClientConnection, timeout: float) -> None:
         self.conn = conn
         self.timeout = timeout
-        self.handle: asyncio.TimerHandle | None = None
+        self.armed = False
         self.watchdog: _Watchdog | None = None
 
     def arm(self) -> None:
         if self.watchdog is not None:
             self.watchdog.cancel()
             self.watchdog = None
-        if self.handle is None and self.conn.head_waiter is not None:
-            self.handle = self.conn.loop.call_later(self.timeout, _expire, self.conn.head_waiter)
+        if not self.armed and self.conn.head_waiter is not None:
+            self.armed = True
+            self.conn.response_deadline.start(self.timeout, _expire, self.conn.head_waiter)
 
     def watch_body(self, body_timeout: float) -> None:
         self.watchdog = _Watchdog(self.conn, body_timeout, self.conn.head_waiter,
                                   lambda: ClientError(408, "request body not received in time"))
 
     def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
+        if self.armed:
+            self.conn.response_deadline.stop()
         if self.watchdog is not None:
             self.watchdog.cancel()
 
