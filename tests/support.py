@@ -98,8 +98,8 @@ class Backends:
         self.servers.append(server)
         return server.sockets[0].getsockname()[1]
 
-    async def proxy(self, config: Config) -> ProxyServer:
-        server = ProxyServer(config)
+    async def proxy(self, config: Config, **options) -> ProxyServer:
+        server = ProxyServer(config, **options)
         await server.start()
         self.proxies.append(server)
         return server

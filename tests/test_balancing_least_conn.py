@@ -152,3 +152,22 @@ def test_pick_does_not_scan_every_backend():
     assert len(algo._heap) == before - 1     # exactly one entry popped
     it.close()
     assert len(algo._heap) == before
+
+
+def test_a_chosen_backend_that_never_starts_is_not_lost():
+    """select() without on_start (e.g. a caller that gives up) must leave every backend
+    selectable: the chosen one gets its heap entry back at the next pick."""
+    import random as _random
+
+    from lbctl.balancing import Backend, make_pool
+    now = [0.0]
+    pool = make_pool("p", [Backend(n) for n in "abc"], "least_conn",
+                     rng=_random.Random(1), clock=lambda: now[0])
+    first = pool.select()                      # chosen, never started
+    seen = set()
+    for _ in range(6):
+        b = pool.select()
+        pool.on_start(b)
+        seen.add(b.name)
+        pool.on_end(b, 0.01)
+    assert seen == {"a", "b", "c"} and first.name in seen

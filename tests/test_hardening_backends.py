@@ -63,6 +63,30 @@ def replying(*responses: bytes, then_close: bool = False):
     return on_connect
 
 
+CLEAN = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean"
+
+
+def tainted_then_clean(first: bytes):
+    """A backend whose first connection answers ``first`` and every later one ``CLEAN``;
+    returns it with the list that counts its connections."""
+    connections = []
+
+    async def on_connect(reader, writer):
+        connections.append(1)
+        await replying(first if len(connections) == 1 else CLEAN)(reader, writer)
+    return on_connect, connections
+
+
+async def two_requests_after(backends, first: bytes, method: bytes = b"GET"):
+    """Two pipelined requests through a proxy in front of ``tainted_then_clean(first)``."""
+    on_connect, connections = tainted_then_clean(first)
+    port = await backends.start_raw(on_connect)
+    proxy = await backends.proxy(config({"p": [backend_config(f"http://127.0.0.1:{port}", "b")]}))
+    raw = await raw_exchange(proxy.address[1], method + b" /1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                             b"GET /2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    return raw, connections
+
+
 INVALID_RESPONSES = [
     ("CL with TE", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
     ("duplicate CL", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"),
@@ -87,18 +111,9 @@ async def test_invalid_response_framing_is_a_502(backends, name, response):
 
 
 async def test_bytes_beyond_the_declared_length_never_reach_a_later_request(backends):
-    smuggled = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
-    connections = []
-
-    async def on_connect(reader, writer):
-        connections.append(1)
-        await replying(smuggled if len(connections) == 1 else
-                       b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean")(reader, writer)
-    port = await backends.start_raw(on_connect)
-    proxy = await backends.proxy(config({"p": [backend_config(f"http://127.0.0.1:{port}", "b")]}))
-    raw = await raw_exchange(proxy.address[1], b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n"
-                             b"GET /2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    raw, connections = await two_requests_after(
+        backends, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                  b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
     assert [body for _, _, body in split_responses(raw)] == [b"ok", b"clean"]
     assert b"EVIL" not in raw
     assert len(connections) == 2           # the tainted upstream connection was not reused
@@ -106,32 +121,14 @@ async def test_bytes_beyond_the_declared_length_never_reach_a_later_request(back
 
 @pytest.mark.parametrize("status", [204, 304])
 async def test_body_after_204_or_304_is_never_forwarded(backends, status):
-    tainted = b"HTTP/1.1 %d X\r\n\r\nSTRAY" % status
-    connections = []
-
-    async def on_connect(reader, writer):
-        connections.append(1)
-        await replying(tainted if len(connections) == 1 else
-                       b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean")(reader, writer)
-    port = await backends.start_raw(on_connect)
-    proxy = await backends.proxy(config({"p": [backend_config(f"http://127.0.0.1:{port}", "b")]}))
-    raw = await raw_exchange(proxy.address[1], b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n"
-                             b"GET /2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    raw, _ = await two_requests_after(backends, b"HTTP/1.1 %d X\r\n\r\nSTRAY" % status)
     assert b"STRAY" not in raw
     assert raw.startswith(b"HTTP/1.1 %d" % status) and raw.endswith(b"clean")
 
 
 async def test_head_response_body_is_never_forwarded(backends):
-    connections = []
-
-    async def on_connect(reader, writer):
-        connections.append(1)
-        await replying(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY" if len(connections) == 1
-                       else b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean")(reader, writer)
-    port = await backends.start_raw(on_connect)
-    proxy = await backends.proxy(config({"p": [backend_config(f"http://127.0.0.1:{port}", "b")]}))
-    raw = await raw_exchange(proxy.address[1], b"HEAD /1 HTTP/1.1\r\nHost: t\r\n\r\n"
-                             b"GET /2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    raw, _ = await two_requests_after(
+        backends, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY", method=b"HEAD")
     assert b"STRAY" not in raw and raw.endswith(b"clean")
 
 

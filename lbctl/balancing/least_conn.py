@@ -30,6 +30,7 @@ class LeastConn(Algorithm):
         self._stamp: dict[int, int] = {}      # id(backend) -> seq of its valid heap entry
         self._pass: dict[int, float] = {}     # id(backend) -> stride-scheduling pass
         self._seq = itertools.count()
+        self._taken: Backend | None = None    # chosen, its fresh entry not pushed yet
 
     def rebuild(self, active: Sequence[Backend]) -> None:
         self.active = list(active)
@@ -52,6 +53,11 @@ class LeastConn(Algorithm):
 
     def candidates(self, key: Hashable | None = None) -> Iterator[Backend]:
         heap, stamp = self._heap, self._stamp
+        if self._taken is not None:
+            # The last backend chosen never started a request: give it its entry back.
+            if id(self._taken) in stamp:
+                self._push(self._taken)
+            self._taken = None
         popped: list[tuple[float, float, int, Backend]] = []
         try:
             while heap:
@@ -62,15 +68,22 @@ class LeastConn(Algorithm):
                 popped.append(heapq.heappop(heap))
                 yield entry[3]
         finally:
-            # Offered entries go back; the one taken is re-pushed by on_start with its new score.
+            # Offered entries go back; the one taken gets a fresh entry from on_start.
+            taken = self._taken
             for entry in popped:
-                heapq.heappush(heap, entry)
+                if entry[3] is not taken:
+                    heapq.heappush(heap, entry)
 
     def chosen(self, backend: Backend) -> None:
         self._pass[id(backend)] += 1.0 / backend.effective_weight
+        self._taken = backend
 
     def on_start(self, backend: Backend) -> None:
+        if backend is self._taken:
+            self._taken = None
         if id(backend) in self._stamp:
             self._push(backend)
 
-    on_end = on_start
+    def on_end(self, backend: Backend) -> None:
+        if id(backend) in self._stamp:
+            self._push(backend)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Hashable, Iterator, Sequence
 
 from lbctl.balancing.backend import Backend
-from lbctl.balancing.base import Algorithm
+from lbctl.balancing.base import Algorithm, weights_differ
+from lbctl.balancing.round_robin import RoundRobin
 
 
 class Weighted(Algorithm):
@@ -21,15 +22,25 @@ class Weighted(Algorithm):
         self._current: list[float] = []
         self._total = 0.0
         self._offered = 0
+        # With equal weights smooth WRR *is* a rotation: skip the O(n) pass per pick.
+        self._rotation = RoundRobin(*args, **kwargs)
+        self._uniform = False
 
     def rebuild(self, active: Sequence[Backend]) -> None:
         # Keep running values of backends that stay, so a flip elsewhere does not reset the cycle.
         old = {id(b): c for b, c in zip(self.active, self._current)}
         self.active = list(active)
-        self._current = [old.get(id(b), 0.0) for b in self.active]
+        self._uniform = not weights_differ(self.active)
+        self._rotation.rebuild(self.active)
+        self._current = [0.0 if self._uniform else old.get(id(b), 0.0) for b in self.active]
         self._total = sum(b.effective_weight for b in self.active)
 
     def candidates(self, key: Hashable | None = None) -> Iterator[Backend]:
+        if self._uniform:
+            return self._rotation.candidates(key)
+        return self._smooth_candidates()
+
+    def _smooth_candidates(self) -> Iterator[Backend]:
         active, current = self.active, self._current
         if not active:
             return
@@ -47,4 +58,7 @@ class Weighted(Algorithm):
             yield active[i]
 
     def chosen(self, backend: Backend) -> None:
-        self._current[self._offered] -= self._total
+        if self._uniform:
+            self._rotation.chosen(backend)
+        else:
+            self._current[self._offered] -= self._total

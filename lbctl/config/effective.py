@@ -15,7 +15,7 @@ from typing import Any
 import tomli_w
 
 from lbctl.config.model import Config
-from lbctl.config.schema import BACKEND, CONFIG, POOL, ROUTE
+from lbctl.config.schema import BACKEND, CONFIG, KEY, POOL, ROUTE
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -23,6 +23,8 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 def effective_document(config: Config) -> dict[str, Any]:
     """The config as plain TOML values, in the order a reader expects them."""
     doc = CONFIG.dump(config)       # listen, admin, limits
+    if config.keys:
+        doc["keys"] = {name: KEY.dump(key) for name, key in config.keys.items()}
     doc["routes"] = [ROUTE.dump(route) for route in config.routes]
     doc["pools"] = {
         name: {**POOL.dump(pool), "backends": [BACKEND.dump(b) for b in pool.backends]}

@@ -394,6 +394,165 @@ class StatusRanges(Kind):
         return [low if low == high else f"{low}-{high}" for low, high in value]
 
 
+# ---- gateway values: keys, auth, allow-lists, rate limits, trusted proxies ----
+
+class Cidrs(Kind):
+    """An array of networks like ``"10.0.0.0/8"`` (a bare address is a /32 or /128)."""
+
+    expected = 'an array of networks like ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]'
+
+    def parse(self, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise Invalid(self.expected)
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except (TypeError, ValueError):
+                raise Invalid(self.expected) from None
+        return tuple(out)
+
+    def dump(self, value: tuple[str, ...]) -> list[str]:
+        return list(value)
+
+
+class FilePath(Kind):
+    """A path to a file; relative ones are taken from the config file's directory."""
+
+    _bad = re.compile(r"[\x00-\x1f\x7f]")
+
+    def __init__(self, what: str = "file", **kw: Any) -> None:
+        kw.setdefault("expected", f"a path to a {what}")
+        super().__init__(**kw)
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not value or self._bad.search(value):
+            raise Invalid(self.expected)
+        return value
+
+
+class HeaderName(Kind):
+    expected = 'a header name like "X-API-Key"'
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+            raise Invalid(self.expected)
+        return value
+
+
+class EnvName(Kind):
+    expected = 'an environment variable name like "TEAM_A_KEY"'
+    _ok = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not self._ok.fullmatch(value):
+            raise Invalid(self.expected)
+        return value
+
+
+class KeyHash(Kind):
+    """``"sha256:<64 hex digits>"``: the digest of an API key, so the key is not in the file."""
+
+    expected = '"sha256:" followed by 64 hex digits (the SHA-256 of the key)'
+    _ok = re.compile(r"sha256:[0-9a-fA-F]{64}")
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not self._ok.fullmatch(value):
+            hint = None
+            if isinstance(value, str) and ":" not in value:
+                hint = 'write "sha256:" and the hex digest, e.g. from: printf %s "$KEY" | sha256sum'
+            raise Invalid(self.expected, hint)
+        return value.lower()
+
+
+class RateKey(Kind):
+    expected = '"ip", "consumer" or "header:NAME"'
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise Invalid(self.expected)
+        if value in ("ip", "consumer"):
+            return value
+        source, sep, name = value.partition(":")
+        if sep and source == "header" and _TOKEN.fullmatch(name):
+            return value
+        raise Invalid(self.expected, suggest(value, ("ip", "consumer")))
+
+
+class ListOf(Kind):
+    """A non-empty array of distinct values of one kind, held as a tuple."""
+
+    def __init__(self, item: Kind, **kw: Any) -> None:
+        self.item = item
+        kw.setdefault("expected", f"a non-empty array of distinct values, each {item.expected}")
+        super().__init__(**kw)
+
+    def parse(self, value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list) or not value:
+            raise Invalid(self.expected)
+        out = []
+        for item in value:
+            try:
+                out.append(self.item.parse(item))
+            except Invalid as exc:
+                raise Invalid(self.expected, exc.hint) from None
+        if len(set(out)) != len(out):
+            raise Invalid(self.expected)
+        return tuple(out)
+
+    def dump(self, value: tuple[Any, ...]) -> list[Any]:
+        return [self.item.dump(item) for item in value]
+
+
+class ClaimValues(Kind):
+    """``{ role = ["admin"], tier = "gold" }``: each claim and the values it may have."""
+
+    expected = 'a table of claim names, each a string or an array of strings, like { role = ["admin"] }'
+
+    def parse(self, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        if not isinstance(value, dict) or not value:
+            raise Invalid(self.expected)
+        out = []
+        for claim, accepted in value.items():
+            items = accepted if isinstance(accepted, list) else [accepted]
+            if not items or not all(isinstance(v, str) for v in items):
+                raise Invalid(self.expected)
+            out.append((claim, tuple(items)))
+        return tuple(out)
+
+    def dump(self, value: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, list[str]]:
+        return {claim: list(accepted) for claim, accepted in value}
+
+
+class HeaderMap(Kind):
+    """``{ sub = "X-User" }``: claim name -> the header that carries its value to the backend."""
+
+    expected = 'a table of claim names to header names, like { sub = "X-User" }'
+
+    # Headers the proxy writes or derives itself: a claim must not be able to set them
+    # (a "Content-Length" from a token would be request smuggling).
+    RESERVED = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade",
+                          "keep-alive", "te", "trailer", "expect", "proxy-connection",
+                          "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                          "x-request-id", "x-consumer", "authorization", "forwarded"})
+
+    def parse(self, value: Any) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict) or not value:
+            raise Invalid(self.expected)
+        headers = [v.lower() for v in value.values() if isinstance(v, str)]
+        if len(headers) != len(value) or len(set(headers)) != len(headers) or \
+                not all(_TOKEN.fullmatch(v) for v in headers):
+            raise Invalid(self.expected)
+        reserved = [v for v in value.values() if v.lower() in self.RESERVED]
+        if reserved:
+            raise Invalid(self.expected, f"{reserved[0]} is set by the proxy itself; "
+                                         f"choose another header name")
+        return tuple(value.items())
+
+    def dump(self, value: tuple[tuple[str, str], ...]) -> dict[str, str]:
+        return dict(value)
+
+
 def _bounds(low: float | None, high: float | None) -> str:
     if low is not None and high is not None:
         return f" from {low:g} to {high:g}"

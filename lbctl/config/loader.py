@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lbctl.config import model
+from lbctl.config.gateway import check_gateway, freeze_keys, read_keys
 from lbctl.config.kinds import Invalid, Name, is_loopback, split_backend_url
 from lbctl.config.problems import Problem, Problems, describe, index_path, key_path, suggest
 from lbctl.config.schema import BACKEND, CONFIG, POOL, ROUTE
@@ -93,10 +94,16 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     # Routes before pools: the order most files are written in, so problems read top-down.
     raw_pools = data.get("pools")
     declared = list(raw_pools) if isinstance(raw_pools, dict) else []
+    keys = read_keys(data.get("keys"), problems, env)
     routes = _routes(data.get("routes"), declared, problems)
     pools = _pools(raw_pools, problems)
-    return model.Config(path=file, listen=listen, routes=tuple(routes),
-                        pools=model.Config.freeze(pools), admin=admin, limits=limits)
+    config = model.Config(path=file, listen=listen, routes=tuple(routes),
+                          pools=model.Config.freeze(pools), admin=admin, limits=limits,
+                          keys=freeze_keys(keys))
+    # Keys, auth, TLS files: cross-checks and key material loaded once (config/gateway.py).
+    raw_keys = data.get("keys")
+    return check_gateway(config, data, problems, env,
+                         list(raw_keys) if isinstance(raw_keys, dict) else [])
 
 
 def summary(config: model.Config) -> str:

@@ -51,7 +51,7 @@ class Outlier:
     ejection_time: float = 30.0             # first ejection; doubles on each repeat
     max_ejection_time: float = 300.0
     max_ejection_percent: float = 50.0
-    failure_on: tuple[str, ...] = ("connect", "reset", "timeout", "5xx")
+    failure_on: tuple[str, ...] = ("connect", "reset", "timeout", "5xx")   # also "invalid"
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,8 @@ class BackendConfig:
     port: int
     weight: float = 1.0
     backup: bool = False        # takes traffic only when no primary is eligible
+    ca: str | None = None       # https: PEM CA bundle to verify with; None: the pool's, else system
+    tls_insecure_skip_verify: bool | None = None    # https: None = the pool's setting
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,43 @@ class PoolConfig:
     ewma_decay: float = 10.0                # ewma only: time constant of the latency average
     max_idle_connections: int = 64         # per backend, upstream keep-alive
     idle_timeout: float = 15.0              # upstream keep-alive idle; below common backend defaults
+    ca: str | None = None                   # https backends: PEM CA bundle; None = system store
+    tls_insecure_skip_verify: bool = False  # https backends: no verification (logged loudly)
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Who may call a route (``auth = {...}`` on a route). Absent: anyone."""
+    type: str                               # "api_key" | "jwt"
+    header: str | None = None               # api_key: header carrying the key; None = "X-API-Key"
+    algorithms: tuple[str, ...] | None = None   # jwt: required, e.g. ("RS256",); never "none"
+    secret_env: str | None = None           # jwt HS*: env var holding the HMAC secret, read at load
+    public_key: str | None = None           # jwt RS/PS/ES/EdDSA: PEM public key file
+    jwks: str | None = None                 # jwt: or a JWKS file (a key picked by "kid")
+    audience: str | None = None             # jwt: when set, "aud" must contain exactly this
+    issuer: str | None = None               # jwt: when set, "iss" must be exactly this
+    leeway: float | None = None             # jwt: clock skew allowed on exp/nbf; None = 0; <= 60s
+    forward_claims: tuple[tuple[str, str], ...] | None = None   # jwt: claim -> header to the backend
+    # Key material loaded by the loader (HMAC secret or public keys): never read per request.
+    material: object = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Allow:
+    """Which authenticated callers may pass (``allow = {...}``); each given list must match."""
+    consumers: tuple[str, ...] | None = None                        # names under [keys]
+    claims: tuple[tuple[str, tuple[str, ...]], ...] | None = None   # claim -> accepted values
+    methods: tuple[str, ...] | None = None
+    ips: tuple[str, ...] | None = None      # CIDRs, matched against the resolved client address
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket per key (``rate_limit = {...}`` on a route)."""
+    rate: float                             # tokens added per ``per``
+    burst: int | None = None                # bucket size; None = rate rounded up
+    per: float = 1.0                        # seconds
+    key: str = "ip"                         # "ip" | "consumer" | "header:NAME"
 
 
 @dataclass(frozen=True)
@@ -87,6 +126,9 @@ class Route:
     pool: str
     host: str | None = None                 # exact host or "*.example.com"; None = any
     path_prefix: str = "/"
+    auth: Auth | None = None                # None: no authentication
+    allow: Allow | None = None              # None: every authenticated caller
+    rate_limit: RateLimit | None = None     # None: unlimited
 
 
 @dataclass(frozen=True)
@@ -105,8 +147,27 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ListenTls:
+    """TLS termination (``[listen] tls = {...}``); the files are read again on SIGHUP."""
+    cert: str                               # PEM certificate chain; relative to the config file
+    key: str                                # PEM private key
+    min_version: str = "1.2"                # "1.2" | "1.3"
+
+
+@dataclass(frozen=True)
 class Listen:
     address: Address = Address("127.0.0.1", 8080)
+    trusted_proxies: tuple[str, ...] = ()   # CIDRs whose client_ip_header is believed; none by default
+    client_ip_header: str = "X-Forwarded-For"   # or "Forwarded": the one header read from them
+    tls: ListenTls | None = None            # None: plain HTTP
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A named API key (``[keys.NAME]``): only its SHA-256 digest is kept."""
+    hash: str | None = None                 # "sha256:<64 hex>"
+    env: str | None = None                  # or the key itself in this env var, read at load
+    digest: bytes = field(default=b"", compare=False, repr=False)   # filled in by the loader
 
 
 @dataclass(frozen=True)
@@ -123,6 +184,7 @@ class Config:
     pools: Mapping[str, PoolConfig]
     admin: Admin | None = None              # no [admin] table: no admin API
     limits: Limits = field(default_factory=Limits)
+    keys: Mapping[str, ApiKey] = field(default_factory=lambda: MappingProxyType({}))
 
     @staticmethod
     def freeze(pools: dict[str, PoolConfig]) -> Mapping[str, PoolConfig]:

@@ -18,9 +18,9 @@ from typing import Any
 from lbctl.balancing import ALGORITHMS
 from lbctl.config import model
 from lbctl.config.kinds import (
-    AddressKind, BackendUrl, Bool, Choice, ChoiceList, Duration, HashKey, HeaderValue,
-    HostPattern, Int, Invalid, Kind, Method, Name, Number, Percent, Regex, Size, StatusRanges,
-    Str, UrlPath,
+    AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
+    FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
+    Kind, ListOf, Method, Name, Number, Percent, RateKey, Regex, Size, StatusRanges, Str, UrlPath,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -110,7 +110,26 @@ class Section:
 
 # ---- the declarations: one per TOML table, in the order --effective writes them ----
 
-LISTEN = Section(model.Listen, address=AddressKind())
+# Every algorithm PyJWT verifies with a key; "none" is deliberately not one of them.
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384",
+                  "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+LISTEN_TLS = Section(
+    model.ListenTls, optional=True,
+    cert=FilePath("PEM certificate (chain) file", required=True),
+    key=FilePath("PEM private key file", required=True),
+    min_version=Choice(("1.2", "1.3")),
+)
+
+LISTEN = Section(
+    model.Listen,
+    address=AddressKind(),
+    trusted_proxies=Cidrs(),
+    client_ip_header=Choice(("X-Forwarded-For", "Forwarded")),
+    tls=LISTEN_TLS,
+)
+
+KEY = Section(model.ApiKey, hash=KeyHash(), env=EnvName())
 
 ADMIN = Section(
     model.Admin, optional=True,
@@ -132,11 +151,44 @@ LIMITS = Section(
     max_connections_per_client=Int(min=0),
 )
 
+AUTH = Section(
+    model.Auth, optional=True,
+    type=Choice(("api_key", "jwt"), required=True),
+    header=HeaderName(),
+    algorithms=ChoiceList(JWT_ALGORITHMS),
+    secret_env=EnvName(),
+    public_key=FilePath("PEM public key file"),
+    jwks=FilePath("JWKS (JSON) file"),
+    audience=Str(),
+    issuer=Str(),
+    leeway=Duration(),
+    forward_claims=HeaderMap(),
+)
+
+ALLOW = Section(
+    model.Allow, optional=True,
+    consumers=ListOf(Name(expected="a key name defined under [keys]")),
+    claims=ClaimValues(),
+    methods=ListOf(Method()),
+    ips=Cidrs(),
+)
+
+RATE_LIMIT = Section(
+    model.RateLimit, optional=True,
+    rate=Number(positive=True, required=True),
+    burst=Int(min=1),
+    per=Duration(positive=True),
+    key=RateKey(),
+)
+
 ROUTE = Section(
     model.Route,
     pool=Name(required=True, expected="the name of a pool defined under [pools]"),
     host=HostPattern(),
     path_prefix=UrlPath(),
+    auth=AUTH,
+    allow=ALLOW,
+    rate_limit=RATE_LIMIT,
 )
 
 TIMEOUTS = Section(
@@ -166,7 +218,7 @@ OUTLIER = Section(
     ejection_time=Duration(positive=True),
     max_ejection_time=Duration(positive=True),
     max_ejection_percent=Percent(),
-    failure_on=ChoiceList(("connect", "reset", "timeout", "5xx")),
+    failure_on=ChoiceList(("connect", "reset", "timeout", "5xx", "invalid")),
 )
 
 BACKEND = Section(
@@ -175,6 +227,8 @@ BACKEND = Section(
     name=Name(),
     weight=Number(positive=True),
     backup=Bool(),
+    ca=FilePath("PEM CA bundle file"),
+    tls_insecure_skip_verify=Bool(),
 )
 
 POOL = Section(
@@ -187,13 +241,15 @@ POOL = Section(
     ewma_decay=Duration(positive=True),
     max_idle_connections=Int(min=0),
     idle_timeout=Duration(positive=True),
+    ca=FilePath("PEM CA bundle file"),
+    tls_insecure_skip_verify=Bool(),
     timeouts=TIMEOUTS,
     health=HEALTH,
     outlier=OUTLIER,
 )
 
 CONFIG = Section(
-    model.Config, extra=("routes", "pools"),
+    model.Config, extra=("keys", "routes", "pools"),
     listen=LISTEN,
     admin=ADMIN,
     limits=LIMITS,

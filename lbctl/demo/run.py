@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import signal
 import time
 from importlib import resources
@@ -11,6 +10,7 @@ from importlib import resources
 from rich.console import Console
 from rich.live import Live
 
+from lbctl.config.kinds import is_loopback
 from lbctl.config.loader import load_config
 from lbctl.demo.backends import PERSONALITIES, demo_app, start_backend
 from lbctl.demo.traffic import drive
@@ -23,15 +23,6 @@ from lbctl.proxy.server import ProxyServer
 
 def packaged_config() -> str:
     return str(resources.files("lbctl.demo") / "sample.toml")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def run_demo(config_path: str, *, load: float, duration: float | None,

@@ -124,7 +124,7 @@ class Request:
     """One parsed request head, plus its body when it has one."""
 
     __slots__ = ("method", "target", "path", "http10", "headers", "keep_alive", "host",
-                 "body", "upgrade", "expect_continue", "error")
+                 "body", "upgrade", "expect_continue", "error", "admitted")
 
     def __init__(self) -> None:
         self.method = b""
@@ -138,6 +138,7 @@ class Request:
         self.upgrade: bytes | None = None
         self.expect_continue = False
         self.error: tuple[int, str] | None = None   # set when the request must be refused
+        self.admitted = None      # lbctl.gateway Admission: resolved client, header rewrites
 
     def header(self, lower_name: bytes) -> bytes | None:
         for name, value in self.headers:
@@ -560,6 +561,8 @@ class ClientConnection(asyncio.Protocol):
         self.resp_framing = "none" if req.method == b"HEAD" else framing_
         self.resp_keep = keep
         self.response_begun = True
+        if req.admitted is not None and req.admitted.response_headers:
+            headers = headers + req.admitted.response_headers     # RateLimit-*
         self._send(framing.client_response_head(
             status, reason, headers, framing=framing_, length=max(length, 0), keep_alive=keep,
             http10=req.http10, request_id=None, upgrade=upgrade))

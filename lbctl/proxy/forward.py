@@ -56,6 +56,11 @@ async def handle(conn: ClientConnection, req: Request) -> bool:
     route = runtime.router.match(req.host.decode("latin-1"), req.path)
     if route is None:
         return _respond(conn, req, 404, "no route matches this request", request_id)
+    # Gateway duties (lbctl.gateway): client address, rate limits, auth, allow-lists.
+    refusal = runtime.gateway.admit(conn, req, route)
+    if refusal is not None:
+        return _respond(conn, req, refusal.status, refusal.message, request_id,
+                        extra=refusal.headers)
     state = runtime.pools[route.pool]
     pool, pcfg = state.pool, state.config
     key = state.key_of(conn, req) if state.key_of is not None else None
@@ -114,11 +119,15 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
         conn.done_waiter = loop.create_future()
         up.attach(conn, head_request=req.method == b"HEAD")
         body = req.body
+        admitted = req.admitted
         up.transport.write(framing.upstream_request_head(
-            req.method, req.target, req.headers, client_ip=conn.peer, proto=b"http",
+            req.method, req.target, req.headers,
+            client_ip=admitted.forwarded_for if admitted else conn.peer,
+            proto=admitted.proto if admitted else b"http",
             host=req.host, request_id=request_id,
             framing="none" if body is None else body.framing,
-            length=body.length if body is not None else 0, upgrade=req.upgrade))
+            length=body.length if body is not None else 0, upgrade=req.upgrade,
+            strip=admitted.strip if admitted else (), add=admitted.add if admitted else ()))
         # The response timeout counts from the end of the request: a long upload is governed
         # by the body idle timeout instead, so it is not cut off for being large.
         timer = _ResponseTimer(conn, pcfg.timeouts.response)

@@ -18,7 +18,10 @@ HOP_BY_HOP = frozenset({
     b"transfer-encoding", b"upgrade",
 })
 # Set by the proxy; a client's copy is dropped first so it cannot be spoofed through.
-PROXY_SET = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+# X-Consumer names the API key a gateway route authenticated (lbctl.gateway); a client's
+# Forwarded (RFC 7239) is replaced by the X-Forwarded-* the proxy writes.
+PROXY_SET = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+                       b"x-consumer", b"forwarded"})
 # Framing is re-derived per hop; Expect is answered by the proxy itself.
 REDERIVED = frozenset({b"content-length", b"expect"})
 
@@ -57,8 +60,12 @@ class RequestIds:
 
 def upstream_request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], *,
                           client_ip: str, proto: bytes, host: bytes, request_id: bytes,
-                          framing: str, length: int, upgrade: bytes | None) -> bytes:
-    """The head sent to a backend. ``framing``: "none", "length" or "chunked"."""
+                          framing: str, length: int, upgrade: bytes | None,
+                          strip=(), add=()) -> bytes:
+    """The head sent to a backend. ``framing``: "none", "length" or "chunked".
+
+    ``client_ip`` is the X-Forwarded-For value; ``strip`` lower-cased names of client
+    headers not to forward (credentials), ``add`` (name, value) pairs the gateway adds."""
     named = connection_tokens(headers)
     # Host is written once, from the value the proxy routed by (an HTTP/1.0 client may
     # have sent none, and a backend speaking 1.1 requires one).
@@ -66,19 +73,28 @@ def upstream_request_head(method: bytes, target: bytes, headers: list[tuple[byte
     for name, value in headers:
         lower = name.lower()
         if lower in HOP_BY_HOP or lower in PROXY_SET or lower in REDERIVED or lower in named \
-                or lower == b"x-request-id" or lower == b"host":
+                or lower == b"x-request-id" or lower == b"host" or lower in strip:
             continue
+        out += (name, b": ", value, b"\r\n")
+    for name, value in add:
         out += (name, b": ", value, b"\r\n")
     out += (b"X-Forwarded-For: ", client_ip.encode(), b"\r\nX-Forwarded-Proto: ", proto,
             b"\r\nX-Forwarded-Host: ", host, b"\r\nX-Request-ID: ", request_id, b"\r\n")
+    _framing_fields(out, framing, length, upgrade)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _framing_fields(out: list[bytes], framing: str, length: int, upgrade: bytes | None) -> bool:
+    """Append the fields the proxy derives itself; True when an Upgrade was announced."""
     if framing == "length":
         out += (b"Content-Length: ", b"%d" % length, b"\r\n")
     elif framing == "chunked":
         out.append(b"Transfer-Encoding: chunked\r\n")
     if upgrade is not None:
         out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+        return True
+    return False
 
 
 def client_response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *,
@@ -92,15 +108,10 @@ def client_response_head(status: int, reason: bytes, headers: list[tuple[bytes, 
         if lower in HOP_BY_HOP or lower == b"content-length" or lower in named:
             continue
         out += (name, b": ", value, b"\r\n")
-    if framing == "length":
-        out += (b"Content-Length: ", b"%d" % length, b"\r\n")
-    elif framing == "chunked":
-        out.append(b"Transfer-Encoding: chunked\r\n")
-    if upgrade is not None:
-        out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n")
-    elif not keep_alive:
+    upgrading = _framing_fields(out, framing, length, upgrade)
+    if not upgrading and not keep_alive:
         out.append(b"Connection: close\r\n")
-    elif http10:
+    elif not upgrading and http10:
         out.append(b"Connection: keep-alive\r\n")
     out.append(b"\r\n")
     return b"".join(out)

@@ -16,6 +16,8 @@ from typing import Callable
 
 from lbctl.balancing import Backend, Pool, make_pool
 from lbctl.config.model import BackendConfig, Config, PoolConfig
+from lbctl.gateway.policy import Gateway
+from lbctl.gateway.tls import client_context
 from lbctl.proxy.router import Router
 from lbctl.proxy.upstream import IdlePool
 
@@ -45,6 +47,7 @@ class Runtime:
         self.router = Router(config.routes)
         self.pools = pools
         self.loaded_at = loaded_at
+        self.gateway: Gateway | None = None
 
     def backends(self):
         for state in self.pools.values():
@@ -76,8 +79,24 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
                 idle = old_backend.extra.get("idle")
                 if idle is not None:
                     idle.close_all()
-        pools[name] = PoolRuntime(pcfg, pool, key_getter(pcfg.hash_key))
-    return Runtime(config, pools, time.time())
+        pools[name] = PoolRuntime(pcfg, pool, key_getter(pcfg.hash_key),
+                                  _outcome_sink(pool, pcfg, clock))
+    runtime = Runtime(config, pools, time.time())
+    runtime.gateway = Gateway(config, clock, previous.gateway if previous else None)
+    return runtime
+
+
+def _outcome_sink(pool: Pool, pcfg: PoolConfig, clock: Callable[[], float]) -> OutcomeSink:
+    """Passive ejection when the pool has ``[outlier]``; otherwise outcomes go nowhere, and
+    an ejection left over from a previous config ends now rather than at its time."""
+    if pcfg.outlier is not None:
+        from lbctl.health.passive import OutlierDetector   # health builds on this module
+        return OutlierDetector(pool, pcfg.outlier, clock=clock)
+    for b in pool.backends:
+        b.extra.pop("outlier", None)
+        if b.ejected_until:
+            pool.eject(b, 0.0)
+    return OutcomeSink()
 
 
 def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None) -> Backend:
@@ -92,22 +111,34 @@ def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None) -> Back
             old.extra["idle"].close_all()
         b = Backend(bcfg.name, bcfg.url, weight=bcfg.weight, backup=bcfg.backup,
                     scheme=bcfg.scheme, host=bcfg.host, port=bcfg.port)
-    context = ssl.create_default_context() if bcfg.scheme == "https" else None
+    context = upstream_ssl(bcfg, pcfg)
     idle = b.extra.get("idle")
     if idle is None:
         b.extra["idle"] = IdlePool(b, max_idle=pcfg.max_idle_connections,
                                    idle_timeout=pcfg.idle_timeout, ssl=context)
     else:
         idle.max_idle, idle.idle_timeout = pcfg.max_idle_connections, pcfg.idle_timeout
+        idle.ssl = context          # a changed ca applies to new connections
     return b
+
+
+def upstream_ssl(bcfg: BackendConfig, pcfg: PoolConfig) -> ssl.SSLContext | None:
+    """https backends are verified (the backend's ca, else the pool's, else the system
+    store) unless tls_insecure_skip_verify is set on the backend or, failing that, the pool."""
+    if bcfg.scheme != "https":
+        return None
+    insecure = bcfg.tls_insecure_skip_verify
+    if insecure is None:
+        insecure = pcfg.tls_insecure_skip_verify
+    return client_context(bcfg.ca or pcfg.ca, insecure)
 
 
 def key_getter(spec: str | None) -> Callable | None:
     """Compile ``hash_key`` once: a function (conn, request) -> key or None."""
     if spec is None:
         return None
-    if spec == "ip":
-        return lambda conn, req: conn.peer
+    if spec == "ip":         # the resolved client address when the gateway resolved one
+        return lambda conn, req: req.admitted.client if req.admitted else conn.peer
     if spec == "path":
         return lambda conn, req: req.path
     kind, _, name = spec.partition(":")

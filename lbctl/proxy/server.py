@@ -2,7 +2,8 @@
 
 ``ProxyServer`` owns what outlives a single connection: the current ``Runtime`` (swapped
 whole by ``reload``), the set of open client connections (for draining), request-id
-generation, and a once-a-second sweep of expired idle upstream connections.
+generation, a once-a-second sweep of expired idle upstream connections, and the active
+health checks of the current runtime (restarted on reload, stopped on drain and close).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections import Counter
 from lbctl.config.model import Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
+from lbctl.gateway.tls import Terminator
+from lbctl.health.active import HealthChecks
 from lbctl.proxy.client import ClientConnection
 from lbctl.proxy.framing import RequestIds
 from lbctl.proxy.runtime import Runtime, build_runtime
@@ -25,10 +28,15 @@ log = logging.getLogger("lbctl.proxy")
 
 class ProxyServer:
     def __init__(self, config: Config, *, loop: asyncio.AbstractEventLoop | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, clock=None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.rng = rng or random.Random()
-        self.runtime: Runtime = build_runtime(config, clock=self.loop.time, rng=self.rng)
+        self.clock = clock or self.loop.time      # injected by tests (rate limits, ramps)
+        self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng)
+        tls = config.listen.tls                   # loaded once already by the config loader
+        self.tls = Terminator(tls.cert, tls.key, tls.min_version) if tls is not None else None
+        # Probes draw their jitter from their own stream, so they never shift the balancer's.
+        self.health = HealthChecks(rng=random.Random(self.rng.getrandbits(64)))
         self.connections: set[ClientConnection] = set()
         self.per_client: Counter[str] = Counter()      # open connections per client address
         self.request_ids = RequestIds()
@@ -44,15 +52,19 @@ class ProxyServer:
 
     async def start(self) -> None:
         addr = self.runtime.config.listen.address
+        # Initial health states are applied before the first connection can be accepted.
+        self.health.prepare(self.runtime)
         try:
             self.server = await self.loop.create_server(
                 lambda: ClientConnection(self), addr.host, addr.port,
-                reuse_address=True, backlog=1024)
+                reuse_address=True, backlog=1024,
+                ssl=self.tls.front if self.tls is not None else None)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else \
                 (exc.strerror or str(exc))
             raise UserError(f"cannot listen on {addr}: {reason}", exit_code=Exit.RUNTIME) from None
         self._sweeper = self.loop.create_task(self._sweep())
+        self.health.start(self.runtime)
 
     def reload(self, config: Config) -> None:
         """Swap in a validated config; requests in flight finish under the old one."""
@@ -60,7 +72,15 @@ class ProxyServer:
         if config.listen.address != old.config.listen.address:
             log.warning("listen address changed to %s: takes effect after a restart; "
                         "still listening on %s", config.listen.address, old.config.listen.address)
-        self.runtime = build_runtime(config, clock=self.loop.time, rng=self.rng, previous=old)
+        if self.tls is not None and config.listen.tls is not None:
+            tls = config.listen.tls
+            if self.tls.reload(tls.cert, tls.key, tls.min_version):
+                log.info("TLS certificate reloaded from %s", tls.cert)
+        elif (self.tls is None) != (config.listen.tls is None):
+            log.warning("listen.tls changed: takes effect after a restart")
+        self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old)
+        if self.server is not None:
+            self.health.restart(self.runtime)
 
     def stop_listening(self) -> None:
         """Close the listening socket: new connections are refused from here on."""
@@ -73,6 +93,7 @@ class ProxyServer:
         self.stop_listening()
         for conn in list(self.connections):
             conn.start_drain()
+        await self.health.stop()       # nothing new will be routed: verdicts no longer matter
         deadline = self.loop.time() + timeout
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
@@ -84,6 +105,7 @@ class ProxyServer:
         return clean
 
     async def close(self) -> None:
+        await self.health.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

@@ -1,0 +1,19 @@
+"""The gateway: what the proxy decides about a request before it picks a backend.
+
+``forward.handle`` routes a request, then calls ``Gateway.admit`` once; everything here
+runs between routing and pool selection, per route, in this order:
+
+    client_ip.py   the client's address: the peer's, or read from X-Forwarded-For/Forwarded
+                   only when the peer is a trusted proxy
+    rate_limit.py  token buckets keyed by client address or a header (before authentication,
+                   so failed attempts count too), or by consumer (right after it)
+    api_key.py     named API keys, compared as SHA-256 digests in constant time
+    jwt_auth.py    JWTs (PyJWT) checked against keys loaded with the config, never fetched
+    authorize.py   per-route allow-lists: consumers, claims, methods, client networks
+    policy.py      the steps above in order for one route; 401/403/429 refusals; what the
+                   forwarded request carries (X-Consumer, claim headers, X-Forwarded-For)
+    tls.py         TLS contexts: the listener's (reloaded on SIGHUP) and upstream verification
+
+Key material (digests, HMAC secrets, public keys, certificates) is loaded and checked when
+the config is, so a bad file is a ``lbctl validate`` error, never a failure at a request.
+"""

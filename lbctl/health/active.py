@@ -1,0 +1,300 @@
+"""Active health checks: background probes of every backend of the pools that have ``[health]``.
+
+One task per backend probes it every ``interval`` (times a random factor within
+``JITTER``, so a fleet of balancers does not probe in lockstep). The first round is spread
+evenly over one interval, so a pool of 1,000 backends never probes them all at the same
+instant. Each result feeds the backend's ``HealthState``; only a *flip* reaches the pool
+(``pool.set_healthy``) and the log, as one line with the reason (``status 500``,
+``timeout``, ``connection refused``, ``body mismatch``).
+
+Probes run on their own aiohttp session, never on the data plane's connections, and they
+only ever go to a configured backend's own address: redirects are not followed (a 3xx is
+judged by ``expect_status`` like any other status).
+
+``probe`` is also what ``lbctl check`` runs, so both judge a backend by the same rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import aiohttp
+import yarl
+
+from lbctl import __version__
+from lbctl.balancing import Backend, Pool
+from lbctl.config.model import Health
+from lbctl.health.state import HealthState
+
+log = logging.getLogger("lbctl.health")
+
+# Each delay is interval x a factor in [1 - JITTER, 1 + JITTER]: enough to break lockstep,
+# small enough that "down within fall x interval" still roughly holds.
+JITTER = 0.1
+# An expect_body regex is searched in at most this much of the body: a health page, not a
+# download.
+BODY_LIMIT = 64 * 1024
+USER_AGENT = f"lbctl-health/{__version__}"
+
+
+class Target(Protocol):
+    """What a probe needs of a backend; ``Backend`` and ``BackendConfig`` both provide it."""
+    scheme: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    status: int | None          # HTTP status; None for TCP checks and failures before a response
+    latency: float              # seconds from the start of the probe to its verdict
+    error: str | None           # why it failed: "status 500", "timeout", "connection refused", ...
+
+    @property
+    def reason(self) -> str:
+        if self.error:
+            return self.error
+        return f"status {self.status}" if self.status is not None else "connected"
+
+
+def probe_url(target: Target, health: Health) -> yarl.URL:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    # encoded=True: the path was validated at load time and is sent exactly as written.
+    return yarl.URL(f"{target.scheme}://{host}:{target.port}{health.path}", encoded=True)
+
+
+def make_session(limit: int = 0) -> aiohttp.ClientSession:
+    """A session for probes. A fresh connection per probe (``force_close``): reusing one would
+    hide a backend that stopped accepting connections behind a still-open socket."""
+    connector = aiohttp.TCPConnector(force_close=True, limit=limit)
+    return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT},
+                                 auto_decompress=False)
+
+
+async def probe(target: Target, health: Health, session: aiohttp.ClientSession | None = None, *,
+                timeout: float | None = None) -> ProbeResult:
+    """Probe ``target`` once by ``health``'s rules (``timeout`` overrides ``health.timeout``).
+    Never raises for a backend's failure: every way of failing is a ``ProbeResult``."""
+    limit = health.timeout if timeout is None else timeout
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        if health.type == "tcp":
+            status = await asyncio.wait_for(_tcp(target), limit)
+            error = None
+        else:
+            status, error = await asyncio.wait_for(_http(target, health, session), limit)
+    except Exception as exc:   # noqa: BLE001 - every failure is a verdict, not a crash
+        return ProbeResult(False, None, loop.time() - started, describe_error(exc))
+    return ProbeResult(error is None, status, loop.time() - started, error)
+
+
+async def _tcp(target: Target) -> None:
+    _, writer = await asyncio.open_connection(target.host, target.port)
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return None
+
+
+async def _http(target: Target, health: Health,
+                session: aiohttp.ClientSession | None) -> tuple[int, str | None]:
+    own = session is None
+    if own:
+        session = make_session()
+    try:
+        headers = {"Host": health.host} if health.host else None
+        async with session.request(health.method, probe_url(target, health), headers=headers,
+                                   allow_redirects=False) as resp:
+            status = resp.status
+            if not any(low <= status <= high for low, high in health.expect_status):
+                return status, f"status {status}"
+            if health.expect_body is not None:
+                body = await _read_limited(resp, BODY_LIMIT)
+                if re.search(health.expect_body, body.decode("utf-8", "replace")) is None:
+                    return status, "body mismatch"
+            return status, None
+    finally:
+        if own:
+            await session.close()
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await resp.content.read(limit - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A probe failure in the words an operator looks for in a log line."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return "timeout"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection closed before a response"
+    if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ClientPayloadError)):
+        return "invalid response"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        exc = exc.os_error
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ECONNREFUSED or isinstance(exc, ConnectionRefusedError):
+            return "connection refused"
+        if exc.errno == errno.ECONNRESET or isinstance(exc, ConnectionResetError):
+            return "connection reset"
+        return f"connect failed: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# ---- scheduling (pure: the rng is injected) ------------------------------------------------
+
+def first_delays(count: int, interval: float, rng: random.Random) -> list[float]:
+    """When each of ``count`` backends gets its first probe: backend i somewhere in the i-th
+    slice of one interval, so the first round is spread evenly and never bunched."""
+    slot = interval / count if count else interval
+    return [slot * (i + rng.random()) for i in range(count)]
+
+
+def next_delay(interval: float, rng: random.Random) -> float:
+    """The gap to a backend's next probe: ``interval`` give or take ``JITTER``."""
+    return interval * rng.uniform(1.0 - JITTER, 1.0 + JITTER)
+
+
+# ---- the live checker -------------------------------------------------------------------
+
+Observer = Callable[[Pool, Backend, ProbeResult, bool], None]
+
+
+class HealthChecks:
+    """Probes the backends of every pool with ``[health]`` in the current runtime.
+
+    ``start(runtime)`` applies the initial state of backends new to it and starts one task per
+    backend; ``restart(runtime)`` (after a reload) does the same for the new runtime, keeping
+    the verdicts of backends that survived; ``stop()`` cancels everything. ``observer``, when
+    given, hears every probe (tests wait on it instead of sleeping).
+    """
+
+    def __init__(self, *, rng: random.Random | None = None, wall: Callable[[], float] = time.time,
+                 observer: Observer | None = None) -> None:
+        self.rng = rng or random.Random()
+        self.wall = wall
+        self.observer = observer
+        self.tasks: list[asyncio.Task] = []
+        self.session: aiohttp.ClientSession | None = None
+        # Bumped by every stop/restart. A probe loop also ends when its generation is over,
+        # because a cancellation can be lost when it races a finishing wait_for (3.11).
+        self.generation = 0
+
+    def prepare(self, runtime) -> None:
+        """Give every backend its health state before any traffic can reach it: ``initial =
+        "down"`` backends of a new pool (or new to a pool) start without traffic. Pools without
+        ``[health]`` are assumed up, so a reload that removes the table brings them back."""
+        for state in runtime.pools.values():
+            health, pool = state.config.health, state.pool
+            for b in pool.backends:
+                hs = b.extra.get("health")
+                if health is None:
+                    b.extra.pop("health", None)
+                    b.extra.pop("probe", None)
+                    pool.set_healthy(b, True)
+                elif hs is None:
+                    hs = b.extra["health"] = HealthState.initial(health.rise, health.fall,
+                                                                  health.initial)
+                    pool.set_healthy(b, hs.healthy)
+                else:
+                    hs.retune(health.rise, health.fall)
+
+    def start(self, runtime) -> None:
+        """Prepare and start probing (call with the event loop running)."""
+        self.prepare(runtime)
+        if self.session is None or self.session.closed:
+            self.session = make_session()
+        loop = asyncio.get_running_loop()
+        for state in runtime.pools.values():
+            health, pool = state.config.health, state.pool
+            if health is None:
+                continue
+            delays = first_delays(len(pool.backends), health.interval, self.rng)
+            for b, delay in zip(pool.backends, delays):
+                self.tasks.append(loop.create_task(self._loop(pool, health, b, delay,
+                                                              self.generation),
+                                                   name=f"health {pool.name}/{b.name}"))
+
+    def restart(self, runtime) -> None:
+        """A reload swapped the runtime: probe the new membership with the new settings."""
+        self._cancel()
+        self.start(runtime)
+
+    async def stop(self) -> None:
+        tasks = self._cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def _cancel(self) -> list[asyncio.Task]:
+        tasks, self.tasks = self.tasks, []
+        self.generation += 1
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    async def _loop(self, pool: Pool, health: Health, b: Backend, delay: float,
+                    generation: int) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        while generation == self.generation:
+            await asyncio.sleep(max(due - loop.time(), 0.0))
+            if generation != self.generation:
+                return
+            # Start to start: a slow probe does not push the schedule back.
+            due = loop.time() + next_delay(health.interval, self.rng)
+            await self.check(pool, health, b, generation)
+
+    async def check(self, pool: Pool, health: Health, b: Backend,
+                    generation: int | None = None) -> ProbeResult:
+        """Probe ``b`` once and apply the result; the one place a probe touches a pool."""
+        if self.session is None or self.session.closed:
+            self.session = make_session()
+        result = await probe(b, health, self.session)
+        if generation is not None and generation != self.generation:
+            return result       # stopped or reloaded meanwhile: this verdict is stale
+        state = b.extra.get("health")
+        if state is None:       # checked before start(): apply the initial state now
+            state = b.extra["health"] = HealthState.initial(health.rise, health.fall,
+                                                             health.initial)
+            pool.set_healthy(b, state.healthy)
+        flipped = state.observe(result.ok)
+        b.extra["probe"] = {"ok": result.ok, "status": result.status,
+                            "latency": round(result.latency, 6), "error": result.error,
+                            "time": self.wall()}
+        if flipped:
+            pool.set_healthy(b, state.healthy)
+            if state.healthy:
+                log.info("pool %s: backend %s is UP (%s)", pool.name, b.name,
+                         _streak(state.streak, "successful probe", result.reason))
+            else:
+                log.warning("pool %s: backend %s is DOWN (%s)", pool.name, b.name,
+                            _streak(state.streak, "failed probe", result.reason))
+        if self.observer is not None:
+            self.observer(pool, b, result, flipped)
+        return result
+
+
+def _streak(n: int, what: str, reason: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}, last: {reason}"

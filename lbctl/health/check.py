@@ -1,0 +1,373 @@
+"""``lbctl check``: probe every backend once, judge the pools, and say so in the formats that
+cron, Nagios-style monitors and node_exporter read.
+
+Each pool is probed with its own ``[health]`` settings (the same ``active.probe`` that
+``serve`` runs); a pool without ``[health]`` gets a plain TCP connect, since ``serve``
+assumes its backends up and a connect is the least a reachable backend can do.
+
+Judgement, per pool: fewer than ``min_healthy`` backends up (default 1, i.e. none up) is
+CRITICAL; any backend down is WARNING; a successful probe slower than ``crit_latency`` /
+``warn_latency`` is CRITICAL / WARNING. The overall status is the worst pool's.
+
+With a state file, "up" is the rise/fall verdict carried across runs (``HealthState``), not
+the single probe, so one lost probe does not page anyone; the JSON ``ok`` field is always
+the probe itself.
+
+Outputs (all pure functions of a ``Report``): the monitoring-plugin status line, the JSON
+document of SPEC.md, and Prometheus text format for node_exporter's textfile collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lbctl.config.model import BackendConfig, Config, Health, PoolConfig
+from lbctl.errors import UserError
+from lbctl.exitcodes import CheckExit
+from lbctl.health.state import HealthState
+
+if TYPE_CHECKING:
+    from lbctl.health.active import ProbeResult
+
+DEFAULT_CONCURRENCY = 32
+# What a pool without [health] is checked with: can we connect at all.
+TCP_CONNECT = Health(type="tcp", rise=1, fall=1)
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_healthy: int | None = None          # absolute number of backends up; None: see below
+    min_healthy_percent: float | None = None   # of the pool's backends, rounded up
+    warn_latency: float | None = None       # seconds
+    crit_latency: float | None = None
+
+    def needed(self, total: int) -> int:
+        """Backends that must be up for the pool not to be CRITICAL (default: 1)."""
+        if self.min_healthy is not None:
+            return self.min_healthy
+        if self.min_healthy_percent is not None:
+            return math.ceil(self.min_healthy_percent * total / 100.0 - 1e-9)
+        return 1
+
+
+def parse_min_healthy(text: str) -> Thresholds:
+    """``"2"`` or ``"50%"``; ``ValueError`` saying what was expected otherwise."""
+    expected = 'a number of backends like 2, or a percentage like "50%"'
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            pct = float(value[:-1])
+            if not 0 <= pct <= 100:
+                raise ValueError
+            return Thresholds(min_healthy_percent=pct)
+        count = int(value)
+        if count < 0:
+            raise ValueError
+        return Thresholds(min_healthy=count)
+    except ValueError:
+        raise ValueError(f"expected {expected}, found {text!r}") from None
+
+
+@dataclass
+class BackendCheck:
+    name: str
+    url: str
+    result: ProbeResult
+    up: bool                    # the verdict: the probe itself, or rise/fall with a state file
+
+    @property
+    def latency(self) -> float | None:
+        """Only a probe that got an answer has a latency worth reporting."""
+        r = self.result
+        return r.latency if r.ok or r.status is not None else None
+
+
+@dataclass
+class PoolCheck:
+    name: str
+    backends: list[BackendCheck]
+    status: CheckExit = CheckExit.OK
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for b in self.backends if b.up)
+
+    @property
+    def total(self) -> int:
+        return len(self.backends)
+
+    @property
+    def max_latency(self) -> float | None:
+        values = [b.latency for b in self.backends if b.result.ok and b.latency is not None]
+        return max(values) if values else None
+
+
+@dataclass
+class Report:
+    status: CheckExit
+    pools: list[PoolCheck]
+    thresholds: Thresholds = Thresholds()
+    state: dict | None = None   # the state file's new content, when one is used
+    at: float = 0.0             # Unix time of the run
+
+
+# ---- running ---------------------------------------------------------------------------
+
+def select_pools(config: Config, names: list[str] | tuple[str, ...] = ()) -> list[PoolConfig]:
+    """The pools to check, in config order; an unknown name is the user's error."""
+    if not names:
+        return list(config.pools.values())
+    unknown = [n for n in names if n not in config.pools]
+    if unknown:
+        raise UserError(f"no pool named {unknown[0]!r} in {config.path} "
+                        f"(pools: {', '.join(config.pools)})")
+    return [config.pools[n] for n in config.pools if n in names]
+
+
+async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
+                      concurrency: int = DEFAULT_CONCURRENCY) -> dict[tuple[str, str], ProbeResult]:
+    """Every backend of ``pools`` probed once, at most ``concurrency`` at a time."""
+    # Imported here: aiohttp is heavy, and `lbctl --help` should not pay for it.
+    from lbctl.health.active import make_session, probe
+    gate = asyncio.Semaphore(max(concurrency, 1))
+    session = make_session(limit=max(concurrency, 1))
+
+    async def one(pool: PoolConfig, b: BackendConfig) -> tuple[tuple[str, str], ProbeResult]:
+        # The timeout starts inside the gate: waiting for a turn is not the backend's fault.
+        async with gate:
+            return (pool.name, b.name), await probe(b, pool.health or TCP_CONNECT, session,
+                                                    timeout=timeout)
+    try:
+        pairs = await asyncio.gather(*(one(p, b) for p in pools for b in p.backends))
+    finally:
+        await session.close()
+    return dict(pairs)
+
+
+def judge(pools: list[PoolConfig], results: dict[tuple[str, str], ProbeResult],
+          thresholds: Thresholds = Thresholds(), state: dict | None = None,
+          at: float | None = None) -> Report:
+    """Turn probe results into verdicts and statuses. With ``state`` (a loaded state file,
+    possibly empty), verdicts follow rise/fall and the report carries the new state."""
+    at = time.time() if at is None else at
+    new_state: dict | None = None
+    if state is not None:
+        # Pools not checked this run (--pool) keep their records untouched.
+        names = {p.name for p in pools}
+        kept = {k: v for k, v in state.get("backends", {}).items() if k.split("/", 1)[0] not in names}
+        new_state = {"version": STATE_VERSION, "backends": kept}
+    checks: list[PoolCheck] = []
+    for pcfg in pools:
+        health = pcfg.health or TCP_CONNECT
+        backends = []
+        for bcfg in pcfg.backends:
+            result = results[(pcfg.name, bcfg.name)]
+            up = result.ok
+            if new_state is not None:
+                key = f"{pcfg.name}/{bcfg.name}"
+                old = (state or {}).get("backends", {}).get(key)
+                hs = None
+                if isinstance(old, dict) and old.get("url") == bcfg.url:
+                    hs = HealthState.from_dict(old, health.rise, health.fall)
+                if hs is None:      # new backend, moved backend, or a damaged record
+                    hs = HealthState.initial(health.rise, health.fall, health.initial)
+                hs.observe(result.ok)
+                up = hs.healthy
+                new_state["backends"][key] = {"url": bcfg.url, **hs.to_dict(), "checked": at}
+            backends.append(BackendCheck(bcfg.name, bcfg.url, result, up))
+        pool = PoolCheck(pcfg.name, backends)
+        _judge_pool(pool, thresholds)
+        checks.append(pool)
+    status = max((p.status for p in checks), default=CheckExit.OK)
+    return Report(CheckExit(status), checks, thresholds, new_state, at)
+
+
+def _judge_pool(pool: PoolCheck, t: Thresholds) -> None:
+    needed = t.needed(pool.total)
+    statuses = [CheckExit.OK]
+    if pool.healthy < needed:
+        statuses.append(CheckExit.CRITICAL)
+        pool.reasons.append(f"{pool.healthy}/{pool.total} up, fewer than {needed}")
+    elif pool.healthy < pool.total:
+        statuses.append(CheckExit.WARNING)
+        down = [b.name for b in pool.backends if not b.up]
+        pool.reasons.append(f"down: {', '.join(down)}")
+    for b in pool.backends:
+        lat = b.latency
+        if not b.result.ok or lat is None:
+            continue
+        if t.crit_latency is not None and lat > t.crit_latency:
+            statuses.append(CheckExit.CRITICAL)
+            pool.reasons.append(f"{b.name} latency {lat:.3f}s > {t.crit_latency:g}s")
+        elif t.warn_latency is not None and lat > t.warn_latency:
+            statuses.append(CheckExit.WARNING)
+            pool.reasons.append(f"{b.name} latency {lat:.3f}s > {t.warn_latency:g}s")
+    pool.status = CheckExit(max(statuses))
+
+
+def run_check(config: Config, *, pools: list[str] | tuple[str, ...] = (),
+              timeout: float | None = None, concurrency: int = DEFAULT_CONCURRENCY,
+              thresholds: Thresholds = Thresholds(), state: dict | None = None) -> Report:
+    """The whole check: select, probe concurrently, judge. Blocking (runs its own loop)."""
+    selected = select_pools(config, pools)
+    results = asyncio.run(probe_pools(selected, timeout=timeout, concurrency=concurrency))
+    return judge(selected, results, thresholds, state)
+
+
+# ---- outputs (pure) ----------------------------------------------------------------------
+
+def status_line(report: Report, status: CheckExit | None = None, prefix: str = "") -> str:
+    """``LBCTL WARNING - api 1/2 up, web 3/3 up | api_up=1;;;0;2 api_latency=0.004s``"""
+    status = report.status if status is None else status
+    perf = perfdata(report)
+    return f"LBCTL {status.name} - {prefix}{summary(report)}" + (f" | {perf}" if perf else "")
+
+
+def summary(report: Report) -> str:
+    return ", ".join(f"{p.name} {p.healthy}/{p.total} up" for p in report.pools) or "no pools"
+
+
+def perfdata(report: Report) -> str:
+    perf = []
+    t = report.thresholds
+    for p in report.pools:
+        perf.append(f"{_perf_label(p.name + '_up')}={p.healthy};;;0;{p.total}")
+        lat = p.max_latency
+        value = "U" if lat is None else f"{lat:.6f}s"
+        limits = ""
+        if t.warn_latency is not None or t.crit_latency is not None:
+            limits = f";{_num(t.warn_latency)};{_num(t.crit_latency)}"
+        perf.append(f"{_perf_label(p.name + '_latency')}={value}{limits}")
+    return " ".join(perf)
+
+
+def unknown_line(message: str) -> str:
+    return f"LBCTL UNKNOWN - {' '.join(message.split())}"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def _perf_label(label: str) -> str:
+    """Plugin perfdata labels with spaces, ``=`` or quotes must be quoted (quotes doubled)."""
+    if re.search(r"[\s='|]", label):
+        return "'" + label.replace("'", "''") + "'"
+    return label
+
+
+def to_json(report: Report) -> dict:
+    """SPEC.md's ``lbctl check --json`` document."""
+    return {
+        "status": report.status.name,
+        "pools": [{
+            "name": p.name, "healthy": p.healthy, "total": p.total,
+            "backends": [{
+                "name": b.name, "url": b.url, "ok": b.result.ok, "status": b.result.status,
+                "latency": None if b.latency is None else round(b.latency, 6),
+                "error": b.result.error,
+            } for b in p.backends],
+        } for p in report.pools],
+    }
+
+
+def unknown_json(message: str) -> dict:
+    return {"status": CheckExit.UNKNOWN.name, "error": message, "pools": []}
+
+
+def prometheus_text(report: Report | None, at: float | None = None) -> str:
+    """The textfile collector's input. ``report`` None: the check could not run (UNKNOWN)."""
+    at = (report.at if report is not None else time.time()) if at is None else at
+    out: list[str] = []
+
+    def metric(name: str, help_: str, samples: list[tuple[dict, float]]) -> None:
+        out.append(f"# HELP {name} {help_}")
+        out.append(f"# TYPE {name} gauge")
+        for labels, value in samples:
+            text = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items())
+            out.append(f"{name}{{{text}}} {_sample(value)}" if text else f"{name} {_sample(value)}")
+
+    status = CheckExit.UNKNOWN if report is None else report.status
+    metric("lbctl_check_status", "Result of lbctl check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+           [({}, int(status))])
+    metric("lbctl_check_timestamp_seconds", "When lbctl check ran, as a Unix time.", [({}, at)])
+    if report is not None:
+        metric("lbctl_check_pool_backends", "Backends in the pool.",
+               [({"pool": p.name}, p.total) for p in report.pools])
+        metric("lbctl_check_pool_healthy_backends", "Backends of the pool judged up.",
+               [({"pool": p.name}, p.healthy) for p in report.pools])
+        rows = [(p, b) for p in report.pools for b in p.backends]
+        ids = [({"pool": p.name, "backend": b.name, "url": b.url}, b) for p, b in rows]
+        metric("lbctl_check_backend_up", "1 when the backend is judged up (rise/fall with a "
+               "state file), else 0.", [(labels, int(b.up)) for labels, b in ids])
+        metric("lbctl_check_probe_success", "1 when this run's probe succeeded, else 0.",
+               [(labels, int(b.result.ok)) for labels, b in ids])
+        metric("lbctl_check_probe_latency_seconds", "Time the probe took to get its answer.",
+               [(labels, b.latency) for labels, b in ids if b.latency is not None])
+        metric("lbctl_check_probe_http_status", "HTTP status the probe received.",
+               [(labels, b.result.status) for labels, b in ids if b.result.status is not None])
+    return "\n".join(out) + "\n"
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _sample(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
+    """Write to a temporary file in the same directory, then rename over ``path``: a reader
+    (node_exporter, the next cron run) sees the old file or the new one, never half of one."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)     # mkstemp makes it 0600; the collector runs as another user
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_state(path: str | os.PathLike[str]) -> tuple[dict, str | None]:
+    """The state file's content, and a warning when it had to be ignored. A missing file is
+    a first run; a damaged one starts afresh rather than failing the check."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"version": STATE_VERSION, "backends": {}}, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return {"version": STATE_VERSION, "backends": {}}, \
+            f"state file {path} ignored ({getattr(exc, 'strerror', None) or exc}); starting afresh"
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION \
+            or not isinstance(data.get("backends"), dict):
+        return {"version": STATE_VERSION, "backends": {}}, \
+            f"state file {path} ignored (not an lbctl check state file); starting afresh"
+    return data, None
+
+
+def save_state(path: str | os.PathLike[str], state: dict) -> None:
+    write_atomic(path, json.dumps(state, indent=1, sort_keys=True) + "\n", mode=0o600)

@@ -1,0 +1,168 @@
+"""Scenario files: what they mean, and one clear error with a key path for each mistake."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lbctl.errors import UserError
+from lbctl.exitcodes import Exit
+from lbctl.simulate.scenario import load_scenario
+from lbctl.simulate.workload import lognormal_params, service_sampler
+from lbctl.simulate.scenario import Service
+
+import random
+
+
+def write(tmp_path, text, name="scenario.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_full_scenario(tmp_path):
+    (tmp_path / "samples.txt").write_text("# measured\n10ms\n0.020\n\n30ms\n")
+    sc = load_scenario(write(tmp_path, """
+seed = 7
+algorithms = ["p2c", "ewma"]
+[workload]
+arrivals = "uniform"
+load = 0.5
+duration = "60s"
+[proxy]
+retries = 2
+timeout = "500ms"
+[client]
+timeout = "2s"
+[[backends]]
+name = "fast"
+count = 2
+concurrency = 4
+service = { dist = "lognormal", mean = "10ms", p99 = "80ms" }
+speed = 2.0
+[[backends]]
+name = "old"
+service = { dist = "empirical", file = "samples.txt" }
+weight = 3
+[[timeline]]
+at = "10s"
+backend = "old"
+event = "slow"
+factor = 3
+"""))
+    assert [b.name for b in sc.backends] == ["fast1", "fast2", "old"]
+    assert sc.backends[2].weight == 3 and sc.backends[0].concurrency == 4
+    assert sc.backends[2].service.values == (0.010, 0.020, 0.030)
+    # capacity: 2 x 4 x 2 / 10ms + 1 / 20ms = 1600 + 50 per second
+    assert sc.capacity == pytest.approx(1650)
+    assert sc.workload.rate == pytest.approx(825)
+    assert sc.workload.duration == 60 and sc.workload.requests == 0
+    assert sc.proxy.retries == 2 and sc.proxy.timeout == 0.5 and sc.client_timeout == 2
+    assert sc.timeline[0].action == "slow" and sc.timeline[0].factor == 3
+    assert sc.algorithms == ("p2c", "ewma") and sc.seed == 7
+
+
+def test_lognormal_from_mean_and_p99():
+    mu, sigma = lognormal_params(0.010, 0.080)
+    assert math.exp(mu + sigma ** 2 / 2) == pytest.approx(0.010)
+    assert math.exp(mu + 2.3263478740408408 * sigma) == pytest.approx(0.080)
+    draw = service_sampler(Service("lognormal", mean=0.010, p99=0.080), random.Random(1))
+    values = sorted(draw() for _ in range(100_000))
+    # 100k draws: the p99 estimate's relative standard error is about 1.5%, the mean's
+    # (sigma ~ 1.2) well under 1%; 8% and 5% are generous multiples of those.
+    assert values[98_999] == pytest.approx(0.080, rel=0.08)
+    assert sum(values) / len(values) == pytest.approx(0.010, rel=0.05)
+
+
+def test_config_pool_gives_names_weights_and_settings(tmp_path):
+    write(tmp_path, """
+[listen]
+address = "127.0.0.1:8080"
+[[routes]]
+pool = "api"
+[pools.api]
+algorithm = "weighted"
+retries = 2
+[pools.api.timeouts]
+response = "3s"
+[[pools.api.backends]]
+url = "http://127.0.0.1:9001"
+name = "api-1"
+weight = 3
+[[pools.api.backends]]
+url = "http://127.0.0.1:9002"
+""", "lb.toml")
+    sc = load_scenario(write(tmp_path, """
+config = "lb.toml"
+pool = "api"
+[[backends]]
+service = { dist = "constant", mean = "5ms" }
+"""))
+    assert [(b.name, b.weight) for b in sc.backends] == [("api-1", 3.0), ("127.0.0.1:9002", 1.0)]
+    assert sc.configured == "weighted"
+    assert sc.proxy.retries == 2 and sc.proxy.timeout == 3.0
+
+
+def test_config_pool_must_exist_and_the_config_must_be_valid(tmp_path):
+    write(tmp_path, '[[routes]]\npool = "api"\n[pools.api]\n[[pools.api.backends]]\n'
+                    'url = "http://127.0.0.1:9001"\n', "lb.toml")
+    with pytest.raises(UserError, match="no pool 'apii'.*did you mean 'api'"):
+        load_scenario(write(tmp_path, 'config = "lb.toml"\npool = "apii"\n'))
+    write(tmp_path, '[[routes]]\npool = "api"\n[pools.api]\nalgorithm = "fastest"\n'
+                    '[[pools.api.backends]]\nurl = "http://127.0.0.1:9001"\n', "bad.toml")
+    with pytest.raises(UserError, match="pools.api.algorithm"):
+        load_scenario(write(tmp_path, 'config = "bad.toml"\npool = "api"\n'))
+
+
+BAD = [
+    ('[[backends]]\nservice = { dist = "exponential", mean = "fast" }\n',
+     'backends[0].service.mean: expected a duration such as "150ms"'),
+    ('[[backends]]\nservice = { dist = "gaussian", mean = "1s" }\n',
+     "backends[0].service.dist: expected one of"),
+    ('[[backends]]\ncount = 0\n', "backends[0].count: expected an integer at least 1"),
+    ('[[backends]]\ncount = 2\n[[backends]]\nspeed = -1\n',
+     "backends[1].speed: expected a number above 0"),
+    ('[[backends]]\nconcurency = 2\n', "backends[0].concurency: unknown key (did you mean "
+                                       "'concurrency'?)"),
+    ('[[backends]]\nservice = { dist = "lognormal", mean = "10ms", p99 = "5ms" }\n',
+     "backends[0].service.p99: expected a duration above the mean"),
+    ('[[backends]]\nservice = { dist = "uniform", min = "10ms" }\n',
+     "backends[0].service.max: missing"),
+    ('[[backends]]\nservice = { dist = "constant", mean = "1s", p99 = "2s" }\n',
+     "backends[0].service.p99: not used by dist = 'constant'"),
+    ('[[backends]]\nservice = { dist = "empirical", file = "nope.txt" }\n',
+     "backends[0].service.file: cannot read 'nope.txt'"),
+    ('algorithms = ["p2c", "least_con"]\n[[backends]]\n',
+     "algorithms: unknown algorithm 'least_con' (did you mean 'least_conn'?)"),
+    ('[workload]\nrate = 10\nload = 0.5\n[[backends]]\n', "workload.load: expected rate or load"),
+    ('[workload]\narrivals = "bursty"\n[[backends]]\n', "workload.arrivals: expected one of"),
+    ('[workload]\nrequests = 1.5\n[[backends]]\n', "workload.requests: expected an integer"),
+    ('[[backends]]\n[[timeline]]\nat = "1s"\nbackend = "b9"\nevent = "down"\n',
+     "timeline[0].backend: no backend named 'b9'"),
+    ('[[backends]]\n[[timeline]]\nat = "1s"\nbackend = "b1"\nevent = "explode"\n',
+     "timeline[0].event: expected one of"),
+    ('[[backends]]\n[[timeline]]\nat = "1s"\nbackend = "b1"\nevent = "slow"\n',
+     "timeline[0].factor: missing"),
+    ('[[backends]]\n[[timeline]]\nat = "1s"\nbackend = "b1"\nevent = "blackhole"\n',
+     "timeline[0].event: a black hole never answers"),
+    ('[[backends]]\n[[timeline]]\nat = "1s"\nbackend = "b1"\nevent = "down"\nfactor = 2\n',
+     "timeline[0].factor: not used by event = 'down'"),
+    ('[proxy]\nretries = "two"\n[[backends]]\n', "proxy.retries: expected an integer"),
+    ('[client]\ntimeout = "-1s"\n[[backends]]\n', "client.timeout: expected"),
+    ('pool = "api"\n[[backends]]\n', 'config: expected both config = "lb.toml"'),
+    ('seed = 1\n', "backends: missing"),
+    ('[[backends]]\nname = "x"\n[[backends]]\nname = "x"\n', "backend name 'x' is used twice"),
+    ('[[backends]\n', "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD)
+def test_bad_scenario_names_the_key_path(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        load_scenario(path)
+    assert message in str(info.value)
+    assert str(info.value).startswith(path + ": ")
+    assert "\n" not in str(info.value)
+    assert info.value.exit_code == Exit.USAGE
