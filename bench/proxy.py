@@ -17,19 +17,21 @@ What it does:
 * runs wrk (``-t1 -c64 --latency``) interleaved and repeated: for each round, each workload
   (small keep-alive, 64 KiB keep-alive, small with ``Connection: close``), each target
   (direct to one backend, nginx, lbctl), in an order rotated every round.
-* prints medians of req/s and p99, the ratios to nginx, lbctl's peak RSS (VmHWM), and the
-  targets from the ``serve`` issue; writes every run to ``bench/results/proxy-*.json``.
+* prints medians of req/s, p50 and p99, each proxy's CPU time per request, the ratios to
+  nginx, lbctl's peak RSS (VmHWM), and the targets from the ``serve`` issue; writes every run
+  to ``bench/results/proxy-*.json``. Runs that shared the machine with other work are
+  flagged (CPU used by processes this script did not start).
 
 Only loopback addresses are used; every wrk run is bounded in time; only the processes this
 script started are stopped (by PID), also on Ctrl-C or an error.
 
 ``--variant LABEL=FILE`` adds another lbctl instance whose config is the benchmark's plus
-the TOML in FILE (e.g. metrics off), measured in the same interleaved rounds.
-``--tree LABEL=DIR`` adds one
-that runs the lbctl source in DIR, to compare two versions of the data plane::
+the top-level TOML tables in FILE (e.g. metrics off), measured in the same interleaved
+rounds. ``--tree LABEL=DIR`` adds one that runs the lbctl source in DIR, to compare two
+versions of the data plane::
 
-    git archive HEAD~1 | tar -x -C /tmp/lbctl-base
-    python bench/proxy.py --tree base=/tmp/lbctl-base
+    mkdir /tmp/lbctl-base && git archive HEAD~1 lbctl | tar -x -C /tmp/lbctl-base
+    python bench/proxy.py --tree base=/tmp/lbctl-base --workload small
 """
 
 from __future__ import annotations
@@ -388,6 +390,9 @@ def start_everything(tools: dict, procs: Processes, tmp: Path, args) -> list[Tar
     proc = procs.start("nginx", pinned(proxy_cpu, [tools["nginx"], "-p", str(tmp), "-e",
                        str(tmp / "nginx.error.log"), "-c", str(conf)], tools["taskset"]), log)
     wait_listening(port, proc.popen, log)
+    deadline = time.monotonic() + 10           # the master listens before its worker forks
+    while not children(proc.popen.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     targets.append(Target("nginx", port, proc, [proc.popen.pid, *children(proc.popen.pid)]))
 
     variants = [("lbctl", "", REPO)] + \
@@ -727,7 +732,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Stopping is bounded (SIGKILL after 10 s each); a second Ctrl-C must not cut it short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         procs.stop_all()
         if args.keep_temp:
             print(f"temp dir kept: {tmp}")
