@@ -265,6 +265,10 @@ class ClientConnection(asyncio.Protocol):
             if server.per_client[self.peer] <= 0:
                 del server.per_client[self.peer]
         self._cancel_timers()
+        # The parser holds this protocol's bound callbacks: a reference cycle that only the
+        # garbage collector would free. Nothing is parsed after connection_lost, so break it
+        # and let the connection go as soon as its handler task ends.
+        self.parser = None
         if self.tunnel is not None:
             self.tunnel.close()
             self.end_tunnel()

@@ -113,6 +113,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser = None                # a reference cycle through its callbacks (client.py)
         self.idle_pool.discard(self)
         client = self.client
         self.client = None
