@@ -177,6 +177,11 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
             await conn.tunnel_done
             return False
         return conn.resp_keep
+    except asyncio.CancelledError:
+        # The client went away before the backend answered: not the backend's failure.
+        if latency is None:
+            outcome = "client"
+        raise
     finally:
         if up is not None:
             body = req.body
