@@ -198,7 +198,12 @@ async def test_a_client_vanishing_is_not_held_against_the_backend(backends):
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.address[1])
     writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
     await asyncio.wait_for(arrived.wait(), 5)
-    writer.transport.abort()                       # a reset, not a half-close
+    # SO_LINGER 0 makes close send a reset; a plain close is a half-close, which the proxy
+    # answers (as HAProxy does without abortonclose).
+    import struct
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+    writer.transport.abort()
     for _ in range(200):
         if heard:
             break
