@@ -160,6 +160,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     select, on_start, on_end = pool.select, pool.on_start, pool.on_end
     failure_draw = rngs["failures"].random
     retries = proxy.retries
+    # serve's retry rule (PoolConfig.retry_on); simulated requests are idempotent GETs.
+    retry_fail, retry_timeout = "5xx" in proxy.retry_on, "timeout" in proxy.retry_on
     attempt_timeout = proxy.timeout
     client_timeout = scenario.client_timeout
     timeouts = attempt_timeout < INF or client_timeout < INF
@@ -278,7 +280,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             if detect and kind != CLIENT_TIMEOUT:
                 report(b, "5xx" if kind == FAIL else "timeout", now)
             t0, tried = ev[5], ev[6]
-            if kind != CLIENT_TIMEOUT and len(tried) < retries:
+            if (retry_fail if kind == FAIL else retry_timeout and kind == ATTEMPT_TIMEOUT) \
+                    and len(tried) < retries:
                 tried += (b,)
                 send(select(ev[7], tried), now, t0, tried, ev[7], t_next == INF)
                 continue

@@ -88,7 +88,10 @@ class Event:
 @dataclass(frozen=True)
 class Proxy:
     """The proxy's side: what ``serve`` would do. Defaults follow ``lbctl.config.model``."""
-    retries: int = 1                        # extra attempts on another backend after 5xx/timeout
+    retries: int = 1                        # extra attempts on another backend
+    # What retries are spent on, as serve's retry_on: "5xx" and "timeout" are opt-in there
+    # too ("connect"/"reset" never happen here: a down backend is not selected).
+    retry_on: tuple[str, ...] = ("connect", "reset")
     timeout: float = math.inf               # per attempt (serve's timeouts.response); inf = none
     slow_start: float = 0.0
     panic_threshold: float = 0.0
@@ -167,9 +170,10 @@ def default_scenario() -> Scenario:
     s = Scenario(backends=tuple(backends),
                  workload=Workload(requests=40_000),
                  algorithms=("round_robin", "random", "least_conn", "p2c", "ewma"),
-                 proxy=Proxy(retries=1, timeout=1.0),
+                 proxy=Proxy(retries=1, timeout=1.0, retry_on=("connect", "reset", "timeout")),
                  client_timeout=2.0,
-                 title="built-in: 10 backends, one 3x slower; 1s proxy timeout, 1 retry")
+                 title="built-in: 10 backends, one 3x slower; 1s proxy timeout, 1 retry on "
+                       "timeout")
     return s.with_overrides(load=0.8)
 
 
@@ -312,12 +316,14 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
     proxy = Proxy() if pool_settings is None else pool_settings.proxy
     if "proxy" in top:
         t = r.table(top["proxy"], "proxy",
-                    ["retries", "timeout", "slow_start", "panic_threshold", "ewma_decay",
-                     "outlier"])
+                    ["retries", "retry_on", "timeout", "slow_start", "panic_threshold",
+                     "ewma_decay", "outlier"])
         changes: dict[str, Any] = {}
         if "retries" in t:
             changes["retries"] = int(r.number(t["retries"], "proxy.retries", integer=True,
                                               maximum=10))
+        if "retry_on" in t:
+            changes["retry_on"] = _parse_retry_on(r, t["retry_on"])
         if "timeout" in t:
             changes["timeout"] = r.duration(t["timeout"], "proxy.timeout")
         if "slow_start" in t:
@@ -370,6 +376,19 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
     return Scenario(backends=backends, workload=workload, algorithms=algorithms, seed=seed,
                     proxy=proxy, client_timeout=client_timeout, timeline=timeline, title=title,
                     configured=pool_settings.algorithm if pool_settings else None)
+
+
+def _parse_retry_on(r: _Reader, value: Any) -> tuple[str, ...]:
+    """``proxy.retry_on``, read by the same kind as serve's ``pools.X.retry_on``."""
+    from lbctl.config.kinds import ChoiceList, Invalid
+    from lbctl.config.problems import describe
+    from lbctl.config.schema import RETRY_ON
+    kind = ChoiceList(RETRY_ON)
+    try:
+        return kind.parse(value)
+    except Invalid as exc:
+        hint = f"; did you mean {exc.hint!r}?" if getattr(exc, "hint", None) else ""
+        raise r.fail("proxy.retry_on", f"expected {kind.expected}, found {describe(value)}{hint}")
 
 
 def _parse_outlier(r: _Reader, value: Any, base: Outlier | None) -> Outlier:
@@ -599,5 +618,5 @@ def pool_from_config(path: str, pool: str) -> PoolSettings:
     pc = config.pools[pool]
     return PoolSettings(pool, path, pc.algorithm,
                         tuple((b.name, b.weight, b.backup) for b in pc.backends),
-                        Proxy(pc.retries, pc.timeouts.response, pc.slow_start,
+                        Proxy(pc.retries, pc.retry_on, pc.timeouts.response, pc.slow_start,
                               pc.panic_threshold, pc.ewma_decay, pc.outlier))
