@@ -183,6 +183,7 @@ class ClientConnection(asyncio.Protocol):
         self.upgrade_tail = b""
         self.tunnel: UpstreamConnection | None = None
         self.tunnel_done: asyncio.Future | None = None
+        self.retry_5xx = None             # callable: may this attempt's 5xx be retried?
         self.in_head = False
         self.head_size = 0                # bytes of the request head so far (431 past the limit)
         self.progress = 0                 # bytes moved in either direction, for idle watchdogs
@@ -530,6 +531,10 @@ class ClientConnection(asyncio.Protocol):
         if req is None or up is not self.upstream:
             return False
         self.status = status
+        if status >= 500 and self.retry_5xx is not None and self.retry_5xx():
+            # retry_on "5xx": hold this answer back and try another backend instead.
+            self.upstream_failed(UpstreamError(f"backend answered {status}", True, status))
+            return False
         length = -1
         codings = []
         for name, value in headers:

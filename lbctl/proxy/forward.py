@@ -5,8 +5,10 @@ Retry rules (the same promises HAProxy and NGINX make):
 * a failed connect moves to the next backend, whatever the method (nothing was sent);
 * a backend that closes or resets before any response byte is retried only for idempotent
   methods whose body can be replayed (no body, or one small enough to have been kept);
-* nothing is retried once response bytes have reached the client, nor after a response
-  timeout (a slow backend is not handed the same work twice);
+* a response timeout or a 5xx head is retried only when the pool opts in (``retry_on``
+  "timeout" / "5xx"), under the same idempotent-and-replayable rule; a 5xx is held back only
+  while another attempt is possible, so the last answer always reaches the client;
+* nothing is retried once response bytes have reached the client;
 * at most ``retries`` extra attempts, each on a backend not tried yet, within the deadline.
 
 Statuses the proxy produces: 404 (no route), 502 (backend error or invalid response),
@@ -71,7 +73,8 @@ async def handle(conn: ClientConnection, req: Request) -> bool:
     deadline = loop.time() + pcfg.timeouts.connect + pcfg.timeouts.response
     tried: list = []
     failure = (502, "no backend could serve the request")
-    for _ in range(1 + pcfg.retries):
+    attempts = 1 + pcfg.retries
+    for attempt in range(attempts):
         backend = pool.select(key, exclude=tried)
         if backend is None:
             if not tried:
@@ -79,7 +82,8 @@ async def handle(conn: ClientConnection, req: Request) -> bool:
                                 request_id, extra=((b"Retry-After", b"1"),))
             break
         tried.append(backend)
-        result = await _attempt(conn, req, state, backend, request_id, deadline)
+        last = attempt == attempts - 1
+        result = await _attempt(conn, req, state, backend, request_id, deadline, last, tried)
         if result is True or result is False:
             return result
         failure, retryable = result
@@ -89,11 +93,12 @@ async def handle(conn: ClientConnection, req: Request) -> bool:
 
 
 async def _attempt(conn: ClientConnection, req: Request, state, backend, request_id: bytes,
-                   deadline: float):
+                   deadline: float, last: bool, tried: list):
     """One try on one backend. Returns keep-alive (bool) when a response was relayed, or
     ``((status, message), retryable)`` when this backend failed before any response byte."""
     loop = conn.loop
     pool, pcfg = state.pool, state.config
+    retry_on = pcfg.retry_on
     outcome = "reset"             # what the passive health sink hears unless we learn better
     idle: IdlePool = backend.extra["idle"]
     pool.on_start(backend)
@@ -109,7 +114,7 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
                 up = await idle.connect(min(pcfg.timeouts.connect, max(remaining, 0.001)))
             except (OSError, asyncio.TimeoutError):
                 outcome = "connect"
-                return (502, "connect failed"), True
+                return (502, "connect failed"), "connect" in retry_on
         if conn.closed:
             raise asyncio.CancelledError
         conn.upstream = up
@@ -128,6 +133,8 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
             framing="none" if body is None else body.framing,
             length=body.length if body is not None else 0, upgrade=req.upgrade,
             strip=admitted.strip if admitted else (), add=admitted.add if admitted else ()))
+        if "5xx" in retry_on and not last and _replayable(req):
+            conn.retry_5xx = lambda: pool.has_alternative(tried)
         # The response timeout counts from the end of the request: a long upload is governed
         # by the body idle timeout instead, so it is not cut off for being large.
         timer = _ResponseTimer(conn, pcfg.timeouts.response)
@@ -143,20 +150,24 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
         try:
             await conn.head_waiter
         except UpstreamError as exc:
+            if exc.status:
+                outcome = "5xx"
+                return (502, exc.reason), True       # held back only when a retry was possible
             outcome = "invalid" if not exc.before_response else "reset"
             # Nothing reached the client; a retry is safe only if the backend cannot have
             # acted on the request twice, and the body can be sent again.
-            replayable = body is None or body.replayable()
-            return (502, exc.reason), exc.before_response and replayable and \
-                req.method in framing.IDEMPOTENT
+            return (502, exc.reason), exc.before_response and "reset" in retry_on and \
+                _replayable(req)
         except _Timeout:
             outcome = "timeout"
-            return (504, "backend did not answer in time"), False
+            return (504, "backend did not answer in time"), "timeout" in retry_on and \
+                _replayable(req)
         except ClientError as exc:
             outcome = "client"          # the client's fault: not held against the backend
             return (exc.status, exc.reason), False
         finally:
             timer.cancel()
+            conn.retry_5xx = None
         latency = loop.time() - started
         outcome = "5xx" if conn.status >= 500 else "ok"
 
@@ -180,6 +191,11 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
             await conn.tunnel_done
             return False
         return conn.resp_keep
+    except asyncio.CancelledError:
+        # The client went away before the backend answered: not the backend's failure.
+        if latency is None:
+            outcome = "client"
+        raise
     finally:
         if up is not None:
             body = req.body
@@ -196,6 +212,11 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
         conn.head_waiter = conn.done_waiter = None
         pool.on_end(backend, latency if latency is not None else loop.time() - started, ok)
         state.outcomes.record(backend, outcome)
+
+
+def _replayable(req: Request) -> bool:
+    """Safe to send again: the backend cannot have acted on it twice, the body is at hand."""
+    return req.method in framing.IDEMPOTENT and (req.body is None or req.body.replayable())
 
 
 def server_limits(conn: ClientConnection):

@@ -26,10 +26,11 @@ if TYPE_CHECKING:
 class UpstreamError(Exception):
     """The backend failed an exchange. ``before_response``: no response byte was received."""
 
-    def __init__(self, reason: str, before_response: bool) -> None:
+    def __init__(self, reason: str, before_response: bool, status: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.before_response = before_response
+        self.status = status              # a 5xx head held back for a retry (retry_on "5xx")
 
 
 class UpstreamConnection(asyncio.Protocol):
