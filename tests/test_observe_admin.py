@@ -290,3 +290,22 @@ async def test_health_probes_show_in_metrics_and_stats(backends, session):
     backend = json.loads((await client.call("GET", "/stats"))[1])["pools"][0]["backends"][0]
     assert backend["last_probe"]["ok"] is True and backend["last_probe"]["time"] > 0
     assert backend["probes"]["ok"] >= 2
+
+
+async def test_a_5xx_held_back_for_a_retry_counts_as_that_backends_5xx(backends, session):
+    async def fail(request, body):
+        return web.Response(status=503, text="busy")
+    bad = await backends.start("bad", fail)
+    good = await backends.start("good")
+    cfg = with_admin(config({"api": [backend_config(bad.url, "bad"),
+                                     backend_config(good.url, "good")]},
+                            retries=1, retry_on=("connect", "reset", "5xx")))
+    client = Client(session, await backends.proxy(cfg))
+    status, name, _ = await client.get()              # round robin: "bad" first, then "good"
+    assert (status, name) == (200, "good")
+    import json
+    doc = json.loads((await client.call("GET", "/stats"))[1])
+    by_name = {b["name"]: b for b in doc["pools"][0]["backends"]}
+    assert by_name["bad"]["responses"]["5xx"] == 1 and by_name["bad"]["errors"] == 1
+    assert by_name["good"]["responses"]["2xx"] == 1 and by_name["good"]["retries"] == 1
+    assert doc["frontend"]["responses"] == {"1xx": 0, "2xx": 1, "3xx": 0, "4xx": 0, "5xx": 0}

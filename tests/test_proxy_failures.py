@@ -181,3 +181,31 @@ async def test_client_disconnect_mid_download_closes_the_upstream_exchange(backe
     backend = proxy.runtime.pools["p"].pool.backends[0]
     assert backend.extra["idle"].idle == type(backend.extra["idle"].idle)()   # nothing pooled
     assert backend.inflight == 0
+
+
+async def test_a_client_vanishing_is_not_held_against_the_backend(backends):
+    arrived = asyncio.Event()
+
+    async def slow(request, body):
+        arrived.set()
+        await asyncio.sleep(5)
+        return web.Response(text="late")
+    a = await backends.start("a", slow)
+    proxy = await backends.proxy(config({"p": [backend_config(a.url, "a")]}))
+    heard = []
+    state = proxy.runtime.pools["p"]
+    state.outcomes = type("Sink", (), {"record": lambda self, b, o: heard.append(o)})()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.address[1])
+    writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    await asyncio.wait_for(arrived.wait(), 5)
+    # SO_LINGER 0 makes close send a reset; a plain close is a half-close, which the proxy
+    # answers (as HAProxy does without abortonclose).
+    import struct
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+    writer.transport.abort()
+    for _ in range(200):
+        if heard:
+            break
+        await asyncio.sleep(0.01)
+    assert heard == ["client"]

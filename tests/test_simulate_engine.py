@@ -14,6 +14,9 @@ from lbctl.simulate.scenario import (BackendSpec, Event, Proxy, Scenario, Servic
 
 CONSTANT = Service("constant", mean=0.010)
 
+# serve retries only connect failures and resets unless a pool opts in; these tests opt in.
+RETRY_ALL = ("connect", "reset", "timeout", "5xx")
+
 
 def pool(n=4, *, rate=100.0, requests=4000, timeline=(), proxy=Proxy(), client=math.inf,
          arrivals="uniform", service=CONSTANT, backup=()):
@@ -55,7 +58,7 @@ def test_blackhole_with_proxy_timeout_is_retried_elsewhere(sends):
     # b1 never answers; the proxy gives up on an attempt after 100 ms and retries once on
     # another backend, so no request fails but each one sent to b1 costs a retry and 100 ms.
     sc = pool(timeline=[Event(0.0, "blackhole", ("b1",))],
-              proxy=Proxy(retries=1, timeout=0.1), client=1.0)
+              proxy=Proxy(retries=1, retry_on=RETRY_ALL, timeout=0.1), client=1.0)
     result = summarize(rec := run_algorithm(sc, "round_robin"))
     to_b1 = sum(1 for _, name in sends if name == "b1")
     # Round-robin: a retry takes the turn of the backend after the one it skips, so b1 gets
@@ -69,7 +72,7 @@ def test_blackhole_with_proxy_timeout_is_retried_elsewhere(sends):
 
 def test_blackhole_without_retries_shows_as_timeouts():
     sc = pool(timeline=[Event(0.0, "blackhole", ("b1",))],
-              proxy=Proxy(retries=0, timeout=0.1), client=1.0)
+              proxy=Proxy(retries=0, retry_on=RETRY_ALL, timeout=0.1), client=1.0)
     rec = run_algorithm(sc, "round_robin")
     assert rec.status.count(ERROR_TIMEOUT) == 1000
     assert summarize(rec).errors == 1000 and summarize(rec).retries == 0
@@ -90,7 +93,7 @@ def test_client_timeout_ends_a_blackholed_request_without_retry():
 
 def test_fast_5xx_is_retried_and_counted_on_the_backend(sends):
     sc = pool(timeline=[Event(0.0, "fail", ("b3",), latency=0.002)],
-              proxy=Proxy(retries=1))
+              proxy=Proxy(retries=1, retry_on=RETRY_ALL))
     rec = run_algorithm(sc, "round_robin")
     result = summarize(rec)
     to_b3 = sum(1 for _, name in sends if name == "b3")
@@ -104,7 +107,8 @@ def test_fast_5xx_is_retried_and_counted_on_the_backend(sends):
 
 
 def test_5xx_with_no_retry_left_is_an_error():
-    sc = pool(timeline=[Event(0.0, "fail", ("b1", "b2", "b3", "b4"))], proxy=Proxy(retries=1))
+    sc = pool(timeline=[Event(0.0, "fail", ("b1", "b2", "b3", "b4"))],
+              proxy=Proxy(retries=1, retry_on=RETRY_ALL))
     rec = run_algorithm(sc, "round_robin")
     assert rec.status.count(ERROR_5XX) == 4000
     assert summarize(rec).retries == 4000
@@ -172,7 +176,7 @@ def test_utilization_with_late_retries_and_concurrency(sends):
     backends = tuple(BackendSpec(f"b{i}", CONSTANT, concurrency=2) for i in (1, 2))
     sc = Scenario(backends=backends, workload=Workload("uniform", rate=100.0, requests=1000),
                   timeline=(Event(9.0, "blackhole", ("b1",)),),
-                  proxy=Proxy(retries=1, timeout=0.5), seed=2)
+                  proxy=Proxy(retries=1, retry_on=RETRY_ALL, timeout=0.5), seed=2)
     rec = run_algorithm(sc, "round_robin")
     horizon = rec.horizon
     assert horizon == pytest.approx(10.0)
@@ -182,3 +186,10 @@ def test_utilization_with_late_retries_and_concurrency(sends):
     assert b2.utilization == pytest.approx(busy_b2 / (2 * horizon))
     # b1 served every other arrival until 9 s, and nothing after.
     assert b1.utilization == pytest.approx(450 * 0.010 / (2 * horizon))
+
+
+def test_by_default_a_fast_5xx_is_not_retried_as_in_serve():
+    sc = pool(timeline=[Event(0.0, "fail", ("b1",))], proxy=Proxy(retries=1))
+    rec = run_algorithm(sc, "round_robin")
+    assert rec.status.count(ERROR_5XX) > 0          # relayed, as serve relays a 5xx
+    assert max(rec.attempts) == 1                   # never a second attempt

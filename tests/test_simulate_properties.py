@@ -38,6 +38,8 @@ def scenarios(draw):
         factor=st.sampled_from([2.0, 4.0]), fraction=st.sampled_from([0.3, 1.0]),
         latency=st.just(0.001)), max_size=5))
     proxy = Proxy(retries=draw(st.integers(0, 2)),
+                  retry_on=draw(st.sampled_from([("connect", "reset"), ("timeout",), ("5xx",),
+                                                 ("connect", "reset", "timeout", "5xx")])),
                   timeout=draw(st.sampled_from([0.05, 0.5, math.inf])),
                   slow_start=draw(st.sampled_from([0.0, 1.0])),
                   panic_threshold=draw(st.sampled_from([0.0, 50.0])))

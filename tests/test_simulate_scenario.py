@@ -166,3 +166,13 @@ def test_bad_scenario_names_the_key_path(tmp_path, text, message):
     assert str(info.value).startswith(path + ": ")
     assert "\n" not in str(info.value)
     assert info.value.exit_code == Exit.USAGE
+
+
+def test_retry_on_follows_serve_and_is_checked_like_serve(tmp_path):
+    sc = load_scenario(write(tmp_path, '[proxy]\nretries = 2\nretry_on = ["timeout", "5xx"]\n'
+                                       '[[backends]]\ncount = 2\n'))
+    assert sc.proxy.retry_on == ("timeout", "5xx")
+    assert load_scenario(write(tmp_path, '[[backends]]\ncount = 2\n')).proxy.retry_on == \
+        ("connect", "reset")                        # serve's default
+    with pytest.raises(UserError, match=r"proxy.retry_on: .*did you mean '5xx'"):
+        load_scenario(write(tmp_path, '[proxy]\nretry_on = ["5XX"]\n[[backends]]\ncount = 2\n'))

@@ -161,6 +161,11 @@ class Pool:
         finally:
             candidates.close()
 
+    def has_alternative(self, exclude: Collection[Backend]) -> bool:
+        """Whether a retry excluding ``exclude`` could find a backend (no side effects)."""
+        panic = self.mode == "panic"
+        return any((panic or b.eligible) and b not in exclude for b in self.algorithm.active)
+
     def on_start(self, b: Backend) -> None:
         b.inflight += 1
         b.started += 1

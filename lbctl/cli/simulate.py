@@ -50,11 +50,14 @@ def _duration(ctx, param, value):
 @click.option("--service", type=click.Choice(["exponential", "constant"]),
               default="exponential", show_default=True,
               help="With --backends: service-time distribution.")
+@click.option("--no-outlier", is_flag=True,
+              help="Turn passive ejection ([proxy.outlier], or the config pool's) off, "
+                   "to compare.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (SPEC.md) and nothing else.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Also write one row per algorithm and backend to FILE.")
 def command(scenario, seed, algorithms, backends, load, rate, requests, duration, mean,
-            concurrency, service, as_json, csv_path):
+            concurrency, service, no_outlier, as_json, csv_path):
     """Compare balancing algorithms on a simulated pool, in virtual time.
 
     The simulator drives the same balancer code as `lbctl serve`, with a virtual
@@ -69,6 +72,7 @@ def command(scenario, seed, algorithms, backends, load, rate, requests, duration
       lbctl simulate --backends 20 --load 0.9 --algorithms random,p2c,least_conn
       lbctl simulate scenario.toml --json > results.json
       lbctl simulate scenario.toml --csv results.csv
+      lbctl simulate examples/simulate/outlier.toml --no-outlier   # compare
     """
     if rate is not None and load is not None:
         raise UserError("--rate and --load: expected one of them, not both")
@@ -87,7 +91,8 @@ def command(scenario, seed, algorithms, backends, load, rate, requests, duration
         sc = load_scenario(scenario) if scenario else default_scenario()
         sc = sc.with_overrides(rate=rate, load=load)
     sc = sc.with_overrides(seed=seed, requests=requests, duration=duration,
-                           algorithms=algorithms.split(",") if algorithms is not None else None)
+                           algorithms=algorithms.split(",") if algorithms is not None else None,
+                           outlier=not no_outlier)
 
     # Open the CSV file first, so a bad path fails before the simulation runs, not after.
     csv_file = None

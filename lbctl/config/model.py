@@ -74,6 +74,12 @@ class PoolConfig:
     algorithm: str = "round_robin"
     hash_key: str | None = None             # consistent_hash only: ip | path | header:N | cookie:N
     retries: int = 1                        # extra attempts on another backend, when safe
+    # What is retried (each on a backend not tried yet, within `retries`):
+    #   "connect"  a failed connect, any method (nothing was sent)
+    #   "reset"    closed/reset before any response byte; idempotent, replayable requests only
+    #   "timeout"  no response head in time (504); idempotent, replayable only; opt-in
+    #   "5xx"      a 5xx response head, not relayed; idempotent, replayable only; opt-in
+    retry_on: tuple[str, ...] = ("connect", "reset")
     timeouts: Timeouts = field(default_factory=Timeouts)
     health: Health | None = None
     outlier: Outlier | None = None

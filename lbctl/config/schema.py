@@ -238,11 +238,15 @@ BACKEND = Section(
     tls_insecure_skip_verify=Bool(),
 )
 
+# What `retries` may be spent on; see model.PoolConfig.retry_on.
+RETRY_ON = ("connect", "reset", "timeout", "5xx")
+
 POOL = Section(
     model.PoolConfig, extra=("backends",),
     algorithm=Choice(ALGORITHMS),
     hash_key=HashKey(),
     retries=Int(min=0),
+    retry_on=ChoiceList(RETRY_ON),
     slow_start=Duration(),
     panic_threshold=Percent(),
     ewma_decay=Duration(positive=True),

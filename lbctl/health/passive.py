@@ -45,10 +45,12 @@ class _Record:
 
 
 class OutlierDetector(OutcomeSink):
-    def __init__(self, pool: Pool, config: Outlier, *, clock: Callable[[], float]) -> None:
+    def __init__(self, pool: Pool, config: Outlier, *, clock: Callable[[], float],
+                 logger: logging.Logger = log) -> None:
         self.pool = pool
         self.config = config
         self.clock = clock
+        self.log = logger           # the simulator passes a quiet one: it counts ejections
         self.failure_on = frozenset(config.failure_on)
 
     def record(self, backend: Backend, outcome: str) -> None:
@@ -58,7 +60,7 @@ class OutlierDetector(OutcomeSink):
         now = self.clock()
         if rec.ejected and now >= rec.ended:
             rec.ejected = False
-            log.info("pool %s: backend %s is back from ejection", self.pool.name, backend.name)
+            self.log.info("pool %s: backend %s is back from ejection", self.pool.name, backend.name)
         if outcome == "ok":
             rec.failures, rec.capped = 0, False
             return
@@ -85,7 +87,7 @@ class OutlierDetector(OutcomeSink):
         if 100.0 * (ejected + 1) > cfg.max_ejection_percent * len(pool.backends):
             if not rec.capped:
                 rec.capped = True
-                log.warning("pool %s: backend %s not ejected after %d consecutive failures "
+                self.log.warning("pool %s: backend %s not ejected after %d consecutive failures "
                             "(last: %s): max_ejection_percent %g%% reached", pool.name, b.name,
                             rec.failures, outcome, cfg.max_ejection_percent)
             return
@@ -95,5 +97,5 @@ class OutlierDetector(OutcomeSink):
         rec.ended = now + duration
         rec.failures, rec.capped, rec.ejected = 0, False, True
         pool.eject(b, rec.ended)
-        log.warning("pool %s: backend %s EJECTED for %s after %d consecutive failures (last: %s)",
+        self.log.warning("pool %s: backend %s EJECTED for %s after %d consecutive failures (last: %s)",
                     pool.name, b.name, format_duration(duration), failures, outcome)

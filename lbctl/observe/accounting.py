@@ -25,8 +25,6 @@ WINDOW = 60                       # seconds of history for percentiles and spark
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _ZEROS = [0] * NBUCKETS
 
-# What an attempt that ended without a response counts as (``OutcomeSink`` outcomes).
-NO_RESPONSE = ("connect", "timeout", "reset", "invalid")
 
 
 class BackendStats:
@@ -34,7 +32,7 @@ class BackendStats:
     it touched, and ``retries`` counts the attempts that were retries."""
 
     __slots__ = ("requests", "by_class", "connect_errors", "timeouts", "resets", "invalid",
-                 "retries", "bytes_in", "bytes_out", "buckets", "latency_sum",
+                 "client_aborts", "retries", "bytes_in", "bytes_out", "buckets", "latency_sum",
                  "win_buckets", "win_requests", "win_errors", "win_stamp")
 
     def __init__(self) -> None:
@@ -44,6 +42,7 @@ class BackendStats:
         self.timeouts = 0
         self.resets = 0                       # closed or reset by the backend
         self.invalid = 0                      # unparseable response
+        self.client_aborts = 0                # ended by the client (gone, or broke a limit)
         self.retries = 0
         self.bytes_in = 0                     # request body bytes sent toward the backend
         self.bytes_out = 0                    # response body bytes relayed to the client
@@ -60,7 +59,10 @@ class BackendStats:
         self.requests += 1
         if status:
             self.by_class[status // 100 if status < 600 else 5] += 1
-        if outcome != "ok" and outcome != "5xx":
+        if outcome == "client":               # not the backend's failure
+            self.client_aborts += 1
+            error = 0
+        elif outcome != "ok" and outcome != "5xx":
             if outcome == "connect":
                 self.connect_errors += 1
             elif outcome == "timeout":

@@ -31,7 +31,8 @@ log = logging.getLogger("lbctl")
 
 # Termination reasons by the last attempt's outcome (None: the exchange ended normally).
 TERMINATION = {"ok": None, "5xx": None, "connect": "connect_error", "reset": "upstream_reset",
-               "invalid": "upstream_invalid", "timeout": "upstream_timeout"}
+               "invalid": "upstream_invalid", "timeout": "upstream_timeout",
+               "client": "client_error"}
 
 
 class Frontend:
@@ -127,7 +128,9 @@ class Observer:
         if self.metrics:
             body = conn.current_req.body if conn.current_req is not None else None
             stats = backend.extra.get("stats") or stats_of(backend)
-            stats.record(now, conn.status if head_latency is not None else 0, outcome,
+            # A 5xx held back for a retry (retry_on "5xx") has a status but no relayed head.
+            status = conn.status if head_latency is not None or outcome == "5xx" else 0
+            stats.record(now, status, outcome,
                          now - started, retry, body.received if body is not None else 0,
                          sent - conn.obs_sent_mark)
         conn.obs_sent_mark = sent

@@ -87,6 +87,7 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "timeouts": stats.timeouts,
         "resets": stats.resets,
         "invalid": stats.invalid,
+        "client_aborts": stats.client_aborts,
         "retries": stats.retries,
         "bytes_in": stats.bytes_in,
         "bytes_out": stats.bytes_out,

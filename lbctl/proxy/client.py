@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from lbctl.proxy import checks, framing
+from lbctl.proxy.deadline import Deadline
 from lbctl.proxy.paths import canonical_path
 from lbctl.proxy.upstream import UpstreamConnection, UpstreamError
 
@@ -165,7 +166,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.draining = False
         self.stop_parsing = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle = Deadline(self.loop)               # keep-alive: waiting for the next request
+        self.response_deadline = Deadline(self.loop)  # set by forward.py for each exchange
         self.head_timer: asyncio.TimerHandle | None = None
         # The exchange in progress (one at a time per client connection).
         self.current: Request | None = None
@@ -181,9 +183,11 @@ class ClientConnection(asyncio.Protocol):
         self.upgrade_tail = b""
         self.tunnel: UpstreamConnection | None = None
         self.tunnel_done: asyncio.Future | None = None
+        self.retry_5xx = None             # callable: may this attempt's 5xx be retried?
         self.in_head = False
         self.head_size = 0                # bytes of the request head so far (431 past the limit)
         self.progress = 0                 # bytes moved in either direction, for idle watchdogs
+        self.held: list[bytes] | None = None   # response bytes held while one upstream read is parsed
         self.sent_bytes = 0               # response body bytes relayed (for accounting)
         self.decision: bytes | None = None   # X-LB-Decision for this response, when explained
 
@@ -231,6 +235,12 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self.stop_parsing:
                 self._refuse(400, f"malformed request: {exc}")
+        if self.in_head and self.head_timer is None:
+            # A head that began in this read and is still incomplete: its deadline counts
+            # from now, the loop time of its first byte. A head that arrived whole (the usual
+            # case) never needs a timer at all.
+            limits = self.server.runtime.config.limits
+            self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
 
     def eof_received(self) -> bool:
         """The client half-closed. Requests already read are still answered (some clients
@@ -258,6 +268,10 @@ class ClientConnection(asyncio.Protocol):
             if server.per_client[self.peer] <= 0:
                 del server.per_client[self.peer]
         self._cancel_timers()
+        # The parser holds this protocol's bound callbacks: a reference cycle that only the
+        # garbage collector would free. Nothing is parsed after connection_lost, so break it
+        # and let the connection go as soon as its handler task ends.
+        self.parser = None
         if self.tunnel is not None:
             self.tunnel.close()
             self.end_tunnel()
@@ -297,11 +311,7 @@ class ClientConnection(asyncio.Protocol):
         self.parsing = Request()
         self.url_parts = []
         self.in_head = True
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-        limits = self.server.runtime.config.limits
-        self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
+        self.idle.stop()
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
@@ -481,15 +491,16 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     def _arm_idle_timer(self) -> None:
-        if self.idle_timer is None and not self.closed:
-            timeout = self.server.runtime.config.limits.keepalive_timeout
-            self.idle_timer = self.loop.call_later(timeout, self.close)
+        if not self.idle.active and not self.closed:
+            self.idle.start(self.server.runtime.config.limits.keepalive_timeout,
+                            ClientConnection.close, self)
 
     def _cancel_timers(self) -> None:
-        for timer in (self.idle_timer, self.head_timer):
-            if timer is not None:
-                timer.cancel()
-        self.idle_timer = self.head_timer = None
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+        self.idle.cancel()
+        self.response_deadline.cancel()
 
     def _head_timeout(self) -> None:
         self.head_timer = None
@@ -522,6 +533,10 @@ class ClientConnection(asyncio.Protocol):
         if req is None or up is not self.upstream:
             return False
         self.status = status
+        if status >= 500 and self.retry_5xx is not None and self.retry_5xx():
+            # retry_on "5xx": hold this answer back and try another backend instead.
+            self.upstream_failed(UpstreamError(f"backend answered {status}", True, status))
+            return False
         length = -1
         codings = []
         for name, value in headers:
@@ -561,7 +576,7 @@ class ClientConnection(asyncio.Protocol):
             headers = headers + req.admitted.response_headers     # RateLimit-*
         if self.decision is not None:
             headers = [*headers, (b"X-LB-Decision", self.decision)]
-        self.transport.write(framing.client_response_head(
+        self._send(framing.client_response_head(
             status, reason, headers, framing=framing_, length=max(length, 0), keep_alive=keep,
             http10=req.http10, request_id=None, upgrade=upgrade))
         waiter = self.head_waiter
@@ -575,15 +590,15 @@ class ClientConnection(asyncio.Protocol):
             return
         self.sent_bytes += len(data)
         if self.resp_framing == "chunked":
-            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self._send(b"%x\r\n%s\r\n" % (len(data), data))
         elif self.resp_framing != "none":
-            self.transport.write(data)
+            self._send(data)
 
     def response_complete(self, up: UpstreamConnection, reusable: bool) -> None:
         if up is not self.upstream:
             return
         if self.resp_framing == "chunked":
-            self.transport.write(b"0\r\n\r\n")
+            self._send(b"0\r\n\r\n")
         self.up_reusable = reusable and not self.up_eof
         waiter = self.done_waiter
         if waiter is not None and not waiter.done():
@@ -615,12 +630,36 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel = up
         self.tunnel_done = self.loop.create_future()
         if tail:
-            self.transport.write(tail)
+            self._send(tail)
         if self.upgrade_tail and up.transport is not None:
             up.transport.write(self.upgrade_tail)
         self.upgrade_tail = b""
         self.resume_reading("upgrade")
         self.response_complete(up, reusable=False)
+
+    # ---- response writes: one upstream read becomes one write to the client ---------------
+    # A small response arrives in one read and would otherwise cost a send() for its head,
+    # one for its body and one for a chunked terminator; on loopback each send() carries the
+    # whole TCP delivery, so collecting them into one writev is the cheapest byte moved.
+
+    def hold_writes(self) -> None:
+        self.held = []
+
+    def flush_writes(self) -> None:
+        """Write what was held, in order, as one writev. Raises like ``transport.write``
+        (e.g. on a transport already closed), so the caller treats it as a failed write."""
+        held, self.held = self.held, None
+        if held:
+            if len(held) == 1:
+                self.transport.write(held[0])
+            else:
+                self.transport.writelines(held)
+
+    def _send(self, data: bytes) -> None:
+        if self.held is not None:
+            self.held.append(data)
+        else:
+            self.transport.write(data)
 
     def tunnel_from_upstream(self, data: bytes) -> None:
         self.transport.write(data)

@@ -5,8 +5,10 @@ Retry rules (the same promises HAProxy and NGINX make):
 * a failed connect moves to the next backend, whatever the method (nothing was sent);
 * a backend that closes or resets before any response byte is retried only for idempotent
   methods whose body can be replayed (no body, or one small enough to have been kept);
-* nothing is retried once response bytes have reached the client, nor after a response
-  timeout (a slow backend is not handed the same work twice);
+* a response timeout or a 5xx head is retried only when the pool opts in (``retry_on``
+  "timeout" / "5xx"), under the same idempotent-and-replayable rule; a 5xx is held back only
+  while another attempt is possible, so the last answer always reaches the client;
+* nothing is retried once response bytes have reached the client;
 * at most ``retries`` extra attempts, each on a backend not tried yet, within the deadline.
 
 Statuses the proxy produces: 404 (no route), 502 (backend error or invalid response),
@@ -80,7 +82,8 @@ async def _handle(conn: ClientConnection, req: Request) -> bool:
     tried: list = []
     failure = (502, "no backend could serve the request")
     explain = server.observer.explain(conn, req, state)
-    for _ in range(1 + pcfg.retries):
+    attempts = 1 + pcfg.retries
+    for attempt in range(attempts):
         backend = pool.select(key, exclude=tried) if explain is None else explain(pool, key, tried)
         if backend is None:
             if not tried:
@@ -88,7 +91,8 @@ async def _handle(conn: ClientConnection, req: Request) -> bool:
                                 request_id, extra=((b"Retry-After", b"1"),))
             break
         tried.append(backend)
-        result = await _attempt(conn, req, state, backend, request_id, deadline)
+        last = attempt == attempts - 1
+        result = await _attempt(conn, req, state, backend, request_id, deadline, last, tried)
         if result is True or result is False:
             return result
         failure, retryable = result
@@ -98,11 +102,12 @@ async def _handle(conn: ClientConnection, req: Request) -> bool:
 
 
 async def _attempt(conn: ClientConnection, req: Request, state, backend, request_id: bytes,
-                   deadline: float):
+                   deadline: float, last: bool, tried: list):
     """One try on one backend. Returns keep-alive (bool) when a response was relayed, or
     ``((status, message), retryable)`` when this backend failed before any response byte."""
     loop = conn.loop
     pool, pcfg = state.pool, state.config
+    retry_on = pcfg.retry_on
     outcome = "reset"             # what the passive health sink hears unless we learn better
     idle: IdlePool = backend.extra["idle"]
     pool.on_start(backend)
@@ -118,7 +123,7 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
                 up = await idle.connect(min(pcfg.timeouts.connect, max(remaining, 0.001)))
             except (OSError, asyncio.TimeoutError):
                 outcome = "connect"
-                return (502, "connect failed"), True
+                return (502, "connect failed"), "connect" in retry_on
         if conn.closed:
             raise asyncio.CancelledError
         conn.upstream = up
@@ -137,6 +142,8 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
             framing="none" if body is None else body.framing,
             length=body.length if body is not None else 0, upgrade=req.upgrade,
             strip=admitted.strip if admitted else (), add=admitted.add if admitted else ()))
+        if "5xx" in retry_on and not last and _replayable(req):
+            conn.retry_5xx = lambda: pool.has_alternative(tried)
         # The response timeout counts from the end of the request: a long upload is governed
         # by the body idle timeout instead, so it is not cut off for being large.
         timer = _ResponseTimer(conn, pcfg.timeouts.response)
@@ -152,24 +159,30 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
         try:
             await conn.head_waiter
         except UpstreamError as exc:
+            if exc.status:
+                outcome = "5xx"
+                return (502, exc.reason), True       # held back only when a retry was possible
             outcome = "invalid" if not exc.before_response else "reset"
             # Nothing reached the client; a retry is safe only if the backend cannot have
             # acted on the request twice, and the body can be sent again.
-            replayable = body is None or body.replayable()
-            return (502, exc.reason), exc.before_response and replayable and \
-                req.method in framing.IDEMPOTENT
+            return (502, exc.reason), exc.before_response and "reset" in retry_on and \
+                _replayable(req)
         except _Timeout:
             outcome = "timeout"
-            return (504, "backend did not answer in time"), False
+            return (504, "backend did not answer in time"), "timeout" in retry_on and \
+                _replayable(req)
         except ClientError as exc:
             outcome = "client"          # the client's fault: not held against the backend
             return (exc.status, exc.reason), False
         finally:
             timer.cancel()
+            conn.retry_5xx = None
         latency = loop.time() - started
         outcome = "5xx" if conn.status >= 500 else "ok"
 
-        watchdog = _Watchdog(conn, server_limits(conn).body_timeout)
+        # A response that arrived whole with its head is already done: no watchdog needed.
+        watchdog = None if conn.done_waiter.done() else \
+            _Watchdog(conn, server_limits(conn).body_timeout)
         try:
             await conn.done_waiter
         except (UpstreamError, _Timeout) as exc:
@@ -180,12 +193,18 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
                 conn.transport.abort()
             return False
         finally:
-            watchdog.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
         ok = conn.status < 500
         if conn.tunnel is not None:
             await conn.tunnel_done
             return False
         return conn.resp_keep
+    except asyncio.CancelledError:
+        # The client went away before the backend answered: not the backend's failure.
+        if latency is None:
+            outcome = "client"
+        raise
     finally:
         if up is not None:
             body = req.body
@@ -205,6 +224,11 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
         conn.server.observer.attempt(conn, state, backend, outcome, started, latency)
 
 
+def _replayable(req: Request) -> bool:
+    """Safe to send again: the backend cannot have acted on it twice, the body is at hand."""
+    return req.method in framing.IDEMPOTENT and (req.body is None or req.body.replayable())
+
+
 def server_limits(conn: ClientConnection):
     return conn.server.runtime.config.limits
 
@@ -216,28 +240,30 @@ def _expire(waiter: asyncio.Future) -> None:
 
 class _ResponseTimer:
     """Fails the head wait when the backend has not answered ``timeout`` after the request
-    was fully sent. While the body is still streaming, the watchdog below governs instead."""
+    was fully sent. While the body is still streaming, the watchdog below governs instead.
+    Uses the connection's reusable ``response_deadline``, not a timer per request."""
 
     def __init__(self, conn: ClientConnection, timeout: float) -> None:
         self.conn = conn
         self.timeout = timeout
-        self.handle: asyncio.TimerHandle | None = None
+        self.armed = False
         self.watchdog: _Watchdog | None = None
 
     def arm(self) -> None:
         if self.watchdog is not None:
             self.watchdog.cancel()
             self.watchdog = None
-        if self.handle is None and self.conn.head_waiter is not None:
-            self.handle = self.conn.loop.call_later(self.timeout, _expire, self.conn.head_waiter)
+        if not self.armed and self.conn.head_waiter is not None:
+            self.armed = True
+            self.conn.response_deadline.start(self.timeout, _expire, self.conn.head_waiter)
 
     def watch_body(self, body_timeout: float) -> None:
         self.watchdog = _Watchdog(self.conn, body_timeout, self.conn.head_waiter,
                                   lambda: ClientError(408, "request body not received in time"))
 
     def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
+        if self.armed:
+            self.conn.response_deadline.stop()
         if self.watchdog is not None:
             self.watchdog.cancel()
 

@@ -26,10 +26,11 @@ if TYPE_CHECKING:
 class UpstreamError(Exception):
     """The backend failed an exchange. ``before_response``: no response byte was received."""
 
-    def __init__(self, reason: str, before_response: bool) -> None:
+    def __init__(self, reason: str, before_response: bool, status: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.before_response = before_response
+        self.status = status              # a 5xx head held back for a retry (retry_on "5xx")
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -89,6 +90,8 @@ class UpstreamConnection(asyncio.Protocol):
             client.tunnel_from_upstream(data)
             return
         self.response_started = True
+        # What the parser callbacks write to the client goes out as one write, after parsing.
+        client.hold_writes()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -102,9 +105,16 @@ class UpstreamConnection(asyncio.Protocol):
             if self.client is not None:
                 self.client.upstream_failed(UpstreamError(f"invalid response: {exc}", False))
             self.close()
+        finally:
+            try:
+                client.flush_writes()
+            except Exception:
+                # The client went away: the same as a write failing inside a callback.
+                self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser = None                # a reference cycle through its callbacks (client.py)
         self.idle_pool.discard(self)
         client = self.client
         self.client = None

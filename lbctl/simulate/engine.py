@@ -20,6 +20,17 @@ left), as a real server would; a black-holed attempt occupies nothing and never 
 Simplifications: a slow-down applies to attempts sent after it; a backend that goes down
 stops receiving attempts (as if health checks noticed at once) and finishes what it holds.
 
+Passive ejection (``proxy.outlier``) is the real ``lbctl.health.passive.OutlierDetector`` on
+the same pool and clock, told each attempt's outcome right after ``on_end``, as the proxy
+does: a response "ok", a fast 5xx "5xx", the proxy's per-attempt timeout "timeout". When the
+client gives up first, the request ends for the client (an error, no retry) but not for the
+proxy: a client that times out closes its connection, ``serve`` reads that as a half-close
+and still waits for the answer it owes, so the attempt ends when the backend answers
+("ok"/"5xx") or at the proxy's timeout ("timeout"); an ORPHAN event reports that outcome at
+that time. (A black hole with no proxy timeout never ends, so it reports nothing; ``serve``
+always has one.) The simplification kept from before: ``on_end`` of such an attempt still
+happens when the client gave up.
+
 Output: flat per-request ``Records`` plus each backend's busy time; ``results.summarize``
 does the rest.
 """
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import operator
 from array import array
@@ -44,6 +56,9 @@ from lbctl.simulate.workload import service_sampler, streams
 # DONE is a first attempt's response; RETRY_DONE a later attempt's (kept apart so the common
 # case records ``attempts = 1`` without counting).
 DONE, RETRY_DONE, FAIL, ATTEMPT_TIMEOUT, CLIENT_TIMEOUT, TIMELINE, END = range(7)
+# The proxy's side of an attempt whose client already gave up: its outcome (in the key slot)
+# goes to passive ejection when the attempt really ends.
+ORPHAN = 7
 
 # Request outcomes (``Records.status``).
 OK, ERROR_5XX, ERROR_TIMEOUT, ERROR_NO_BACKEND = range(4)
@@ -68,6 +83,8 @@ class Records:
     backend: array = field(default_factory=lambda: array("i"))
     busy: list[float] = field(default_factory=list)
     horizon: float = 0.0          # time of the last arrival: the window load is measured over
+    # Passive ejections, in order: (time, backend index, ejected until). Empty when off.
+    ejections: list[tuple[float, int, float]] = field(default_factory=list)
 
 
 def run_algorithm(scenario: Scenario, algorithm: str,
@@ -94,6 +111,21 @@ def run_algorithm(scenario: Scenario, algorithm: str,
                      panic_threshold=proxy.panic_threshold)
     n = len(backends)
     index = {b.name: i for i, b in enumerate(backends)}
+    rec = Records(algorithm, backends, [s.concurrency for s in specs])
+
+    # Passive ejection: serve's own detector, on this pool and clock (see the docstring).
+    detect = proxy.outlier is not None
+    if detect:
+        from lbctl.health.passive import OutlierDetector
+        record = OutlierDetector(pool, proxy.outlier, clock=clock, logger=_QUIET).record
+        ejected = rec.ejections.append
+
+        def report(b: Backend, outcome: str, now: float) -> None:
+            """Tell the detector; note the attempt that ejected ``b``."""
+            was_out = b.ejected_until > now
+            record(b, outcome)
+            if not was_out and b.ejected_until > now:
+                ejected((now, b.index, b.ejected_until))
 
     # Per-backend simulation state, in lists indexed by Backend.index (faster than .extra).
     srand = rngs["service"].random
@@ -114,7 +146,6 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     trouble = [False] * n                        # either of the two above is set
     snapshot: list = []                          # free[] when the arrivals ended, if it changed
 
-    rec = Records(algorithm, backends, [s.concurrency for s in specs])
     rec_arrival, rec_latency = rec.arrival.append, rec.latency.append
     rec_backend = rec.backend.append
     # Most requests succeed at the first attempt; only the others note (record number,
@@ -129,6 +160,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     select, on_start, on_end = pool.select, pool.on_start, pool.on_end
     failure_draw = rngs["failures"].random
     retries = proxy.retries
+    # serve's retry rule (PoolConfig.retry_on); simulated requests are idempotent GETs.
+    retry_fail, retry_timeout = "5xx" in proxy.retry_on, "timeout" in proxy.retry_on
     attempt_timeout = proxy.timeout
     client_timeout = scenario.client_timeout
     timeouts = attempt_timeout < INF or client_timeout < INF
@@ -187,6 +220,10 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         deadline = t0 + client_timeout
         if end > limit or end > deadline:
             if deadline <= limit:
+                if detect and min(end, limit) < INF:
+                    # The proxy's attempt goes on after the client left (see the docstring).
+                    outcome = ("5xx" if kind == FAIL else "ok") if end <= limit else "timeout"
+                    push(heap, (min(end, limit), nxt(), ORPHAN, b, now, t0, (), outcome))
                 end, kind = deadline, CLIENT_TIMEOUT
             else:
                 end, kind = limit, ATTEMPT_TIMEOUT
@@ -217,11 +254,15 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             b = ev[3]
             if kind == DONE:
                 on_end(b, now - ev[4])
+                if detect:
+                    report(b, "ok", now)
                 t0 = ev[5]
                 rec_arrival(t0), rec_latency(now - t0), rec_backend(b.index)
                 continue
             if kind == RETRY_DONE:
                 on_end(b, now - ev[4])
+                if detect:
+                    report(b, "ok", now)
                 t0 = ev[5]
                 note((count(), OK, len(ev[6]) + 1))
                 rec_arrival(t0), rec_latency(now - t0), rec_backend(b.index)
@@ -232,9 +273,15 @@ def run_algorithm(scenario: Scenario, algorithm: str,
                 _apply(b, pool, index, backends, scale, base_scale, expo, base_expo, fail,
                        fail_latency, hole, trouble)
                 continue
+            if kind == ORPHAN:
+                report(b, ev[7], now)
+                continue
             on_end(b, now - ev[4], False)
+            if detect and kind != CLIENT_TIMEOUT:
+                report(b, "5xx" if kind == FAIL else "timeout", now)
             t0, tried = ev[5], ev[6]
-            if kind != CLIENT_TIMEOUT and len(tried) < retries:
+            if (retry_fail if kind == FAIL else retry_timeout and kind == ATTEMPT_TIMEOUT) \
+                    and len(tried) < retries:
                 tried += (b,)
                 send(select(ev[7], tried), now, t0, tried, ev[7], t_next == INF)
                 continue
@@ -283,6 +330,12 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         rec.attempts[k] = min(attempts, 255)
     rec.horizon = last_arrival
     return rec
+
+
+# The detector's log lines would interleave with the report; ejections are counted instead.
+# A logger of our own, disabled and outside logging's registry: nothing global changes.
+_QUIET = logging.Logger("lbctl.simulate.outlier")
+_QUIET.disabled = True
 
 
 def _apply(ev, pool, index, backends, scale, base_scale, expo, base_expo, fail, fail_latency,

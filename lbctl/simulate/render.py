@@ -3,7 +3,8 @@
 The report ranks the algorithms (fewest errors first, then lowest p99, then lowest mean), draws
 each backend's share of the traffic under every algorithm (one bar per backend, in pool order)
 and the p99 of each algorithm as bar charts, and ends with one sentence saying which algorithm
-won and why.
+won and why. With passive ejection on, a table counts each backend's ejections per algorithm,
+and the verdict mentions them when the winner or the baseline had any.
 """
 
 from __future__ import annotations
@@ -162,13 +163,61 @@ def p99_chart(results: Sequence[AlgorithmResult], width: int = 40) -> Table:
     return table
 
 
+def ejection_table(results: Sequence[AlgorithmResult], width: int = 80) -> Table | Text:
+    """Passive ejections per algorithm: the total, then one column per backend that was
+    ejected under any algorithm (most ejected first; the rest summed as "others" when the
+    console is too narrow)."""
+    order = ranked(results)
+    if not any(r.ejections for r in order):
+        return Text("Passive ejection: no backend was ejected.", style="dim")
+    names = [b.name for b in order[0].backends]
+    totals = [sum(r.backends[i].ejections for r in order) for i in range(len(names))]
+    shown = sorted((i for i, t in enumerate(totals) if t), key=lambda i: (-totals[i], i))
+    room = width - max(len(r.algorithm) for r in order) - 10 - 8
+    keep = []
+    for i in shown:
+        cost = max(len(names[i]), 3) + 2
+        if room - cost < (8 if len(keep) + 1 < len(shown) else 0):
+            break
+        room -= cost
+        keep.append(i)
+    table = Table(title="Passive ejections", title_justify="left",
+                  title_style="bold", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("algorithm", no_wrap=True)
+    table.add_column("total", justify="right")
+    for i in keep:
+        table.add_column(names[i], justify="right", no_wrap=True)
+    rest = [i for i in shown if i not in keep]
+    if rest:
+        table.add_column("others", justify="right")
+    for r in order:
+        row = [r.algorithm, f"{r.ejections:,}"]
+        row += [f"{r.backends[i].ejections:,}" for i in keep]
+        if rest:
+            row.append(f"{sum(r.backends[i].ejections for i in rest):,}")
+        table.add_row(*row)
+    return table
+
+
+def _ejections(r: AlgorithmResult) -> str:
+    """ "b3 4 times" or "b3 and 2 others 7 times": who passive ejection took out, how often."""
+    out = [b for b in r.backends if b.ejections]
+    most = max(out, key=lambda b: b.ejections)
+    who = most.name if len(out) == 1 else \
+        f"{most.name} and {len(out) - 1} other{'s' if len(out) > 2 else ''}"
+    return f"{who} {r.ejections:,} time{'s' if r.ejections != 1 else ''}"
+
+
 def verdict(results: Sequence[AlgorithmResult], scenario: Scenario) -> str:
     """One sentence: who won, and why."""
     order = ranked(results)
     best = order[0]
     if len(order) == 1:
-        return (f"{best.algorithm}: p99 {fmt_latency(best.latency['p99'])}, mean "
-                f"{fmt_latency(best.latency['mean'])}, {best.errors:,} errors.")
+        out = (f"{best.algorithm}: p99 {fmt_latency(best.latency['p99'])}, mean "
+               f"{fmt_latency(best.latency['mean'])}, {best.errors:,} errors")
+        if best.ejections:
+            out += f"; passive ejection took out {_ejections(best)}"
+        return out + "."
     # Compare with what the user would otherwise run: the config's algorithm, else the
     # default (round_robin), else the last.
     names = [r.algorithm for r in order]
@@ -213,6 +262,17 @@ def verdict(results: Sequence[AlgorithmResult], scenario: Scenario) -> str:
             why += f", though it can serve only {capacity_share:.1%} of the load"
     else:
         why = HOW.get(best.algorithm, "its picks kept the queues shortest")
+    if best.ejections or worst.ejections:
+        # Relevant only when passive ejection acted on the two runs the sentence compares.
+        if _ejections(best) == _ejections(worst) if best.ejections and worst.ejections \
+                else False:
+            why += f"; passive ejection took out {_ejections(best)} under both"
+        elif best.ejections and worst.ejections:
+            why += (f"; passive ejection took out {_ejections(best)} under {best.algorithm} "
+                    f"and {_ejections(worst)} under {worst.algorithm}")
+        else:
+            r = best if best.ejections else worst
+            why += f"; passive ejection took out {_ejections(r)} under {r.algorithm} only"
     return f"{lead}: {why}."
 
 
@@ -227,4 +287,6 @@ def report(scenario: Scenario, results: Sequence[AlgorithmResult], width: int = 
                  ranking_table(results, scenario.configured, width), LEGEND, Text(""),
                  share_chart(results),
                  p99_chart(results, width=max(min(width - 30, 50), 10)), Text(""),
+                 *((ejection_table(results, width), Text(""))
+                   if scenario.proxy.outlier is not None else ()),
                  Text(verdict(results, scenario), style="bold"))

@@ -5,7 +5,8 @@ client got its error (a timed-out request counts at its timeout, so timeouts are
 ``share`` is a backend's part of all attempts sent; ``utilization`` its busy time during the
 arrival window divided by concurrency times that window; ``fairness`` is Jain's index over the
 utilizations (1 = perfectly even, 1/n = one backend does everything); ``max_mean_load`` is the
-largest utilization over the mean one.
+largest utilization over the mean one. ``ejections`` counts how many times passive ejection
+took each backend out (table and CSV only: ``--json`` keeps SPEC.md's shape).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class BackendResult:
     requests: int
     share: float
     utilization: float
+    ejections: int = 0                    # times passive ejection took it out
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class AlgorithmResult:
     backends: tuple[BackendResult, ...]
     fairness: float
     max_mean_load: float
+
+    @property
+    def ejections(self) -> int:
+        return sum(b.ejections for b in self.backends)
 
     def to_json(self) -> dict:
         """The SPEC.md shape, exactly."""
@@ -94,8 +100,11 @@ def summarize(rec: Records) -> AlgorithmResult:
     total = sum(counts) or 1
     util = utilizations(rec)
     mean_util = sum(util) / len(util) if util else 0.0
-    backends = tuple(BackendResult(b.name, c, c / total, u)
-                     for b, c, u in zip(rec.backends, counts, util))
+    ejections = [0] * len(rec.backends)
+    for _, i, _ in rec.ejections:
+        ejections[i] += 1
+    backends = tuple(BackendResult(b.name, c, c / total, u, e)
+                     for b, c, u, e in zip(rec.backends, counts, util, ejections))
     return AlgorithmResult(rec.algorithm, n, latency, errors, causes, retries, backends,
                            jain(util), max(util) / mean_util if mean_util else 1.0)
 
@@ -108,11 +117,12 @@ def to_json(seed: int, results: list[AlgorithmResult]) -> str:
 
 CSV_FIELDS = ["algorithm", "backend", "requests", "share", "utilization", "latency_mean",
               "latency_p50", "latency_p90", "latency_p99", "latency_p999", "latency_max",
-              "errors", "retries", "fairness", "max_mean_load"]
+              "errors", "retries", "fairness", "max_mean_load", "ejections"]
 
 
 def to_csv(results: list[AlgorithmResult]) -> str:
-    """One row per algorithm and backend; the algorithm's summary repeats on each of its rows."""
+    """One row per algorithm and backend; the algorithm's summary repeats on each of its rows.
+    ``ejections`` is the backend's own count (0 when passive ejection is off)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_FIELDS)
@@ -121,5 +131,5 @@ def to_csv(results: list[AlgorithmResult]) -> str:
         for b in r.backends:
             w.writerow([r.algorithm, b.name, b.requests, f"{b.share:.6f}",
                         f"{b.utilization:.6f}", *lat, r.errors, r.retries, f"{r.fairness:.6f}",
-                        f"{r.max_mean_load:.6f}"])
+                        f"{r.max_mean_load:.6f}", b.ejections])
     return out.getvalue()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from lbctl.balancing import ALGORITHMS
+from lbctl.config.model import Outlier
 from lbctl.errors import UserError
 from lbctl.units import DURATION_EXPECTED, parse_duration
 
@@ -87,11 +88,17 @@ class Event:
 @dataclass(frozen=True)
 class Proxy:
     """The proxy's side: what ``serve`` would do. Defaults follow ``lbctl.config.model``."""
-    retries: int = 1                        # extra attempts on another backend after 5xx/timeout
+    retries: int = 1                        # extra attempts on another backend
+    # What retries are spent on, as serve's retry_on: "5xx" and "timeout" are opt-in there
+    # too ("connect"/"reset" never happen here: a down backend is not selected).
+    retry_on: tuple[str, ...] = ("connect", "reset")
     timeout: float = math.inf               # per attempt (serve's timeouts.response); inf = none
     slow_start: float = 0.0
     panic_threshold: float = 0.0
     ewma_decay: float = 10.0
+    # Passive ejection, read like serve's [pools.X.outlier] (same keys, same defaults) and
+    # run by the real OutlierDetector; None = off (serve's default too).
+    outlier: Outlier | None = None
 
 
 @dataclass(frozen=True)
@@ -117,9 +124,13 @@ class Scenario:
 
     def with_overrides(self, *, seed: int | None = None, algorithms: Sequence[str] | None = None,
                        requests: int | None = None, duration: float | None = None,
-                       rate: float | None = None, load: float | None = None) -> "Scenario":
-        """The same scenario with CLI options applied on top."""
+                       rate: float | None = None, load: float | None = None,
+                       outlier: bool = True) -> "Scenario":
+        """The same scenario with CLI options applied on top (``outlier=False``: without
+        passive ejection, to compare)."""
         s, w = self, self.workload
+        if not outlier and s.proxy.outlier is not None:
+            s = replace(s, proxy=replace(s.proxy, outlier=None))
         if seed is not None:
             s = replace(s, seed=seed)
         if algorithms is not None:
@@ -159,9 +170,10 @@ def default_scenario() -> Scenario:
     s = Scenario(backends=tuple(backends),
                  workload=Workload(requests=40_000),
                  algorithms=("round_robin", "random", "least_conn", "p2c", "ewma"),
-                 proxy=Proxy(retries=1, timeout=1.0),
+                 proxy=Proxy(retries=1, timeout=1.0, retry_on=("connect", "reset", "timeout")),
                  client_timeout=2.0,
-                 title="built-in: 10 backends, one 3x slower; 1s proxy timeout, 1 retry")
+                 title="built-in: 10 backends, one 3x slower; 1s proxy timeout, 1 retry on "
+                       "timeout")
     return s.with_overrides(load=0.8)
 
 
@@ -304,11 +316,14 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
     proxy = Proxy() if pool_settings is None else pool_settings.proxy
     if "proxy" in top:
         t = r.table(top["proxy"], "proxy",
-                    ["retries", "timeout", "slow_start", "panic_threshold", "ewma_decay"])
+                    ["retries", "retry_on", "timeout", "slow_start", "panic_threshold",
+                     "ewma_decay", "outlier"])
         changes: dict[str, Any] = {}
         if "retries" in t:
             changes["retries"] = int(r.number(t["retries"], "proxy.retries", integer=True,
                                               maximum=10))
+        if "retry_on" in t:
+            changes["retry_on"] = _parse_retry_on(r, t["retry_on"])
         if "timeout" in t:
             changes["timeout"] = r.duration(t["timeout"], "proxy.timeout")
         if "slow_start" in t:
@@ -319,6 +334,8 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
                                                         "proxy.panic_threshold", maximum=100))
         if "ewma_decay" in t:
             changes["ewma_decay"] = r.duration(t["ewma_decay"], "proxy.ewma_decay")
+        if "outlier" in t:
+            changes["outlier"] = _parse_outlier(r, t["outlier"], proxy.outlier)
         proxy = replace(proxy, **changes)
 
     client_timeout = math.inf
@@ -359,6 +376,43 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
     return Scenario(backends=backends, workload=workload, algorithms=algorithms, seed=seed,
                     proxy=proxy, client_timeout=client_timeout, timeline=timeline, title=title,
                     configured=pool_settings.algorithm if pool_settings else None)
+
+
+def _parse_retry_on(r: _Reader, value: Any) -> tuple[str, ...]:
+    """``proxy.retry_on``, read by the same kind as serve's ``pools.X.retry_on``."""
+    from lbctl.config.kinds import ChoiceList, Invalid
+    from lbctl.config.problems import describe
+    from lbctl.config.schema import RETRY_ON
+    kind = ChoiceList(RETRY_ON)
+    try:
+        return kind.parse(value)
+    except Invalid as exc:
+        hint = f"; did you mean {exc.hint!r}?" if getattr(exc, "hint", None) else ""
+        raise r.fail("proxy.retry_on", f"expected {kind.expected}, found {describe(value)}{hint}")
+
+
+def _parse_outlier(r: _Reader, value: Any, base: Outlier | None) -> Outlier:
+    """``[proxy.outlier]``: read by the serve config's own declaration of
+    ``[pools.X.outlier]`` (``lbctl.config.schema.OUTLIER``), so keys, kinds, defaults and
+    messages cannot drift from what ``serve`` accepts. The first problem is the error. Keys
+    not given keep the serve config's value when the scenario names one (``base``), else
+    the defaults of ``lbctl.config.model.Outlier``."""
+    from lbctl.config.problems import Problems, describe
+    from lbctl.config.schema import OUTLIER
+    from lbctl.units import format_duration
+    problems = Problems(r.source)
+    read = OUTLIER.read(value, "proxy.outlier", problems)
+    if problems:
+        raise UserError(str(problems.items[0]))
+    outlier = replace(base or Outlier(), **read.values)
+    # The same cross-check as the config loader's.
+    if outlier.max_ejection_time < outlier.ejection_time:
+        found = describe(value["max_ejection_time"]) if "max_ejection_time" in value else \
+            f"the default {format_duration(outlier.max_ejection_time)}"
+        raise r.fail("proxy.outlier.max_ejection_time",
+                     f"expected at least proxy.outlier.ejection_time "
+                     f"({format_duration(outlier.ejection_time)}), found {found}")
+    return outlier
 
 
 def _parse_service(r: _Reader, value: Any, path: str, base_dir: str) -> Service:
@@ -564,5 +618,5 @@ def pool_from_config(path: str, pool: str) -> PoolSettings:
     pc = config.pools[pool]
     return PoolSettings(pool, path, pc.algorithm,
                         tuple((b.name, b.weight, b.backup) for b in pc.backends),
-                        Proxy(pc.retries, pc.timeouts.response, pc.slow_start,
-                              pc.panic_threshold, pc.ewma_decay))
+                        Proxy(pc.retries, pc.retry_on, pc.timeouts.response, pc.slow_start,
+                              pc.panic_threshold, pc.ewma_decay, pc.outlier))
