@@ -88,8 +88,14 @@ class Observer:
                     self.access.close()
                 self.access = opened
         self._configured = True
-        self.attempt = self._attempt if self.metrics or self.access else self._noop
-        self.request = self._request if self.metrics or self.access else None
+        # The leanest hooks that serve what is on: the access log needs per-request details,
+        # metrics alone only counters.
+        if self.access is not None:
+            self.attempt, self.request = self._attempt, self._request
+        elif self.metrics:
+            self.attempt, self.request = self._attempt_counted, self._request_counted
+        else:
+            self.attempt, self.request = self._noop, None
 
     def reopen(self) -> None:
         """SIGUSR1: reopen the access log file (logrotate moved it)."""
@@ -134,6 +140,41 @@ class Observer:
                          now - started, retry, body.received if body is not None else 0,
                          sent - conn.obs_sent_mark)
         conn.obs_sent_mark = sent
+
+    def _attempt_counted(self, conn, state, backend, outcome, started, head_latency) -> None:
+        """``_attempt`` for metrics without an access log: counters only."""
+        now = conn.loop.time()
+        req = conn.current_req
+        retry = conn.obs_req is req
+        conn.obs_req = req
+        sent = conn.sent_bytes
+        body = req.body if req is not None else None
+        status = conn.status if head_latency is not None or outcome == "5xx" else 0
+        (backend.extra.get("stats") or stats_of(backend)).record(
+            now, status, outcome, now - started, retry,
+            body.received if body is not None else 0, sent - conn.obs_sent_mark)
+        conn.obs_sent_mark = sent
+
+    async def _request_counted(self, conn, req, serve) -> bool:
+        """``_request`` for metrics without an access log: front-end status counts only."""
+        conn.status = 0
+        conn.current_req = req
+        conn.obs_req = None
+        conn.obs_sent_mark = conn.sent_bytes
+        frontend = self.frontend
+        try:
+            keep = await serve(conn, req)
+        except asyncio.CancelledError:
+            frontend.requests += 1
+            frontend.aborted += 1
+            raise
+        finally:
+            conn.current_req = None
+        frontend.requests += 1
+        status = conn.status
+        if 100 <= status < 600:
+            frontend.by_class[status // 100] += 1
+        return keep
 
     async def _request(self, conn, req, serve) -> bool:
         """Serve one client request through ``serve`` and account for how it ended."""
