@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
-import yarl
 
 from lbctl import __version__
 from lbctl.balancing import Backend, Pool
@@ -64,9 +63,10 @@ class ProbeResult:
         return f"status {self.status}" if self.status is not None else "connected"
 
 
-def probe_url(target: Target, health: Health) -> yarl.URL:
+def probe_url(target: Target, health: Health) -> "yarl.URL":
     host = f"[{target.host}]" if ":" in target.host else target.host
     # encoded=True: the path was validated at load time and is sent exactly as written.
+    import yarl
     return yarl.URL(f"{target.scheme}://{host}:{target.port}{health.path}", encoded=True)
 
 
