@@ -13,9 +13,6 @@ import json
 import sys
 
 import click
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from lbctl.config.loader import ConfigError, load_config
 from lbctl.errors import UserError
@@ -60,8 +57,10 @@ class _CheckCommand(click.Command):
             raise
 
 
-def render_table(report: lib.Report, *, ascii_only: bool = False) -> Table:
+def render_table(report: lib.Report, *, ascii_only: bool = False) -> "Table":
     """One row per backend. Pure: the command decides where it goes."""
+    from rich import box
+    from rich.table import Table
     table = Table(box=box.ASCII if ascii_only else box.SIMPLE_HEAD, show_edge=not ascii_only)
     for column, justify in (("pool", "left"), ("backend", "left"), ("result", "left"),
                             ("status", "right"), ("latency", "right"), ("error", "left")):
@@ -187,6 +186,7 @@ def _check(config_path, pools, timeout, thresholds, as_json, quiet, textfile, st
     click.echo(lib.status_line(report))
     if not quiet:
         tty = sys.stdout.isatty()
+        from rich.console import Console    # only when a table is drawn: cron runs stay light
         console = Console(file=sys.stdout, no_color=not tty, highlight=False,
                           width=None if tty else 120)
         console.print(render_table(report, ascii_only=not tty))

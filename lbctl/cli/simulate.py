@@ -5,14 +5,8 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lbctl.errors import UserError
-from lbctl.simulate.engine import run_algorithm, total_requests
-from lbctl.simulate.render import report
-from lbctl.simulate.results import summarize, to_csv, to_json
-from lbctl.simulate.scenario import default_scenario, load_scenario, scenario_from_options
 from lbctl.units import parse_duration
 
 
@@ -74,6 +68,12 @@ def command(scenario, seed, algorithms, backends, load, rate, requests, duration
       lbctl simulate scenario.toml --csv results.csv
       lbctl simulate examples/simulate/outlier.toml --no-outlier   # compare
     """
+    # Imported here, not at module load: every lbctl command (serve too) imports this module
+    # to register the command, and the simulator brings rich along.
+    from lbctl.simulate.engine import run_algorithm, total_requests
+    from lbctl.simulate.render import report
+    from lbctl.simulate.results import summarize, to_csv, to_json
+    from lbctl.simulate.scenario import default_scenario, load_scenario, scenario_from_options
     if rate is not None and load is not None:
         raise UserError("--rate and --load: expected one of them, not both")
     if requests is not None and duration is not None:
@@ -106,6 +106,9 @@ def command(scenario, seed, algorithms, backends, load, rate, requests, duration
     show_progress = not as_json and sys.stdout.isatty()
     if show_progress:
         total = total_requests(sc)
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
         with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
             for algorithm in sc.algorithms:
@@ -124,5 +127,6 @@ def command(scenario, seed, algorithms, backends, load, rate, requests, duration
     if as_json:
         click.echo(to_json(sc.seed, results))
     else:
+        from rich.console import Console
         console = Console(highlight=False)
         console.print(report(sc, results, width=console.width))

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from lbctl.gateway.api_key import DEFAULT_HEADER, KeyRing
 from lbctl.gateway.authorize import Allowance
 from lbctl.gateway.client_ip import ClientResolver
-from lbctl.gateway.jwt_auth import JwtVerifier, Rejected
 from lbctl.gateway.rate_limit import RateLimiter, TokenBuckets
 
 if TYPE_CHECKING:
@@ -99,7 +98,12 @@ class RoutePolicy:
         auth = route.auth
         self.kind = auth.type if auth is not None else None
         self.keyring = keyring
-        self.jwt = JwtVerifier(auth) if self.kind == "jwt" else None
+        if self.kind == "jwt":
+            # PyJWT and cryptography load only for configs that verify tokens.
+            from lbctl.gateway import jwt_auth
+            self.jwt, self.rejected = jwt_auth.JwtVerifier(auth), jwt_auth.Rejected
+        else:
+            self.jwt = self.rejected = None
         strip = set()
         if self.kind == "api_key":
             self.header = (auth.header or DEFAULT_HEADER).lower().encode("latin-1")
@@ -173,7 +177,7 @@ class RoutePolicy:
                            self._invalid(b"invalid_request", "expected one bearer token"))
         try:
             claims = self.jwt.verify(token.strip())
-        except Rejected as exc:
+        except self.rejected as exc:
             return Refusal(401, str(exc), self._invalid(b"invalid_token", str(exc)))
         admission.claims = claims
         sub = claims.get("sub")

@@ -23,10 +23,8 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
-import aiohttp
-import yarl
 
 from lbctl import __version__
 from lbctl.balancing import Backend, Pool
@@ -65,15 +63,24 @@ class ProbeResult:
         return f"status {self.status}" if self.status is not None else "connected"
 
 
-def probe_url(target: Target, health: Health) -> yarl.URL:
+def probe_url(target: Target, health: Health) -> "yarl.URL":
     host = f"[{target.host}]" if ":" in target.host else target.host
     # encoded=True: the path was validated at load time and is sent exactly as written.
+    import yarl
     return yarl.URL(f"{target.scheme}://{host}:{target.port}{health.path}", encoded=True)
+
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp is imported where a probe needs it, not at module load: a proxy without [health]
+# tables never pays its ~24 MiB.
 
 
 def make_session(limit: int = 0) -> aiohttp.ClientSession:
     """A session for probes. A fresh connection per probe (``force_close``): reusing one would
     hide a backend that stopped accepting connections behind a still-open socket."""
+    import aiohttp
     connector = aiohttp.TCPConnector(force_close=True, limit=limit)
     return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT},
                                  auto_decompress=False)
@@ -143,6 +150,7 @@ async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 
 def describe_error(exc: BaseException) -> str:
     """A probe failure in the words an operator looks for in a log line."""
+    import aiohttp
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return "timeout"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -221,6 +229,8 @@ class HealthChecks:
     def start(self, runtime) -> None:
         """Prepare and start probing (call with the event loop running)."""
         self.prepare(runtime)
+        if not any(state.config.health for state in runtime.pools.values()):
+            return                          # nothing to probe: no session, no aiohttp import
         if self.session is None or self.session.closed:
             self.session = make_session()
         loop = asyncio.get_running_loop()
