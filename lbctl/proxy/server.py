@@ -14,7 +14,6 @@ import logging
 import random
 from collections import Counter
 
-from lbctl.admin.api import start_admin
 from lbctl.config.model import Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
@@ -60,6 +59,8 @@ class ProxyServer:
         # Initial health states are applied before the first connection can be accepted.
         self.health.prepare(self.runtime)
         if self.runtime.config.admin is not None:
+            # aiohttp and prometheus-client load only when there is an admin API to serve.
+            from lbctl.admin.api import start_admin
             self.admin = await start_admin(self)    # fails before anything else is started
         try:
             self.server = await self.loop.create_server(
