@@ -67,6 +67,7 @@ def test_ejection_time_doubles_on_repeat_up_to_the_cap_and_expires_lazily():
         assert pool.select(exclude=[b for b in pool.backends if b is not b0]) is b0
         assert b0.state == "up"
     assert lengths == [10.0, 20.0, 35.0, 35.0]  # 10, 20, 40 capped at 35
+    assert b0.extra["ejections"] == 4           # what /stats and lbctl_ejections_total show
 
 
 def test_good_behaviour_is_forgiven_step_by_step():

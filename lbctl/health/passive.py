@@ -96,6 +96,8 @@ class OutlierDetector(OutcomeSink):
         rec.level += 1
         rec.ended = now + duration
         rec.failures, rec.capped, rec.ejected = 0, False, True
+        # Counted on the backend (survives reloads): /stats and lbctl_ejections_total read it.
+        b.extra["ejections"] = b.extra.get("ejections", 0) + 1
         pool.eject(b, rec.ended)
         self.log.warning("pool %s: backend %s EJECTED for %s after %d consecutive failures (last: %s)",
                     pool.name, b.name, format_duration(duration), failures, outcome)
