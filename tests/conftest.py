@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lbctl.balancing import Pool
+
 from tests.support import Backends
 
 
@@ -12,3 +14,17 @@ async def backends():
     group = Backends()
     yield group
     await group.close()
+
+
+@pytest.fixture
+def sends(monkeypatch):
+    """Every attempt the pool is told of, as (virtual time, backend name)."""
+    log = []
+    original = Pool.on_start
+
+    def on_start(self, b):
+        log.append((self.clock(), b.name))
+        original(self, b)
+
+    monkeypatch.setattr(Pool, "on_start", on_start)
+    return log

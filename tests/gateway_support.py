@@ -16,19 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from lbctl.config import load_config
 from lbctl.config.model import Address, Config
-
-
-class FakeClock:
-    """A clock the test moves by hand: rate limit refills without sleeping."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support import ManualClock as FakeClock  # noqa: F401  (rate limit tests use it)
 
 
 def sha256_hex(key: str) -> str:

@@ -16,20 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from lbctl.proxy.server import ProxyServer
-from tests.support import Backends, TestBackend, named_app
-
-
-class Clock:
-    """A clock the test moves by hand (the pools' clock: slow start, ejection expiry)."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support import Backends, ManualClock as Clock, TestBackend, named_app  # noqa: F401
 
 
 class Behaviour:

@@ -43,6 +43,19 @@ class TestBackend:
 _conn_ids = itertools.count(1)
 
 
+class ManualClock:
+    """A clock the test moves by hand (slow start, ejection expiry, rate-limit refills)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def named_app(name: str, backend_ref: list, handler=None) -> web.Application:
     """A backend app that answers ``<name>`` with ``X-Backend: <name>``, or runs ``handler``."""
 

@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from lbctl.balancing.pool import Pool
 from lbctl.simulate.engine import (ERROR_5XX, ERROR_NO_BACKEND, ERROR_TIMEOUT, OK,
                                    run_algorithm)
 from lbctl.simulate.results import summarize
@@ -25,19 +24,6 @@ def pool(n=4, *, rate=100.0, requests=4000, timeline=(), proxy=Proxy(), client=m
     return Scenario(backends=backends, workload=Workload(arrivals, rate=rate, requests=requests),
                     timeline=tuple(timeline), proxy=proxy, client_timeout=client, seed=2)
 
-
-@pytest.fixture
-def sends(monkeypatch):
-    """Every attempt the pool is told of, as (virtual time, backend name)."""
-    log = []
-    original = Pool.on_start
-
-    def on_start(self, b):
-        log.append((self.clock(), b.name))
-        original(self, b)
-
-    monkeypatch.setattr(Pool, "on_start", on_start)
-    return log
 
 
 @pytest.mark.parametrize("algorithm", ["round_robin", "random", "least_conn", "p2c", "ewma",

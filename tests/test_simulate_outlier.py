@@ -14,7 +14,6 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from lbctl.balancing.pool import Pool
 from lbctl.cli import main
 from lbctl.config.model import Outlier
 from lbctl.errors import UserError
@@ -39,19 +38,6 @@ def pool(n=4, *, requests=4000, timeline=(), outlier=OUTLIER, retries=0, timeout
                     timeline=tuple(timeline), client_timeout=client, seed=3,
                     proxy=Proxy(retries=retries, timeout=timeout, outlier=outlier))
 
-
-@pytest.fixture
-def sends(monkeypatch):
-    """Every attempt the pool is told of, as (virtual time, backend name)."""
-    log = []
-    original = Pool.on_start
-
-    def on_start(self, b):
-        log.append((self.clock(), b.name))
-        original(self, b)
-
-    monkeypatch.setattr(Pool, "on_start", on_start)
-    return log
 
 
 def test_a_fast_failing_backend_is_ejected_after_n_failures_and_its_share_drops(sends):
