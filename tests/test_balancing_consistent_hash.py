@@ -177,3 +177,22 @@ def test_keyless_requests_do_not_disturb_keyed_ones():
     before = owners(pool, KEYS[:300])
     names(pool, 77, key=None)
     assert owners(pool, KEYS[:300]) == before
+
+
+def test_cached_key_positions_follow_a_rebuilt_ring():
+    """Keys seen before a re-weight must map as a freshly built ring maps them."""
+    import random as _random
+
+    from lbctl.balancing import Backend, make_pool
+    clock = lambda: 0.0  # noqa: E731
+
+    def fresh(weights):
+        return make_pool("p", [Backend(n, weight=w) for n, w in weights], "consistent_hash",
+                         rng=_random.Random(1), clock=clock)
+    pool = fresh([("a", 1), ("b", 1), ("c", 1)])
+    keys = [f"user-{i}" for i in range(500)]
+    for k in keys:
+        pool.select(k)                                   # fills the position cache
+    pool.set_weight(pool.by_name["b"], 3)
+    expected = fresh([("a", 1), ("b", 3), ("c", 1)])
+    assert [pool.select(k).name for k in keys] == [expected.select(k).name for k in keys]
