@@ -91,3 +91,14 @@ def names(pool: Pool, n: int, key: Hashable | None = None) -> list[str]:
 
 def shares(pool: Pool, n: int, key: Hashable | None = None) -> Counter:
     return Counter(names(pool, n, key))
+
+
+def check_exclusion(pool: Pool, seed: int = 5, rounds: int = 5000) -> None:
+    """A retry's exclusion set is honoured for any subset; excluding all gives None."""
+    import random as _random
+    rng = _random.Random(seed)
+    for _ in range(rounds):
+        excluded = set(rng.sample(pool.backends, rng.randint(1, len(pool.backends) - 1)))
+        chosen = pool.select(exclude=excluded)
+        assert chosen is not None and chosen not in excluded
+    assert pool.select(exclude=set(pool.backends)) is None

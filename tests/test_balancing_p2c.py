@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from tests.balancing_support import ConstantRng, StubRng, backends, pool_of, shares
+from tests.balancing_support import ConstantRng, StubRng, backends, check_exclusion, pool_of, shares
 
 
 def five_sigma(n: int, p: float) -> float:
@@ -90,12 +90,7 @@ def test_weights_act_through_the_draw():
 
 def test_retry_exclusion_never_returns_the_excluded():
     pool = pool_of("p2c", backends("a", "b", "c", "d", weights=[1, 1, 1, 20]), seed=5)
-    rng = random.Random(5)
-    for _ in range(5000):
-        excluded = set(rng.sample(pool.backends, rng.randint(1, 3)))
-        chosen = pool.select(exclude=excluded)
-        assert chosen is not None and chosen not in excluded
-    assert pool.select(exclude=set(pool.backends)) is None
+    check_exclusion(pool)
 
 
 def test_single_backend_is_served():

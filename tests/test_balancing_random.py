@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from tests.balancing_support import StubRng, backends, names, pool_of, shares
+from tests.balancing_support import StubRng, backends, check_exclusion, names, pool_of, shares
 
 
 def five_sigma(n: int, p: float) -> float:
@@ -42,12 +42,7 @@ def test_weighted_distribution():
 
 def test_retry_exclusion_never_returns_the_excluded():
     pool = pool_of("random", backends("a", "b", "c", "d", weights=[1, 1, 1, 10]), seed=5)
-    rng = random.Random(5)
-    for _ in range(5000):
-        excluded = set(rng.sample(pool.backends, rng.randint(1, 3)))
-        chosen = pool.select(exclude=excluded)
-        assert chosen is not None and chosen not in excluded
-    assert pool.select(exclude=set(pool.backends)) is None
+    check_exclusion(pool)
 
 
 def test_exclusion_leaves_the_others_uniform():
