@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 from tests.balancing_support import ConstantRng, StubRng, backends, check_exclusion, pool_of, shares
 
