@@ -17,20 +17,8 @@ import click
 from lbctl.config.loader import ConfigError, load_config
 from lbctl.errors import UserError
 from lbctl.exitcodes import CheckExit
+from lbctl.cli.params import Duration
 from lbctl.health import check as lib
-from lbctl.units import parse_duration
-
-
-class _Duration(click.ParamType):
-    name = "DURATION"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            self.fail(f"expected {exc}, found {value!r}", param, ctx)
 
 
 class _MinHealthy(click.ParamType):
@@ -82,14 +70,14 @@ def render_table(report: lib.Report, *, ascii_only: bool = False) -> "Table":
 @click.argument("config", metavar="CONFIG")
 @click.option("--pool", "pools", metavar="NAME", multiple=True,
               help="Check only this pool (repeatable). Default: every pool.")
-@click.option("--timeout", type=_Duration(), default=None,
+@click.option("--timeout", type=Duration(), default=None,
               help="Probe timeout for every backend, overriding each pool's health.timeout.")
 @click.option("--min-healthy", type=_MinHealthy(), default=None,
               help="Backends that must be up per pool, as a number or a percentage; below it "
                    "is CRITICAL. Default 1: a pool with none up is CRITICAL.")
-@click.option("--warn-latency", type=_Duration(), default=None,
+@click.option("--warn-latency", type=Duration(), default=None,
               help="WARNING when a successful probe takes longer than this.")
-@click.option("--crit-latency", type=_Duration(), default=None,
+@click.option("--crit-latency", type=Duration(), default=None,
               help="CRITICAL when a successful probe takes longer than this.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (see SPEC.md) and nothing else on stdout.")

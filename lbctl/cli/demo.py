@@ -7,14 +7,16 @@ import sys
 
 import click
 
+from lbctl.cli.params import Duration
+
 
 @click.command()
 @click.option("--config", "config_path", default=None, metavar="FILE",
               help="Config to serve (default: the packaged sample.toml).")
 @click.option("--load", default=20.0, show_default=True, metavar="RATE",
               help="Built-in traffic in requests per second; 0 for none.")
-@click.option("--duration", default=None, type=float, metavar="SECONDS",
-              help="Stop after this long (default: until Ctrl-C).")
+@click.option("--duration", default=None, type=Duration(),
+              help='Stop after this long, e.g. 30 or "2m"; 0 (the default) runs until Ctrl-C.')
 def command(config_path: str | None, load: float, duration: float | None) -> None:
     """Start demo backends, serve the sample config in front of them, and show live stats.
 

@@ -6,20 +6,8 @@ import sys
 
 import click
 
+from lbctl.cli.params import Duration
 from lbctl.errors import UserError
-from lbctl.units import parse_duration
-
-
-def _duration(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if seconds <= 0:
-        raise click.BadParameter("expected a duration above zero")
-    return seconds
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,9 +23,9 @@ def _duration(ctx, param, value):
               help="Arrivals per second to the whole pool (instead of --load).")
 @click.option("--requests", type=click.IntRange(min=1), metavar="N",
               help="Requests per algorithm.")
-@click.option("--duration", callback=_duration, metavar="DURATION",
+@click.option("--duration", type=Duration(positive=True),
               help='Virtual time per algorithm instead of --requests, e.g. "60s".')
-@click.option("--mean", "mean", callback=_duration, metavar="DURATION",
+@click.option("--mean", "mean", type=Duration(positive=True),
               help="With --backends: mean service time (default 10ms).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --backends: requests each backend serves at once.")
