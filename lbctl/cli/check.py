@@ -14,11 +14,12 @@ import sys
 
 import click
 
+from lbctl.cli.params import Duration
 from lbctl.config.loader import ConfigError, load_config
 from lbctl.errors import UserError
 from lbctl.exitcodes import CheckExit
-from lbctl.cli.params import Duration
-from lbctl.health import check as lib
+from lbctl.health import report as lib
+from lbctl.health.render import render_table
 
 
 class _MinHealthy(click.ParamType):
@@ -43,27 +44,6 @@ class _CheckCommand(click.Command):
             click.echo(lib.unknown_line(f"usage: {exc.format_message()}"))
             exc.exit_code = CheckExit.UNKNOWN
             raise
-
-
-def render_table(report: lib.Report, *, ascii_only: bool = False) -> "Table":
-    """One row per backend. Pure: the command decides where it goes."""
-    from rich import box
-    from rich.table import Table
-    table = Table(box=box.ASCII if ascii_only else box.SIMPLE_HEAD, show_edge=not ascii_only)
-    for column, justify in (("pool", "left"), ("backend", "left"), ("result", "left"),
-                            ("status", "right"), ("latency", "right"), ("error", "left")):
-        table.add_column(column, justify=justify)
-    for pool in report.pools:
-        for b in pool.backends:
-            result = "up" if b.up else "DOWN"
-            if b.up != b.result.ok:      # a state file is holding the verdict for now
-                result += " (probe ok)" if b.result.ok else " (probe failed)"
-            style = "green" if b.up and b.result.ok else ("yellow" if b.up or b.result.ok else "red")
-            latency = "" if b.latency is None else f"{b.latency * 1000:.1f}ms"
-            table.add_row(pool.name, b.name, f"[{style}]{result}[/]",
-                          "" if b.result.status is None else str(b.result.status),
-                          latency, b.result.error or "")
-    return table
 
 
 @click.command(cls=_CheckCommand)

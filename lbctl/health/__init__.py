@@ -8,8 +8,10 @@ ejected):
                 a flip calls ``pool.set_healthy`` and logs one line with the reason
     passive.py  outlier detection: the proxy reports every attempt's outcome into an
                 ``OutcomeSink``; consecutive failures eject a backend for a growing time
-    check.py    ``lbctl check``: every backend probed once, judged, reported for cron and
-                monitoring (plugin status line, JSON, Prometheus textfile, state file)
+    report.py   the report behind ``lbctl check``: every backend probed once, judged,
+                reported for cron and monitoring (plugin status line, JSON, Prometheus
+                textfile, state file)
+    render.py   that report as a table for people (rich)
 
 The probe itself (``active.probe``) is shared by ``serve`` and ``check``, so both judge a
 backend by the same rules.

@@ -1,5 +1,5 @@
-"""``lbctl check``: probe every backend once, judge the pools, and say so in the formats that
-cron, Nagios-style monitors and node_exporter read.
+"""The report behind ``lbctl check``: probe every backend once, judge the pools, and say so
+in the formats that cron, Nagios-style monitors and node_exporter read.
 
 Each pool is probed with its own ``[health]`` settings (the same ``active.probe`` that
 ``serve`` runs); a pool without ``[health]`` gets a plain TCP connect, since ``serve``
@@ -14,7 +14,8 @@ the single probe, so one lost probe does not page anyone; the JSON ``ok`` field 
 the probe itself.
 
 Outputs (all pure functions of a ``Report``): the monitoring-plugin status line, the JSON
-document of SPEC.md, and Prometheus text format for node_exporter's textfile collector.
+document of SPEC.md, and Prometheus text format for node_exporter's textfile collector; the
+table for people is ``render.render_table``.
 """
 
 from __future__ import annotations
