@@ -71,7 +71,8 @@ class AdminApi:
             raise UserError(f"cannot listen on admin address {self.address}: {reason}",
                             exit_code=Exit.RUNTIME) from None
         log.info("admin API on http://%s%s", self.address,
-                 " (token required)" if self.token else "")
+                 " (token required)" if self.token else "",
+                 extra={"event": "admin_listening", "address": str(self.address)})
 
     @property
     def bound(self) -> tuple[str, int]:
@@ -139,11 +140,15 @@ class AdminApi:
                 return _error(400, 'expected a JSON body {"weight": N} with N > 0')
             old = backend.weight
             pool.set_weight(backend, weight)
-            log.info("admin: %s/%s weight %g -> %g", pool_name, name, old, weight)
+            log.info("admin: %s/%s weight %g -> %g", pool_name, name, old, weight,
+                     extra={"event": "admin_action", "pool": pool_name, "backend": name,
+                            "state": "weight", "weight": weight, "previous": old})
         else:
             old = backend.admin.value
             pool.set_admin(backend, ACTIONS[action])
-            log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value)
+            log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value,
+                     extra={"event": "admin_action", "pool": pool_name, "backend": name,
+                            "state": backend.admin.value, "previous": old})
         doc = backend_doc(pool, backend, self.server.loop.time(), history=False)
         return web.json_response({"pool": pool_name, "backend": doc})
 

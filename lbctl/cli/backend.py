@@ -8,7 +8,8 @@ import click
 
 _admin = click.option("--admin", "url", default=None, metavar="URL",
                       help="Admin API base URL (default: from --config, else http://127.0.0.1:9900).")
-_config = click.option("--config", "config_path", default=None, metavar="FILE",
+_config = click.option("--config", "config_path", type=click.Path(), default=None,
+                       metavar="FILE",
                        help="Read the admin address and token from this config's [admin].")
 _token = click.option("--token", default=None, metavar="TOKEN",
                       help="Bearer token (default: the config's, else env LBCTL_ADMIN_TOKEN).")

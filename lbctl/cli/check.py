@@ -47,7 +47,7 @@ class _CheckCommand(click.Command):
 
 
 @click.command(cls=_CheckCommand)
-@click.argument("config", metavar="CONFIG")
+@click.argument("config", metavar="CONFIG", type=click.Path())
 @click.option("--pool", "pools", metavar="NAME", multiple=True,
               help="Check only this pool (repeatable). Default: every pool.")
 @click.option("--timeout", type=Duration(), default=None,

@@ -11,7 +11,8 @@ from lbctl.cli.params import Duration
 
 
 @click.command()
-@click.option("--config", "config_path", default=None, metavar="FILE",
+@click.option("--config", "config_path", type=click.Path(), default=None,
+              metavar="FILE",
               help="Config to serve (default: the packaged sample.toml).")
 @click.option("--load", default=20.0, show_default=True, metavar="RATE",
               help="Built-in traffic in requests per second; 0 for none.")

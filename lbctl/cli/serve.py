@@ -22,7 +22,7 @@ def setup_logging(fmt: str = "text") -> None:
 
 
 @click.command()
-@click.argument("config", metavar="CONFIG")
+@click.argument("config", metavar="CONFIG", type=click.Path())
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Event log on stderr: human-readable text or JSON lines.")
 def command(config: str, log_format: str) -> None:

@@ -13,7 +13,8 @@ from lbctl.cli.params import Duration
 @click.command()
 @click.option("--admin", "url", default=None, metavar="URL",
               help="Admin API base URL (default: from --config, else http://127.0.0.1:9900).")
-@click.option("--config", "config_path", default=None, metavar="FILE",
+@click.option("--config", "config_path", type=click.Path(), default=None,
+              metavar="FILE",
               help="Read the admin address and token from this config's [admin].")
 @click.option("--token", default=None, metavar="TOKEN",
               help="Bearer token (default: the config's, else env LBCTL_ADMIN_TOKEN).")

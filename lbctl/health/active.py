@@ -295,12 +295,15 @@ class HealthChecks:
                             "time": self.wall()}
         if flipped:
             pool.set_healthy(b, state.healthy)
+            fields = {"event": "backend_state", "pool": pool.name, "backend": b.name,
+                      "state": "up" if state.healthy else "down", "reason": result.reason,
+                      "probes": state.streak}
             if state.healthy:
                 log.info("pool %s: backend %s is UP (%s)", pool.name, b.name,
-                         _streak(state.streak, "successful probe", result.reason))
+                         _streak(state.streak, "successful probe", result.reason), extra=fields)
             else:
                 log.warning("pool %s: backend %s is DOWN (%s)", pool.name, b.name,
-                            _streak(state.streak, "failed probe", result.reason))
+                            _streak(state.streak, "failed probe", result.reason), extra=fields)
         if self.observer is not None:
             self.observer(pool, b, result, flipped)
         return result
