@@ -22,7 +22,9 @@ def command(config_path: str | None, load: float, duration: float | None) -> Non
     """Start demo backends, serve the sample config in front of them, and show live stats.
 
     The demo backends listen on the loopback ports the config names: one fast, one
-    slower, one that fails now and then. Everything stays on this machine.
+    slower, one that fails now and then (and fails its health checks for 12 s every
+    minute, from 10 s in). Everything stays on this machine. With the packaged sample, a
+    port that is taken is replaced by a free one; with --config, it is an error naming it.
 
     \b
     Example:
@@ -35,4 +37,5 @@ def command(config_path: str | None, load: float, duration: float | None) -> Non
     from lbctl.proxy.main import install_fast_loop
     install_fast_loop()
     sys.exit(asyncio.run(run_demo(config_path or packaged_config(), load=load,
-                                  duration=duration, console=Console())))
+                                  duration=duration, console=Console(),
+                                  free_ports=config_path is None)))
