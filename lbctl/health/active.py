@@ -23,8 +23,8 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Callable, Protocol
-
 
 from lbctl import __version__
 from lbctl.balancing import Backend, Pool
@@ -87,25 +87,28 @@ def make_session(limit: int = 0) -> aiohttp.ClientSession:
 
 
 async def probe(target: Target, health: Health, session: aiohttp.ClientSession | None = None, *,
-                timeout: float | None = None) -> ProbeResult:
+                timeout: float | None = None, ssl: SSLContext | None = None) -> ProbeResult:
     """Probe ``target`` once by ``health``'s rules (``timeout`` overrides ``health.timeout``).
+    An https backend is reached with ``ssl`` (``gateway.tls.backend_context``: its ca, the
+    pool's, or the system store), so a TCP check of it is a TLS handshake too, and a
+    certificate the proxy would refuse fails the probe with the reason.
     Never raises for a backend's failure: every way of failing is a ``ProbeResult``."""
     limit = health.timeout if timeout is None else timeout
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         if health.type == "tcp":
-            status = await asyncio.wait_for(_tcp(target), limit)
+            status = await asyncio.wait_for(_tcp(target, ssl), limit)
             error = None
         else:
-            status, error = await asyncio.wait_for(_http(target, health, session), limit)
+            status, error = await asyncio.wait_for(_http(target, health, session, ssl), limit)
     except Exception as exc:   # noqa: BLE001 - every failure is a verdict, not a crash
         return ProbeResult(False, None, loop.time() - started, describe_error(exc))
     return ProbeResult(error is None, status, loop.time() - started, error)
 
 
-async def _tcp(target: Target) -> None:
-    _, writer = await asyncio.open_connection(target.host, target.port)
+async def _tcp(target: Target, ssl: SSLContext | None = None) -> None:
+    _, writer = await asyncio.open_connection(target.host, target.port, ssl=ssl)
     writer.close()
     try:
         await writer.wait_closed()
@@ -114,15 +117,16 @@ async def _tcp(target: Target) -> None:
     return None
 
 
-async def _http(target: Target, health: Health,
-                session: aiohttp.ClientSession | None) -> tuple[int, str | None]:
+async def _http(target: Target, health: Health, session: aiohttp.ClientSession | None,
+                ssl: SSLContext | None = None) -> tuple[int, str | None]:
     own = session is None
     if own:
         session = make_session()
     try:
         headers = {"Host": health.host} if health.host else None
         async with session.request(health.method, probe_url(target, health), headers=headers,
-                                   allow_redirects=False) as resp:
+                                   allow_redirects=False,
+                                   **({"ssl": ssl} if ssl is not None else {})) as resp:
             status = resp.status
             if not any(low <= status <= high for low, high in health.expect_status):
                 return status, f"status {status}"
@@ -151,6 +155,15 @@ async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 def describe_error(exc: BaseException) -> str:
     """A probe failure in the words an operator looks for in a log line."""
     import aiohttp
+
+    from lbctl.gateway.tls import handshake_error
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        exc = exc.certificate_error
+    elif isinstance(exc, aiohttp.ClientSSLError):
+        exc = exc.os_error
+    tls = handshake_error(exc)
+    if tls is not None:
+        return tls
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return "timeout"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -233,15 +246,19 @@ class HealthChecks:
             return                          # nothing to probe: no session, no aiohttp import
         if self.session is None or self.session.closed:
             self.session = make_session()
+        from lbctl.gateway.tls import backend_context
         loop = asyncio.get_running_loop()
         for state in runtime.pools.values():
             health, pool = state.config.health, state.pool
             if health is None:
                 continue
+            contexts = {bcfg.name: backend_context(bcfg, state.config)
+                        for bcfg in state.config.backends if bcfg.scheme == "https"}
             delays = first_delays(len(pool.backends), health.interval, self.rng)
             for b, delay in zip(pool.backends, delays):
                 self.tasks.append(loop.create_task(self._loop(pool, health, b, delay,
-                                                              self.generation),
+                                                              self.generation,
+                                                              contexts.get(b.name)),
                                                    name=f"health {pool.name}/{b.name}"))
 
     def restart(self, runtime) -> None:
@@ -265,7 +282,7 @@ class HealthChecks:
         return tasks
 
     async def _loop(self, pool: Pool, health: Health, b: Backend, delay: float,
-                    generation: int) -> None:
+                    generation: int, ssl: SSLContext | None = None) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time() + delay
         while generation == self.generation:
@@ -274,14 +291,14 @@ class HealthChecks:
                 return
             # Start to start: a slow probe does not push the schedule back.
             due = loop.time() + next_delay(health.interval, self.rng)
-            await self.check(pool, health, b, generation)
+            await self.check(pool, health, b, generation, ssl)
 
     async def check(self, pool: Pool, health: Health, b: Backend,
-                    generation: int | None = None) -> ProbeResult:
+                    generation: int | None = None, ssl: SSLContext | None = None) -> ProbeResult:
         """Probe ``b`` once and apply the result; the one place a probe touches a pool."""
         if self.session is None or self.session.closed:
             self.session = make_session()
-        result = await probe(b, health, self.session)
+        result = await probe(b, health, self.session, ssl=ssl)
         if generation is not None and generation != self.generation:
             return result       # stopped or reloaded meanwhile: this verdict is stale
         state = b.extra.get("health")

@@ -3,7 +3,9 @@ in the formats that cron, Nagios-style monitors and node_exporter read.
 
 Each pool is probed with its own ``[health]`` settings (the same ``active.probe`` that
 ``serve`` runs); a pool without ``[health]`` gets a plain TCP connect, since ``serve``
-assumes its backends up and a connect is the least a reachable backend can do.
+assumes its backends up and a connect is the least a reachable backend can do. For an
+https backend that connect is a TLS handshake, verified as the proxy verifies it: a
+certificate the proxy would refuse is a failed check with the reason.
 
 Judgement, per pool: fewer than ``min_healthy`` backends up (default 1, i.e. none up) is
 CRITICAL; any backend down is WARNING; a successful probe slower than ``crit_latency`` /
@@ -140,6 +142,7 @@ async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
                       concurrency: int = DEFAULT_CONCURRENCY) -> dict[tuple[str, str], ProbeResult]:
     """Every backend of ``pools`` probed once, at most ``concurrency`` at a time."""
     # Imported here: aiohttp is heavy, and `lbctl --help` should not pay for it.
+    from lbctl.gateway.tls import backend_context
     from lbctl.health.active import make_session, probe
     gate = asyncio.Semaphore(max(concurrency, 1))
     session = make_session(limit=max(concurrency, 1))
@@ -147,8 +150,10 @@ async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
     async def one(pool: PoolConfig, b: BackendConfig) -> tuple[tuple[str, str], ProbeResult]:
         # The timeout starts inside the gate: waiting for a turn is not the backend's fault.
         async with gate:
+            # An https backend is reached as the proxy would: a TCP check is a TLS handshake.
             return (pool.name, b.name), await probe(b, pool.health or TCP_CONNECT, session,
-                                                    timeout=timeout)
+                                                    timeout=timeout,
+                                                    ssl=backend_context(b, pool))
     try:
         pairs = await asyncio.gather(*(one(p, b) for p in pools for b in p.backends))
     finally:

@@ -96,6 +96,8 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "last_probe": dict(probe) if isinstance(probe, dict) else None,
         "probes": dict(b.extra["probes"]) if isinstance(b.extra.get("probes"), dict) else None,
         "ejections": b.extra.get("ejections"),
+        # Why the last connect or TLS handshake failed; None once one succeeds.
+        "last_error": getattr(b.extra.get("idle"), "last_error", None),
     }
     if history:
         doc["history"] = stats.series(now)

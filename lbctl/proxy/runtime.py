@@ -17,7 +17,7 @@ from typing import Callable
 from lbctl.balancing import Backend, Pool, make_pool
 from lbctl.config.model import BackendConfig, Config, PoolConfig
 from lbctl.gateway.policy import Gateway
-from lbctl.gateway.tls import client_context
+from lbctl.gateway.tls import backend_context
 from lbctl.proxy.router import Router
 from lbctl.proxy.upstream import IdlePool
 
@@ -115,7 +115,7 @@ def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None) -> Back
     idle = b.extra.get("idle")
     if idle is None:
         b.extra["idle"] = IdlePool(b, max_idle=pcfg.max_idle_connections,
-                                   idle_timeout=pcfg.idle_timeout, ssl=context)
+                                   idle_timeout=pcfg.idle_timeout, ssl=context, pool=pcfg.name)
     else:
         idle.max_idle, idle.idle_timeout = pcfg.max_idle_connections, pcfg.idle_timeout
         idle.ssl = context          # a changed ca applies to new connections
@@ -125,12 +125,7 @@ def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None) -> Back
 def upstream_ssl(bcfg: BackendConfig, pcfg: PoolConfig) -> ssl.SSLContext | None:
     """https backends are verified (the backend's ca, else the pool's, else the system
     store) unless tls_insecure_skip_verify is set on the backend or, failing that, the pool."""
-    if bcfg.scheme != "https":
-        return None
-    insecure = bcfg.tls_insecure_skip_verify
-    if insecure is None:
-        insecure = pcfg.tls_insecure_skip_verify
-    return client_context(bcfg.ca or pcfg.ca, insecure)
+    return backend_context(bcfg, pcfg)
 
 
 def key_getter(spec: str | None) -> Callable | None:
