@@ -1,4 +1,9 @@
-"""``lbctl serve``: load the config, listen, and run until SIGTERM/SIGINT; reload on SIGHUP."""
+"""``lbctl serve``: load the config, listen, and run until SIGTERM/SIGINT; reload on SIGHUP.
+
+Around the proxy's life, what supervisors read: the pid file (``--pid-file``: refused when a
+live serve holds it, written once listening, removed on exit) and systemd's notifications
+(READY once listening, RELOADING then READY around a reload, STOPPING on the way out).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import logging
 import signal
 
 from lbctl.config.loader import ConfigError, load_config
+from lbctl.control.notify import Notifier
+from lbctl.control.pidfile import check_pid_file, remove_pid_file, write_pid_file
 from lbctl.exitcodes import Exit
 from lbctl.proxy.server import ProxyServer
 
@@ -22,46 +29,74 @@ def install_fast_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(path: str) -> int:
+def serve(path: str, pid_file: str | None = None) -> int:
     config = load_config(path)          # ConfigError is a UserError: exit 2, no traceback
+    if pid_file is not None:
+        check_pid_file(pid_file)        # a live serve holds it: refused before binding
     install_fast_loop()
-    return asyncio.run(_serve(path, config))
+    return asyncio.run(_serve(path, config, pid_file))
 
 
-async def _serve(path: str, config) -> int:
+async def _serve(path: str, config, pid_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
+    notifier = Notifier()
     server = ProxyServer(config)
     # Signals are handled before "listening" is announced: a supervisor that reloads as
     # soon as it sees the line must not kill the process with SIGHUP's default action.
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reload(server, path))
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload(server, path, notifier))
     loop.add_signal_handler(signal.SIGUSR1, server.observer.reopen)   # logrotate convention
     await server.start()
-    log.info("listening on %s: %d routes, %d pools, %d backends", config.listen.address,
-             len(config.routes), len(config.pools),
-             sum(len(p.backends) for p in config.pools.values()))
-    await stop.wait()
-    timeout = server.runtime.config.limits.drain_timeout
-    server.stop_listening()
-    log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
-             len(server.connections), timeout)
-    clean = await server.drain(timeout)
-    log.info("stopped%s", "" if clean else ": drain timeout reached, remaining connections closed")
-    return Exit.OK
+    try:
+        if pid_file is not None:
+            write_pid_file(pid_file)
+        address = config.listen.address
+        log.info("listening on %s: %d routes, %d pools, %d backends", address,
+                 len(config.routes), len(config.pools),
+                 sum(len(p.backends) for p in config.pools.values()),
+                 extra={"event": "listening", "address": str(address), "config": path})
+        notifier.ready(f"listening on {address}")
+        await stop.wait()
+        timeout = server.runtime.config.limits.drain_timeout
+        server.stop_listening()
+        notifier.stopping(f"draining {len(server.connections)} connections")
+        log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
+                 len(server.connections), timeout,
+                 extra={"event": "stopping", "connections": len(server.connections)})
+        clean = await server.drain(timeout)
+        log.info("stopped%s", "" if clean else
+                 ": drain timeout reached, remaining connections closed",
+                 extra={"event": "stopped", "clean": clean})
+        return Exit.OK
+    finally:
+        if server.server is not None and server.server.is_serving():
+            await server.close()            # the pid file could not be written
+        if pid_file is not None:
+            remove_pid_file(pid_file)
 
 
-def reload(server: ProxyServer, path: str) -> bool:
+def reload(server: ProxyServer, path: str, notifier: Notifier | None = None) -> bool:
     """Re-read ``path``; keep serving the old config if the new one is invalid."""
+    if notifier is not None:
+        notifier.reloading()
     try:
         config = load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
-            log.error("reload rejected: %s", problem)
+            log.error("reload rejected: %s", problem,
+                      extra={"event": "reload_rejected", "config": path, "reason": str(problem)})
         log.error("reload rejected: %d problem(s); still serving the previous configuration",
-                  len(exc.problems))
+                  len(exc.problems), extra={"event": "reload_rejected", "config": path,
+                                            "problems": len(exc.problems)})
+        if notifier is not None:
+            notifier.ready(f"reload rejected ({len(exc.problems)} problems); "
+                           f"serving the previous configuration")
         return False
     server.reload(config)
-    log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools))
+    log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools),
+             extra={"event": "reloaded", "config": path})
+    if notifier is not None:
+        notifier.ready(f"reloaded; listening on {server.runtime.config.listen.address}")
     return True
