@@ -85,3 +85,12 @@ def test_each_example_shows_what_its_name_promises(tmp_path):
     tls = load("tls-termination.toml")
     assert tls.listen.tls is not None
     assert any(b.scheme == "https" for p in tls.pools.values() for b in p.backends)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_the_commands_in_an_examples_comments_parse(path):
+    from tests.test_readme import lbctl_commands, parse
+    lines = [line.lstrip("# ") for line in path.read_text().splitlines()
+             if line.startswith("#")]
+    for command in lbctl_commands(lines):
+        parse(command)

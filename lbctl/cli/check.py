@@ -60,7 +60,7 @@ class _CheckCommand(click.Command):
 @click.option("--crit-latency", type=Duration(), default=None,
               help="CRITICAL when a successful probe takes longer than this.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON document (see SPEC.md) and nothing else on stdout.")
+              help="Print one JSON document (see the README) and nothing else on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the status line.")
 @click.option("--prometheus-textfile", metavar="PATH", default=None,
               help="Also write the results in Prometheus text format to PATH, atomically "

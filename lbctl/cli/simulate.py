@@ -35,7 +35,7 @@ from lbctl.errors import UserError
 @click.option("--no-outlier", is_flag=True,
               help="Turn passive ejection ([proxy.outlier], or the config pool's) off, "
                    "to compare.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (SPEC.md) and nothing else.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (see the README) and nothing else.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Also write one row per algorithm and backend to FILE.")
 def command(scenario, seed, algorithms, backends, load, rate, requests, duration, mean,

@@ -16,7 +16,7 @@ the single probe, so one lost probe does not page anyone; the JSON ``ok`` field 
 the probe itself.
 
 Outputs (all pure functions of a ``Report``): the monitoring-plugin status line, the JSON
-document of SPEC.md, and Prometheus text format for node_exporter's textfile collector; the
+document the README shows, and Prometheus text format for node_exporter's textfile collector; the
 table for people is ``render.render_table``.
 """
 
@@ -274,7 +274,7 @@ def _perf_label(label: str) -> str:
 
 
 def to_json(report: Report) -> dict:
-    """SPEC.md's ``lbctl check --json`` document."""
+    """The ``lbctl check --json`` document (its shape is part of the interface)."""
     return {
         "status": report.status.name,
         "pools": [{

@@ -6,7 +6,7 @@ client got its error (a timed-out request counts at its timeout, so timeouts are
 arrival window divided by concurrency times that window; ``fairness`` is Jain's index over the
 utilizations (1 = perfectly even, 1/n = one backend does everything); ``max_mean_load`` is the
 largest utilization over the mean one. ``ejections`` counts how many times passive ejection
-took each backend out (table and CSV only: ``--json`` keeps SPEC.md's shape).
+took each backend out (table and CSV only: ``--json`` keeps the README's shape).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class AlgorithmResult:
         return sum(b.ejections for b in self.backends)
 
     def to_json(self) -> dict:
-        """The SPEC.md shape, exactly."""
+        """The README's shape, exactly."""
         return {"algorithm": self.algorithm,
                 "latency": {k: round(v, 6) for k, v in self.latency.items()},
                 "errors": self.errors,
