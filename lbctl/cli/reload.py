@@ -30,7 +30,7 @@ def command(config: str, pid_file: str | None) -> None:
     """
     from lbctl.config import ConfigError, load_config
     from lbctl.config.loader import summary
-    from lbctl.control.signals import find_serve, send_reload
+    from lbctl.control.signals import signal_reload
     try:
         loaded = load_config(config)
     except ConfigError as exc:
@@ -40,6 +40,5 @@ def command(config: str, pid_file: str | None) -> None:
         click.echo(f"{config}: invalid ({count} problem{'s' if count != 1 else ''}); "
                    f"nothing signalled", err=True)
         raise click.exceptions.Exit(Exit.USAGE) from None
-    pid = find_serve(config, pid_file)
-    send_reload(pid)
+    pid = signal_reload(config, pid_file)
     click.echo(f"{config}: OK ({summary(loaded)}); reload signalled to pid {pid}")

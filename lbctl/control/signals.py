@@ -99,6 +99,13 @@ def find_serve(config: str, pid_file: str | None = None) -> int:
     return found[0]
 
 
+def signal_reload(config: str, pid_file: str | None = None) -> int:
+    """Send SIGHUP to the serve of ``config`` (see ``find_serve``); returns its pid."""
+    pid = find_serve(config, pid_file)
+    send_reload(pid)
+    return pid
+
+
 def send_reload(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGHUP)
