@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import urllib.request
@@ -23,6 +24,7 @@ from tests.process import LbctlProcess
 
 TOKEN = "dash-token-0123"
 WAIT = 15            # seconds any one condition in the page may take before the test fails
+SCREENSHOTS = os.environ.get("LBCTL_SCREENSHOTS")     # a directory: keep pictures to look at
 
 
 def free_port() -> int:
@@ -245,6 +247,11 @@ async def test_without_the_token_the_controls_are_refused_and_the_page_says_so(s
         assert "needs its token" in message(browser)
         assert console_entries(browser) == []                  # asked up front, no 401 provoked
 
+        enter_token(browser, "not-the-token")
+        wait_until(browser, lambda d: "refused the token (401" in message(d), "wrong token")
+        assert form.is_displayed() and row_state(browser, "one") is None
+        assert browser.execute_script("return sessionStorage.getItem('lbctl.admin.token')") \
+            is None                                            # a refused token is not kept
         enter_token(browser, TOKEN)
         wait_until(browser, lambda d: row_state(d, "one") == "up", "rows drawn with the token")
         assert not form.is_displayed()
@@ -259,6 +266,8 @@ async def test_without_the_token_the_controls_are_refused_and_the_page_says_so(s
         browser.find_element(By.ID, "forget").click()
         click(browser, "one", "drain")
         wait_until(browser, lambda d: "refused" in message(d), "refusal shown")
+        if SCREENSHOTS:
+            browser.save_screenshot(SCREENSHOTS + "/dashboard-refused.png")
         assert "401" in message(browser) and "drain p/one" in message(browser)
         assert backend_stats(live, "one")["state"] == "up"
         refused = console_entries(browser, levels=("SEVERE",))
@@ -269,6 +278,8 @@ async def test_without_the_token_the_controls_are_refused_and_the_page_says_so(s
         click(browser, "one", "drain")
         wait_until(browser, lambda d: row_state(d, "one") == "draining", "drain shown")
         assert backend_stats(live, "one")["state"] == "draining"
+        if SCREENSHOTS:
+            browser.save_screenshot(SCREENSHOTS + "/dashboard-token.png")
 
     await asyncio.wait_for(asyncio.to_thread(steps), 90)
 

@@ -249,7 +249,9 @@
   const COLUMNS = [
     ["backend", ""], ["state", ""], ["weight", "num", "effective / configured"],
     ["in-flight", "num"],
-    ["req/s", "num"], ["p50", "num"], ["p99", "num"], ["errors", "num"], ["ejections", "num"],
+    ["req/s", "num"], ["p50", "num"], ["p99", "num"],
+    ["errors", "num", "count since the backend joined; share over the last minute"],
+    ["ejections", "num", "passive (outlier) ejections since the backend joined"],
     ["requests", "num"], ["req/s 1m", ""], ["p99 1m", ""], ["actions", ""],
   ];
 
@@ -347,7 +349,7 @@
     setText(c.errorCount, b.errors);
     setText(c.errorPct, (share * 100).toFixed(1) + "%");
     c.errorPct.className = "pct" + (share > 0.05 ? " bad" : "");
-    setText(c.ejections, b.ejections === null || b.ejections === undefined ? "-" : b.ejections);
+    setText(c.ejections, b.ejections || 0);         // null: never ejected (or no passive checks)
     setText(c.requests, b.requests);
     drawSpark(c.sparkRate, b.history ? b.history.requests : null);
     drawSpark(c.sparkP99, b.history ? b.history.p99 : null);
