@@ -13,11 +13,13 @@ import json
 import os
 import re
 import socket
+import urllib.error
 import urllib.request
 from html.parser import HTMLParser
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.browser import browser, console_entries  # noqa: F401  (browser is a fixture)
 from tests.process import LbctlProcess
@@ -33,16 +35,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_serve(backends, tmp_path, token: str | None = None) -> dict:
-    """``lbctl serve`` in front of backends "one" and "two" (round robin), admin API on."""
-    one, two = await backends.start("one"), await backends.start("two")
+async def failing(request, body):
+    return web.Response(status=500, text="no")
+
+
+async def start_serve(backends, tmp_path, token: str | None = None,
+                      outlier: bool = False) -> dict:
+    """``lbctl serve`` in front of backends "one" and "two" (round robin), admin API on;
+    with ``outlier``, "two" answers 500 and two failures in a row eject it."""
+    one = await backends.start("one")
+    two = await backends.start("two", failing if outlier else None)
+    outlier_table = ('[pools.p.outlier]\nconsecutive_failures = 2\nejection_time = "5m"\n\n'
+                     if outlier else "")
     port, admin = free_port(), free_port()
     path = tmp_path / "lb.toml"
     token_line = f'token = "{token}"\n' if token else ""
     path.write_text(
         f'[listen]\naddress = "127.0.0.1:{port}"\n\n'
         f'[admin]\naddress = "127.0.0.1:{admin}"\n{token_line}\n'
-        f'[[routes]]\npool = "p"\n\n[pools.p]\nalgorithm = "round_robin"\n\n'
+        f'[[routes]]\npool = "p"\n\n[pools.p]\nalgorithm = "round_robin"\n\n{outlier_table}'
         f'[[pools.p.backends]]\nurl = "{one.url}"\nname = "one"\n\n'
         f'[[pools.p.backends]]\nurl = "{two.url}"\nname = "two"\n')
     proc = await LbctlProcess.start("serve", str(path))
@@ -55,8 +66,8 @@ async def start_serve(backends, tmp_path, token: str | None = None) -> dict:
 async def serve(backends, tmp_path):
     procs = []
 
-    async def start(token: str | None = None) -> dict:
-        live = await start_serve(backends, tmp_path, token)
+    async def start(token: str | None = None, outlier: bool = False) -> dict:
+        live = await start_serve(backends, tmp_path, token, outlier)
         procs.append(live["proc"])
         return live
     yield start
@@ -79,11 +90,17 @@ def backend_stats(live: dict, name: str) -> dict:
     return {b["name"]: b for b in admin_stats(live)["pools"][0]["backends"]}[name]
 
 
-def send_requests(live: dict, n: int) -> None:
+def send_requests(live: dict, n: int) -> list[int]:
+    statuses = []
     for _ in range(n):
-        with urllib.request.urlopen(f"http://127.0.0.1:{live['port']}/", timeout=10) as resp:
-            assert resp.status == 200
-            resp.read()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{live['port']}/", timeout=10) as resp:
+                resp.read()
+                statuses.append(resp.status)
+        except urllib.error.HTTPError as exc:
+            exc.read()
+            statuses.append(exc.code)
+    return statuses
 
 
 def wait_until(driver, condition, message: str):
@@ -202,10 +219,11 @@ async def test_page_shows_live_figures_and_its_controls_change_the_backend(serve
         assert browser.title.startswith("lbctl ")
         assert row_state(browser, "one") == "up" and row_state(browser, "two") == "up"
         assert cell(browser, "one", "weight") == "1 / 1"
+        assert cell(browser, "one", "ejections") == "0"
         assert console_entries(browser) == []                  # loaded cleanly: no errors
 
         # Numbers move after requests go through the proxy (round robin: 5 each).
-        send_requests(live, 10)
+        assert send_requests(live, 10) == [200] * 10
         wait_until(browser, lambda d: cell(d, "one", "requests") == "5", "requests counted")
         assert cell(browser, "two", "requests") == "5"
         wait_until(browser, lambda d: cell(d, "one", "rate") not in ("0.0", "-"),
@@ -220,7 +238,7 @@ async def test_page_shows_live_figures_and_its_controls_change_the_backend(serve
         wait_until(browser, lambda d: row_state(d, "one") == "draining", "drain shown")
         assert backend_stats(live, "one")["state"] == "draining"
         assert "p/one: drain done; now draining" in message(browser)
-        send_requests(live, 4)                                 # a draining backend gets none
+        assert send_requests(live, 4) == [200] * 4             # a draining backend gets none
         assert backend_stats(live, "one")["requests"] == 5
 
         # Weight and enable.
@@ -299,3 +317,28 @@ async def test_a_refused_weight_is_explained(serve, browser):
 
     await asyncio.wait_for(asyncio.to_thread(steps), 60)
 
+
+
+async def test_an_ejected_backend_is_shown_in_its_colour_with_its_ejection_count(serve, browser):
+    live = await serve(outlier=True)
+
+    def steps():
+        from selenium.webdriver.common.by import By
+        browser.get(live["admin"] + "/")
+        wait_until(browser, lambda d: row_state(d, "two") == "up", "rows drawn")
+        # Round robin: "two" gets every other request and fails it; the second failure in a
+        # row ejects it, and from then on "one" takes everything.
+        send_requests(live, 6)
+        assert backend_stats(live, "two")["state"] == "ejected"
+        wait_until(browser, lambda d: row_state(d, "two") == "ejected", "ejection shown")
+        badge = browser.find_element(
+            By.CSS_SELECTOR, 'tr[data-backend="two"] td[data-field="state"] span')
+        assert badge.get_attribute("class") == "state state-ejected"
+        assert badge.value_of_css_property("background-color") != \
+            browser.find_element(By.CSS_SELECTOR, 'tr[data-backend="one"] td[data-field="state"] '
+                                 'span').value_of_css_property("background-color")
+        wait_until(browser, lambda d: cell(d, "two", "ejections") == "1", "ejection counted")
+        assert cell(browser, "two", "errors") == "2 100.0%"
+        assert console_entries(browser) == []
+
+    await asyncio.wait_for(asyncio.to_thread(steps), 60)

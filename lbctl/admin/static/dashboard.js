@@ -302,6 +302,7 @@
     for (const field of ["weight", "inflight", "rate", "p50", "p99"]) cell(field, "num");
     const errors = cell("errors", "num");
     cells.errorCount = errors.appendChild(el("span", "count"));
+    errors.append(" ");                            // read and copied as "2 1.0%", not "21.0%"
     cells.errorPct = errors.appendChild(el("span", "pct"));
     cell("ejections", "num");
     cell("requests", "num");
