@@ -181,7 +181,7 @@ DROP_FIRST = ("requests", "p50", "in-flight", "weight")
 NAME_KEPT = 16            # a backend name keeps this much before a number column goes
 
 
-def _row(pool: dict, b: dict, rates: dict | None) -> tuple[list, float]:
+def _row(pool: dict, b: dict, rates: dict | None) -> list:
     given = (rates or {}).get((pool["name"], b["name"]))
     r = given if given is not None else rate(b.get("history"))
     latency = b.get("latency") or {}
@@ -191,7 +191,7 @@ def _row(pool: dict, b: dict, rates: dict | None) -> tuple[list, float]:
     cells = [b["name"], state_text(b), weight, str(b["inflight"]), per_second(r),
              ms(latency.get("p50")), ms(latency.get("p99")),
              Text(f"{share:.1%}", style="red" if share > 0.05 else ""), count(b["requests"])]
-    return cells, share
+    return cells
 
 
 def _spark_widths(spare: int, gap: int) -> tuple[int, ...]:
@@ -223,7 +223,7 @@ def pool_table(pool: dict, width: int = 160,
     the sparklines in what is left (narrower, then one, then none). Narrower than the
     numbers need (under about 75 columns), the columns close up, the state wraps, then the
     least read numbers go whole; a number is never cut."""
-    rows = [_row(pool, b, rates)[0] for b in pool["backends"]]
+    rows = [_row(pool, b, rates) for b in pool["backends"]]
     heads = ("backend", "state") + NUMBER_HEADS
     widths = [max([len(h)] + [Text(c).cell_len if isinstance(c, str) else c.cell_len
                               for c in column])
