@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from tests.process import ENV, LBCTL, LbctlProcess
-from tests.test_contrib import UNIT, unit_settings
+from tests.test_contrib import missing, unit_settings
 from tests.test_observe_cli import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -365,7 +365,7 @@ async def test_the_readme_logrotate_snippet_reopens_the_log(backend, tmp_path):
     logrotate = shutil.which("logrotate") or ("/usr/sbin/logrotate"
                                               if os.path.exists("/usr/sbin/logrotate") else None)
     if logrotate is None:
-        pytest.skip("logrotate is not installed (.ci/run installs it)")
+        missing("logrotate is not installed (.ci/run installs it)")
     snippet = readme_logrotate()
     assert "pidof" not in snippet
     logs, run_dir = tmp_path / "log", tmp_path / "run"
