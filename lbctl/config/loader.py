@@ -100,7 +100,8 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     raw_pools = data.get("pools")
     declared = list(raw_pools) if isinstance(raw_pools, dict) else []
     keys = read_keys(data.get("keys"), problems, env)
-    routes = _routes(data.get("routes"), declared, problems)
+    routes = _routes(data.get("routes"), declared, problems,
+                     top.values.get("paths", model.Paths()))
     pools = _pools(raw_pools, problems)
     config = model.Config(path=file, listen=listen, routes=tuple(routes),
                           pools=model.Config.freeze(pools), admin=admin, limits=limits,
@@ -225,7 +226,8 @@ def _backends(raw: Any, where: str, problems: Problems) -> list[model.BackendCon
     return backends
 
 
-def _routes(raw: Any, pool_names: list[str], problems: Problems) -> list[model.Route]:
+def _routes(raw: Any, pool_names: list[str], problems: Problems,
+            paths: model.Paths) -> list[model.Route]:
     expected = ("at least one route, as [[routes]] tables with a pool "
                 "(a request that no route matches gets 404)")
     if raw is None or raw == []:
@@ -245,8 +247,22 @@ def _routes(raw: Any, pool_names: list[str], problems: Problems) -> list[model.R
         if pool not in pool_names:
             problems.wrong(key_path(path, "pool"), f"the name of a pool defined under [pools] ({pools_text})",
                            pool, suggest(pool, pool_names))
+        prefix = read.values.get("path_prefix")
+        if prefix is not None:
+            _check_prefix(prefix, key_path(path, "path_prefix"), paths, problems)
         routes.append(model.Route(**read.values))
     return routes
+
+
+def _check_prefix(prefix: str, where: str, paths: model.Paths, problems: Problems) -> None:
+    """A prefix the [paths] policy would never let a request path match."""
+    if (";" in prefix or "%3B" in prefix) and paths.path_parameters != "keep":
+        problems.add(where, f'expected no ";" or %3B (paths.path_parameters is '
+                            f'"{paths.path_parameters}", so requests are not routed by '
+                            f'path parameters), found {describe(prefix)}')
+    if paths.escaped_slashes in ("unescape", "reject") and re.search("%2F|%5C", prefix):
+        problems.add(where, f'expected no %2F or %5C (paths.escaped_slashes is '
+                            f'"{paths.escaped_slashes}"), found {describe(prefix)}')
 
 
 # ---- reading errors ----

@@ -20,7 +20,8 @@ from lbctl.config import model
 from lbctl.config.kinds import (
     AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
     FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
-    Kind, ListOf, Method, Name, Number, Percent, RateKey, Regex, Size, StatusRanges, Str, UrlPath,
+    Kind, ListOf, Method, Name, Number, PathPrefix, Percent, RateKey, Regex, Size, StatusRanges,
+    Str, UrlPath,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -188,11 +189,19 @@ RATE_LIMIT = Section(
     key=RateKey(),
 )
 
+PATHS = Section(
+    model.Paths,
+    merge_slashes=Bool(),
+    escaped_slashes=Choice(("reject_ambiguous", "reject", "keep", "unescape")),
+    path_parameters=Choice(("reject_ambiguous", "reject", "keep", "strip")),
+    case=Choice(("reject_ambiguous", "sensitive", "insensitive")),
+)
+
 ROUTE = Section(
     model.Route,
     pool=Name(required=True, expected="the name of a pool defined under [pools]"),
     host=HostPattern(),
-    path_prefix=UrlPath(),
+    path_prefix=PathPrefix(),
     auth=AUTH,
     allow=ALLOW,
     rate_limit=RATE_LIMIT,
@@ -266,5 +275,6 @@ CONFIG = Section(
     admin=ADMIN,
     limits=LIMITS,
     log=LOG,
+    paths=PATHS,
 )
 

@@ -44,7 +44,7 @@ class PoolRuntime:
 class Runtime:
     def __init__(self, config: Config, pools: dict[str, PoolRuntime], loaded_at: float) -> None:
         self.config = config
-        self.router = Router(config.routes)
+        self.router = Router(config.routes, config.paths)
         self.pools = pools
         self.loaded_at = loaded_at
         self.gateway: Gateway | None = None
