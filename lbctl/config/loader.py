@@ -100,12 +100,12 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     raw_pools = data.get("pools")
     declared = list(raw_pools) if isinstance(raw_pools, dict) else []
     keys = read_keys(data.get("keys"), problems, env)
-    routes = _routes(data.get("routes"), declared, problems,
-                     top.values.get("paths", model.Paths()))
+    paths = top.values.get("paths", model.Paths())
+    routes = _routes(data.get("routes"), declared, problems, paths)
     pools = _pools(raw_pools, problems)
     config = model.Config(path=file, listen=listen, routes=tuple(routes),
                           pools=model.Config.freeze(pools), admin=admin, limits=limits,
-                          keys=freeze_keys(keys), log=log)
+                          keys=freeze_keys(keys), log=log, paths=paths)
     # Keys, auth, TLS files: cross-checks and key material loaded once (config/gateway.py).
     raw_keys = data.get("keys")
     return check_gateway(config, data, problems, env,
