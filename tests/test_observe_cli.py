@@ -13,7 +13,7 @@ import pytest
 
 from tests.process import ENV, LBCTL, LbctlProcess
 
-TOKEN = "cli-token"
+TOKEN = "cli-token-0123456789"
 
 
 def free_port() -> int:

@@ -10,6 +10,26 @@ from __future__ import annotations
 import math
 from enum import Enum
 
+# Every weight, wherever it enters (config, admin API, CLI, scenarios), is in this range.
+# Bounded below so slow start (10% of it) and least_conn (in-flight / weight) stay finite;
+# above so a consistent_hash ring and weighted tables stay small.
+MIN_WEIGHT = 0.01
+MAX_WEIGHT = 1000.0
+WEIGHT_RANGE = f"a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}"
+
+
+def checked_weight(value: object) -> float:
+    """``value`` as a weight; ``ValueError`` (saying ``WEIGHT_RANGE``) if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected {WEIGHT_RANGE}")
+    try:
+        weight = float(value)
+    except OverflowError:
+        raise ValueError(f"expected {WEIGHT_RANGE}") from None
+    if not MIN_WEIGHT <= weight <= MAX_WEIGHT:         # NaN fails this too
+        raise ValueError(f"expected {WEIGHT_RANGE}")
+    return weight
+
 
 class AdminState(str, Enum):
     """Operator intent. Independent of health: enabling a backend never marks it healthy."""

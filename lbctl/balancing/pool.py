@@ -17,7 +17,7 @@ import math
 import random
 from typing import Callable, Collection, Hashable, Iterable, Sequence
 
-from lbctl.balancing.backend import AdminState, Backend
+from lbctl.balancing.backend import AdminState, Backend, checked_weight
 from lbctl.balancing.base import Algorithm
 
 # Slow start begins at this fraction of the weight, so a recovered backend gets *some* traffic.
@@ -89,7 +89,8 @@ class Pool:
         self.refresh()
 
     def set_weight(self, b: Backend, weight: float) -> None:
-        b.weight = float(weight)
+        """An operator's weight; ``ValueError`` outside ``MIN_WEIGHT..MAX_WEIGHT``."""
+        b.weight = checked_weight(weight)
         self.algorithm.set_members(self.backends)
         self.refresh()
 

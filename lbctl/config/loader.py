@@ -31,6 +31,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ADMIN_TOKEN_ENV = "LBCTL_ADMIN_TOKEN"
+MIN_ADMIN_TOKEN = 16            # characters; 16 random hex digits are 64 bits
 
 # Health keys that only mean something for HTTP probes; with type = "tcp" they would be ignored.
 _HTTP_ONLY_HEALTH_KEYS = ("method", "path", "host", "expect_status", "expect_body")
@@ -92,9 +93,10 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
         # Like every other file in the config: relative to the config file's directory.
         base = os.path.dirname(os.path.abspath(file)) if file else os.getcwd()
         log = replace(log, access=os.path.join(base, log.access))
-    if admin is not None and admin.token is None and env.get(ADMIN_TOKEN_ENV):
+    token_from_env = admin is not None and admin.token is None and bool(env.get(ADMIN_TOKEN_ENV))
+    if token_from_env:
         admin = replace(admin, token=env[ADMIN_TOKEN_ENV])
-    _check_admin(listen, admin, top.bad, problems)
+    _check_admin(listen, admin, top.bad, problems, token_from_env)
 
     # Routes before pools: the order most files are written in, so problems read top-down.
     raw_pools = data.get("pools")
@@ -122,7 +124,9 @@ def summary(config: model.Config) -> str:
 # ---- tables the schema cannot check alone ----
 
 def _check_admin(listen: model.Listen, admin: model.Admin | None, bad: set[str],
-                 problems: Problems) -> None:
+                 problems: Problems, token_from_env: bool = False) -> None:
+    if admin is not None and admin.token is not None and "admin.token" not in bad:
+        _check_token(admin.token, token_from_env, problems)
     if admin is None or "admin.address" in bad:
         return
     if "listen.address" not in bad and admin.address == listen.address:
@@ -132,6 +136,20 @@ def _check_admin(listen: model.Listen, admin: model.Admin | None, bad: set[str],
     if admin.token is None and not is_loopback(admin.address.host) and "admin.token" not in bad:
         problems.add("admin.token", f"missing; expected a token (or env {ADMIN_TOKEN_ENV}) because "
                                     f"admin.address {admin.address} is not a loopback address")
+
+
+def _check_token(token: str, from_env: bool, problems: Problems) -> None:
+    """A token anyone could guess is no protection; the value itself is never printed."""
+    where = f"admin.token (from env {ADMIN_TOKEN_ENV})" if from_env else "admin.token"
+    if not token.strip():
+        problems.add(where, f"expected a token of at least {MIN_ADMIN_TOKEN} characters, "
+                            f"found a blank one")
+    elif any(not "!" <= c <= "~" for c in token):
+        problems.add(where, "expected printable ASCII without spaces (it is sent in an "
+                            "Authorization header), found other characters")
+    elif len(token) < MIN_ADMIN_TOKEN:
+        problems.add(where, f"expected at least {MIN_ADMIN_TOKEN} characters (e.g. the output "
+                            f"of `openssl rand -hex 16`), found {len(token)}")
 
 
 def _pools(raw: Any, problems: Problems) -> dict[str, model.PoolConfig]:

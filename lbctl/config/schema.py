@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbctl.balancing import ALGORITHMS
+from lbctl.balancing.backend import MAX_WEIGHT, MIN_WEIGHT, WEIGHT_RANGE
 from lbctl.config import model
 from lbctl.config.kinds import (
     AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
@@ -241,7 +242,7 @@ BACKEND = Section(
     model.BackendConfig,
     url=BackendUrl(required=True),
     name=Name(),
-    weight=Number(positive=True),
+    weight=Number(min=MIN_WEIGHT, max=MAX_WEIGHT, expected=WEIGHT_RANGE),
     backup=Bool(),
     ca=FilePath("PEM CA bundle file"),
     tls_insecure_skip_verify=Bool(),
