@@ -43,7 +43,7 @@ class Backend:
     """One upstream server and the live state the balancer needs about it."""
 
     __slots__ = (
-        "name", "url", "scheme", "host", "port", "weight", "backup",
+        "name", "url", "scheme", "host", "port", "weight", "config_weight", "backup",
         "effective_weight", "inflight", "started", "finished", "failures",
         "ewma", "ewma_stamp", "healthy", "admin", "ejected_until", "eligible",
         "eligible_since", "index", "extra",
@@ -57,6 +57,9 @@ class Backend:
         self.host = host
         self.port = port
         self.weight = float(weight)            # configured (or set by an operator)
+        # The weight the config file gave. An operator's weight survives a reload while the
+        # file's stays the same; a changed file weight replaces it.
+        self.config_weight = float(weight)
         self.backup = backup
         self.effective_weight = float(weight)  # weight after slow start; set by the pool
         self.inflight = 0
