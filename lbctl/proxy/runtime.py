@@ -152,7 +152,10 @@ def upstream_ssl(bcfg: BackendConfig, pcfg: PoolConfig) -> ssl.SSLContext | None
 
 
 def key_getter(spec: str | None) -> Callable | None:
-    """Compile ``hash_key`` once: a function (conn, request) -> key or None."""
+    """Compile ``hash_key`` once: a function (conn, request) -> key or None.
+
+    An empty value (``X-User:`` with nothing after it, ``Cookie: sid=``, ``sid=""``) is no
+    key at all: used as one, every such request would land on the same backend."""
     if spec is None:
         return None
     if spec == "ip":         # the resolved client address when the gateway resolved one
@@ -162,7 +165,10 @@ def key_getter(spec: str | None) -> Callable | None:
     kind, _, name = spec.partition(":")
     lower = name.lower().encode("latin-1")
     if kind == "header":
-        return lambda conn, req: req.header(lower)
+        def header(conn, req):
+            value = req.header(lower)
+            return value.strip() or None if value is not None else None
+        return header
     if kind == "cookie":
         wanted = name.encode("latin-1")
 
@@ -172,8 +178,8 @@ def key_getter(spec: str | None) -> Callable | None:
                 return None
             for part in raw.split(b";"):
                 key, _, value = part.strip().partition(b"=")
-                if key == wanted:
-                    return value
+                if key == wanted and value.strip() not in (b"", b'""'):
+                    return value.strip()
             return None
         return cookie
     raise ValueError(f"unknown hash_key {spec!r}")
