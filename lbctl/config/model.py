@@ -151,6 +151,10 @@ class Limits:
     max_body_size: int = 0                  # 0 = unlimited
     max_connections: int = 10000
     max_connections_per_client: int = 0     # 0 = unlimited
+    # A backend's response head (the same defaults as the request side's); past either, the
+    # client gets 502 and that upstream connection is closed.
+    max_response_header_size: int = 65536   # the whole head, interim (1xx) heads included
+    max_response_headers: int = 100
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,8 @@ LIMITS = Section(
     max_body_size=Size(),
     max_connections=Int(min=1),
     max_connections_per_client=Int(min=0),
+    max_response_header_size=Size(positive=True),
+    max_response_headers=Int(min=1),
 )
 
 AUTH = Section(
