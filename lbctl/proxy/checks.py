@@ -83,8 +83,8 @@ def request_problem(method: bytes, version: str, target: bytes,
         return None
     elif not target.startswith(b"/"):
         return 400, "invalid request target"
-    bad = uri.invalid_target_byte(target)
-    if bad is not None:
+    if target.translate(None, uri.TARGET_BYTES):      # bytes left: outside the grammar
+        bad = uri.invalid_target_byte(target)
         return 400, f"{bytes([bad])!r} is not allowed in a request target"
     if b"%" in target and uri.BAD_ESCAPE.search(target):
         return 400, "a malformed percent-escape in the request target"

@@ -33,6 +33,7 @@ class Router:
         # A prefix with upper-case letters can match a lower-case path once case is folded.
         self._cased = any(prefix != folded for _, _, prefix, folded, _ in self._rules)
         self._fold = self.paths.case == "insensitive"
+        self._case_doubt = self.paths.case == "reject_ambiguous"
         # With only "/" prefixes every reading lands on the same route: nothing to check.
         self._readings = any(prefix != "/" for _, _, prefix, _, _ in self._rules)
 
@@ -42,11 +43,13 @@ class Router:
         a backend could make would be routed elsewhere."""
         host = strip_port(host).lower()
         route = self._match(host, path, self._fold)
-        if not self._readings:
-            return route
-        for other, folded in readings(path, self.paths, self._cased):
-            if self._match(host, other, folded) is not route:
-                raise AmbiguousPath(_why(path, other, folded))
+        # Only a path with something to doubt is read again: "%", ";", "//", or (when case
+        # is in doubt) upper-case letters, or prefixes with them.
+        if self._readings and ("%" in path or ";" in path or "//" in path or (
+                self._case_doubt and (self._cased or not path.islower()))):
+            for other, folded in readings(path, self.paths, self._cased):
+                if self._match(host, other, folded) is not route:
+                    raise AmbiguousPath(_why(path, other, folded))
         return route
 
     def _match(self, host: str, path: str, folded: bool) -> Route | None:
