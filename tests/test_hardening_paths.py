@@ -159,6 +159,16 @@ async def test_no_reading_of_the_path_reaches_the_backend_without_the_admin_rout
     assert bytes(record.raw) == b""
 
 
+@pytest.mark.parametrize("target", [b"/ADMIN", b"/admin;x", b"/admin%2Fx"])
+async def test_an_ambiguous_path_is_refused_like_a_malformed_request(backends, tmp_path, target):
+    """400, Connection: close, the pipelined follower never answered nor forwarded."""
+    port, record = await gateway(backends, tmp_path)
+    raw = await raw_exchange(port, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n" + FOLLOWER)
+    assert status_of(raw) == 400 and b"Connection: close" in raw
+    assert raw.count(b"HTTP/1.1 ") == 1
+    assert bytes(record.raw) == b""
+
+
 async def test_a_stricter_catch_all_is_not_escaped_through_a_permissive_prefix(backends, tmp_path):
     """Routes in the other order: /public is open and everything else needs a key. Folding
     case or stripping parameters must not move a request *into* the open route either."""
