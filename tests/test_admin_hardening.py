@@ -220,3 +220,27 @@ def test_lbctl_backend_weight_refuses_weights_out_of_range_before_calling_the_ap
     assert result.exit_code == 2
     assert "expected a number from 0.01 to 1000" in result.output or \
         "is not a valid float" in result.output, result.output
+
+
+async def test_a_body_arriving_in_pieces_is_read_whole(backends):
+    """A JSON body sent chunked, one small piece at a time, is still one body."""
+    import asyncio
+    proxy, port = await admin_proxy(backends)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST /pools/api/backends/a/weight HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    for piece in (b'{"wei', b'ght": ', b"2.5", b"}"):
+        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        await writer.drain()
+        await asyncio.sleep(0)
+    writer.write(b"0\r\n\r\n")
+    raw = await asyncio.wait_for(reader.read(-1), 5)
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 200"), raw
+    assert state(proxy) == ("enabled", 2.5)
+    raw = await raw_exchange(port, f"POST /pools/api/backends/a/weight HTTP/1.1\r\n"
+                                   f"Host: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                                   "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                                   .encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (20_000, b" " * 20_000))
+    assert raw.startswith(b"HTTP/1.1 400") and b"larger than" in raw

@@ -120,9 +120,14 @@ async def json_body(request: web.Request) -> dict:
     """The request's JSON object; raises ``BadBody``."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise BadBody(f"the body is larger than {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise BadBody(f"the body is larger than {MAX_BODY} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(MAX_BODY + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY:                 # chunked, so no Content-Length said so first
+            raise BadBody(f"the body is larger than {MAX_BODY} bytes")
+    raw = b"".join(chunks)
     try:
         body = json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
