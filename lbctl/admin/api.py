@@ -2,6 +2,8 @@
 
 Endpoints (JSON errors are ``{"error": "..."}``):
 
+    GET  /                                        the web dashboard (see ``dashboard``; its
+                                                  page, script and style need no token)
     GET  /stats                                   the observe.snapshot document (?history=0:
                                                   without the per-second series)
     GET  /metrics                                 Prometheus text format
@@ -26,6 +28,7 @@ import logging
 
 from aiohttp import web
 
+from lbctl.admin import dashboard
 from lbctl.admin.guard import BadBody, describe, guard, json_body
 from lbctl.admin.metrics import exposition, registry_for
 from lbctl.balancing.backend import WEIGHT_RANGE, AdminState, checked_weight
@@ -56,6 +59,7 @@ class AdminApi:
         app = web.Application(middlewares=[
             guard(token=lambda: self.token is not None, admin_host=self.address.host),
             self._auth])
+        dashboard.add_routes(app, lambda: self.token is not None)
         app.router.add_get("/stats", self.stats, allow_head=False)
         app.router.add_get("/metrics", self.metrics, allow_head=False)
         app.router.add_route("*", "/pools/{pool}/backends/{name}/{action}", self.action)
@@ -98,7 +102,7 @@ class AdminApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if self.token is not None:
+        if self.token is not None and request.path not in dashboard.PUBLIC:
             sent = request.headers.get("Authorization", "")
             scheme, _, value = sent.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
