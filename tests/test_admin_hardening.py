@@ -244,3 +244,69 @@ async def test_a_body_arriving_in_pieces_is_read_whole(backends):
                                    "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                                    .encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (20_000, b" " * 20_000))
     assert raw.startswith(b"HTTP/1.1 400") and b"larger than" in raw
+
+
+# ---- in a real browser: a page on another site tries what the report did ----------------------
+
+from tests.browser import browser  # noqa: E402,F401  (a fixture)
+
+EVIL_PAGE = """<!doctype html><title>loading</title>
+<iframe name="sink" style="display:none"></iframe>
+<form id="f" method="post" target="sink" action="{admin}/pools/api/backends/b/drain">
+  <input name="x" value="1"></form>
+<script>
+(async () => {{
+  const sent = [];
+  sent.push(fetch("{admin}/pools/api/backends/a/disable", {{method: "POST", mode: "no-cors"}}));
+  sent.push(fetch("{admin}/pools/api/backends/a/weight", {{method: "POST", mode: "no-cors",
+      headers: {{"Content-Type": "text/plain"}}, body: '{{"weight": 7}}'}}));
+  await Promise.allSettled(sent);
+  const sink = document.querySelector("iframe");
+  sink.addEventListener("load", () => {{ document.title = "done"; }});
+  document.getElementById("f").submit();
+}})();
+</script>"""
+
+
+async def test_a_page_on_another_site_cannot_operate_the_admin_api_in_a_real_browser(
+        backends, browser, monkeypatch):
+    import asyncio
+    from aiohttp import web as aioweb
+    from lbctl.admin import guard as guard_module
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    refused = []
+    original = guard_module.refusal
+
+    def recording(request, **kw):                   # the real check, its answers recorded
+        answer = original(request, **kw)
+        if answer is not None:
+            refused.append((request.path, answer.status))
+        return answer
+    monkeypatch.setattr(guard_module, "refusal", recording)
+
+    proxy, port = await admin_proxy(backends)
+    admin = f"http://127.0.0.1:{port}"
+
+    async def page(request):
+        return aioweb.Response(text=EVIL_PAGE.format(admin=admin), content_type="text/html")
+    app = aioweb.Application()
+    app.router.add_get("/", page)
+    runner = aioweb.AppRunner(app)
+    await runner.setup()
+    site = aioweb.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    evil = f"http://localhost:{site._server.sockets[0].getsockname()[1]}/"   # another site
+    try:
+        def visit():
+            browser.get(evil)
+            WebDriverWait(browser, 20, poll_frequency=0.1).until(
+                lambda d: d.title == "done", "the page sent its requests")
+        await asyncio.wait_for(asyncio.to_thread(visit), 60)
+    finally:
+        await runner.cleanup()
+    # Every request the page made reached the API and was refused; nothing changed.
+    assert sorted(refused) == [("/pools/api/backends/a/disable", 403),
+                               ("/pools/api/backends/a/weight", 403),
+                               ("/pools/api/backends/b/drain", 403)]
+    assert state(proxy, "a") == ("enabled", 1.0) and state(proxy, "b") == ("enabled", 1.0)
