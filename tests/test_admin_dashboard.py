@@ -24,7 +24,7 @@ from aiohttp import web
 from tests.browser import browser, console_entries  # noqa: F401  (browser is a fixture)
 from tests.process import LbctlProcess
 
-TOKEN = "dash-token-0123"
+TOKEN = "dash-token-0123456789"
 WAIT = 15            # seconds any one condition in the page may take before the test fails
 SCREENSHOTS = os.environ.get("LBCTL_SCREENSHOTS")     # a directory: keep pictures to look at
 
@@ -204,8 +204,11 @@ async def test_page_headers_assets_and_no_token_needed_for_the_page(serve):
         # The page is public; the data is not.
         async with session.get(live["admin"] + "/stats") as resp:
             assert resp.status == 401
-        async with session.post(live["admin"] + "/") as resp:
+        async with session.post(live["admin"] + "/",
+                                headers={"Content-Type": "application/json"}) as resp:
             assert resp.status == 405
+        async with session.post(live["admin"] + "/") as resp:        # octet-stream: not JSON
+            assert resp.status == 415
 
 
 # ---- in the browser -------------------------------------------------------------------------
