@@ -14,7 +14,7 @@ import aiohttp
 from tests.process import LbctlProcess
 from tests.test_observe_cli import free_port
 
-TOKEN = "event-token"
+TOKEN = "event-log-test-token-0123"
 
 
 async def test_json_event_lines_carry_their_fields(backends, tmp_path):
@@ -45,7 +45,7 @@ async def test_json_event_lines_carry_their_fields(backends, tmp_path):
             await proc.wait_for_log('"state": "ejected"')
             await proc.wait_for_log('"state": "down"')
             async with session.post(f"http://127.0.0.1:{admin}/pools/web/backends/good/drain",
-                                    headers=headers) as resp:
+                                    headers=headers, json={}) as resp:
                 assert resp.status == 200
         await proc.wait_for_log('"event": "admin_action"')
         proc.proc.send_signal(signal.SIGHUP)
