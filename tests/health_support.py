@@ -15,7 +15,7 @@ import socket
 import aiohttp
 from aiohttp import web
 
-from lbctl.proxy.server import ProxyServer
+from lbctl.serve.instance import Instance
 from tests.support import Backends, ManualClock as Clock, TestBackend, named_app  # noqa: F401
 
 
@@ -71,10 +71,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def proxy(backends: Backends, cfg, *, observer=None, **kwargs) -> ProxyServer:
-    """A started in-process proxy; ``observer`` hears every probe; ``kwargs`` go to
-    ProxyServer (clock, rng)."""
-    server = ProxyServer(cfg, **kwargs)
+async def proxy(backends: Backends, cfg, *, observer=None, **kwargs) -> Instance:
+    """A started in-process instance; ``observer`` hears every probe; ``kwargs`` go to
+    Instance (clock, rng)."""
+    server = Instance(cfg, **kwargs)
     if observer is not None:
         server.health.observer = observer
     await server.start()

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from lbctl.config.model import (Address, BackendConfig, Config, Limits, Listen, PoolConfig,
                                 Route, Timeouts)
-from lbctl.proxy.server import ProxyServer
+from lbctl.serve.instance import Instance
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Backends:
     def __init__(self) -> None:
         self.items: list[TestBackend] = []
         self.servers: list[asyncio.AbstractServer] = []
-        self.proxies: list[ProxyServer] = []
+        self.proxies: list[Instance] = []
 
     async def start(self, name: str, handler=None) -> TestBackend:
         ref: list = [None]
@@ -111,8 +111,9 @@ class Backends:
         self.servers.append(server)
         return server.sockets[0].getsockname()[1]
 
-    async def proxy(self, config: Config, **options) -> ProxyServer:
-        server = ProxyServer(config, **options)
+    async def proxy(self, config: Config, **options) -> Instance:
+        """A started instance of ``serve`` for ``config`` (options: clock, rng)."""
+        server = Instance(config, **options)
         await server.start()
         self.proxies.append(server)
         return server

@@ -118,7 +118,7 @@ async def test_certificate_reload_new_connections_get_the_new_certificate(backen
     assert (await get(url, client_ssl(new_ca)))[0] == 200
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await get(url, client_ssl(old_ca))
-    assert proxy.tls.reloads == 1
+    assert proxy.proxy.tls.reloads == 1
 
 
 def test_a_failed_reload_keeps_the_current_certificate(tmp_path):

@@ -73,7 +73,7 @@ async def test_global_connection_cap_answers_503_and_keeps_serving_others(backen
                                         limits=Limits(max_connections=2)))
     port = proxy.address[1]
     held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-    while len(proxy.connections) < 2:
+    while len(proxy.proxy.connections) < 2:
         await asyncio.sleep(0.01)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     raw = await read_all(reader)
@@ -94,7 +94,7 @@ async def test_per_client_cap_refuses_one_address_while_another_is_served(backen
     port = proxy.address[1]
     held = [await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.1", 0))
             for _ in range(2)]
-    while len(proxy.connections) < 2:
+    while len(proxy.proxy.connections) < 2:
         await asyncio.sleep(0.01)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert (await read_all(reader)).startswith(b"HTTP/1.1 503 ")
@@ -135,4 +135,4 @@ async def test_client_vanishing_mid_upload_aborts_the_upstream_exchange(backends
             break
         await asyncio.sleep(0.01)
     assert backend.inflight == 0
-    assert len(backend.extra["idle"].idle) == 0      # that connection was not pooled
+    assert len(proxy.runtime.idle[backend]) == 0      # that connection was not pooled

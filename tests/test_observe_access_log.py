@@ -205,12 +205,12 @@ def test_escape_and_redact_are_pure_and_total():
 async def test_unwritable_access_log_is_one_clear_error_at_start_and_kept_on_reload(
         backends, tmp_path):
     from lbctl.errors import UserError
-    from lbctl.proxy.server import ProxyServer
+    from lbctl.serve.instance import Instance
     a = await backends.start("a")
     base = config({"api": [backend_config(a.url, "a")]})
     bad = replace(base, log=Log(access=str(tmp_path / "missing-dir" / "access.log")))
     with pytest.raises(UserError, match="cannot open the access log .*missing-dir"):
-        ProxyServer(bad)
+        Instance(bad)
     proxy, log = await start(backends, tmp_path, {"api": [backend_config(a.url, "a")]})
     first = proxy.observer.access
     proxy.reload(bad)                                   # logged; the old log keeps writing

@@ -179,7 +179,7 @@ async def test_client_disconnect_mid_download_closes_the_upstream_exchange(backe
     writer.transport.abort()
     await asyncio.wait_for(upstream_closed.wait(), 5)
     backend = proxy.runtime.pools["p"].pool.backends[0]
-    assert backend.extra["idle"].idle == type(backend.extra["idle"].idle)()   # nothing pooled
+    assert len(proxy.runtime.idle[backend]) == 0   # nothing pooled
     assert backend.inflight == 0
 
 

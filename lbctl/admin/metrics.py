@@ -89,8 +89,8 @@ class ProxyCollector:
                 if isinstance(counts, dict):
                     for result, n in counts.items():
                         probes.add_metric([*lv, str(result)], n)
-                if isinstance(b.extra.get("ejections"), int):
-                    ejections.add_metric(lv, b.extra["ejections"])
+                if b.ejections:
+                    ejections.add_metric(lv, b.ejections)
         front = server.observer.frontend
         responses = CounterMetricFamily(
             "lbctl_http_responses", "Client requests by the status class the client got "

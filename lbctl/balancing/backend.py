@@ -26,7 +26,7 @@ class Backend:
         "name", "url", "scheme", "host", "port", "weight", "backup",
         "effective_weight", "inflight", "started", "finished", "failures",
         "ewma", "ewma_stamp", "healthy", "admin", "ejected_until", "eligible",
-        "eligible_since", "index", "extra",
+        "eligible_since", "index", "ejections", "extra",
     )
 
     def __init__(self, name: str, url: str = "", *, weight: float = 1.0, backup: bool = False,
@@ -51,6 +51,7 @@ class Backend:
         self.eligible = True                   # derived by the pool from the three above
         self.eligible_since = 0.0              # for slow start
         self.index = 0                         # position in the pool, for algorithms' tables
+        self.ejections = 0                     # passive ejections so far (health.passive)
         self.extra: dict = {}                  # per-driver data (proxy connection pool, sim queue)
 
     def ewma_cost(self, now: float, decay: float) -> float:

@@ -95,7 +95,7 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "ewma": b.ewma_cost(pool.clock(), pool.ewma_decay),
         "last_probe": dict(probe) if isinstance(probe, dict) else None,
         "probes": dict(b.extra["probes"]) if isinstance(b.extra.get("probes"), dict) else None,
-        "ejections": b.extra.get("ejections"),
+        "ejections": b.ejections or None,        # null until the first passive ejection
     }
     if history:
         doc["history"] = stats.series(now)
