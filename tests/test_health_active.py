@@ -105,9 +105,9 @@ async def test_rise_fall_flips_the_pool_and_logs_one_line_per_flip(backends):
             assert not b.healthy and not b.eligible and b.state == "down"
             assert log.lines == ["pool api: backend %s is DOWN (3 failed probes, last: status 500)"
                                  % b.name]
-            assert b.extra["probe"] == {"ok": False, "status": 500, "latency":
-                                        b.extra["probe"]["latency"], "error": "status 500",
-                                        "time": 1234.5}
+            last = checks.of(b).last
+            assert last == {"ok": False, "status": 500, "latency": last["latency"],
+                            "error": "status 500", "time": 1234.5}
             await checks.check(pool, HTTP, b)                   # still down: no new line
             behaviour.status = 200
             await checks.check(pool, HTTP, b)                   # one success...
@@ -223,7 +223,7 @@ async def test_last_probe_is_recorded_for_stats(backends):
     state = server.runtime.pools["p"]
     b = state.pool.by_name["a"]
     await server.health.check(state.pool, HTTP, b)
-    probe_info = b.extra["probe"]
+    probe_info = server.health.of(b).last
     assert probe_info["ok"] is True and probe_info["status"] == 200 and probe_info["error"] is None
     assert isinstance(probe_info["time"], float) and probe_info["latency"] >= 0
     # The proxy keeps serving while checks exist.
@@ -245,6 +245,6 @@ async def test_reload_keeps_verdicts_of_survivors_and_applies_initial_to_newcome
                          health=replace(health, rise=5)))
     pool = server.runtime.pools["p"].pool
     assert pool.by_name["a"] is ra and ra.state == "up"        # survivor: verdict kept
-    assert ra.extra["health"].rise == 5                       # new settings applied
+    assert server.health.of(ra).state.rise == 5               # new settings applied
     assert pool.by_name["b"].state == "down"                  # newcomer: initial = "down"
     assert await load(server.address[1], 3) == [(200, "a")] * 3

@@ -70,14 +70,18 @@ async def run_demo(config_path: str, *, load: float, duration: float | None,
             traffic = loop.create_task(drive(base, config, load, duration or 1e9, stop))
         end = loop.time() + duration if duration else float("inf")
 
-        with Live(dashboard(snapshot(instance, started_at=started_at)), console=console,
+        def view():
+            return dashboard(snapshot(instance.runtime, instance.observer, instance.health,
+                                      loop.time(), started_at=started_at))
+
+        with Live(view(), console=console,
                   refresh_per_second=2, transient=False, auto_refresh=False) as live:
             while not stop.is_set() and loop.time() < end:
                 try:
                     await asyncio.wait_for(stop.wait(), min(1.0, max(end - loop.time(), 0.01)))
                 except asyncio.TimeoutError:
                     pass
-                live.update(dashboard(snapshot(instance, started_at=started_at)), refresh=True)
+                live.update(view(), refresh=True)
         stop.set()
         if traffic is not None:
             statuses = await traffic

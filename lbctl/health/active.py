@@ -187,6 +187,19 @@ def next_delay(interval: float, rng: random.Random) -> float:
 Observer = Callable[[Pool, Backend, ProbeResult, bool], None]
 
 
+@dataclass
+class BackendHealth:
+    """What the checker knows of one backend; kept while the backend lives (over reloads)."""
+
+    state: HealthState | None = None    # the verdict's state machine; None: no [health]
+    last: dict | None = None            # the last probe: ok, status, latency, error, time
+    ok: int = 0                         # probes passed, and failed, since the backend joined
+    failed: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"ok": self.ok, "failed": self.failed}
+
+
 class HealthChecks:
     """Probes the backends of every pool with ``[health]`` in the current runtime.
 
@@ -194,6 +207,10 @@ class HealthChecks:
     backend; ``restart(runtime)`` (after a reload) does the same for the new runtime, keeping
     the verdicts of backends that survived; ``stop()`` cancels everything. ``observer``, when
     given, hears every probe (tests wait on it instead of sleeping).
+
+    What it learns of each backend is a ``BackendHealth`` in ``backends``, read through
+    ``of(backend)`` (``/stats``, ``/metrics``); entries of backends no longer in the runtime
+    are dropped by ``prepare``.
     """
 
     def __init__(self, *, rng: random.Random | None = None, wall: Callable[[], float] = time.time,
@@ -201,6 +218,7 @@ class HealthChecks:
         self.rng = rng or random.Random()
         self.wall = wall
         self.observer = observer
+        self.backends: dict[Backend, BackendHealth] = {}
         self.tasks: list[asyncio.Task] = []
         self.session: aiohttp.ClientSession | None = None
         # Bumped by every stop/restart. A probe loop also ends when its generation is over,
@@ -211,20 +229,24 @@ class HealthChecks:
         """Give every backend its health state before any traffic can reach it: ``initial =
         "down"`` backends of a new pool (or new to a pool) start without traffic. Pools without
         ``[health]`` are assumed up, so a reload that removes the table brings them back."""
+        known = self.backends
+        self.backends = {}
         for state in runtime.pools.values():
             health, pool = state.config.health, state.pool
             for b in pool.backends:
-                hs = b.extra.get("health")
+                record = self.backends[b] = known.get(b) or BackendHealth()
                 if health is None:
-                    b.extra.pop("health", None)
-                    b.extra.pop("probe", None)
+                    record.state = record.last = None
                     pool.set_healthy(b, True)
-                elif hs is None:
-                    hs = b.extra["health"] = HealthState.initial(health.rise, health.fall,
-                                                                  health.initial)
-                    pool.set_healthy(b, hs.healthy)
+                elif record.state is None:
+                    record.state = HealthState.initial(health.rise, health.fall, health.initial)
+                    pool.set_healthy(b, record.state.healthy)
                 else:
-                    hs.retune(health.rise, health.fall)
+                    record.state.retune(health.rise, health.fall)
+
+    def of(self, backend: Backend) -> BackendHealth | None:
+        """What is known of ``backend`` (None: not in the runtime last prepared, or probed)."""
+        return self.backends.get(backend)
 
     def start(self, runtime) -> None:
         """Prepare and start probing (call with the event loop running)."""
@@ -284,15 +306,21 @@ class HealthChecks:
         result = await probe(b, health, self.session)
         if generation is not None and generation != self.generation:
             return result       # stopped or reloaded meanwhile: this verdict is stale
-        state = b.extra.get("health")
+        record = self.backends.get(b)
+        if record is None:
+            record = self.backends[b] = BackendHealth()
+        state = record.state
         if state is None:       # checked before start(): apply the initial state now
-            state = b.extra["health"] = HealthState.initial(health.rise, health.fall,
-                                                             health.initial)
+            state = record.state = HealthState.initial(health.rise, health.fall, health.initial)
             pool.set_healthy(b, state.healthy)
         flipped = state.observe(result.ok)
-        b.extra["probe"] = {"ok": result.ok, "status": result.status,
-                            "latency": round(result.latency, 6), "error": result.error,
-                            "time": self.wall()}
+        record.last = {"ok": result.ok, "status": result.status,
+                       "latency": round(result.latency, 6), "error": result.error,
+                       "time": self.wall()}
+        if result.ok:
+            record.ok += 1
+        else:
+            record.failed += 1
         if flipped:
             pool.set_healthy(b, state.healthy)
             if state.healthy:

@@ -1,7 +1,7 @@
 """Per-backend accounting on the hot path: counters, a latency histogram, a sliding window.
 
-One ``BackendStats`` lives in each backend's ``extra["stats"]`` (so it survives reloads with
-the ``Backend`` object). ``record`` is called once per attempt and only adds to integers and
+The ``Observer`` keeps one ``BackendStats`` per backend (keyed by the ``Backend`` object, so
+it survives reloads with it). ``record`` is called once per attempt and only adds to integers and
 pre-allocated lists: no object is created per request. Readers (``/stats``, ``/metrics``,
 the dashboard) do the arithmetic at read time.
 
@@ -152,10 +152,3 @@ def quantile(counts: list[int], q: float) -> float | None:
             return BOUNDS[min(i, len(BOUNDS) - 1)]
     return BOUNDS[-1]
 
-
-def stats_of(backend) -> BackendStats:
-    """The backend's stats, created on first use (and kept across reloads with it)."""
-    stats = backend.extra.get("stats")
-    if stats is None:
-        stats = backend.extra["stats"] = BackendStats()
-    return stats

@@ -23,12 +23,12 @@ import hmac
 import logging
 import time
 
-from lbctl.balancing import Outcome
+from lbctl.balancing import Backend, Outcome
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.observe import explain as explaining
 from lbctl.observe.access_log import AccessLog, header_value, iso_time, redact_target, text
-from lbctl.observe.accounting import CLASSES, stats_of
+from lbctl.observe.accounting import CLASSES, BackendStats
 
 log = logging.getLogger("lbctl")
 
@@ -58,6 +58,7 @@ class Observer:
     def __init__(self, config) -> None:
         self.started_at = time.time()
         self.frontend = Frontend()
+        self.stats: dict[Backend, BackendStats] = {}    # per backend, from its first attempt
         self.access: AccessLog | None = None
         self.metrics = True
         self.explain_token: bytes | None = None
@@ -112,12 +113,17 @@ class Observer:
             self.access.close()
             self.access = None
 
-    def probe(self, pool, backend, result, flipped) -> None:
-        """An active health probe finished (``HealthChecks`` observer): count it by result."""
-        counts = backend.extra.get("probes")
-        if counts is None:
-            counts = backend.extra["probes"] = {"ok": 0, "failed": 0}
-        counts["ok" if result.ok else "failed"] += 1
+    def keep_only(self, backends) -> None:
+        """A reload: forget the counters of backends that are gone."""
+        live = set(backends)
+        self.stats = {b: s for b, s in self.stats.items() if b in live}
+
+    def stats_of(self, backend: Backend) -> BackendStats:
+        """The backend's counters, created on first use."""
+        stats = self.stats.get(backend)
+        if stats is None:
+            stats = self.stats[backend] = BackendStats()
+        return stats
 
     # ---- the hot path -------------------------------------------------------------------
 
@@ -134,7 +140,7 @@ class Observer:
         sent = exchange.sent
         if self.metrics:
             body = exchange.body
-            stats = backend.extra.get("stats") or stats_of(backend)
+            stats = self.stats.get(backend) or self.stats_of(backend)
             # A 5xx held back for a retry (retry_on "5xx") has a status but no relayed head.
             status = exchange.status if head_latency is not None or outcome is SERVER_ERROR else 0
             stats.record(now, status, outcome, now - started, exchange.attempts > 1,
@@ -147,7 +153,7 @@ class Observer:
         sent = exchange.sent
         body = exchange.body
         status = exchange.status if head_latency is not None or outcome is SERVER_ERROR else 0
-        (backend.extra.get("stats") or stats_of(backend)).record(
+        (self.stats.get(backend) or self.stats_of(backend)).record(
             now, status, outcome, now - started, exchange.attempts > 1,
             body.received if body is not None else 0, sent - exchange.sent_mark)
         exchange.sent_mark = sent

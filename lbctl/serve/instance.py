@@ -35,7 +35,6 @@ class Instance:
         self.loop = self.proxy.loop
         # Probes draw their jitter from their own stream, so they never shift the balancer's.
         self.health = HealthChecks(rng=random.Random(self.proxy.rng.getrandbits(64)))
-        self.health.observer = self.observer.probe      # counts probes for /metrics
         self.admin = None                       # the admin API, when [admin] is configured
         self.started = False
 
@@ -71,6 +70,7 @@ class Instance:
         if self.started:
             self.health.restart(runtime)
         self.observer.configure(config)
+        self.observer.keep_only(runtime.backends())
         if self.admin is not None:
             self.admin.reconfigure(config.admin)
         elif config.admin is not None:
