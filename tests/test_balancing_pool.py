@@ -433,3 +433,30 @@ def test_select_returns_an_eligible_unexcluded_backend_or_none_only_when_there_i
                 assert chosen in allowed
                 pool.on_start(chosen)
                 started.append(chosen)
+
+
+@pytest.mark.parametrize("algorithm", ALL)
+def test_a_traced_select_chooses_exactly_as_an_untraced_one(algorithm):
+    # Two identical pools, one asked with a trace: the same backends in the same order,
+    # with retries (exclusions) and an ineligible backend among them.
+    members = ("a", "b", "c", "d", "e", "f")
+    plain = pool_of(algorithm, backends(*members, weights=[1, 2, 3, 1, 2, 1]), seed=9)
+    traced = pool_of(algorithm, backends(*members, weights=[1, 2, 3, 1, 2, 1]), seed=9)
+    for pool in (plain, traced):
+        pool.set_healthy(pool.by_name["d"], False)
+    for i in range(300):
+        key = f"k{i % 17}"
+        exclude_plain = [plain.by_name["a"]] if i % 3 == 0 else []
+        exclude_traced = [traced.by_name["a"]] if i % 3 == 0 else []
+        offered = []
+        want = plain.select(key, exclude=exclude_plain)
+        got = traced.select(key, exclude=exclude_traced, trace=offered.append)
+        assert got.name == want.name
+        # The trace heard the candidates up to the one taken, and both of a drawn pair.
+        if traced.algorithm.draws_pair:
+            assert len(offered) >= 2 and got in offered
+        else:
+            assert offered[-1] is got
+        for pool, b in ((plain, want), (traced, got)):
+            pool.on_start(b)
+            pool.on_end(b, 0.01)
