@@ -18,7 +18,7 @@ from typing import Callable
 from lbctl.balancing import DISCARD, Backend, OutcomeSink, Pool, make_pool
 from lbctl.config.model import BackendConfig, Config, PoolConfig
 from lbctl.gateway.policy import Gateway
-from lbctl.gateway.tls import client_context
+from lbctl.config.tls import client_context
 from lbctl.health.passive import OutlierDetector
 from lbctl.proxy.router import Router
 from lbctl.proxy.upstream import IdlePool
