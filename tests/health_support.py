@@ -71,12 +71,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def proxy(backends: Backends, cfg, *, observer=None, **kwargs) -> Instance:
-    """A started in-process instance; ``observer`` hears every probe; ``kwargs`` go to
+async def proxy(backends: Backends, cfg, *, on_probe=None, **kwargs) -> Instance:
+    """A started in-process instance; ``on_probe`` hears every probe; ``kwargs`` go to
     Instance (clock, rng)."""
     server = Instance(cfg, **kwargs)
-    if observer is not None:
-        server.health.observer = observer
+    if on_probe is not None:
+        server.health.on_probe = on_probe
     await server.start()
     backends.proxies.append(server)
     return server

@@ -99,24 +99,24 @@ async def test_rise_fall_flips_the_pool_and_logs_one_line_per_flip(backends):
         with LogLines() as log:
             behaviour.status = 500
             for _ in range(HTTP.fall - 1):
-                await checks.check(pool, HTTP, b)
+                await checks.probe_backend(pool, HTTP, b)
             assert b.healthy and b.eligible and log.lines == []
-            await checks.check(pool, HTTP, b)                   # third failure: down
+            await checks.probe_backend(pool, HTTP, b)                   # third failure: down
             assert not b.healthy and not b.eligible and b.state == "down"
             assert log.lines == ["pool api: backend %s is DOWN (3 failed probes, last: status 500)"
                                  % b.name]
             last = checks.of(b).last
             assert last == {"ok": False, "status": 500, "latency": last["latency"],
                             "error": "status 500", "time": 1234.5}
-            await checks.check(pool, HTTP, b)                   # still down: no new line
+            await checks.probe_backend(pool, HTTP, b)                   # still down: no new line
             behaviour.status = 200
-            await checks.check(pool, HTTP, b)                   # one success...
+            await checks.probe_backend(pool, HTTP, b)                   # one success...
             behaviour.status = 500
-            await checks.check(pool, HTTP, b)                   # ...broken streak
+            await checks.probe_backend(pool, HTTP, b)                   # ...broken streak
             behaviour.status = 200
-            await checks.check(pool, HTTP, b)
+            await checks.probe_backend(pool, HTTP, b)
             assert not b.healthy
-            await checks.check(pool, HTTP, b)                   # two in a row: up
+            await checks.probe_backend(pool, HTTP, b)                   # two in a row: up
             assert b.healthy and b.eligible
             assert len(log.lines) == 2
             assert log.lines[1] == f"pool api: backend {b.name} is UP (2 successful probes, " \
@@ -136,7 +136,7 @@ async def test_reasons_in_the_log_line_for_refused_and_timeout(backends):
     checks = HealthChecks()
     try:
         with LogLines() as log:
-            await asyncio.gather(checks.check(pool, health, slow), checks.check(pool, health, dead))
+            await asyncio.gather(checks.probe_backend(pool, health, slow), checks.probe_backend(pool, health, dead))
         assert sorted(log.lines) == sorted([
             f"pool p: backend {slow.name} is DOWN (1 failed probe, last: timeout)",
             f"pool p: backend {dead.name} is DOWN (1 failed probe, last: connection refused)"])
@@ -181,7 +181,7 @@ async def test_initial_down_takes_no_traffic_until_the_first_good_probe(backends
     state = server.runtime.pools["p"]
     b = state.pool.by_name["a"]
     assert b.state == "down"
-    await server.health.check(state.pool, state.config.health, b)     # one success is enough
+    await server.health.probe_backend(state.pool, state.config.health, b)     # one success is enough
     assert b.state == "up"
     assert await load(port, 2) == [(200, "a"), (200, "a")]
 
@@ -191,12 +191,12 @@ async def test_checks_run_in_background_restart_on_reload_and_stop_on_close(back
     b, _ = await start(backends, "b")
     probed: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
 
-    def observer(pool, backend, result, flipped):
+    def on_probe(pool, backend, result, flipped):
         assert result.ok
         probed[backend.name].set()
     fast = replace(HTTP, interval=0.02)
     server = await proxy(backends, config({"p": [backend_config(a.url, "a")]}, health=fast),
-                         observer=observer)
+                         on_probe=on_probe)
     await asyncio.wait_for(probed["a"].wait(), 5)
     assert not probed["b"].is_set()            # never probes what is not configured
 
@@ -222,7 +222,7 @@ async def test_last_probe_is_recorded_for_stats(backends):
     server = await proxy(backends, config({"p": [backend_config(tb.url, "a")]}, health=HTTP))
     state = server.runtime.pools["p"]
     b = state.pool.by_name["a"]
-    await server.health.check(state.pool, HTTP, b)
+    await server.health.probe_backend(state.pool, HTTP, b)
     probe_info = server.health.of(b).last
     assert probe_info["ok"] is True and probe_info["status"] == 200 and probe_info["error"] is None
     assert isinstance(probe_info["time"], float) and probe_info["latency"] >= 0
@@ -238,7 +238,7 @@ async def test_reload_keeps_verdicts_of_survivors_and_applies_initial_to_newcome
     server = await proxy(backends, config({"p": [backend_config(a.url, "a")]}, health=health))
     state = server.runtime.pools["p"]
     ra = state.pool.by_name["a"]
-    await server.health.check(state.pool, health, ra)
+    await server.health.probe_backend(state.pool, health, ra)
     assert ra.state == "up"
 
     server.reload(config({"p": [backend_config(a.url, "a"), backend_config(b.url, "b")]},

@@ -63,12 +63,12 @@ async def test_backup_takes_over_only_when_no_primary_is_eligible(backends):
     assert await load(port, 3) == [(200, "a")] * 3          # the backup idles while a is up
 
     a_behaviour.status = 500
-    await server.health.check(state.pool, MANUAL, ra)
+    await server.health.probe_backend(state.pool, MANUAL, ra)
     assert state.pool.mode == "backup"
     assert await load(port, 3) == [(200, "c")] * 3
 
     a_behaviour.status = 200
-    await server.health.check(state.pool, MANUAL, ra)
+    await server.health.probe_backend(state.pool, MANUAL, ra)
     assert state.pool.mode == "normal"
     assert await load(port, 3) == [(200, "a")] * 3
 
@@ -155,7 +155,7 @@ async def test_disabled_backend_gets_nothing_and_keeps_its_health(backends):
     assert await load(server.address[1], 3) == [(200, "b")] * 3
     a_behaviour.status = 500
     for _ in range(2):                      # probes go on while disabled
-        await server.health.check(state.pool, state.config.health, ra)
+        await server.health.probe_backend(state.pool, state.config.health, ra)
     assert not ra.healthy and ra.state == "disabled"
     state.pool.set_admin(ra, AdminState.ENABLED)
     assert ra.state == "down" and not ra.eligible

@@ -184,7 +184,8 @@ def next_delay(interval: float, rng: random.Random) -> float:
 
 # ---- the live checker -------------------------------------------------------------------
 
-Observer = Callable[[Pool, Backend, ProbeResult, bool], None]
+# Told of every probe applied: (pool, backend, result, whether the verdict flipped).
+ProbeListener = Callable[[Pool, Backend, ProbeResult, bool], None]
 
 
 @dataclass
@@ -205,7 +206,7 @@ class HealthChecks:
 
     ``start(runtime)`` applies the initial state of backends new to it and starts one task per
     backend; ``restart(runtime)`` (after a reload) does the same for the new runtime, keeping
-    the verdicts of backends that survived; ``stop()`` cancels everything. ``observer``, when
+    the verdicts of backends that survived; ``stop()`` cancels everything. ``on_probe``, when
     given, hears every probe (tests wait on it instead of sleeping).
 
     What it learns of each backend is a ``BackendHealth`` in ``backends``, read through
@@ -214,10 +215,10 @@ class HealthChecks:
     """
 
     def __init__(self, *, rng: random.Random | None = None, wall: Callable[[], float] = time.time,
-                 observer: Observer | None = None) -> None:
+                 on_probe: ProbeListener | None = None) -> None:
         self.rng = rng or random.Random()
         self.wall = wall
-        self.observer = observer
+        self.on_probe = on_probe
         self.backends: dict[Backend, BackendHealth] = {}
         self.tasks: list[asyncio.Task] = []
         self.session: aiohttp.ClientSession | None = None
@@ -296,9 +297,9 @@ class HealthChecks:
                 return
             # Start to start: a slow probe does not push the schedule back.
             due = loop.time() + next_delay(health.interval, self.rng)
-            await self.check(pool, health, b, generation)
+            await self.probe_backend(pool, health, b, generation)
 
-    async def check(self, pool: Pool, health: Health, b: Backend,
+    async def probe_backend(self, pool: Pool, health: Health, b: Backend,
                     generation: int | None = None) -> ProbeResult:
         """Probe ``b`` once and apply the result; the one place a probe touches a pool."""
         if self.session is None or self.session.closed:
@@ -329,8 +330,8 @@ class HealthChecks:
             else:
                 log.warning("pool %s: backend %s is DOWN (%s)", pool.name, b.name,
                             _streak(state.streak, "failed probe", result.reason))
-        if self.observer is not None:
-            self.observer(pool, b, result, flipped)
+        if self.on_probe is not None:
+            self.on_probe(pool, b, result, flipped)
         return result
 
 

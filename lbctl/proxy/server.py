@@ -42,21 +42,21 @@ class ProxyServer:
         self.per_client: Counter[str] = Counter()      # open connections per client address
         self.request_ids = RequestIds()
         self.default_host = str(config.listen.address).encode()
-        self.server: asyncio.AbstractServer | None = None
+        self.listener: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
         self._drained: asyncio.Event | None = None    # set when draining and none are left
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port), useful when the config asked for port 0."""
-        sock = self.server.sockets[0]
+        sock = self.listener.sockets[0]
         return sock.getsockname()[:2]
 
     async def start(self) -> None:
         """Listen; a port in use is a ``UserError`` (exit 1)."""
         addr = self.runtime.config.listen.address
         try:
-            self.server = await self.loop.create_server(
+            self.listener = await self.loop.create_server(
                 lambda: ClientConnection(self), addr.host, addr.port,
                 reuse_address=True, backlog=1024,
                 ssl=self.tls.front if self.tls is not None else None)
@@ -93,8 +93,8 @@ class ProxyServer:
 
     def stop_listening(self) -> None:
         """Close the listening socket: new connections are refused from here on."""
-        if self.server is not None:
-            self.server.close()
+        if self.listener is not None:
+            self.listener.close()
 
     def start_drain(self) -> None:
         """Stop accepting; each connection finishes its request in flight, then closes."""
@@ -123,8 +123,8 @@ class ProxyServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        if self.server is not None:
-            self.server.close()
+        if self.listener is not None:
+            self.listener.close()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()

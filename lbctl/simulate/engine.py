@@ -366,16 +366,6 @@ def _apply(ev, pool, index, backends, scale, base_scale, expo, base_expo, fail, 
         trouble[i] = bool(fail[i] or hole[i])
 
 
-def simulate(scenario: Scenario, progress: Callable[[str, int], None] | None = None
-             ) -> list[Records]:
-    """Run every algorithm of the scenario, in its order."""
-    out = []
-    for algorithm in scenario.algorithms:
-        cb = None if progress is None else partial(progress, algorithm)
-        out.append(run_algorithm(scenario, algorithm, cb))
-    return out
-
-
 def total_requests(scenario: Scenario) -> int | None:
     """Arrivals per algorithm when known in advance (for a progress bar)."""
     w = scenario.workload
