@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 import aiohttp
 from aiohttp import web
 
 from lbctl.serve.instance import Instance
-from tests.support import Backends, ManualClock as Clock, TestBackend, named_app  # noqa: F401
+from tests.support import Backends, TestBackend, named_app  # noqa: F401
 
 
 class Behaviour:
@@ -62,13 +61,6 @@ async def revive(tb: TestBackend) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", tb.port, reuse_address=True).start()
     tb.runner = runner
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def proxy(backends: Backends, cfg, *, on_probe=None, **kwargs) -> Instance:

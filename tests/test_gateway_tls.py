@@ -146,7 +146,7 @@ async def https_backend(backends, ca: trustme.CA, *identities: str):
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await site.start()
     from tests.support import TestBackend
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     backends.items.append(TestBackend("tls", port, runner))
     return f"https://127.0.0.1:{port}"
 
@@ -201,11 +201,10 @@ async def test_insecure_skip_verify_is_explicit_and_logged(backends, tmp_path, c
     assert await plain_get(proxy.address[1]) == (200, "secure")
 
 
-async def test_lbctl_serve_reloads_the_certificate_on_sighup(backends, tmp_path):
+async def test_lbctl_serve_reloads_the_certificate_on_sighup(backends, tmp_path, free_port,
+                                                             serve_process):
     import signal
 
-    from tests.process import LbctlProcess
-    from tests.test_serve_process import free_port
     old_ca, new_ca = trustme.CA(), trustme.CA()
     write_pair(old_ca, tmp_path)
     a = await backends.start("a")
@@ -214,72 +213,23 @@ async def test_lbctl_serve_reloads_the_certificate_on_sighup(backends, tmp_path)
     path.write_text(f'[listen]\naddress = "127.0.0.1:{port}"\n'
                     f'tls = {{ cert = "server.pem", key = "server-key.pem" }}\n'
                     f'[[routes]]\npool = "api"\n' + pool(a.url))
-    proc = await LbctlProcess.start("serve", str(path))
-    try:
-        await proc.wait_for_log("listening on")
-        url = f"https://127.0.0.1:{port}/"
-        assert await get(url, client_ssl(old_ca)) == (200, "a")
-        write_pair(new_ca, tmp_path)
-        mark = len(proc.lines)
-        proc.proc.send_signal(signal.SIGHUP)
-        await proc.wait_for_log("TLS certificate reloaded", start=mark)
-        assert await get(url, client_ssl(new_ca)) == (200, "a")
-        with pytest.raises(aiohttp.ClientConnectorCertificateError):
-            await get(url, client_ssl(old_ca))
-        # A key that does not match the certificate: the reload is rejected, TLS goes on.
-        write_pair(old_ca, tmp_path, stem="other")
-        (tmp_path / "server-key.pem").write_bytes((tmp_path / "other-key.pem").read_bytes())
-        mark = len(proc.lines)
-        proc.proc.send_signal(signal.SIGHUP)
-        await proc.wait_for_log("reload rejected: .*listen.tls.cert", start=mark)
-        assert await get(url, client_ssl(new_ca)) == (200, "a")
-        proc.proc.send_signal(signal.SIGTERM)
-        assert await proc.wait() == 0
-    finally:
-        proc.kill()
-        await proc.proc.wait()
-
-
-async def test_weak_tls_1_2_cipher_suites_are_refused(backends, tmp_path):
-    ca = trustme.CA()
-    write_pair(ca, tmp_path)
-    a = await backends.start("a")
-    proxy = await backends.proxy(tls_config(tmp_path, a.url))
-    for suite in ("AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES128-SHA256"):
-        weak = client_ssl(ca)
-        weak.maximum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            weak.set_ciphers(suite)
-        except ssl.SSLError:
-            continue                     # this OpenSSL does not even offer it
-        with pytest.raises((ssl.SSLError, OSError)):
-            await asyncio.open_connection("127.0.0.1", proxy.address[1], ssl=weak)
-    strong = client_ssl(ca)
-    strong.maximum_version = ssl.TLSVersion.TLSv1_2
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.address[1], ssl=strong)
-    cipher = writer.get_extra_info("cipher")[0]
-    assert "GCM" in cipher or "CHACHA20" in cipher, cipher
-    writer.close()
-
-
-async def test_a_backend_ca_overrides_the_pools(backends, tmp_path):
-    right, wrong = trustme.CA(), trustme.CA()
-    right.cert_pem.write_to_path(str(tmp_path / "right.pem"))
-    wrong.cert_pem.write_to_path(str(tmp_path / "wrong.pem"))
-    url = await https_backend(backends, right)
-    text = '''
-[[routes]]
-pool = "api"
-
-[pools.api]
-retries = 0
-ca = "wrong.pem"
-
-[[pools.api.backends]]
-url = "{url}"
-{backend}
-'''
-    proxy = await backends.proxy(load(tmp_path, text.format(url=url, backend='ca = "right.pem"')))
-    assert await plain_get(proxy.address[1]) == (200, "secure")
-    proxy = await backends.proxy(load(tmp_path, text.format(url=url, backend=""), name="b.toml"))
-    assert (await plain_get(proxy.address[1]))[0] == 502
+    proc = await serve_process("serve", str(path))
+    await proc.wait_for_log("listening on")
+    url = f"https://127.0.0.1:{port}/"
+    assert await get(url, client_ssl(old_ca)) == (200, "a")
+    write_pair(new_ca, tmp_path)
+    mark = len(proc.lines)
+    proc.proc.send_signal(signal.SIGHUP)
+    await proc.wait_for_log("TLS certificate reloaded", start=mark)
+    assert await get(url, client_ssl(new_ca)) == (200, "a")
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await get(url, client_ssl(old_ca))
+    # A key that does not match the certificate: the reload is rejected, TLS goes on.
+    write_pair(old_ca, tmp_path, stem="other")
+    (tmp_path / "server-key.pem").write_bytes((tmp_path / "other-key.pem").read_bytes())
+    mark = len(proc.lines)
+    proc.proc.send_signal(signal.SIGHUP)
+    await proc.wait_for_log("reload rejected: .*listen.tls.cert", start=mark)
+    assert await get(url, client_ssl(new_ca)) == (200, "a")
+    proc.proc.send_signal(signal.SIGTERM)
+    assert await proc.wait() == 0

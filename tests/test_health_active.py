@@ -13,7 +13,8 @@ from aiohttp import web
 from lbctl.balancing import Backend, make_pool
 from lbctl.config.model import Health
 from lbctl.health.active import JITTER, HealthChecks, first_delays, next_delay, probe
-from tests.health_support import Clock, LogLines, free_port, get, load, proxy, start
+from tests.health_support import LogLines, get, load, proxy, start
+from tests.support import ManualClock
 from tests.support import backend_config, config
 
 HTTP = Health(path="/healthz", interval=60.0, timeout=1.0, rise=2, fall=3)
@@ -25,7 +26,7 @@ def target(port: int) -> Backend:
 
 # ---- one probe --------------------------------------------------------------------------
 
-async def test_http_probe_verdicts_and_reasons(backends):
+async def test_http_probe_verdicts_and_reasons(backends, free_port):
     tb, behaviour = await start(backends, "a")
     b = target(tb.port)
     ok = await probe(b, HTTP)
@@ -72,7 +73,7 @@ async def test_status_ranges_method_host_header_and_no_redirects(backends):
     assert (await probe(target(tb.port), replace(health, path="/x"))).status == 204
 
 
-async def test_tcp_probe_connects_without_speaking_http(backends):
+async def test_tcp_probe_connects_without_speaking_http(backends, free_port):
     connected = asyncio.Event()
 
     async def silent(reader, writer):
@@ -88,11 +89,10 @@ async def test_tcp_probe_connects_without_speaking_http(backends):
 
 # ---- the state machine driven by probes ------------------------------------------------
 
-async def test_rise_fall_flips_the_pool_and_logs_one_line_per_flip(backends):
+async def test_rise_fall_flips_the_pool_and_logs_one_line_per_flip(backends, clock):
     tb, behaviour = await start(backends, "a")
     b = target(tb.port)
     other = Backend("other")
-    clock = Clock()
     pool = make_pool("api", [b, other], "round_robin", rng=random.Random(1), clock=clock)
     checks = HealthChecks(rng=random.Random(1), wall=lambda: 1234.5)
     try:
@@ -126,12 +126,12 @@ async def test_rise_fall_flips_the_pool_and_logs_one_line_per_flip(backends):
         await checks.stop()
 
 
-async def test_reasons_in_the_log_line_for_refused_and_timeout(backends):
+async def test_reasons_in_the_log_line_for_refused_and_timeout(backends, free_port):
     async def hang(reader, writer):
         await reader.read(-1)
     slow = target(await backends.start_raw(hang))
     dead = target(free_port())
-    pool = make_pool("p", [slow, dead], "round_robin", rng=random.Random(1), clock=Clock())
+    pool = make_pool("p", [slow, dead], "round_robin", rng=random.Random(1), clock=ManualClock())
     health = replace(HTTP, fall=1, timeout=0.2)
     checks = HealthChecks()
     try:

@@ -11,7 +11,7 @@ from collections import Counter
 import aiohttp
 
 from lbctl.config.model import Health, Outlier
-from tests.health_support import Clock, LogLines, get, kill, load, proxy, revive, start
+from tests.health_support import LogLines, get, kill, load, proxy, revive, start
 from tests.support import backend_config, config
 
 
@@ -92,10 +92,9 @@ async def test_killed_backend_leaves_after_fall_probes_and_ramps_back_after_rise
         "pool p: backend b is UP (2 successful probes, last: status 200)"]
 
 
-async def test_killed_backend_is_ejected_after_n_passive_failures_and_readmitted(backends):
+async def test_killed_backend_is_ejected_after_n_passive_failures_and_readmitted(backends, clock):
     a, _ = await start(backends, "a")
     b, _ = await start(backends, "b")
-    clock = Clock()
     outlier = Outlier(consecutive_failures=3, ejection_time=10.0)
     cfg = config({"p": [backend_config(a.url, "a"), backend_config(b.url, "b")]},
                  outlier=outlier, retries=1)

@@ -11,7 +11,8 @@ import random
 from lbctl.balancing import Backend, Outcome, make_pool
 from lbctl.config.model import Outlier, Timeouts
 from lbctl.health.passive import OutlierDetector
-from tests.health_support import Clock, LogLines, load, proxy, start
+from tests.health_support import LogLines, load, proxy, start
+from tests.support import ManualClock
 from tests.support import backend_config, config
 
 OUTLIER = Outlier(consecutive_failures=3, ejection_time=10.0, max_ejection_time=35.0,
@@ -19,7 +20,7 @@ OUTLIER = Outlier(consecutive_failures=3, ejection_time=10.0, max_ejection_time=
 
 
 def setup(n: int = 4, outlier: Outlier = OUTLIER):
-    clock = Clock()
+    clock = ManualClock()
     backends = [Backend(f"b{i}") for i in range(n)]
     pool = make_pool("api", backends, "round_robin", rng=random.Random(1), clock=clock)
     return clock, pool, backends, OutlierDetector(pool, outlier, clock=clock)
@@ -105,11 +106,11 @@ def test_single_backend_pool_is_never_emptied_by_passive_ejection():
 
 # ---- through the proxy ------------------------------------------------------------------
 
-async def test_proxy_failures_eject_and_the_backend_is_readmitted_after_the_ejection(backends):
+async def test_proxy_failures_eject_and_the_backend_is_readmitted_after_the_ejection(
+        backends, clock):
     a, _ = await start(backends, "a")
     flaky, broken = await start(backends, "flaky")
     broken.status = 503
-    clock = Clock()
     cfg = config({"p": [backend_config(a.url, "a"), backend_config(flaky.url, "flaky")]},
                  outlier=OUTLIER, retries=0, timeouts=Timeouts(connect=1.0, response=5.0))
     server = await proxy(backends, cfg, clock=clock)

@@ -13,17 +13,16 @@ import pytest
 
 from lbctl.balancing import AdminState
 from lbctl.config.model import Health
-from tests.health_support import Clock, get, load, proxy, start
+from tests.health_support import get, load, proxy, start
 from tests.support import backend_config, config
 
 MANUAL = Health(path="/healthz", interval=3600.0, rise=1, fall=1)   # the test calls check()
 
 
 @pytest.mark.parametrize("algorithm", ["weighted", "least_conn"])
-async def test_slow_start_ramps_the_share_of_a_recovered_backend(backends, algorithm):
+async def test_slow_start_ramps_the_share_of_a_recovered_backend(backends, algorithm, clock):
     a, _ = await start(backends, "a")
     b, _ = await start(backends, "b")
-    clock = Clock()
     server = await proxy(backends, config({"p": [backend_config(a.url, "a"),
                                                  backend_config(b.url, "b")]},
                                           algorithm=algorithm, slow_start=10.0),

@@ -178,5 +178,8 @@ def test_live_view_ctrl_c_quits_cleanly():
     def interrupt(n):
         if n == 3:
             raise KeyboardInterrupt
-    watch(FakeAdmin(interrupt), Console(file=io.StringIO(), width=160), 0.001,
+    client, buffer = FakeAdmin(interrupt), io.StringIO()
+    watch(client, Console(file=buffer, width=160, color_system=None), 0.001,
           stdin=io.StringIO())                            # not a terminal: no key reading
+    assert client.calls == 3                              # it stopped at the interrupt
+    assert "pool api (ewma, normal)" in buffer.getvalue()  # after drawing what it had

@@ -76,7 +76,7 @@ class AdminApi:
 
     @property
     def bound(self) -> tuple[str, int]:
-        return self.site._server.sockets[0].getsockname()[:2]
+        return tuple(self.runner.addresses[0][:2])
 
     def reconfigure(self, admin) -> None:
         """A reload: a new token applies at once; a new address (or none) after a restart."""
