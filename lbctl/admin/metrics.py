@@ -60,7 +60,6 @@ class ProxyCollector:
                                      labels=[*labels, "result"])
         ejections = CounterMetricFamily("lbctl_ejections", "Passive (outlier) ejections",
                                         labels=labels)
-        now = served.loop.time()
         for name, state in served.runtime.pools.items():
             pool = state.pool
             for b in pool.backends:

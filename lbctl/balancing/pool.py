@@ -14,7 +14,6 @@ Time-driven changes (an ejection expiring, a slow-start ramp advancing) are appl
 from __future__ import annotations
 
 import math
-import random
 from typing import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 
 from lbctl.balancing.backend import AdminState, Backend
