@@ -20,7 +20,8 @@ other (``tests/test_layering.py`` holds every import to this)::
     demo/       ``lbctl demo``: demo backends, traffic and the live dashboard
     cli/        thin click commands: parse, call one library function, render
 
-``units``, ``errors`` and ``exitcodes`` are shared by all. The live proxy and the simulator
+``units``, ``errors``, ``exitcodes`` and ``uri`` (the request-target grammar) are shared by
+all. The live proxy and the simulator
 both drive the objects in ``balancing``; neither carries its own copy of an algorithm.
 """
 

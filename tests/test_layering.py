@@ -7,8 +7,8 @@ A package may import the packages before it, never one after it, nor a peer on i
 (health and gateway, simulate and proxy know nothing of each other). Every import counts:
 at module level, inside a function, and under ``if TYPE_CHECKING:`` (a lower package states
 what it needs as a Protocol of its own instead). The modules at the top of ``lbctl``
-(``units``, ``errors``, ``exitcodes`` and the package's ``__init__``) are shared by all and
-import no package. The files are read with ``ast``, never imported.
+(``units``, ``errors``, ``exitcodes``, ``uri`` and the package's ``__init__``) are shared by
+all and import no package. The files are read with ``ast``, never imported.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ LEVELS = [
     ("admin",), ("serve",), ("demo",), ("cli",), ("__main__",),
 ]
 RANK = {package: rank for rank, level in enumerate(LEVELS) for package in level}
-SHARED = {"", "units", "errors", "exitcodes"}       # "" is lbctl/__init__.py
+SHARED = {"", "units", "errors", "exitcodes", "uri"}    # "" is lbctl/__init__.py
 ORDER = " -> ".join(" | ".join(level) for level in LEVELS[:-1])
 
 

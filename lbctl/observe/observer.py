@@ -197,8 +197,11 @@ class Observer:
     def _log(self, exchange, started, ended, status, aborted) -> None:
         req = exchange
         runtime = exchange.conn.server.runtime
-        route = runtime.router.match(req.host.decode("latin-1"), req.path) \
-            if req.error is None else None
+        try:
+            route = runtime.router.match(req.host.decode("latin-1"), req.path) \
+                if req.error is None else None
+        except ValueError:              # AmbiguousPath after a reload changed the routes
+            route = None
         termination = "client_abort" if aborted else TERMINATION.get(exchange.outcome)
         if termination is None and req.error is not None:
             termination = "bad_request"

@@ -16,8 +16,9 @@ One request, followed through the modules (client -> exchange -> forward -> upst
     upstream.py  UpstreamConnection (parses a response into its exchange) and the idle pools
     framing.py   heads across the proxy: hop-by-hop stripping, X-Forwarded-*, and the
                  response-framing decision (a pure function)
-    refusals.py  what the proxy refuses beyond the parser; paths.py the canonical path
-    router.py    host/path routing, first match wins
+    refusals.py  what the proxy refuses beyond the parser: framing, Host, the target grammar
+    paths.py     the canonical path, and the other readings backends make of it ([paths])
+    router.py    host/path routing, first match wins; a path read two ways is refused
     runtime.py   the live state (config, router, pools, gateway, idle pools) a SIGHUP swaps
     deadline.py  per-connection deadlines re-armed without a timer per request
     hooks.py     what the data plane reports to (``Hooks``: per attempt, per request, explain)

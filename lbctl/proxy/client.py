@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from lbctl.proxy import framing
+from lbctl.proxy import framing, refusals
 from lbctl.proxy.deadline import Deadline
 from lbctl.proxy.exchange import Exchange
 from lbctl.proxy.forward import handle
@@ -113,7 +113,7 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reading("upgrade")
         except httptools.HttpParserError as exc:
             if not self.stop_parsing:
-                self._refuse(400, f"malformed request: {exc}")
+                self._refuse(*refusals.parser_error(self.parser, exc))
         if self.in_head and self.head_timer is None:
             # A head that began in this read and is still incomplete: its deadline counts
             # from now, the loop time of its first byte. A head that arrived whole (the usual
@@ -230,7 +230,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.http10 = version == "1.0"
         exchange.keep_alive = parser.should_keep_alive()
         server = self.server
-        exchange.inspect(version, server.runtime.config.limits.max_body_size, server.default_host)
+        exchange.inspect(version, server.runtime.config, server.default_host)
         if exchange.upgrade is not None and not parser.should_upgrade():
             exchange.upgrade = None
         self.queue.append(exchange)

@@ -18,11 +18,12 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lbctl.proxy import framing, refusals
-from lbctl.proxy.paths import canonical_path
+from lbctl.proxy.paths import PathRefused, canonical_path
 from lbctl.proxy.upstream import UpstreamError
 
 if TYPE_CHECKING:
     from lbctl.balancing import Backend, Outcome
+    from lbctl.config.model import Config
     from lbctl.gateway.policy import Admission
     from lbctl.proxy.client import ClientConnection
     from lbctl.proxy.upstream import UpstreamConnection
@@ -183,9 +184,10 @@ class Exchange:
 
     # ---- the request head ----------------------------------------------------------------
 
-    def inspect(self, version: str, max_body: int, default_host: bytes) -> None:
-        """Check the head and derive what the proxy needs: host, canonical path, body framing.
-        A refusal is left in ``error``."""
+    def inspect(self, version: str, config: Config, default_host: bytes) -> None:
+        """Check the head and derive what the proxy needs: host, canonical path (by the
+        config's ``[paths]``), body framing. A refusal is left in ``error``."""
+        paths, max_body = config.paths, config.limits.max_body_size
         self.headers = refusals.drop_underscored(self.headers)
         problem = refusals.request_problem(self.method, version, self.target, self.headers)
         if problem is not None:
@@ -210,15 +212,14 @@ class Exchange:
         target = self.target
         if target.startswith((b"http://", b"https://")):
             # absolute-form: route and forward in origin-form (refusals matched it to Host)
-            rest = target.split(b"://", 1)[1]
-            slash = rest.find(b"/")
-            target = rest[slash:] if slash >= 0 else b"/"
+            target = refusals.split_absolute(target)[1]
         if target != b"*":
             q = target.find(b"?")
             raw_path = (target[:q] if q >= 0 else target).decode("latin-1")
-            path = canonical_path(raw_path)
-            if path is None:
-                self.error = (400, "invalid request path")
+            try:
+                path = canonical_path(raw_path, paths)
+            except PathRefused as exc:
+                self.error = (400, str(exc))
                 return
             self.path = path
             if path != raw_path:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from lbctl.balancing import Outcome
 from lbctl.proxy import framing
 from lbctl.proxy.exchange import ClientError
+from lbctl.proxy.router import AmbiguousPath
 from lbctl.proxy.upstream import UpstreamError
 
 if TYPE_CHECKING:
@@ -94,7 +95,13 @@ async def _handle(exchange: Exchange) -> bool:
         return False
     runtime = server.runtime            # this request keeps this runtime to its end
     exchange.request_id = server.request_ids.resolve(exchange.header(b"x-request-id"))
-    route = runtime.router.match(exchange.host.decode("latin-1"), exchange.path)
+    try:
+        route = runtime.router.match(exchange.host.decode("latin-1"), exchange.path)
+    except AmbiguousPath as exc:
+        exchange.error = (400, str(exc))    # refused like a malformed request: 400, close
+        exchange.keep_alive = False
+        _respond(exchange, 400, str(exc))
+        return False
     if route is None:
         return _respond(exchange, 404, "no route matches this request")
     # Gateway duties (lbctl.gateway): client address, rate limits, auth, allow-lists.

@@ -9,6 +9,7 @@ failure streaks.
 
 from __future__ import annotations
 
+import logging
 import random
 import ssl
 import time
@@ -22,6 +23,8 @@ from lbctl.config.tls import client_context
 from lbctl.health.passive import OutlierDetector
 from lbctl.proxy.router import Router
 from lbctl.proxy.upstream import IdlePool
+
+log = logging.getLogger("lbctl")
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Runtime:
     def __init__(self, config: Config, pools: dict[str, PoolRuntime],
                  idle: dict[Backend, IdlePool], gateway: Gateway, loaded_at: float) -> None:
         self.config = config
-        self.router = Router(config.routes)
+        self.router = Router(config.routes, config.paths)
         self.pools = pools
         self.idle = idle
         self.gateway = gateway
@@ -60,7 +63,7 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
     for name, pcfg in config.pools.items():
         old_state = previous.pools.get(name) if previous else None
         old = old_state.pool.by_name if old_state else {}
-        backends = [_backend(bcfg, old.get(bcfg.name)) for bcfg in pcfg.backends]
+        backends = [_backend(bcfg, old.get(bcfg.name), name) for bcfg in pcfg.backends]
         if old_state is not None and old_state.config.algorithm == pcfg.algorithm \
                 and old_state.config.slow_start == pcfg.slow_start \
                 and old_state.config.panic_threshold == pcfg.panic_threshold \
@@ -100,13 +103,17 @@ def _outcome_sink(pool: Pool, pcfg: PoolConfig, clock: Callable[[], float],
     return DISCARD
 
 
-def _backend(bcfg: BackendConfig, old: Backend | None) -> Backend:
+def _backend(bcfg: BackendConfig, old: Backend | None, pool_name: str = "") -> Backend:
+    weight = _reloaded_weight(bcfg, old, pool_name)
     if old is not None and (old.scheme, old.host, old.port) == (bcfg.scheme, bcfg.host, bcfg.port):
-        old.weight = bcfg.weight
-        old.backup = bcfg.backup
-        return old
-    return Backend(bcfg.name, bcfg.url, weight=bcfg.weight, backup=bcfg.backup,
-                   scheme=bcfg.scheme, host=bcfg.host, port=bcfg.port)
+        b = old
+        b.weight = weight
+        b.backup = bcfg.backup
+    else:
+        b = Backend(bcfg.name, bcfg.url, weight=weight, backup=bcfg.backup,
+                    scheme=bcfg.scheme, host=bcfg.host, port=bcfg.port)
+    b.config_weight = bcfg.weight
+    return b
 
 
 def _idle_pool(b: Backend, bcfg: BackendConfig, pcfg: PoolConfig, old: IdlePool | None) -> IdlePool:
@@ -118,6 +125,18 @@ def _idle_pool(b: Backend, bcfg: BackendConfig, pcfg: PoolConfig, old: IdlePool 
     old.max_idle, old.idle_timeout = pcfg.max_idle_connections, pcfg.idle_timeout
     old.ssl = context          # a changed ca applies to new connections
     return old
+
+
+def _reloaded_weight(bcfg: BackendConfig, old: Backend | None, pool_name: str) -> float:
+    """An operator's weight (admin API, ``lbctl backend weight``) survives a reload while the
+    file's weight for that backend is unchanged; a changed file weight wins, and says so."""
+    if old is None or old.weight == old.config_weight:
+        return bcfg.weight
+    if bcfg.weight == old.config_weight:
+        return old.weight
+    log.warning("pool %s: backend %s weight %g (set by an operator) replaced by the config "
+                "file's new weight %g", pool_name, bcfg.name, old.weight, bcfg.weight)
+    return bcfg.weight
 
 
 def upstream_ssl(bcfg: BackendConfig, pcfg: PoolConfig) -> ssl.SSLContext | None:
@@ -132,7 +151,10 @@ def upstream_ssl(bcfg: BackendConfig, pcfg: PoolConfig) -> ssl.SSLContext | None
 
 
 def key_getter(spec: str | None) -> Callable | None:
-    """Compile ``hash_key`` once: a function (exchange) -> key or None."""
+    """Compile ``hash_key`` once: a function (exchange) -> key or None.
+
+    An empty value (``X-User:`` with nothing after it, ``Cookie: sid=``, ``sid=""``) is no
+    key at all: used as one, every such request would land on the same backend."""
     if spec is None:
         return None
     if spec == "ip":         # the resolved client address when the gateway resolved one
@@ -143,7 +165,10 @@ def key_getter(spec: str | None) -> Callable | None:
     kind, _, name = spec.partition(":")
     lower = name.lower().encode("latin-1")
     if kind == "header":
-        return lambda exchange: exchange.header(lower)
+        def header(exchange):
+            value = exchange.header(lower)
+            return value.strip() or None if value is not None else None
+        return header
     if kind == "cookie":
         wanted = name.encode("latin-1")
 
@@ -153,8 +178,8 @@ def key_getter(spec: str | None) -> Callable | None:
                 return None
             for part in raw.split(b";"):
                 key, _, value = part.strip().partition(b"=")
-                if key == wanted:
-                    return value
+                if key == wanted and value.strip() not in (b"", b'""'):
+                    return value.strip()
             return None
         return cookie
     raise ValueError(f"unknown hash_key {spec!r}")

@@ -2,10 +2,11 @@
 
 ``ProxyServer`` owns what outlives a single connection: the current ``Runtime`` (swapped
 whole by ``reload``), the listener's TLS, the set of open client connections (for the
-connection caps and for draining), request-id generation, and a once-a-second sweep of
-expired idle upstream connections. It reports to the ``Hooks`` it is given and knows nothing
-of health checks, the admin API, the access log or signals: ``lbctl.serve`` runs those
-around it.
+connection caps and for draining), request-id generation, and a once-a-second sweep that
+closes expired idle upstream connections and lets the pools apply what time changed (a ramp
+step, an ejection ending) with or without traffic. It reports to the ``Hooks`` it is given
+and knows nothing of health checks, the admin API, the access log or signals:
+``lbctl.serve`` runs those around it.
 """
 
 from __future__ import annotations
@@ -138,3 +139,5 @@ class ProxyServer:
             now = self.loop.time()
             for idle in self.runtime.idle.values():
                 idle.sweep(now)
+            for state in self.runtime.pools.values():
+                state.pool.advance()    # ramps and ejections end on time, traffic or not
