@@ -55,7 +55,7 @@ def may_retry(outcome: Outcome, retry_on, replayable: bool) -> bool:
     """Whether an attempt that put no response byte on the wire may be tried on another
     backend (the caller checks attempts and backends left)."""
     if outcome is CONNECT_ERROR:
-        return "connect" in retry_on           # nothing was sent
+        return outcome in retry_on             # nothing was sent
     if outcome is SERVER_ERROR:
         return True                            # held back only when a retry was possible
     if outcome is RESET or outcome is TIMEOUT:
@@ -178,7 +178,7 @@ async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idl
             framing="none" if body is None else body.framing,
             length=body.length if body is not None else 0, upgrade=exchange.upgrade,
             strip=admitted.strip if admitted else (), add=admitted.add if admitted else ()))
-        if "5xx" in pcfg.retry_on and not last and exchange.replayable():
+        if SERVER_ERROR in pcfg.retry_on and not last and exchange.replayable():
             exchange.retry_5xx = lambda: pool.has_alternative(tried)
         # The response timeout counts from the end of the request: a long upload is governed
         # by the body idle timeout instead, so it is not cut off for being large.
