@@ -147,12 +147,21 @@ def measure(tools: dict, targets: list[Target], backends: list[int], ours, args,
                     self_cpu_seconds()
                 busy_before = machine_busy_seconds()
                 counters_before = backend_counters(backends)
+                # The backends' counters are also read inside the run, after the ramp-up and
+                # before wrk closes its connections with requests in flight (which ends the
+                # upstream connections carrying them): the steady-state churn.
+                window = (1.0, args.duration - 0.5) if args.duration >= 3 else ()
                 t0 = time.monotonic()
                 r = run_wrk(tools, base.format(port=t.port) + path, headers, args,
-                            args.duration, lua)
+                            args.duration, lua,
+                            [(at, lambda: backend_counters(backends)) for at in window])
                 wall = time.monotonic() - t0
                 conns, upstream_reqs = counters_delta(counters_before,
                                                       backend_counters(backends), backends)
+                if r["marks"]:
+                    steady = counters_delta(r["marks"][0], r["marks"][1], backends)
+                else:
+                    steady = (conns, upstream_reqs)
                 # CPU that neither wrk nor our servers used: other work on the machine, which
                 # competes with the benchmark and makes a run noisy.
                 other = (machine_busy_seconds() - busy_before) - \
@@ -164,20 +173,23 @@ def measure(tools: dict, targets: list[Target], backends: list[int], ours, args,
                 measured = t.proc is not None
                 # CPU per request is the steadier figure when the machine is shared: it does
                 # not count time the proxy spent waiting for a core.
+                del r["marks"]
                 r.update(round=rnd + 1, workload=workload, target=t.name, wall=wall,
                          proxy_cpu=(user + system) / wall if measured else None,
                          user_us=1e6 * user / n if measured else None,
                          sys_us=1e6 * system / n if measured else None,
                          us_per_req=1e6 * (user + system) / n if measured else None,
                          upstream_conns=conns, upstream_reqs=upstream_reqs,
-                         conns_per_req=conns / n,
+                         conns_per_req_run=conns / n,
+                         conns_per_req=steady[0] / steady[1] if steady[1] > 0 else None,
                          upstream_reqs_per_req=upstream_reqs / n if measured else None,
                          other_cpu=max(other, 0.0) / wall)
                 runs.append(r)
                 print(f"  round {rnd + 1} {workload:6} {t.name:9} {r['rps']:9.0f} req/s  "
                       f"p99 {r['p99_ms']:7.2f} ms"
                       + (f"  {r['us_per_req']:6.1f} us/req" if measured else "")
-                      + f"  {r['conns_per_req']:.4f} conn/req"
+                      + (f"  {r['conns_per_req']:.4f} conn/req"
+                         if r["conns_per_req"] is not None else "")
                       + (f"  other load {r['other_cpu']:.2f} cores"
                          if r["other_cpu"] > NOISE_THRESHOLD else "")
                       + (f"  errors {r['socket_errors']}" if r["socket_errors"] else "")
@@ -467,8 +479,10 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(args.pinning.note)
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="lbctl-bench-"))
-    # SIGTERM unwinds like Ctrl-C, so the finally below always stops what was started.
+    # SIGTERM unwinds like Ctrl-C, so the finally below always stops what was started; SIGINT
+    # too when a shell started this in the background with SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         targets, backends = start_everything(tools, procs, tmp, args, notes)
         print(f"started: {', '.join(t.name for t in targets)}; {args.pinning.note}; "

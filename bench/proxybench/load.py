@@ -15,6 +15,7 @@ import http.client
 import math
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from .rig import pinned
@@ -67,24 +68,40 @@ def parse_wrk(out: str) -> dict:
 
 
 def run_wrk(tools: dict, url: str, headers: list[str], args, duration: float,
-            lua: Path | None = None) -> dict:
+            lua: Path | None = None, marks=()) -> dict:
+    """One wrk run. ``marks``: (seconds after the start, callable) pairs, called while wrk
+    runs; their results are returned as ``marks`` in the same order."""
     # wrk reads whole seconds only.
     argv = [tools["wrk"], f"-t{args.threads}", f"-c{args.connections}",
-            f"-d{max(1, math.ceil(duration))}s",
-            "--latency", "--timeout", "5s"]
+            f"-d{max(1, math.ceil(duration))}s", "--latency", "--timeout", "5s"]
     for h in headers:
         argv += ["-H", h]
     if lua is not None:
         argv += ["-s", str(lua)]
     argv.append(url)
     argv = pinned(args.pinning.load, argv, tools["taskset"])
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    readings = []
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
+        for at, read in marks:
+            delay = t0 + at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            readings.append(read())
+        out, err = proc.communicate(timeout=duration + 30)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"wrk did not finish: {' '.join(argv)}") from None
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return parse_wrk(done.stdout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err or out}")
+    result = parse_wrk(out)
+    result["marks"] = readings
+    return result
 
 
 # ---- the backends' counters ----------------------------------------------------------------

@@ -52,6 +52,7 @@ def summarize(runs: list[dict], order: list[str]) -> dict:
                 "sys_us": _median(r["sys_us"] for r in rs),
                 "us_per_req": _median(r["us_per_req"] for r in rs),
                 "conns_per_req": _median(r["conns_per_req"] for r in rs),
+                "conns_per_req_run": _median(r.get("conns_per_req_run") for r in rs),
                 "upstream_reqs_per_req": _median(r["upstream_reqs_per_req"] for r in rs),
                 # best of the rounds: noise from other work only ever adds to these
                 "best_rps": max(r["rps"] for r in rs),
@@ -162,7 +163,9 @@ def render_text(doc: dict) -> str:
     out = [f"medians of {p['rounds']} round(s), {p['duration']:g} s each, wrk -t{p['threads']} "
            f"-c{p['connections']}; {p['pinning']}; {p['workers']} worker(s) per proxy",
            "CPU: the proxy's CPU use (cores); user/sys/us: its CPU time per request (us); "
-           "conn/req: new upstream connections per request (for direct: wrk's own)", ""]
+           "conn/req: upstream connections opened per request\n"
+           "(the backends' counts, after the ramp-up and before the end of the run; for direct: "
+           "wrk's own)", ""]
     head = (f"{'workload':8} {'target':9} {'req/s':>8} {'xnginx':>6} {'xEnvoy':>6} "
             f"{'p50 ms':>7} {'p99 ms':>7} {'xnginx':>6} {'p99.9':>7} {'CPU':>5} {'user':>6} "
             f"{'sys':>6} {'us/req':>6} {'xnginx':>6} {'xEnvoy':>6} {'conn/req':>8} {'err':>4}")
