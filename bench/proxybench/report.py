@@ -197,9 +197,11 @@ def render_text(doc: dict) -> str:
                 f"{_f(i['p999_with_ms'], '.2f', 1)} ms "
                 f"(x{_f(i['p999_ratio'], '.2f', 1)}); still open after the load: "
                 f"{i['still_open_after_load']}")
+    if doc.get("versions"):
+        out.append("")
+        out.append(versions_text(doc["versions"]))
     noise = doc.get("noise")
     if noise:
-        out.append("")
         out.append(noise_text(noise))
     if doc.get("notes"):
         out.append("")
@@ -225,6 +227,16 @@ def _pct(v) -> str:
     return f"{100 * v:.0f}%" if v is not None else "-"
 
 
+def versions_text(v: dict) -> str:
+    nginx = (v.get("nginx") or "").rpartition("/")[2] or None
+    parts = [f"{label(name)} {ver}" for name, ver in (("nginx", nginx), *(
+        (n, v.get(n)) for n in ("haproxy", "envoy", "caddy", "traefik"))) if ver]
+    parts.append(f"Python {v.get('python')} (uvloop {v.get('uvloop')}, httptools "
+                 f"{v.get('httptools')})")
+    return f"{', '.join(parts)}; lbctl {v.get('lbctl_commit')}" + \
+        (" (modified)" if v.get("lbctl_dirty") else "") + f"; {v.get('cpus')} x {v.get('cpu')}"
+
+
 def noise_text(noise: dict) -> str:
     return (f"other load (CPU used by processes this harness did not start, in cores): median "
             f"{noise['median']:.2f}, max {noise['max']:.2f}; {noise['noisy']} of {noise['runs']} "
@@ -246,6 +258,9 @@ def render_markdown(doc: dict) -> str:
     out = [f"Medians of {p['rounds']} interleaved round(s) of {p['duration']:g} s, "
            f"`wrk -t{p['threads']} -c{p['connections']}`, {p['workers']} worker(s) per proxy; "
            f"{p['pinning']}.", ""]
+    versions = doc.get("versions") or {}
+    if versions:
+        out += [versions_text(versions) + ".", ""]
     if doc.get("noise"):
         text = noise_text(doc["noise"])
         out += [text[0].upper() + text[1:] + ".", ""]
