@@ -67,9 +67,9 @@ from proxybench.rig import (Pinning, Processes, StartFailed, cpu_seconds,  # noq
                             children_cpu_seconds, default_tools_dir, ensure_tools,
                             machine_busy_seconds, raise_fd_limit, self_cpu_seconds,
                             status_kib, tree)
-from proxybench.targets import (PROXIES, REPO, STARTERS, Target, check_headers,  # noqa: E402
-                                lbctl_env, prepare_files, start_backends, start_lbctl,
-                                wait_serving)
+from proxybench.targets import (PROXIES, PROXY_CONNECTIONS, REPO, STARTERS,  # noqa: E402
+                                Target, check_headers, lbctl_env, prepare_files,
+                                start_backends, start_lbctl, wait_serving)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -90,10 +90,7 @@ def start_everything(tools: dict, procs: Processes, tmp: Path, args,
     prepare_files(tmp)
     backends = start_backends(tools, procs, tmp, args)
     targets = [Target("direct", "direct", backends[0])]
-    wanted = [(kind, kind, {}) for kind in args.proxies if kind != "lbctl" and kind in tools
-              or kind == "nginx"]
-    if "lbctl" in args.proxies:
-        wanted.append(("lbctl", "lbctl", {}))
+    wanted = [(kind, kind, {}) for kind in args.proxies if kind == "lbctl" or kind in tools]
     wanted += [(label, "lbctl", {"label": label, "extra": Path(path).read_text()})
                for label, path in args.variant]
     wanted += [(label, "lbctl", {"label": label, "src": Path(src).resolve()})
@@ -209,14 +206,24 @@ def peak_rss(targets: list[Target]) -> dict:
     return out
 
 
-def measure_idle(tools: dict, targets: list[Target], args, lua: Path) -> list[dict]:
+def measure_idle(tools: dict, targets: list[Target], args, lua: Path,
+                 notes: list[str]) -> list[dict]:
     chosen = [t for t in targets if t.kind in ("nginx", "lbctl")]
     rounds = []
     print(f"idle connections: {args.idle} per proxy, {args.rounds} round(s)", flush=True)
     for rnd in range(args.rounds):
+        if not chosen:
+            break
         shift = rnd % len(chosen)
-        for t in chosen[shift:] + chosen[:shift]:
-            r = idle.idle_round(tools, t, args, lua, args.idle)
+        for t in list(chosen[shift:] + chosen[:shift]):
+            try:
+                r = idle.idle_round(tools, t, args, lua, args.idle)
+            except OSError as exc:
+                # The rounds measured so far stay; this proxy leaves the idle phase.
+                notes.append(f"{t.name}: idle phase stopped in round {rnd + 1}: {exc}")
+                print(f"bench: {notes[-1]}", flush=True)
+                chosen.remove(t)
+                continue
             r["round"] = rnd + 1
             rounds.append(r)
             kib = r["kib_per_conn"]
@@ -269,7 +276,7 @@ def benchmark(tools: dict, procs: Processes, targets: list[Target], backends: li
     lua = write_lua(tmp)
     runs = measure(tools, targets, backends, ours, args, lua) if args.rounds > 0 else []
     rss = peak_rss([t for t in targets if t.proc is not None])    # before the idle phase
-    idle_rounds = measure_idle(tools, targets, args, lua) if args.idle and args.rounds else []
+    idle_rounds = measure_idle(tools, targets, args, lua, notes) if args.idle and args.rounds else []
     order = [t.name for t in targets]
     others = [r["other_cpu"] for r in runs]
     doc = {
@@ -411,8 +418,9 @@ def parse_args(argv: list[str] | None = None):
         args.idle = min(args.idle, 500)
     if args.workers < 1:
         ap.error("--workers: at least 1")
-    if args.idle < 0:
-        ap.error("--idle: 0 or more")
+    if not 0 <= args.idle <= PROXY_CONNECTIONS - 1000:
+        ap.error(f"--idle: 0 to {PROXY_CONNECTIONS - 1000} (the proxies accept "
+                 f"{PROXY_CONNECTIONS} connections)")
     proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
     unknown = [p for p in proxies if p not in PROXIES]
     if unknown:
