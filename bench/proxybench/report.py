@@ -285,9 +285,15 @@ def render_markdown(doc: dict) -> str:
         extra.append((f"{label(o)} / Envoy", lambda per, o=o: _num(
             per.get(o, {}).get("rps_x_envoy"), 2)))
     table("req/s", order, lambda s: _num(s["rps"]), extra)
+    cpu_extra = []
+    for o in ours:
+        cpu_extra.append((f"{label(o)} / nginx", lambda per, o=o: _num(
+            per.get(o, {}).get("us_x_nginx"), 2)))
+        cpu_extra.append((f"{label(o)} / Envoy", lambda per, o=o: _num(
+            per.get(o, {}).get("us_x_envoy"), 2)))
     table("CPU per request, us (user + sys)", proxies,
           lambda s: f"{_num(s['us_per_req'], 1)} ({_num(s['user_us'], 1)} + "
-                    f"{_num(s['sys_us'], 1)})")
+                    f"{_num(s['sys_us'], 1)})", cpu_extra)
     table("p50 / p99, ms", order, lambda s: f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f}")
     table("upstream connections per request", proxies,
           lambda s: f"{s['conns_per_req']:.4f}" if s["conns_per_req"] is not None else "-")
