@@ -14,12 +14,9 @@ import ssl
 import aiohttp
 import pytest
 import trustme
-from aiohttp import web
 from click.testing import CliRunner
 
 from lbctl.cli import main
-from tests.process import LbctlProcess
-from tests.test_observe_cli import free_port
 
 SELF_SIGNED = "TLS handshake failed: certificate verify failed: self-signed certificate"
 
@@ -29,26 +26,14 @@ def ca():
     return trustme.CA()
 
 
-async def https_backend(backends, name: str, cert_pem, key_pem, tmp_path):
-    """An aiohttp backend on TLS with the given certificate (chain) and key."""
+async def https_backend(backends, name: str, cert_pem, key_pem, tmp_path) -> int:
+    """A backend answering its name on TLS with the given certificate (chain) and key."""
     cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
     cert.write_bytes(cert_pem)
     key.write_bytes(key_pem)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(cert), str(key))
-
-    async def hello(request: web.Request) -> web.Response:
-        return web.Response(text=name, headers={"X-Backend": name})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    backends.items.append(type("Item", (), {"runner": runner})())   # cleaned up with the rest
-    return port
+    return (await backends.start(name, ssl_context=context)).port
 
 
 async def self_signed(backends, ca, tmp_path):
@@ -62,7 +47,7 @@ async def good(backends, ca, tmp_path, name="good", host="127.0.0.1"):
                                leaf.private_key_pem.bytes(), tmp_path)
 
 
-def write_config(tmp_path, pool_lines: list[str], backends: list[tuple[str, int]],
+def tls_config(tmp_path, pool_lines: list[str], backends: list[tuple[str, int]],
                  listen: int = 0, admin: int = 0, health: str | None = None) -> str:
     lines = []
     if listen:
@@ -80,15 +65,15 @@ def write_config(tmp_path, pool_lines: list[str], backends: list[tuple[str, int]
 
 
 async def test_a_failed_handshake_is_logged_once_per_backend_and_cause_and_shown_in_stats(
-        backends, ca, tmp_path):
+        backends, ca, tmp_path, free_port, serve_process):
     bad = await self_signed(backends, ca, tmp_path)
     other = await good(backends, ca, tmp_path, "other", host="other.example")
     port, admin = free_port(), free_port()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     # "other" is verified against the right CA but its certificate names another host.
-    config = write_config(tmp_path, [f'ca = "{ca_file}"', 'algorithm = "round_robin"'],
-                          [("bad", bad), ("other", other)], listen=port, admin=admin)
+    config = tls_config(tmp_path, [f'ca = "{ca_file}"', 'algorithm = "round_robin"'],
+                        [("bad", bad), ("other", other)], listen=port, admin=admin)
     # The self-signed backend is verified against a CA that is not its own (per-backend ca).
     unrelated = trustme.CA()
     unrelated.cert_pem.write_to_path(str(tmp_path / "unrelated.pem"))
@@ -97,67 +82,60 @@ async def test_a_failed_handshake_is_logged_once_per_backend_and_cause_and_shown
         f'url = "https://127.0.0.1:{bad}"\nname = "bad"\nca = "{tmp_path / "unrelated.pem"}"')
     open(config, "w").write(text)
 
-    proc = await LbctlProcess.start("serve", "--log-format", "json", config)
-    try:
-        await proc.wait_for_log("listening on")
-        statuses = []
-        async with aiohttp.ClientSession() as session:
-            for _ in range(6):
-                async with session.get(f"http://127.0.0.1:{port}/x") as resp:
-                    statuses.append(resp.status)
-            async with session.get(f"http://127.0.0.1:{admin}/stats") as resp:
-                stats = await resp.json()
-        assert statuses == [502] * 6
-        await proc.wait_for_log("backend other: cannot connect")
-        events = [json.loads(line) for line in proc.lines if line.startswith("{")]
-        errors = [e for e in events if e.get("event") == "backend_error"]
-        # Six failures, two backends with one cause each: two lines.
-        assert sorted((e["pool"], e["backend"], e["reason"]) for e in errors) == [
-            ("api", "bad", SELF_SIGNED),
-            ("api", "other", "TLS handshake failed: certificate verify failed: IP address "
-                             "mismatch, certificate is not valid for '127.0.0.1'."),
-        ]
-        assert all(e["level"] == "warning" for e in errors)
-        backends_doc = {b["name"]: b for b in stats["pools"][0]["backends"]}
-        assert backends_doc["bad"]["last_error"] == SELF_SIGNED
-        assert backends_doc["other"]["last_error"].startswith(
-            "TLS handshake failed: certificate verify failed: IP address mismatch")
-        assert backends_doc["bad"]["connect_errors"] == 3
-    finally:
-        proc.kill()
-        await proc.proc.wait()
+    proc = await serve_process("serve", "--log-format", "json", config)
+    await proc.wait_for_log("listening on")
+    statuses = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(6):
+            async with session.get(f"http://127.0.0.1:{port}/x") as resp:
+                statuses.append(resp.status)
+        async with session.get(f"http://127.0.0.1:{admin}/stats") as resp:
+            stats = await resp.json()
+    assert statuses == [502] * 6
+    await proc.wait_for_log("backend other: cannot connect")
+    events = [json.loads(line) for line in proc.lines if line.startswith("{")]
+    errors = [e for e in events if e.get("event") == "backend_error"]
+    # Six failures, two backends with one cause each: two lines.
+    assert sorted((e["pool"], e["backend"], e["reason"]) for e in errors) == [
+        ("api", "bad", SELF_SIGNED),
+        ("api", "other", "TLS handshake failed: certificate verify failed: IP address "
+                         "mismatch, certificate is not valid for '127.0.0.1'."),
+    ]
+    assert all(e["level"] == "warning" for e in errors)
+    backends_doc = {b["name"]: b for b in stats["pools"][0]["backends"]}
+    assert backends_doc["bad"]["last_error"] == SELF_SIGNED
+    assert backends_doc["other"]["last_error"].startswith(
+        "TLS handshake failed: certificate verify failed: IP address mismatch")
+    assert backends_doc["bad"]["connect_errors"] == 3
 
 
-async def test_last_error_clears_once_a_connect_succeeds(backends, ca, tmp_path):
+async def test_last_error_clears_once_a_connect_succeeds(backends, ca, tmp_path, free_port,
+                                                        serve_process):
     """Fixing the backend's certificate (here: trusting its CA on reload) clears the error."""
     ok = await good(backends, ca, tmp_path)
     port, admin = free_port(), free_port()
-    config = write_config(tmp_path, [], [("api-1", ok)], listen=port, admin=admin)
-    proc = await LbctlProcess.start("serve", "--log-format", "json", config)
-    try:
-        await proc.wait_for_log("listening on")
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/") as resp:
-                assert resp.status == 502
-            async with session.get(f"http://127.0.0.1:{admin}/stats") as resp:
-                doc = (await resp.json())["pools"][0]["backends"][0]
-            assert doc["last_error"] == ("TLS handshake failed: certificate verify failed: "
-                                         "unable to get local issuer certificate")
-            ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-            text = open(config).read().replace(
-                "retries = 0", f'retries = 0\nca = "{tmp_path / "ca.pem"}"')
-            open(config, "w").write(text)
-            mark = len(proc.lines)
-            proc.proc.send_signal(1)                  # SIGHUP
-            await proc.wait_for_log("reloaded", start=mark)
-            async with session.get(f"http://127.0.0.1:{port}/") as resp:
-                assert resp.status == 200 and await resp.text() == "good"
-            async with session.get(f"http://127.0.0.1:{admin}/stats") as resp:
-                doc = (await resp.json())["pools"][0]["backends"][0]
-            assert doc["last_error"] is None
-    finally:
-        proc.kill()
-        await proc.proc.wait()
+    config = tls_config(tmp_path, [], [("api-1", ok)], listen=port, admin=admin)
+    proc = await serve_process("serve", "--log-format", "json", config)
+    await proc.wait_for_log("listening on")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/") as resp:
+            assert resp.status == 502
+        async with session.get(f"http://127.0.0.1:{admin}/stats") as resp:
+            doc = (await resp.json())["pools"][0]["backends"][0]
+        assert doc["last_error"] == ("TLS handshake failed: certificate verify failed: "
+                                     "unable to get local issuer certificate")
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        text = open(config).read().replace(
+            "retries = 0", f'retries = 0\nca = "{tmp_path / "ca.pem"}"')
+        open(config, "w").write(text)
+        mark = len(proc.lines)
+        proc.proc.send_signal(1)                  # SIGHUP
+        await proc.wait_for_log("reloaded", start=mark)
+        async with session.get(f"http://127.0.0.1:{port}/") as resp:
+            assert resp.status == 200 and await resp.text() == "good"
+        async with session.get(f"http://127.0.0.1:{admin}/stats") as resp:
+            doc = (await resp.json())["pools"][0]["backends"][0]
+        assert doc["last_error"] is None
 
 
 async def check(*args: str):
@@ -168,7 +146,7 @@ async def check(*args: str):
 
 async def test_check_without_health_does_the_tls_handshake(backends, ca, tmp_path):
     bad = await self_signed(backends, ca, tmp_path)
-    config = write_config(tmp_path, [], [("bad", bad)])
+    config = tls_config(tmp_path, [], [("bad", bad)])
     result = await check(config, "--json")
     doc = json.loads(result.stdout)
     assert result.exit_code == 2 and doc["status"] == "CRITICAL"
@@ -178,12 +156,12 @@ async def test_check_without_health_does_the_tls_handshake(backends, ca, tmp_pat
 async def test_check_trusts_what_the_proxy_trusts(backends, ca, tmp_path):
     ok = await good(backends, ca, tmp_path)
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    config = write_config(tmp_path, [f'ca = "{tmp_path / "ca.pem"}"'], [("ok", ok)])
+    config = tls_config(tmp_path, [f'ca = "{tmp_path / "ca.pem"}"'], [("ok", ok)])
     result = await check(config, "--json")
     assert result.exit_code == 0, result.stdout
     # And with [health] too: the probe is verified against the pool's ca, not the system's.
-    config = write_config(tmp_path, [f'ca = "{tmp_path / "ca.pem"}"'], [("ok", ok)],
-                          health='path = "/healthz"')
+    config = tls_config(tmp_path, [f'ca = "{tmp_path / "ca.pem"}"'], [("ok", ok)],
+                        health='path = "/healthz"')
     result = await check(config, "--json")
     assert result.exit_code == 0, result.stdout
     doc = json.loads(result.stdout)
@@ -192,6 +170,6 @@ async def test_check_trusts_what_the_proxy_trusts(backends, ca, tmp_path):
 
 async def test_health_probe_of_an_https_backend_says_why_it_failed(backends, ca, tmp_path):
     bad = await self_signed(backends, ca, tmp_path)
-    config = write_config(tmp_path, [], [("bad", bad)], health='path = "/healthz"')
+    config = tls_config(tmp_path, [], [("bad", bad)], health='path = "/healthz"')
     result = await check(config, "--json")
     assert json.loads(result.stdout)["pools"][0]["backends"][0]["error"] == SELF_SIGNED

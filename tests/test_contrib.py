@@ -27,7 +27,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lbctl.cli import main
-from tests.process import LbctlProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "contrib" / "prometheus" / "alerts.yml"
@@ -153,10 +152,9 @@ def grouping_labels(expr: str) -> set[str]:
 
 
 @pytest.fixture
-async def scraped(backends, tmp_path):
+async def scraped(backends, tmp_path, free_port, serve_process):
     """The samples of a real serve's /metrics after traffic, a health flip and an ejection:
     {sample name: set of label names}."""
-    from tests.test_observe_cli import free_port
     good = await backends.start("good")
     dead = free_port()                       # nothing listens here
     port, admin = free_port(), free_port()
@@ -171,20 +169,16 @@ async def scraped(backends, tmp_path):
         '[pools.web.health]\ninterval = "200ms"\nfall = 1\n'
         f'[[pools.web.backends]]\nurl = "{good.url}"\nname = "good"\n'
         f'[[pools.web.backends]]\nurl = "http://127.0.0.1:{dead}"\nname = "dead"\n')
-    proc = await LbctlProcess.start("serve", str(path))
-    try:
-        await proc.wait_for_log("listening on")
-        async with aiohttp.ClientSession() as session:
-            for target in ("/api/x", "/api/y", "/web"):
-                async with session.get(f"http://127.0.0.1:{port}{target}") as resp:
-                    await resp.read()
-            await proc.wait_for_log(r"pool api: backend dead EJECTED")
-            await proc.wait_for_log(r"pool web: backend dead is DOWN")
-            async with session.get(f"http://127.0.0.1:{admin}/metrics") as resp:
-                text = await resp.text()
-    finally:
-        proc.kill()
-        await proc.proc.wait()
+    proc = await serve_process("serve", str(path))
+    await proc.wait_for_log("listening on")
+    async with aiohttp.ClientSession() as session:
+        for target in ("/api/x", "/api/y", "/web"):
+            async with session.get(f"http://127.0.0.1:{port}{target}") as resp:
+                await resp.read()
+        await proc.wait_for_log(r"pool api: backend dead EJECTED")
+        await proc.wait_for_log(r"pool web: backend dead is DOWN")
+        async with session.get(f"http://127.0.0.1:{admin}/metrics") as resp:
+            text = await resp.text()
     samples: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

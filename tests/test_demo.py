@@ -24,14 +24,6 @@ from lbctl.health.active import probe
 from tests.process import ENV, LBCTL
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def held_port() -> socket.socket:
     """A listening socket on a loopback port: that port is taken while it is open."""
     sock = socket.socket()
@@ -53,12 +45,6 @@ def demo_config(tmp_path, listen: int, admin: int, backends: list[int]) -> str:
     return str(path)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_flaky_personality_has_outages_the_sample_comment_describes():
     flaky = next(p for p in PERSONALITIES if p.name == "flaky")
     assert not flaky.in_outage(9.9)
@@ -69,8 +55,7 @@ def test_flaky_personality_has_outages_the_sample_comment_describes():
         " ".join(open(__file__.replace("tests/test_demo.py", "sample.toml")).read().split())
 
 
-async def test_flaky_backend_fails_its_health_checks_during_an_outage():
-    clock = Clock()
+async def test_flaky_backend_fails_its_health_checks_during_an_outage(clock):
     flaky = Personality("flaky", 0.001, 0.0, outage_every=60.0, outage_for=12.0,
                         outage_after=10.0)
     runner = await start_backend(demo_app("b3", flaky, clock=clock), "127.0.0.1", 0)
@@ -95,7 +80,7 @@ async def test_flaky_backend_fails_its_health_checks_during_an_outage():
         await runner.cleanup()
 
 
-async def test_taken_ports_of_the_sample_move_to_free_ones(tmp_path):
+async def test_taken_ports_of_the_sample_move_to_free_ones(tmp_path, free_port):
     """Every port the config names is taken; the demo still runs, says where it went, and
     its traffic is answered."""
     held = [held_port() for _ in range(3)]
@@ -120,7 +105,8 @@ async def test_taken_ports_of_the_sample_move_to_free_ones(tmp_path):
 
 
 @pytest.mark.parametrize("which", ["listen", "admin", "backend"])
-async def test_a_taken_port_in_the_users_own_config_names_it_and_the_key(tmp_path, which):
+async def test_a_taken_port_in_the_users_own_config_names_it_and_the_key(
+        tmp_path, which, free_port):
     held = held_port()
     try:
         port = held.getsockname()[1]
@@ -139,7 +125,7 @@ async def test_a_taken_port_in_the_users_own_config_names_it_and_the_key(tmp_pat
         held.close()
 
 
-def test_a_taken_port_is_one_line_and_exit_1_from_the_real_command(tmp_path):
+def test_a_taken_port_is_one_line_and_exit_1_from_the_real_command(tmp_path, free_port):
     held = held_port()
     try:
         config = demo_config(tmp_path, held.getsockname()[1], free_port(), [free_port()])
@@ -152,21 +138,17 @@ def test_a_taken_port_is_one_line_and_exit_1_from_the_real_command(tmp_path):
         held.close()
 
 
-async def test_the_flaky_backend_really_goes_down_in_a_run(tmp_path):
+async def test_the_flaky_backend_really_goes_down_in_a_run(tmp_path, free_port, monkeypatch):
     """A short demo run whose flaky backend starts its outage at once: the proxy's health
     checks mark it down, and the retries on 5xx keep its 500s from the clients."""
     import lbctl.demo.run as run
     ports = [free_port() for _ in range(2)]
     config = demo_config(tmp_path, free_port(), free_port(), ports)
     outage = Personality("flaky", 0.001, 0.0, outage_every=60.0, outage_for=60.0)
-    original = run.PERSONALITIES
-    run.PERSONALITIES = [PERSONALITIES[0], outage]
-    try:
-        out = io.StringIO()
-        await asyncio.wait_for(run_demo(config, load=50, duration=2.0,
-                                        console=Console(file=out, width=200)), 30)
-    finally:
-        run.PERSONALITIES = original
+    monkeypatch.setattr(run, "PERSONALITIES", [PERSONALITIES[0], outage])
+    out = io.StringIO()
+    await asyncio.wait_for(run_demo(config, load=50, duration=2.0,
+                                    console=Console(file=out, width=200)), 30)
     text = out.getvalue()
     assert re.search(r"b1\W+down", text), text
     served = re.search(r"demo traffic: (\d+) requests \((.*)\)", text)

@@ -11,13 +11,11 @@ import signal
 
 import aiohttp
 
-from tests.process import LbctlProcess
-from tests.test_observe_cli import free_port
 
 TOKEN = "event-log-test-token-0123"
 
 
-async def test_json_event_lines_carry_their_fields(backends, tmp_path):
+async def test_json_event_lines_carry_their_fields(backends, tmp_path, free_port, serve_process):
     good = await backends.start("good")
     dead = free_port()                                  # nothing listens here
     port, admin = free_port(), free_port()
@@ -34,29 +32,26 @@ async def test_json_event_lines_carry_their_fields(backends, tmp_path):
         f'[[pools.web.backends]]\nurl = "{good.url}"\nname = "good"\n'
         f'[[pools.web.backends]]\nurl = "http://127.0.0.1:{dead}"\nname = "dead"\n')
     config.write_text(text)
-    proc = await LbctlProcess.start("serve", "--log-format", "json", str(config))
-    try:
-        await proc.wait_for_log('"event": "listening"')
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with aiohttp.ClientSession() as session:
-            for path in ("/api/a", "/api/b"):
-                async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
-                    assert resp.status == 200          # the retry hides the dead backend
-            await proc.wait_for_log('"state": "ejected"')
-            await proc.wait_for_log('"state": "down"')
-            async with session.post(f"http://127.0.0.1:{admin}/pools/web/backends/good/drain",
-                                    headers=headers, json={}) as resp:
-                assert resp.status == 200
-        await proc.wait_for_log('"event": "admin_action"')
-        proc.proc.send_signal(signal.SIGHUP)
-        await proc.wait_for_log('"event": "reloaded"')
-        config.write_text(text.replace('pool = "web"', 'pool = "wbe"'))
-        proc.proc.send_signal(signal.SIGHUP)
-        await proc.wait_for_log('"problems": 1')
-        proc.proc.send_signal(signal.SIGTERM)
-        assert await proc.wait() == 0
-    finally:
-        proc.kill()
+    proc = await serve_process("serve", "--log-format", "json", str(config))
+    await proc.wait_for_log('"event": "listening"')
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as session:
+        for path in ("/api/a", "/api/b"):
+            async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
+                assert resp.status == 200          # the retry hides the dead backend
+        await proc.wait_for_log('"state": "ejected"')
+        await proc.wait_for_log('"state": "down"')
+        async with session.post(f"http://127.0.0.1:{admin}/pools/web/backends/good/drain",
+                                headers=headers, json={}) as resp:
+            assert resp.status == 200
+    await proc.wait_for_log('"event": "admin_action"')
+    proc.proc.send_signal(signal.SIGHUP)
+    await proc.wait_for_log('"event": "reloaded"')
+    config.write_text(text.replace('pool = "web"', 'pool = "wbe"'))
+    proc.proc.send_signal(signal.SIGHUP)
+    await proc.wait_for_log('"problems": 1')
+    proc.proc.send_signal(signal.SIGTERM)
+    assert await proc.wait() == 0
 
     lines = [json.loads(line) for line in proc.lines]          # every line is JSON
     assert all({"time", "level", "logger", "message"} <= set(doc) for doc in lines)
@@ -89,16 +84,13 @@ async def test_json_event_lines_carry_their_fields(backends, tmp_path):
     assert by_event["stopped"][0]["clean"] is True
 
 
-async def test_text_lines_are_unchanged_by_the_fields(backends, tmp_path):
+async def test_text_lines_are_unchanged_by_the_fields(backends, tmp_path, free_port,
+                                                      serve_process):
     good = await backends.start("good")
     config = tmp_path / "lb.toml"
     config.write_text(f'[listen]\naddress = "127.0.0.1:{free_port()}"\n[[routes]]\npool = "p"\n'
                       f'[[pools.p.backends]]\nurl = "{good.url}"\n')
-    proc = await LbctlProcess.start("serve", str(config))
-    try:
-        line = (await proc.wait_for_log(r"INFO listening on .*")).group(0)
-        assert line.endswith(": 1 routes, 1 pools, 1 backends")
-        assert "event" not in line
-    finally:
-        proc.proc.send_signal(signal.SIGTERM)
-        await proc.wait()
+    proc = await serve_process("serve", str(config))
+    line = (await proc.wait_for_log(r"INFO listening on .*")).group(0)
+    assert line.endswith(": 1 routes, 1 pools, 1 backends")
+    assert "event" not in line

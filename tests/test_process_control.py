@@ -24,17 +24,20 @@ import pytest
 
 from tests.process import ENV, LBCTL, LbctlProcess
 from tests.test_contrib import missing, unit_settings
-from tests.test_observe_cli import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_config(tmp_path: Path, backend_url: str, name: str = "lb.toml", port: int = 0,
-                 extra: str = "") -> Path:
-    path = tmp_path / name
-    path.write_text(f'[listen]\naddress = "127.0.0.1:{port or free_port()}"\n{extra}'
-                    f'[[routes]]\npool = "p"\n[[pools.p.backends]]\nurl = "{backend_url}"\n')
-    return path
+@pytest.fixture
+def serve_config(tmp_path, free_port):
+    """``serve_config(backend_url, name, port, extra)``: a one-pool config in the test's
+    directory, on ``port`` or a free one."""
+    def write(backend_url: str, name: str = "lb.toml", port: int = 0, extra: str = "") -> Path:
+        path = tmp_path / name
+        path.write_text(f'[listen]\naddress = "127.0.0.1:{port or free_port()}"\n{extra}'
+                        f'[[routes]]\npool = "p"\n[[pools.p.backends]]\nurl = "{backend_url}"\n')
+        return path
+    return write
 
 
 async def lbctl(*args: str, cwd: Path | None = None, env: dict | None = None):
@@ -74,10 +77,11 @@ async def backend(backends):
 
 # ---- the pid file ---------------------------------------------------------------------------
 
-async def test_pid_file_is_written_once_listening_and_removed_on_exit(backend, tmp_path):
+async def test_pid_file_is_written_once_listening_and_removed_on_exit(backend, tmp_path,
+        serve_config):
     pid_file = tmp_path / "run" / "lbctl.pid"
     pid_file.parent.mkdir()
-    serve = await start_serve("--pid-file", str(pid_file), str(write_config(tmp_path, backend.url)))
+    serve = await start_serve("--pid-file", str(pid_file), str(serve_config(backend.url)))
     try:
         assert pid_file.read_text() == f"{serve.proc.pid}\n"
         assert oct(pid_file.stat().st_mode & 0o777) == "0o644"
@@ -87,14 +91,15 @@ async def test_pid_file_is_written_once_listening_and_removed_on_exit(backend, t
     assert not pid_file.exists()
 
 
-async def test_a_pid_file_held_by_a_live_serve_is_refused(backend, tmp_path):
+async def test_a_pid_file_held_by_a_live_serve_is_refused(backend, tmp_path, serve_config,
+        free_port):
     pid_file = tmp_path / "lbctl.pid"
     first = await start_serve("--pid-file", str(pid_file),
-                              str(write_config(tmp_path, backend.url, "a.toml")))
+                              str(serve_config(backend.url, "a.toml")))
     try:
         port = free_port()
         code, out, err = await lbctl("serve", "--pid-file", str(pid_file),
-                                     str(write_config(tmp_path, backend.url, "b.toml", port)))
+                                     str(serve_config(backend.url, "b.toml", port)))
         assert code == 1
         assert err.strip() == (f"lbctl: pid file {pid_file}: lbctl is already running as pid "
                                f"{first.proc.pid} (stop it first, or reload it: lbctl reload "
@@ -107,11 +112,11 @@ async def test_a_pid_file_held_by_a_live_serve_is_refused(backend, tmp_path):
 
 
 @pytest.mark.parametrize("content", ["dead", "garbage", "empty"])
-async def test_a_stale_pid_file_is_taken_over(backend, tmp_path, content):
+async def test_a_stale_pid_file_is_taken_over(backend, tmp_path, content, serve_config):
     pid_file = tmp_path / "lbctl.pid"
     pid_file.write_text({"dead": f"{dead_pid()}\n", "garbage": "not a pid\n", "empty": ""}[content])
     serve = await start_serve("--log-format", "json", "--pid-file", str(pid_file),
-                              str(write_config(tmp_path, backend.url)))
+                              str(serve_config(backend.url)))
     try:
         assert pid_file.read_text() == f"{serve.proc.pid}\n"
         await serve.wait_for_log(r'"event": "pid_file_stale"')
@@ -120,11 +125,12 @@ async def test_a_stale_pid_file_is_taken_over(backend, tmp_path, content):
     assert not pid_file.exists()
 
 
-async def test_an_unwritable_pid_file_is_one_line_and_exit_1_with_nothing_left(backend, tmp_path):
+async def test_an_unwritable_pid_file_is_one_line_and_exit_1_with_nothing_left(backend, tmp_path,
+        serve_config, free_port):
     port = free_port()
     pid_file = tmp_path / "missing-dir" / "lbctl.pid"
     code, out, err = await lbctl("serve", "--pid-file", str(pid_file),
-                                 str(write_config(tmp_path, backend.url, port=port)))
+                                 str(serve_config(backend.url, port=port)))
     assert code == 1
     assert err.strip().splitlines()[-1] == \
         f"lbctl: pid file {pid_file}: cannot write: No such file or directory"
@@ -133,9 +139,10 @@ async def test_an_unwritable_pid_file_is_one_line_and_exit_1_with_nothing_left(b
         s.bind(("127.0.0.1", port))
 
 
-async def test_a_successor_pid_file_is_not_removed_by_the_one_exiting(backend, tmp_path):
+async def test_a_successor_pid_file_is_not_removed_by_the_one_exiting(backend, tmp_path,
+        serve_config):
     pid_file = tmp_path / "lbctl.pid"
-    serve = await start_serve("--pid-file", str(pid_file), str(write_config(tmp_path, backend.url)))
+    serve = await start_serve("--pid-file", str(pid_file), str(serve_config(backend.url)))
     pid_file.write_text("4194000\n")            # someone else wrote it meanwhile
     assert await stop(serve) == 0
     assert pid_file.read_text() == "4194000\n"
@@ -143,9 +150,10 @@ async def test_a_successor_pid_file_is_not_removed_by_the_one_exiting(backend, t
 
 # ---- lbctl reload ---------------------------------------------------------------------------
 
-async def test_reload_validates_then_signals_the_serve_of_the_pid_file(backend, tmp_path):
+async def test_reload_validates_then_signals_the_serve_of_the_pid_file(backend, tmp_path,
+        serve_config):
     pid_file = tmp_path / "lbctl.pid"
-    config = write_config(tmp_path, backend.url)
+    config = serve_config(backend.url)
     serve = await start_serve("--pid-file", str(pid_file), str(config))
     try:
         mark = len(serve.lines)
@@ -172,10 +180,11 @@ async def test_reload_validates_then_signals_the_serve_of_the_pid_file(backend, 
         assert await stop(serve) == 0
 
 
-async def test_reload_without_a_pid_file_finds_the_serve_of_that_config(backend, tmp_path):
+async def test_reload_without_a_pid_file_finds_the_serve_of_that_config(backend, tmp_path,
+        serve_config):
     """Started as `lbctl serve lb.toml` from its directory; reloaded by absolute path from
     elsewhere, and by a relative path through a symlink."""
-    config = write_config(tmp_path, backend.url)
+    config = serve_config(backend.url)
     serve = await start_serve("lb.toml", cwd=tmp_path)
     try:
         mark = len(serve.lines)
@@ -191,8 +200,8 @@ async def test_reload_without_a_pid_file_finds_the_serve_of_that_config(backend,
         assert await stop(serve) == 0
 
 
-async def test_reload_with_no_serve_is_exit_1(backend, tmp_path):
-    config = write_config(tmp_path, backend.url)
+async def test_reload_with_no_serve_is_exit_1(backend, tmp_path, serve_config):
+    config = serve_config(backend.url)
     code, out, err = await lbctl("reload", str(config))
     assert code == 1 and out == ""
     assert err.strip() == (f"lbctl: no running lbctl serve of {config} found; is it running, "
@@ -207,10 +216,11 @@ async def test_reload_with_no_serve_is_exit_1(backend, tmp_path):
                                         f"which is not running"
 
 
-async def test_reload_refuses_a_pid_that_is_not_the_serve_of_that_config(backend, tmp_path):
+async def test_reload_refuses_a_pid_that_is_not_the_serve_of_that_config(backend, tmp_path,
+        serve_config):
     other = await asyncio.create_subprocess_exec("sleep", "30")
     pid_file = tmp_path / "lbctl.pid"
-    config = write_config(tmp_path, backend.url)
+    config = serve_config(backend.url)
     try:
         pid_file.write_text(f"{other.pid}\n")
         code, _, err = await lbctl("reload", str(config), "--pid-file", str(pid_file))
@@ -221,7 +231,7 @@ async def test_reload_refuses_a_pid_that_is_not_the_serve_of_that_config(backend
         other.kill()
         await other.wait()
     serve = await start_serve("--pid-file", str(pid_file),
-                              str(write_config(tmp_path, backend.url, "other.toml")))
+                              str(serve_config(backend.url, "other.toml")))
     try:
         code, _, err = await lbctl("reload", str(config), "--pid-file", str(pid_file))
         assert code == 1 and err.strip() == \
@@ -257,9 +267,9 @@ class NotifySocket:
 
 
 @pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
-async def test_sd_notify_ready_reloading_and_stopping(backend, tmp_path, abstract):
+async def test_sd_notify_ready_reloading_and_stopping(backend, tmp_path, abstract, serve_config):
     notify = NotifySocket(tmp_path, abstract)
-    config = write_config(tmp_path, backend.url)
+    config = serve_config(backend.url)
     try:
         proc = await asyncio.create_subprocess_exec(
             LBCTL, "serve", str(config), stdout=asyncio.subprocess.PIPE,
@@ -292,8 +302,9 @@ async def test_sd_notify_ready_reloading_and_stopping(backend, tmp_path, abstrac
         notify.close()
 
 
-async def test_a_notify_socket_nobody_listens_on_is_logged_once_and_harmless(backend, tmp_path):
-    config = write_config(tmp_path, backend.url)
+async def test_a_notify_socket_nobody_listens_on_is_logged_once_and_harmless(backend, tmp_path,
+        serve_config):
+    config = serve_config(backend.url)
     proc = await asyncio.create_subprocess_exec(
         LBCTL, "serve", str(config), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -309,11 +320,11 @@ async def test_a_notify_socket_nobody_listens_on_is_logged_once_and_harmless(bac
 
 # ---- the systemd unit's command lines, run as written ----------------------------------------
 
-async def test_the_units_commands_work_as_written(backend, tmp_path):
+async def test_the_units_commands_work_as_written(backend, tmp_path, serve_config):
     """ExecStartPre, ExecStart (Type=notify: READY), ExecReload (validate, then RELOADING and
     READY), SIGTERM (STOPPING), with the unit's paths moved into the test's directory."""
     settings = unit_settings()
-    config = write_config(tmp_path, backend.url)
+    config = serve_config(backend.url)
     run_dir = tmp_path / "run" / settings["RuntimeDirectory"][0]
     run_dir.mkdir(parents=True)           # systemd creates RuntimeDirectory= before starting
 
@@ -361,7 +372,8 @@ def readme_logrotate() -> str:
     return match.group(1)
 
 
-async def test_the_readme_logrotate_snippet_reopens_the_log(backend, tmp_path):
+async def test_the_readme_logrotate_snippet_reopens_the_log(backend, tmp_path, serve_config,
+        free_port):
     logrotate = shutil.which("logrotate") or ("/usr/sbin/logrotate"
                                               if os.path.exists("/usr/sbin/logrotate") else None)
     if logrotate is None:
@@ -373,7 +385,7 @@ async def test_the_readme_logrotate_snippet_reopens_the_log(backend, tmp_path):
     run_dir.mkdir()
     access = logs / "access.log"
     port = free_port()
-    config = write_config(tmp_path, backend.url, port=port,
+    config = serve_config(backend.url, port=port,
                           extra=f'[log]\naccess = "{access}"\nformat = "combined"\n')
     pid_file = run_dir / "lbctl.pid"
     conf = tmp_path / "logrotate.conf"
@@ -412,13 +424,13 @@ async def wait_for_file(path: Path, text: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_pgrep_finds_the_serve_by_name(backend, tmp_path):
+async def test_pgrep_finds_the_serve_by_name(backend, tmp_path, serve_config):
     """The process name is lbctl (the script's name), so pgrep and pidof -x find it; the pid
     file is still the way to find one serve among several."""
     pgrep = shutil.which("pgrep")
     if pgrep is None:
         pytest.skip("pgrep is not installed")
-    serve = await start_serve(str(write_config(tmp_path, backend.url)))
+    serve = await start_serve(str(serve_config(backend.url)))
     try:
         out = subprocess.run([pgrep, "-x", "lbctl"], capture_output=True, text=True,
                              timeout=10).stdout.split()

@@ -49,6 +49,6 @@ def command(config: str, log_format: str, pid_file: str | None) -> None:
       lbctl reload lb.toml                         # validate, then SIGHUP that serve
       kill -USR1 "$(cat /run/lbctl/lbctl.pid)"     # reopen the access log
     """
-    from lbctl.proxy.main import serve
+    from lbctl.serve.main import serve
     setup_logging(log_format)
     sys.exit(serve(config, pid_file))

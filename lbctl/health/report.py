@@ -142,7 +142,7 @@ async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
                       concurrency: int = DEFAULT_CONCURRENCY) -> dict[tuple[str, str], ProbeResult]:
     """Every backend of ``pools`` probed once, at most ``concurrency`` at a time."""
     # Imported here: aiohttp is heavy, and `lbctl --help` should not pay for it.
-    from lbctl.gateway.tls import backend_context
+    from lbctl.config.tls import backend_context
     from lbctl.health.active import make_session, probe
     gate = asyncio.Semaphore(max(concurrency, 1))
     session = make_session(limit=max(concurrency, 1))

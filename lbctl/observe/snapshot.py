@@ -2,10 +2,11 @@
 
 Times are seconds (latencies) or Unix epoch seconds (``loaded_at``, probe ``time``).
 Counters count attempts on a backend since it joined (they survive reloads); ``latency``
-percentiles and ``history`` cover the last ``window`` seconds. A backend's health checker
-may leave ``extra["probe"]`` (last probe: ok, time, status, error, latency), and the
-counters ``extra["probes"]`` ({"ok": n, "failed": n}) and ``extra["ejections"]``; they are
-shown when present.
+percentiles and ``history`` cover the last ``window`` seconds. What the active health
+checker knows of a backend (``HealthChecks.of``: the last probe, with ok, time, status,
+error and latency, and the probe counts) and the passive ejections counted on it are shown
+once there is something to show; so is ``last_error``, why the last connect or TLS handshake
+to the backend failed (kept by the proxy's idle pool, cleared by the next good connect).
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ from __future__ import annotations
 import os
 import time
 
+from typing import TYPE_CHECKING
+
 from lbctl import __version__
 from lbctl.observe.accounting import WINDOW, BackendStats
+
+if TYPE_CHECKING:
+    from lbctl.health.active import HealthChecks
+    from lbctl.observe.observer import Observer
+    from lbctl.proxy.runtime import Runtime
+    from lbctl.proxy.upstream import IdlePool
 
 
 def backend_state(pool, b) -> tuple[str, float | None]:
@@ -27,16 +36,17 @@ def backend_state(pool, b) -> tuple[str, float | None]:
     return state, None
 
 
-def snapshot(server, *, started_at: float | None = None, history: bool = True) -> dict:
-    runtime = server.runtime
-    observer = getattr(server, "observer", None)
+def snapshot(runtime: Runtime, observer: Observer | None, health: HealthChecks | None,
+             now: float, *, started_at: float | None = None, history: bool = True) -> dict:
+    """The document for ``runtime``'s pools; ``now`` is the clock the observer counts in."""
     if started_at is None:
         started_at = observer.started_at if observer is not None else time.time()
-    now = server.loop.time()
     pools = []
     for name, state in runtime.pools.items():
         pool = state.pool
-        backends = [backend_doc(pool, b, now, history) for b in pool.backends]
+        backends = [backend_doc(pool, b, now, history, observer=observer, health=health,
+                                upstream=runtime.idle.get(b))
+                    for b in pool.backends]
         pools.append({
             "name": name,
             "algorithm": state.config.algorithm,
@@ -65,10 +75,17 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
     return doc
 
 
-def backend_doc(pool, b, now: float, history: bool = True) -> dict:
+def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer | None = None,
+                health: HealthChecks | None = None, upstream: IdlePool | None = None) -> dict:
+    """One backend's entry; ``upstream`` is its idle pool in the proxy's runtime (where a
+    failed connect leaves ``last_error``)."""
     state, progress = backend_state(pool, b)
-    stats: BackendStats = b.extra.get("stats") or BackendStats()
-    probe = b.extra.get("probe")
+    counted = observer.stats.get(b) if observer is not None else None
+    stats: BackendStats = counted or BackendStats()
+    checked = health.of(b) if health is not None else None
+    probe = checked.last if checked is not None else None
+    probes = checked.counts() if checked is not None and (checked.ok or checked.failed) \
+        else None
     doc = {
         "name": b.name,
         "url": b.url,
@@ -80,9 +97,9 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "weight": b.weight,
         "effective_weight": b.effective_weight,
         "inflight": b.inflight,
-        "requests": stats.requests if b.extra.get("stats") else b.started,
+        "requests": stats.requests if counted else b.started,
         "responses": stats.classes(),
-        "errors": stats.errors if b.extra.get("stats") else b.failures,
+        "errors": stats.errors if counted else b.failures,
         "failures": b.failures,
         "connect_errors": stats.connect_errors,
         "timeouts": stats.timeouts,
@@ -94,11 +111,11 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "bytes_out": stats.bytes_out,
         "latency": stats.percentiles(now),
         "ewma": b.ewma_cost(pool.clock(), pool.ewma_decay),
-        "last_probe": dict(probe) if isinstance(probe, dict) else None,
-        "probes": dict(b.extra["probes"]) if isinstance(b.extra.get("probes"), dict) else None,
-        "ejections": b.extra.get("ejections"),
+        "last_probe": dict(probe) if probe is not None else None,
+        "probes": probes,
+        "ejections": b.ejections or None,        # null until the first passive ejection
         # Why the last connect or TLS handshake failed; None once one succeeds.
-        "last_error": getattr(b.extra.get("idle"), "last_error", None),
+        "last_error": upstream.last_error if upstream is not None else None,
     }
     if history:
         doc["history"] = stats.series(now)

@@ -1,8 +1,13 @@
-"""``lbctl serve``: load the config, listen, and run until SIGTERM/SIGINT; reload on SIGHUP.
+"""``lbctl serve``: load the config, start an ``Instance``, run until SIGTERM/SIGINT.
 
-Around the proxy's life, what supervisors read: the pid file (``--pid-file``: refused when a
-live serve holds it, written once listening, removed on exit) and systemd's notifications
-(READY once listening, RELOADING then READY around a reload, STOPPING on the way out).
+SIGHUP reloads the config file (an invalid one is logged and the running config kept);
+SIGUSR1 reopens the access log (the logrotate convention).
+
+Around the instance's life, what supervisors read: the pid file (``--pid-file``: refused when
+a live serve holds it, written once listening, removed on exit), systemd's notifications
+(READY once listening, RELOADING then READY around a reload, STOPPING on the way out), and
+the event log's lines for each step (``listening``, ``reloaded``, ``reload_rejected``,
+``stopping``, ``stopped``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from lbctl.config.loader import ConfigError, load_config
 from lbctl.control.notify import Notifier
 from lbctl.control.pidfile import check_pid_file, remove_pid_file, write_pid_file
 from lbctl.exitcodes import Exit
-from lbctl.proxy.server import ProxyServer
+from lbctl.serve.instance import Instance
 
 log = logging.getLogger("lbctl")
 
@@ -40,18 +45,22 @@ def serve(path: str, pid_file: str | None = None) -> int:
 async def _serve(path: str, config, pid_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     notifier = Notifier()
-    server = ProxyServer(config)
+    instance = Instance(config)
     # Signals are handled before "listening" is announced: a supervisor that reloads as
     # soon as it sees the line must not kill the process with SIGHUP's default action.
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reload(server, path, notifier))
-    loop.add_signal_handler(signal.SIGUSR1, server.observer.reopen)   # logrotate convention
-    await server.start()
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload(instance, path, notifier))
+    loop.add_signal_handler(signal.SIGUSR1, instance.observer.reopen)   # logrotate convention
+    await instance.start()
     try:
         if pid_file is not None:
-            write_pid_file(pid_file)
+            try:
+                write_pid_file(pid_file)
+            except BaseException:
+                await instance.close()      # no pid file: nothing is left serving
+                raise
         address = config.listen.address
         log.info("listening on %s: %d routes, %d pools, %d backends", address,
                  len(config.routes), len(config.pools),
@@ -59,25 +68,23 @@ async def _serve(path: str, config, pid_file: str | None = None) -> int:
                  extra={"event": "listening", "address": str(address), "config": path})
         notifier.ready(f"listening on {address}")
         await stop.wait()
-        timeout = server.runtime.config.limits.drain_timeout
-        server.stop_listening()
-        notifier.stopping(f"draining {len(server.connections)} connections")
+        timeout = instance.runtime.config.limits.drain_timeout
+        connections = len(instance.proxy.connections)
+        instance.proxy.stop_listening()
+        notifier.stopping(f"draining {connections} connections")
         log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
-                 len(server.connections), timeout,
-                 extra={"event": "stopping", "connections": len(server.connections)})
-        clean = await server.drain(timeout)
+                 connections, timeout, extra={"event": "stopping", "connections": connections})
+        clean = await instance.drain(timeout)
         log.info("stopped%s", "" if clean else
                  ": drain timeout reached, remaining connections closed",
                  extra={"event": "stopped", "clean": clean})
         return Exit.OK
     finally:
-        if server.server is not None and server.server.is_serving():
-            await server.close()            # the pid file could not be written
         if pid_file is not None:
             remove_pid_file(pid_file)
 
 
-def reload(server: ProxyServer, path: str, notifier: Notifier | None = None) -> bool:
+def reload(instance: Instance, path: str, notifier: Notifier | None = None) -> bool:
     """Re-read ``path``; keep serving the old config if the new one is invalid."""
     if notifier is not None:
         notifier.reloading()
@@ -94,9 +101,9 @@ def reload(server: ProxyServer, path: str, notifier: Notifier | None = None) -> 
             notifier.ready(f"reload rejected ({len(exc.problems)} problems); "
                            f"serving the previous configuration")
         return False
-    server.reload(config)
+    instance.reload(config)
     log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools),
              extra={"event": "reloaded", "config": path})
     if notifier is not None:
-        notifier.ready(f"reloaded; listening on {server.runtime.config.listen.address}")
+        notifier.ready(f"reloaded; listening on {instance.runtime.config.listen.address}")
     return True
