@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from lbctl.gateway.policy import Refusal
 from lbctl.proxy import framing
 from lbctl.proxy.client import ClientError
 from lbctl.proxy.upstream import IdlePool, UpstreamError
@@ -68,6 +69,8 @@ async def _handle(conn: ClientConnection, req: Request) -> bool:
         return _respond(conn, req, 404, "no route matches this request", request_id)
     # Gateway duties (lbctl.gateway): client address, rate limits, auth, allow-lists.
     refusal = runtime.gateway.admit(conn, req, route)
+    if refusal is not None and refusal.__class__ is not Refusal:
+        refusal = await refusal         # the route's limit is in a shared store
     if refusal is not None:
         return _respond(conn, req, refusal.status, refusal.message, request_id,
                         extra=refusal.headers)

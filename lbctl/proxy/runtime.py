@@ -55,7 +55,7 @@ class Runtime:
 
 
 def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Random,
-                  previous: Runtime | None = None) -> Runtime:
+                  previous: Runtime | None = None, store=None) -> Runtime:
     """Pools for ``config``, reusing live ``Backend`` objects from ``previous``."""
     pools: dict[str, PoolRuntime] = {}
     for name, pcfg in config.pools.items():
@@ -82,7 +82,7 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
         pools[name] = PoolRuntime(pcfg, pool, key_getter(pcfg.hash_key),
                                   _outcome_sink(pool, pcfg, clock))
     runtime = Runtime(config, pools, time.time())
-    runtime.gateway = Gateway(config, clock, previous.gateway if previous else None)
+    runtime.gateway = Gateway(config, clock, previous.gateway if previous else None, store)
     return runtime
 
 

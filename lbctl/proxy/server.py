@@ -17,6 +17,7 @@ from collections import Counter
 from lbctl.config.model import Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
+from lbctl.gateway.store import open_store
 from lbctl.gateway.tls import Terminator
 from lbctl.health.active import HealthChecks
 from lbctl.observe.observer import Observer
@@ -29,11 +30,15 @@ log = logging.getLogger("lbctl.proxy")
 
 class ProxyServer:
     def __init__(self, config: Config, *, loop: asyncio.AbstractEventLoop | None = None,
-                 rng: random.Random | None = None, clock=None) -> None:
+                 rng: random.Random | None = None, clock=None, store=None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.rng = rng or random.Random()
         self.clock = clock or self.loop.time      # injected by tests (rate limits, ramps)
-        self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng)
+        # Rate-limit buckets: this process's memory, or a shared store; kept across reloads
+        # while [store] is unchanged.
+        self.store = store if store is not None else open_store(config.store)
+        self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng,
+                                              store=self.store)
         tls = config.listen.tls                   # loaded once already by the config loader
         self.tls = Terminator(tls.cert, tls.key, tls.min_version) if tls is not None else None
         # Probes draw their jitter from their own stream, so they never shift the balancer's.
@@ -62,6 +67,7 @@ class ProxyServer:
             # aiohttp and prometheus-client load only when there is an admin API to serve.
             from lbctl.admin.api import start_admin
             self.admin = await start_admin(self)    # fails before anything else is started
+        await self.store.start()        # first contact, logged, before the first request
         try:
             self.server = await self.loop.create_server(
                 lambda: ClientConnection(self), addr.host, addr.port,
@@ -89,7 +95,11 @@ class ProxyServer:
                 log.info("TLS certificate reloaded from %s", tls.cert)
         elif (self.tls is None) != (config.listen.tls is None):
             log.warning("listen.tls changed: takes effect after a restart")
-        self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old)
+        if config.store != self.store.config:
+            old_store, self.store = self.store, open_store(config.store)
+            self.loop.create_task(self._swap_store(old_store))
+        self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old,
+                                     store=self.store)
         if self.server is not None:
             self.health.restart(self.runtime)
         self.observer.configure(config)
@@ -97,6 +107,12 @@ class ProxyServer:
             self.admin.reconfigure(config.admin)
         elif config.admin is not None:
             log.warning("[admin] added: the admin API starts after a restart")
+
+    async def _swap_store(self, old) -> None:
+        """After a reload that changed [store]: contact the new one, let go of the old one
+        (a request still deciding on it falls back as on_error says)."""
+        await self.store.start()
+        await old.close()
 
     def stop_listening(self) -> None:
         """Close the listening socket: new connections are refused from here on."""
@@ -126,6 +142,7 @@ class ProxyServer:
             self.admin = None
         self.observer.close()
         await self.health.stop()
+        await self.store.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

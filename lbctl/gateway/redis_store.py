@@ -1,0 +1,257 @@
+"""Rate-limit buckets in Redis (``[store] backend = "redis"``): exact across processes.
+
+Each decision is one round trip: ``EVALSHA`` of ``SCRIPT``, which reads a bucket's ``tat``,
+applies the counting rule of ``rate_limit.gcra`` with the same floating-point operations in
+the same order, and writes it back with a TTL, atomically on the server. The script reads
+the server's clock (``TIME``), so instances whose clocks disagree still count in one time;
+a bucket's key expires when the bucket is full again, so Redis holds only the keys of
+clients active within ``burst / rate`` seconds. Keys are ``lbctl:rl:{limit name}:{key}``;
+a key longer than 128 characters is replaced by its SHA-256, so a client sending huge
+header values cannot make the store keep huge keys.
+
+Health: a call that fails or takes longer than ``timeout`` marks the store down (logged
+once, counted in ``errors``); while it is down no request waits for it: each decision
+follows ``on_error`` ("local": this instance's own buckets, "open": allowed, "closed":
+503), and a probe every ``PROBE_INTERVAL`` seconds marks it up again (logged once). The
+client is redis-py's asyncio client with a bounded pool of connections; nothing blocks the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sys
+import time
+
+from lbctl.config.kinds import split_store_url
+from lbctl.config.model import Store as StoreConfig
+from lbctl.gateway.rate_limit import STORE_DOWN, Decision, Limit, RateLimiter, decision
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _deadline
+else:  # pragma: no cover - redis-py depends on async-timeout there
+    from async_timeout import timeout as _deadline
+
+log = logging.getLogger("lbctl.store")
+
+PROBE_INTERVAL = 0.25       # seconds between probes while the store is down
+KEY_PREFIX = "lbctl:rl:"
+MAX_KEY = 128               # longer client keys are stored as their SHA-256
+# The script's clock starts here (Unix time), so "now * rate" stays small enough for a
+# double to count single tokens exactly for decades at any sane rate.
+EPOCH = 1_700_000_000
+
+# KEYS[1]: the bucket. ARGV: rate (tokens per second), burst, and, only in tests, "now"
+# (seconds) instead of the server's clock. Returns {allowed (1/0), ahead} with ahead as a
+# string: Redis would truncate a Lua number to an integer. "%.17g" round-trips a double.
+SCRIPT = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+if not now then
+  local t = redis.call('TIME')
+  now = (tonumber(t[1]) - %d) + tonumber(t[2]) / 1000000
+end
+local clock = now * rate
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat < clock then tat = clock end
+local ahead = tat - clock
+if ahead + 1 <= burst then
+  tat = tat + 1
+  ahead = ahead + 1
+  local ttl = math.ceil(ahead / rate * 1000)
+  redis.call('SET', KEYS[1], string.format('%%.17g', tat), 'PX', string.format('%%d', ttl))
+  return {1, string.format('%%.17g', ahead)}
+end
+return {0, string.format('%%.17g', ahead)}
+""" % EPOCH
+
+FALLBACK_TEXT = {
+    "local": "fall back to this instance's own buckets (on_error = \"local\")",
+    "open": "are not enforced (on_error = \"open\")",
+    "closed": "answer 503 (on_error = \"closed\")",
+}
+
+
+class StoreUnavailable(Exception):
+    pass
+
+
+class RedisStore:
+    """One process's connection pool to the shared store, and its health."""
+
+    def __init__(self, config: StoreConfig, *, fallback, client_clock: bool = False) -> None:
+        self.config = config
+        self.address = split_store_url(config.url)
+        self.name = self.address.url            # without the password: safe to show
+        self.timeout = config.timeout
+        self.on_error = config.on_error
+        self.fallback = fallback                # a LocalStore: on_error = "local"
+        # Tests only: the script counts in the time each caller passes, not the server's.
+        self.client_clock = client_clock
+        self.up = True                          # until a call says otherwise
+        self.errors = 0
+        self.checked = False                    # the first contact has been made
+        self.client = None
+        self.pool = None
+        self.script = None
+        self._prober: asyncio.Task | None = None
+
+    # ---- lifecycle ----
+
+    def connect(self) -> None:
+        """Build the pool and client; no I/O (connections open on first use)."""
+        if self.client is not None:
+            return
+        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        a, config = self.address, self.config
+        kwargs = dict(
+            db=a.db, username=a.username, password=config.password,
+            socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+            # One immediate retry on a broken connection (say, after Redis restarted): a
+            # new connection is tried within the same deadline.
+            retry=Retry(NoBackoff(), 1),
+            protocol=2,                         # RESP2: any Redis from 2.6 on
+            client_name="lbctl", lib_name=None, lib_version=None,
+        )
+        if a.scheme == "unix":
+            kwargs.update(connection_class=UnixDomainSocketConnection, path=a.path)
+        else:
+            kwargs.update(host=a.host, port=a.port)
+            if a.scheme == "rediss":
+                kwargs.update(connection_class=SSLConnection, ssl_cert_reqs="required",
+                              ssl_check_hostname=True, ssl_ca_certs=config.ca)
+            else:
+                kwargs.update(connection_class=Connection)
+        # Bounded: a burst of requests queues for a connection (within the deadline)
+        # rather than opening hundreds of them.
+        self.pool = BlockingConnectionPool(max_connections=config.max_connections,
+                                           timeout=None, **kwargs)
+        self.client = Redis(connection_pool=self.pool)
+        self.script = self.client.register_script(SCRIPT)
+
+    async def start(self) -> None:
+        """Connect and make first contact, so the log says at once whether it is up."""
+        self.connect()
+        error = await self.probe()
+        self.checked = True
+        if error is None:
+            log.info("store %s: up; rate limits are shared through it", self.name)
+        else:
+            self._down(error, first=True)
+
+    async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            self._prober = None
+        if self.client is not None:
+            client, pool = self.client, self.pool
+            self.client = self.pool = self.script = None
+            try:
+                await client.aclose()
+                await pool.disconnect()
+            except Exception:   # noqa: BLE001 - closing a dead connection may fail; nothing to do
+                pass
+
+    # ---- calls ----
+
+    async def take(self, key: str, args: tuple) -> tuple[bool, float]:
+        """One GCRA step on the server; ``StoreUnavailable`` when it fails or is late."""
+        try:
+            async with _deadline(self.timeout):
+                allowed, ahead = await self.script(keys=(key,), args=args)
+            return allowed == 1, float(ahead)
+        except Exception as exc:    # noqa: BLE001 - any failure: timeout, connection, reply
+            self._failed(exc)
+            raise StoreUnavailable from None
+
+    async def probe(self) -> str | None:
+        """One call that exercises what a decision needs (auth, db, the script) without
+        changing anything: None when it worked, else why not."""
+        self.connect()
+        try:
+            async with _deadline(self.timeout):
+                await self.script(keys=(KEY_PREFIX + "probe",), args=(1.0, 0))
+            return None
+        except Exception as exc:    # noqa: BLE001
+            self.errors += 1
+            return self.reason(exc)
+
+    def reason(self, exc: BaseException) -> str:
+        """One line about a failure, never containing the password."""
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not str(exc):
+            text = f"no answer within {self.timeout * 1000:g}ms"
+        else:
+            from redis.exceptions import AuthenticationError, ResponseError
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            if isinstance(exc, AuthenticationError) or (
+                    isinstance(exc, ResponseError) and text.startswith(("NOAUTH", "WRONGPASS"))):
+                text = f"authentication failed: {text}"
+        password = self.config.password
+        if password:
+            text = text.replace(password, "***")
+        return text
+
+    # ---- health ----
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        if self.up:
+            self._down(self.reason(exc))
+
+    def _down(self, reason: str, first: bool = False) -> None:
+        self.up = False
+        log.warning("store %s: %s (%s); rate limits %s until it is back", self.name,
+                    "unreachable" if first else "down", reason, FALLBACK_TEXT[self.on_error])
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
+
+    async def _probe_until_up(self) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            if await self.probe() is None:
+                self.up = True
+                log.info("store %s: up again after %.1fs; rate limits are shared again",
+                         self.name, time.monotonic() - started)
+                return
+
+    # ---- limiters ----
+
+    def limiter(self, limit: Limit) -> RedisBuckets:
+        fallback = self.fallback.limiter(limit) if self.on_error == "local" else None
+        return RedisBuckets(self, limit, fallback)
+
+
+class RedisBuckets:
+    """One limit's buckets in the store; ``allow`` always decides (``on_error`` included):
+    a ``Decision``, ``STORE_DOWN`` for "closed", or None for "open"."""
+
+    shared = True
+
+    def __init__(self, store: RedisStore, limit: Limit, fallback: RateLimiter | None) -> None:
+        self.store = store
+        self.limit = limit
+        self.fallback = fallback
+        self.prefix = f"{KEY_PREFIX}{limit.name}:"
+        self.args = (repr(limit.rate), limit.burst)     # repr: the exact double
+
+    async def allow(self, key: str, now: float) -> Decision | None:
+        store = self.store
+        if store.up:
+            if len(key) > MAX_KEY:
+                key = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+            args = self.args + (repr(now),) if store.client_clock else self.args
+            try:
+                allowed, ahead = await store.take(self.prefix + key, args)
+                return decision(allowed, ahead, self.limit)
+            except StoreUnavailable:
+                pass
+        if self.fallback is not None:
+            return self.fallback.allow(key, now)
+        return None if store.on_error == "open" else STORE_DOWN
