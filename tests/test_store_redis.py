@@ -1,0 +1,119 @@
+"""The Redis store alone, against a real redis-server: the same counting as the local
+buckets, namespaced keys with TTLs, memory bounded under many clients, health and
+``on_error`` when the store goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+
+import pytest
+
+from lbctl.config.model import Store as StoreConfig
+from lbctl.gateway.rate_limit import STORE_DOWN, Limit, TokenBuckets
+from lbctl.gateway.redis_store import RedisStore
+from lbctl.gateway.store import LocalStore
+from tests.redis_support import PASSWORD, RedisServer
+
+
+def store_config(server: RedisServer, **kw) -> StoreConfig:
+    kw.setdefault("timeout", 2.0)       # generous: the machine is shared; failures are forced
+    return StoreConfig(backend="redis", url=server.bare_url, password=server.password, **kw)
+
+
+async def flush(server: RedisServer) -> None:
+    client = server.client()
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def stepped_store(redis_server):
+    """A store whose script counts in the time the test passes (a clock stepped by hand)."""
+    await flush(redis_server)
+    store = RedisStore(store_config(redis_server), fallback=LocalStore(), client_clock=True)
+    await store.start()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def store(redis_server):
+    """A store as serve opens it: the server's clock."""
+    await flush(redis_server)
+    store = RedisStore(store_config(redis_server), fallback=LocalStore())
+    await store.start()
+    yield store
+    await store.close()
+
+
+async def test_local_and_redis_buckets_count_the_same(stepped_store):
+    # The same requests at the same times through the in-process buckets and the script:
+    # every decision, down to the float seconds in it, is the same. Rates are low enough
+    # that no key's TTL (real time) can run out while the test's clock says it is not full.
+    rng = random.Random(15)
+    decisions = []
+    for rate, burst in ((2.0, 3), (1.0, 5), (0.5, 1), (2.0, 20), (100 / 60, 100)):
+        limit = Limit(f"same-{rate:g}-{burst}", rate, burst)
+        local = TokenBuckets(rate, burst, limit=limit)
+        shared = stepped_store.limiter(limit)
+        now = 1000.0
+        for _ in range(300):
+            now += rng.choice((0.0, 0.0, 0.0, 0.001, 0.1 / rate, 1 / rate, rng.random() / rate))
+            key = rng.choice(("a", "b", "c"))
+            expected = local.allow(key, now)
+            assert await shared.allow(key, now) == expected, (rate, burst, key, now)
+            decisions.append(expected.allowed)
+    assert decisions.count(False) > 100 and decisions.count(True) > 100   # both compared
+    assert stepped_store.errors == 0
+
+
+async def test_keys_are_namespaced_and_expire_when_the_bucket_is_full(store, redis_server):
+    limit = Limit("api.example.com/v1", 10.0, 20)
+    buckets = store.limiter(limit)
+    for _ in range(3):
+        assert (await buckets.allow("ip:192.0.2.1", 0.0)).allowed
+    long_key = "h:" + "x" * 500            # a client-chosen header value
+    await buckets.allow(long_key, 0.0)
+    client = redis_server.client()
+    try:
+        keys = sorted(await client.keys("*"))
+        digest = hashlib.sha256(long_key.encode()).hexdigest()
+        assert keys == [b"lbctl:rl:api.example.com/v1:ip:192.0.2.1",
+                        f"lbctl:rl:api.example.com/v1:sha256:{digest}".encode()]
+        # 3 tokens taken at 10/s: full again in 0.3 s, and the key goes with it.
+        assert 0 < await client.pttl(keys[0]) <= 300
+    finally:
+        await client.aclose()
+
+
+async def test_100000_clients_leave_only_keys_that_are_not_full(store, redis_server):
+    # rate 20/s, burst 1: each client's key lives 50 ms after its request. Driven through
+    # the limiter itself by 32 concurrent callers; bounded: 100 000 decisions.
+    buckets = store.limiter(Limit("many", 20.0, 1))
+    client = redis_server.client()
+    refused = 0
+    peak = 0
+
+    async def caller(first: int) -> None:
+        nonlocal refused, peak
+        for n in range(first, 100_000, 32):
+            if not (await buckets.allow(f"ip:10.{n >> 16}.{(n >> 8) & 255}.{n & 255}", 0.0)).allowed:
+                refused += 1
+            if n % 10_000 == 0:
+                peak = max(peak, await client.dbsize())
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(caller(i) for i in range(32))), timeout=120)
+        assert refused == 0 and store.errors == 0 and store.up
+        # At any moment only the keys of the last few milliseconds' clients exist...
+        assert 0 < peak < 50_000, peak
+        # ... and once their buckets are full, none do (polled, bounded).
+        deadline = time.monotonic() + 10
+        while await client.dbsize() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await client.dbsize() == 0
+    finally:
+        await client.aclose()
