@@ -57,10 +57,22 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
         "window": WINDOW,
         "pools": pools,
     }
+    store = getattr(server, "store", None)
+    if store is not None:
+        doc["store"] = store_doc(store)
     if observer is not None:
         front = observer.frontend
         doc["frontend"] = {"requests": front.requests, "responses": front.classes(),
                            "client_aborts": front.aborted}
+    return doc
+
+
+def store_doc(store) -> dict:
+    """Where rate-limit buckets live and whether it answers; the URL never has a password."""
+    config = store.config
+    doc = {"backend": config.backend, "up": store.up, "errors": store.errors}
+    if config.backend != "local":
+        doc.update(url=config.url, on_error=config.on_error)
     return doc
 
 
