@@ -117,3 +117,38 @@ async def test_100000_clients_leave_only_keys_that_are_not_full(store, redis_ser
         assert await client.dbsize() == 0
     finally:
         await client.aclose()
+
+
+async def test_a_reload_that_changes_the_store_swaps_it(backends, tmp_path, redis_server):
+    from tests.gateway_support import load
+    from tests.test_gateway_rate_limit import get
+    await flush(redis_server)
+    a = await backends.start("a")
+    route = f'''
+[[routes]]
+pool = "api"
+rate_limit = {{ rate = 1, per = "1m", burst = 2 }}
+
+[pools.api]
+[[pools.api.backends]]
+url = "{a.url}"
+'''
+    proxy = await backends.proxy(load(tmp_path, route))
+    port = proxy.address[1]
+    assert [(await get(port))[0] for _ in range(3)] == [200, 200, 429]
+    old = proxy.store
+    proxy.reload(load(tmp_path, f'[store]\nbackend = "redis"\nurl = "{redis_server.url}"\n'
+                                f'timeout = "2s"\n' + route, name="redis.toml"))
+    new = proxy.store
+    assert new is not old and new.config.backend == "redis"
+    deadline = time.monotonic() + 10
+    while not new.checked:                  # first contact made (polled, bounded)
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    # The shared store's bucket is a new one: the local count does not carry over.
+    assert [(await get(port))[0] for _ in range(3)] == [200, 200, 429]
+    client = redis_server.client()
+    try:
+        assert await client.keys("lbctl:rl:*") == [b"lbctl:rl:/:ip:127.0.0.1"]
+    finally:
+        await client.aclose()
