@@ -214,3 +214,13 @@ def test_bad_limit_names(tmp_path, value):
                     env={})
     [problem] = info.value.problems
     assert problem.where == "routes[0].rate_limit.name"
+
+
+def test_rates_beyond_a_million_a_second_are_refused(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, POOL.format(route='rate_limit = { rate = 2000000 }')), env={})
+    assert [str(p).split(": ", 1)[1] for p in info.value.problems] == [
+        "routes[0].rate_limit.rate: expected at most 1,000,000 per second (rate / per), "
+        "found 2,000,000 per second"]
+    load_config(write(tmp_path, POOL.format(route='rate_limit = { rate = 60000000, per = "1m" }')),
+                env={})

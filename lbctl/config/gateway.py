@@ -28,6 +28,7 @@ from lbctl.units import format_duration
 log = logging.getLogger("lbctl.config")
 
 MAX_LEEWAY = 60.0
+MAX_RATE = 1_000_000.0      # rate_limit: tokens per second
 # Keys of an auth table that belong to one type only.
 _JWT_ONLY = ("algorithms", "secret_env", "public_key", "jwks", "audience", "issuer", "leeway",
              "forward_claims")
@@ -208,6 +209,12 @@ def _route(route: model.Route, raw: dict, where: str, base: Path, problems: Prob
                          'expected auth = { type = "jwt", ... } on this route (claims come from '
                          "the token), found " + ("no auth" if auth is None else f'auth type "{auth.type}"'))
     limit = route.rate_limit
+    if limit is not None and limit.rate / limit.per > MAX_RATE:
+        # Buckets count in "now * rate" tokens (GCRA): past this a double can no longer
+        # count single tokens over years of uptime or Unix time.
+        problems.add(key_path(key_path(where, "rate_limit"), "rate"),
+                     f"expected at most {MAX_RATE:,.0f} per second (rate / per), found "
+                     f"{limit.rate / limit.per:,.10g} per second")
     if limit is not None and limit.key == "consumer" and auth is None:
         problems.add(key_path(key_path(where, "rate_limit"), "key"),
                      'expected "ip" or "header:NAME" on a route without auth (a consumer is '
