@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 import time
 
@@ -152,3 +153,54 @@ url = "{a.url}"
         assert await client.keys("lbctl:rl:*") == [b"lbctl:rl:/:ip:127.0.0.1"]
     finally:
         await client.aclose()
+
+
+async def test_a_small_pool_serves_many_concurrent_callers(redis_server):
+    await flush(redis_server)
+    store = RedisStore(store_config(redis_server, max_connections=2), fallback=LocalStore())
+    await store.start()
+    try:
+        buckets = store.limiter(Limit("pool", 1.0, 50))
+        decisions = await asyncio.wait_for(
+            asyncio.gather(*(buckets.allow("k", 0.0) for _ in range(60))), timeout=30)
+        # One bucket of 50, shared by every caller through two connections.
+        assert [d.allowed for d in decisions].count(True) in (50, 51)
+        assert store.errors == 0 and store.pool.count <= 2
+    finally:
+        await store.close()
+
+
+async def test_a_hung_store_is_bounded_by_the_timeout_then_not_waited_for(caplog):
+    caplog.set_level(logging.INFO, logger="lbctl.store")
+    server = RedisServer()
+    server.start()
+    import os
+    import signal
+    store = RedisStore(store_config(server, timeout=0.2), fallback=LocalStore())
+    try:
+        await store.start()
+        buckets = store.limiter(Limit("hung", 10.0, 3))
+        assert (await buckets.allow("k", 0.0)).remaining == 2        # from Redis
+        os.kill(server.proc.pid, signal.SIGSTOP)                   # alive, but not answering
+        started = time.monotonic()
+        decision = await asyncio.wait_for(buckets.allow("k", 0.0), timeout=10)
+        waited = time.monotonic() - started
+        # This instance's own bucket answered once the store was given up on.
+        assert decision.allowed and decision.remaining == 2 and not store.up
+        assert waited < 5, waited       # the store's timeout, not a socket's default
+        # Down: decided without waiting for anything (the coroutine never suspends).
+        pending = buckets.allow("k", 0.0)
+        with pytest.raises(StopIteration) as done:
+            pending.send(None)
+        assert done.value.value.remaining == 1
+        assert "down (no answer within 200ms)" in caplog.text
+        os.kill(server.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while not store.up:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert "up again" in caplog.text
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        await store.close()
+        server.cleanup()

@@ -48,6 +48,7 @@ EPOCH = 1_700_000_000
 # (seconds) instead of the server's clock. Returns {allowed (1/0), ahead} with ahead as a
 # string: Redis would truncate a Lua number to an integer. "%.17g" round-trips a double.
 SCRIPT = """
+if redis.replicate_commands then redis.replicate_commands() end  -- TIME, then a write: 3.2-4.0
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -96,6 +97,7 @@ class ConnectionPool:
         self.size = size
         self.count = 0                      # connections handed out or idle
         self.idle: list = []
+        self.closed = False
         self.waiters: deque[asyncio.Future] = deque()
 
     async def call(self, *args):
@@ -120,6 +122,9 @@ class ConnectionPool:
             return reply
 
     async def _acquire(self):
+        if self.closed:
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            raise RedisConnectionError("the store was closed (the configuration changed)")
         if self.idle:
             return self.idle.pop()
         if self.count < self.size:
@@ -130,13 +135,16 @@ class ConnectionPool:
         try:
             return await waiter
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self._release(waiter.result())     # handed one just as we gave up
-            else:
+            if not waiter.done():
                 self.waiters.remove(waiter)
+            elif not waiter.cancelled() and waiter.exception() is None:
+                self._release(waiter.result())     # handed one just as we gave up
             raise
 
     def _release(self, conn) -> None:
+        if self.closed:
+            self._discard(conn)
+            return
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
@@ -147,7 +155,7 @@ class ConnectionPool:
     def _discard(self, conn) -> None:
         self.count -= 1
         asyncio.get_running_loop().create_task(conn.disconnect(nowait=True))
-        while self.waiters:
+        while self.waiters and not self.closed:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 self.count += 1
@@ -155,6 +163,11 @@ class ConnectionPool:
                 return
 
     async def close(self) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        self.closed = True
+        for waiter in self.waiters:         # they fall back, as on any store failure
+            if not waiter.done():
+                waiter.set_exception(RedisConnectionError("the store was closed"))
         idle, self.idle = self.idle, []
         for conn in idle:
             try:
@@ -178,6 +191,7 @@ class RedisStore:
         self.up = True                          # until a call says otherwise
         self.errors = 0
         self.checked = False                    # the first contact has been made
+        self.closed = False
         self.pool: ConnectionPool | None = None
         self._prober: asyncio.Task | None = None
 
@@ -192,7 +206,7 @@ class RedisStore:
         # socket_timeout None: every call runs under this store's own deadline instead.
         kwargs = dict(db=a.db, username=a.username, password=config.password,
                       socket_timeout=None, socket_connect_timeout=self.timeout,
-                      protocol=2,                 # RESP2: any Redis from 2.6 on
+                      protocol=2,                 # RESP2: any Redis from 3.2 on
                       client_name="lbctl")
         if a.scheme == "unix":
             cls, kwargs["path"] = UnixDomainSocketConnection, a.path
@@ -216,12 +230,14 @@ class RedisStore:
             self._down(error, first=True)
 
     async def close(self) -> None:
+        """Stop probing and close the connections; a request still deciding on this store
+        (a reload replaced it) finishes its call, or falls back, without a word in the log."""
+        self.closed = True
         if self._prober is not None:
             self._prober.cancel()
             self._prober = None
         if self.pool is not None:
-            pool, self.pool = self.pool, None
-            await pool.close()
+            await self.pool.close()
 
     # ---- calls ----
 
@@ -274,7 +290,7 @@ class RedisStore:
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
-        if self.up:
+        if self.up and not self.closed:
             self._down(self.reason(exc))
 
     def _down(self, reason: str, first: bool = False) -> None:
