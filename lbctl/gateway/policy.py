@@ -5,11 +5,14 @@
 
     rate limit by ip/header -> authenticate -> rate limit by consumer -> authorize
 
-It returns a ``Refusal`` (401, 403 or 429, sent by the proxy) or None, having put an
-``Admission`` on the request: what the forwarded request carries instead of what the
-client sent (credentials and client-sent X-Consumer/claim headers removed, X-Consumer and
-claim headers added, X-Forwarded-For from the resolved chain) and the RateLimit-* headers
-added to the backend's response.
+It returns a ``Refusal`` (401, 403, 429, or 503 when a shared store is down and
+``on_error = "closed"``; sent by the proxy) or None, having put an ``Admission`` on the
+request: what the forwarded request carries instead of what the client sent (credentials
+and client-sent X-Consumer/claim headers removed, X-Consumer and claim headers added,
+X-Forwarded-For from the resolved chain) and the rate-limit header fields added to the
+backend's response. On a route whose limit lives in a shared store (``store.py``) the
+decision needs a round trip, so ``admit`` returns an awaitable of the same instead; every
+other route decides without waiting, as before.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ header values cannot make the store keep huge keys.
 Health: a call that fails or takes longer than ``timeout`` marks the store down (logged
 once, counted in ``errors``); while it is down no request waits for it: each decision
 follows ``on_error`` ("local": this instance's own buckets, "open": allowed, "closed":
-503), and a probe every ``PROBE_INTERVAL`` seconds marks it up again (logged once). The
-client is redis-py's asyncio client with a bounded pool of connections; nothing blocks the
-event loop.
+503), and a probe every ``PROBE_INTERVAL`` seconds marks it up again (logged once).
+Connections are redis-py's asyncio connection classes, in a bounded pool of this module's
+(``ConnectionPool`` says why); nothing blocks the event loop.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ import logging
 import sys
 import time
 from collections import deque
+
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from lbctl.config.kinds import split_store_url
 from lbctl.config.model import Store as StoreConfig
@@ -103,7 +107,6 @@ class ConnectionPool:
     async def call(self, *args):
         """One command and its reply. A connection that fails is closed, never reused; a
         broken idle one (the server restarted) is replaced once, at once."""
-        from redis.exceptions import ConnectionError as RedisConnectionError, ResponseError
         for attempt in (1, 2):
             conn = await self._acquire()
             reused = conn.is_connected
@@ -123,7 +126,6 @@ class ConnectionPool:
 
     async def _acquire(self):
         if self.closed:
-            from redis.exceptions import ConnectionError as RedisConnectionError
             raise RedisConnectionError("the store was closed (the configuration changed)")
         if self.idle:
             return self.idle.pop()
@@ -163,7 +165,6 @@ class ConnectionPool:
                 return
 
     async def close(self) -> None:
-        from redis.exceptions import ConnectionError as RedisConnectionError
         self.closed = True
         for waiter in self.waiters:         # they fall back, as on any store failure
             if not waiter.done():
@@ -201,7 +202,6 @@ class RedisStore:
         """Prepare the pool; no I/O (connections open on first use)."""
         if self.pool is not None:
             return
-        from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
         a, config = self.address, self.config
         # socket_timeout None: every call runs under this store's own deadline instead.
         kwargs = dict(db=a.db, username=a.username, password=config.password,
@@ -264,7 +264,6 @@ class RedisStore:
             return self.reason(exc)
 
     async def _script(self, key: str, args: tuple):
-        from redis.exceptions import NoScriptError
         try:
             return await self.pool.call("EVALSHA", SCRIPT_SHA, 1, key, *args)
         except NoScriptError:       # a new or restarted Redis: load it, once per server
@@ -276,7 +275,6 @@ class RedisStore:
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not str(exc):
             text = f"no answer within {self.timeout * 1000:g}ms"
         else:
-            from redis.exceptions import AuthenticationError, ResponseError
             text = " ".join(str(exc).split()) or type(exc).__name__
             if isinstance(exc, AuthenticationError) or (
                     isinstance(exc, ResponseError) and text.startswith(("NOAUTH", "WRONGPASS"))):
