@@ -17,10 +17,12 @@ It prints medians of req/s, p99 and each lbctl's CPU time per request, and the r
 ``nolimit``: the CPU a limit adds per request and its p99. lbctl runs on CPU 0; wrk, the
 backends and redis-server on CPU 1.
 
-Part 2, one store call. In this process (pinned to CPU 0, uvloop), the CPU per call of the
-rate-limit script through lbctl's pool of redis-py connections, against the same call
-through redis-py's ``Redis`` client with its ``BlockingConnectionPool`` and with its
-``ConnectionPool``: why lbctl pools the connections itself.
+Part 2, one store call. In this process (pinned to CPU 0, uvloop), interleaved rounds of
+the CPU per call of the rate-limit script (``EVALSHA``) through lbctl's pool of redis-py
+connections, against the same call through redis-py's ``Redis`` client with its
+``BlockingConnectionPool`` and with its ``ConnectionPool`` (why lbctl pools the connections
+itself), and of a whole decision (``RedisBuckets.allow``: the deadline, the key, the
+``Decision``).
 
 Needs root to install what is missing (``apt-get install wrk nginx redis-server``).
 Everything listens on 127.0.0.1; every run is bounded in time; only processes this script
@@ -158,16 +160,25 @@ async def calls(redis_port: int, n: int, rounds: int) -> dict:
     blocking = ra.Redis(connection_pool=ra.BlockingConnectionPool(max_connections=16,
                                                                   timeout=None, **kw))
     plain = ra.Redis(connection_pool=ra.ConnectionPool(max_connections=16, **kw))
-    script_b, script_p = blocking.register_script(SCRIPT), plain.register_script(SCRIPT)
+    script_b = blocking.register_script(SCRIPT)
     key, args = "lbctl:rl:bench-calls:k", ("1000000.0", 1_000_000)
+    sha = script_b.sha
+    await script_b(keys=(key,), args=args)          # loaded once on the server
     ways = {
-        "lbctl pool (RedisBuckets.allow)": lambda: buckets.allow("k", 0.0),
-        "redis-py Redis + BlockingConnectionPool": lambda: script_b(keys=(key,), args=args),
-        "redis-py Redis + ConnectionPool": lambda: script_p(keys=(key,), args=args),
+        "EVALSHA through lbctl's pool of redis-py connections":
+            lambda: store.pool.call("EVALSHA", sha, 1, key, *args),
+        "EVALSHA through redis-py's Redis + BlockingConnectionPool":
+            lambda: blocking.evalsha(sha, 1, key, *args),
+        "EVALSHA through redis-py's Redis + ConnectionPool":
+            lambda: plain.evalsha(sha, 1, key, *args),
+        "a whole decision: RedisBuckets.allow (deadline, key, Decision)":
+            lambda: buckets.allow("k", 0.0),
     }
     results: dict[str, list[float]] = {name: [] for name in ways}
+    names = list(ways)
     for rnd in range(rounds):
-        for name, call in ways.items():
+        for name in names[rnd % len(names):] + names[:rnd % len(names)]:     # rotated
+            call = ways[name]
             for _ in range(200):
                 await call()
             cpu = time.process_time()
