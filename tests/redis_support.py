@@ -42,12 +42,23 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, *, password: str | None = PASSWORD, port: int | None = None) -> None:
+    def __init__(self, *, password: str | None = PASSWORD, port: int | None = None,
+                 tls_ca=None, unix: bool = False) -> None:
+        """``tls_ca`` (a trustme CA): TLS only, with a certificate for 127.0.0.1 from it;
+        ``unix``: a unix socket only, in the temporary directory."""
         self.binary = redis_server_binary()
         self.password = password
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="lbctl-redis-")
         self.proc: subprocess.Popen | None = None
+        self.tls_ca = tls_ca
+        self.socket = os.path.join(self.dir, "redis.sock") if unix else None
+        if tls_ca is not None:
+            cert = tls_ca.issue_cert("127.0.0.1")
+            self.cert_file = os.path.join(self.dir, "server.pem")
+            self.ca_file = os.path.join(self.dir, "ca.pem")
+            cert.private_key_and_cert_chain_pem.write_to_path(self.cert_file)
+            tls_ca.cert_pem.write_to_path(self.ca_file)
 
     @property
     def url(self) -> str:
@@ -60,7 +71,15 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+        if self.tls_ca is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file",
+                      self.cert_file, "--tls-key-file", self.cert_file, "--tls-ca-cert-file",
+                      self.ca_file, "--tls-auth-clients", "no"]
+        elif self.socket is not None:
+            listen = ["--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700"]
+        else:
+            listen = ["--port", str(self.port)]
+        args = [self.binary, *listen, "--bind", "127.0.0.1",
                 "--dir", self.dir, "--save", "", "--appendonly", "no",
                 "--logfile", os.path.join(self.dir, "redis.log"), "--daemonize", "no"]
         if self.password:
@@ -80,7 +99,17 @@ class RedisServer:
     def answers(self) -> bool:
         """One PING (with AUTH): does the server answer on its port now?"""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            if self.socket is not None:
+                sock = socket.socket(socket.AF_UNIX)
+                sock.settimeout(0.5)
+                sock.connect(self.socket)
+            else:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+            if self.tls_ca is not None:
+                import ssl
+                context = ssl.create_default_context(cafile=self.ca_file)
+                sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+            with sock:
                 request = b""
                 if self.password:
                     request += b"AUTH %s\r\n" % self.password.encode()

@@ -204,3 +204,43 @@ async def test_a_hung_store_is_bounded_by_the_timeout_then_not_waited_for(caplog
         os.kill(server.proc.pid, signal.SIGCONT)
         await store.close()
         server.cleanup()
+
+
+async def test_over_tls_verified_with_the_configured_ca(tmp_path, caplog):
+    import trustme
+    ca = trustme.CA()
+    server = RedisServer(tls_ca=ca)
+    server.start()
+    url = f"rediss://127.0.0.1:{server.port}/0"
+    try:
+        good = RedisStore(StoreConfig(backend="redis", url=url, password=PASSWORD, timeout=2.0,
+                                      ca=server.ca_file), fallback=LocalStore())
+        await good.start()
+        assert good.up and (await good.limiter(Limit("tls", 1.0, 2)).allow("k", 0.0)).remaining == 1
+        await good.close()
+        # Another CA: the certificate is not trusted, the store is down, and says why.
+        other = tmp_path / "other-ca.pem"
+        trustme.CA().cert_pem.write_to_path(str(other))
+        bad = RedisStore(StoreConfig(backend="redis", url=url, password=PASSWORD, timeout=2.0,
+                                     ca=str(other)), fallback=LocalStore())
+        await bad.start()
+        assert not bad.up and "certificate verify failed" in caplog.text
+        await bad.close()
+    finally:
+        server.cleanup()
+
+
+async def test_over_a_unix_socket():
+    server = RedisServer(unix=True)
+    server.start()
+    try:
+        store = RedisStore(StoreConfig(backend="redis", url=f"unix://{server.socket}?db=3",
+                                       password=PASSWORD, timeout=2.0), fallback=LocalStore())
+        await store.start()
+        assert store.up and (await store.limiter(Limit("unix", 1.0, 2)).allow("k", 0.0)).allowed
+        await store.close()
+        client = server.client(unix_socket_path=server.socket, db=3)
+        assert await client.keys("*") == [b"lbctl:rl:unix:k"]
+        await client.aclose()
+    finally:
+        server.cleanup()
