@@ -16,8 +16,9 @@ from lbctl.gateway.tls import Terminator
 from tests.gateway_support import load, pool
 
 
-def write_pair(ca: trustme.CA, directory, stem: str = "server"):
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
+def write_pair(ca: trustme.CA, directory, stem: str = "server",
+               key_type: trustme.KeyType = trustme.KeyType.ECDSA):
+    leaf = ca.issue_cert("127.0.0.1", "localhost", key_type=key_type)
     cert, key = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
     leaf.private_key_pem.write_to_path(str(key))
     leaf.cert_chain_pems[0].write_to_path(str(cert))
@@ -283,3 +284,45 @@ url = "{url}"
     assert await plain_get(proxy.address[1]) == (200, "secure")
     proxy = await backends.proxy(load(tmp_path, text.format(url=url, backend=""), name="b.toml"))
     assert (await plain_get(proxy.address[1]))[0] == 502
+
+
+# ---- key exchange groups: Mozilla intermediate's, no others -----------------------------------
+
+def only_group(ca: trustme.CA, group: str, version: ssl.TLSVersion) -> ssl.SSLContext:
+    """A real OpenSSL client that offers exactly one key exchange group, at one TLS version."""
+    context = client_ssl(ca)
+    context.minimum_version = context.maximum_version = version
+    context.set_ecdh_curve(group)
+    return context
+
+
+async def handshake(port: int, context: ssl.SSLContext) -> bool:
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost"),
+            10)
+    except (ssl.SSLError, ConnectionError):   # the server's alert, or its close right after
+        return False
+    writer.close()
+    return True
+
+
+VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["TLS1.2", "TLS1.3"])
+@pytest.mark.parametrize("group, accepted", [
+    ("X25519", True), ("prime256v1", True), ("secp384r1", True),      # Mozilla intermediate
+    ("secp521r1", False), ("X448", False),                           # OpenSSL offers them too
+])
+async def test_the_listener_offers_only_mozilla_intermediate_groups(backends, tmp_path, version,
+                                                                    group, accepted):
+    # An RSA certificate: with ECDSA, TLS 1.2 also needs the certificate's own curve among
+    # the client's groups, which would mix the signature's curve into the key exchange's.
+    ca = trustme.CA()
+    write_pair(ca, tmp_path, key_type=trustme.KeyType.RSA)
+    a = await backends.start("a")
+    proxy = await backends.proxy(tls_config(tmp_path, a.url))
+    assert await handshake(proxy.address[1], only_group(ca, group, version)) is accepted
+    # Refusing one client costs nothing to the next.
+    assert await handshake(proxy.address[1], only_group(ca, "X25519", version))

@@ -37,7 +37,9 @@ class Client:
             return resp.status, resp.headers.get("X-Backend", ""), resp.headers
 
     async def call(self, method: str, path: str, auth: bool = True, **kw):
-        headers = {**(self.auth if auth else {}), **kw.pop("headers", {})}
+        # POSTs say JSON, as lbctl's own client does (the API refuses other content types).
+        json_type = {"Content-Type": "application/json"} if method == "POST" else {}
+        headers = {**json_type, **(self.auth if auth else {}), **kw.pop("headers", {})}
         async with self.session.request(method, self.admin + path, headers=headers, **kw) as resp:
             body = await resp.text()
             return resp.status, body, resp.headers

@@ -13,7 +13,7 @@ import pytest
 
 from tests.process import ENV, LBCTL, LbctlProcess
 
-TOKEN = "cli-token"
+TOKEN = "cli-token-0123456789"
 
 
 def free_port() -> int:
@@ -139,3 +139,29 @@ async def test_admin_port_in_use_is_one_clear_line_and_exit_1(backends, tmp_path
         code, out, err = await run("serve", str(path))
     assert code == 1
     assert err == f"lbctl: cannot listen on admin address 127.0.0.1:{admin}: address already in use\n"
+
+
+async def weights(live) -> dict[str, float]:
+    code, out, err = await run("stats", "--once", "--json", "--config", live["config"])
+    assert code == 0, err
+    return {b["name"]: b["weight"] for b in json.loads(out)["pools"][0]["backends"]}
+
+
+async def test_an_operator_weight_survives_sighup_unless_the_file_changes_that_weight(live):
+    proc = live["proc"]
+    code, _, err = await run("backend", "weight", "p", "two", "3", "--config", live["config"])
+    assert code == 0, err
+    mark = len(proc.lines)
+    proc.proc.send_signal(signal.SIGHUP)                # the file is unchanged
+    await proc.wait_for_log("reloaded", start=mark)
+    assert await weights(live) == {"one": 1, "two": 3}
+
+    path = live["tmp"] / "lb.toml"
+    path.write_text(path.read_text() + "weight = 2\n")  # the file changes two's weight
+    mark = len(proc.lines)
+    proc.proc.send_signal(signal.SIGHUP)
+    await proc.wait_for_log("reloaded", start=mark)
+    line = await proc.wait_for_log("backend two weight 3 .set by an operator. replaced by the "
+                                   "config file's new weight 2", start=mark)
+    assert json.loads(line.string)["level"] == "warning"
+    assert await weights(live) == {"one": 1, "two": 2}

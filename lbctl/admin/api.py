@@ -2,17 +2,21 @@
 
 Endpoints (JSON errors are ``{"error": "..."}``):
 
+    GET  /                                        the web dashboard (see ``dashboard``; its
+                                                  page, script and style need no token)
     GET  /stats                                   the observe.snapshot document (?history=0:
                                                   without the per-second series)
     GET  /metrics                                 Prometheus text format
     POST /pools/{pool}/backends/{name}/disable    no traffic at all
     POST /pools/{pool}/backends/{name}/enable     back to normal (health still applies)
     POST /pools/{pool}/backends/{name}/drain      no new requests; in-flight ones finish
-    POST /pools/{pool}/backends/{name}/weight     body {"weight": N}, N > 0
+    POST /pools/{pool}/backends/{name}/weight     body {"weight": N}, N from 0.01 to 1000
 
 A POST endpoint answers GET with 405 (and ``Allow: POST``); an unknown pool or backend is a
 404. When a token is configured, every request needs ``Authorization: Bearer <token>``.
-Operator changes live on the ``Backend`` object, so they survive a reload.
+Before that, ``guard.py`` refuses what a web page could send (cross-site requests, rebound
+Host names, bodies that are not JSON). Operator changes live on the ``Backend`` object, so
+they survive a reload.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ import errno
 import hmac
 import json
 import logging
-import math
 
 from aiohttp import web
 
+from lbctl.admin import dashboard
+from lbctl.admin.guard import BadBody, describe, guard, json_body
 from lbctl.admin.metrics import exposition, registry_for
-from lbctl.balancing.backend import AdminState
+from lbctl.balancing.backend import WEIGHT_RANGE, AdminState, checked_weight
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.observe.snapshot import backend_doc, snapshot
@@ -51,7 +56,10 @@ class AdminApi:
         self.site: web.TCPSite | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(middlewares=[
+            guard(token=lambda: self.token is not None, admin_host=self.address.host),
+            self._auth])
+        dashboard.add_routes(app, lambda: self.token is not None)
         app.router.add_get("/stats", self.stats, allow_head=False)
         app.router.add_get("/metrics", self.metrics, allow_head=False)
         app.router.add_route("*", "/pools/{pool}/backends/{name}/{action}", self.action)
@@ -94,7 +102,7 @@ class AdminApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if self.token is not None:
+        if self.token is not None and request.path not in dashboard.PUBLIC:
             sent = request.headers.get("Authorization", "")
             scheme, _, value = sent.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -130,13 +138,14 @@ class AdminApi:
             return _error(404, f"pool {pool_name!r} has no backend named {name!r}")
         if action == "weight":
             try:
-                body = await request.json()
-                weight = body["weight"]
-                if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
-                        or not math.isfinite(weight) or weight <= 0:
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                return _error(400, 'expected a JSON body {"weight": N} with N > 0')
+                body = await json_body(request)
+            except BadBody as exc:
+                return _error(400, f'expected a JSON body {{"weight": N}}: {exc}')
+            try:
+                weight = checked_weight(body.get("weight"))
+            except ValueError:
+                return _error(400, f"weight: expected {WEIGHT_RANGE}, found "
+                                   f"{describe(body.get('weight'))}")
             old = backend.weight
             pool.set_weight(backend, weight)
             log.info("admin: %s/%s weight %g -> %g", pool_name, name, old, weight)

@@ -7,8 +7,10 @@ and no backup is up), hands that set to the algorithm when it changes, and filte
 algorithm's candidates per request (a retry's exclusion set, an ``accept`` predicate) with
 a bound on attempts.
 
-Time-driven changes (an ejection expiring, a slow-start ramp advancing) are applied lazily:
-``select`` compares the clock with the next scheduled change, one comparison per request.
+Time-driven changes (an ejection expiring, a slow-start ramp advancing) are applied by
+``advance``: one comparison of the clock with the next scheduled change. ``select`` calls it
+on every request; a driver with no traffic calls it on a timer (the proxy, once a second), and
+readers call it before showing state, so ``effective_weight`` and ``state`` never go stale.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 import random
 from typing import Callable, Collection, Hashable, Iterable, Sequence
 
-from lbctl.balancing.backend import AdminState, Backend
+from lbctl.balancing.backend import AdminState, Backend, checked_weight
 from lbctl.balancing.base import Algorithm
 
 # Slow start begins at this fraction of the weight, so a recovered backend gets *some* traffic.
@@ -59,7 +61,7 @@ class Pool:
             old = self.by_name.get(b.name)
             if old is not None and old is not b:
                 old.url, old.scheme, old.host, old.port = b.url, b.scheme, b.host, b.port
-                old.weight, old.backup = b.weight, b.backup
+                old.weight, old.config_weight, old.backup = b.weight, b.config_weight, b.backup
                 b = old
             b.index = i
             if old is None and not starting:
@@ -89,7 +91,8 @@ class Pool:
         self.refresh()
 
     def set_weight(self, b: Backend, weight: float) -> None:
-        b.weight = float(weight)
+        """An operator's weight; ``ValueError`` outside ``MIN_WEIGHT..MAX_WEIGHT``."""
+        b.weight = checked_weight(weight)
         self.algorithm.set_members(self.backends)
         self.refresh()
 
@@ -98,13 +101,17 @@ class Pool:
         now = self.clock()
         next_change = math.inf
         for b in self.backends:
+            since = now
             if b.ejected_until and now >= b.ejected_until:
+                # Back when the ejection ended, not when this refresh noticed: its ramp (and
+                # its effective weight) count from then.
+                since = b.ejected_until
                 b.ejected_until = 0.0
             if b.ejected_until:
                 next_change = min(next_change, b.ejected_until)
             eligible = b.healthy and b.admin is AdminState.ENABLED and not b.ejected_until
             if eligible and not b.eligible:
-                b.eligible_since = now
+                b.eligible_since = since
             b.eligible = eligible
             b.effective_weight = b.weight
             if eligible and self.slow_start > 0:
@@ -131,6 +138,11 @@ class Pool:
             self.mode, active = "empty", []
         self.algorithm.rebuild(active)
 
+    def advance(self) -> None:
+        """Apply the time-driven changes due by now (an ejection ending, a ramp step)."""
+        if self.clock() >= self._next_change:
+            self.refresh()
+
     def slow_start_progress(self, b: Backend) -> float | None:
         """Fraction of the ramp done (0..1), or None when the backend is not ramping."""
         if not self.slow_start or not b.eligible:
@@ -144,7 +156,7 @@ class Pool:
                accept: Callable[[Backend], bool] | None = None) -> Backend | None:
         """The backend for one attempt, or None when no active backend is acceptable."""
         if self.clock() >= self._next_change:
-            self.refresh()
+            self.refresh()              # advance(), inlined: this is the per-request path
         algorithm = self.algorithm
         panic = self.mode == "panic"
         candidates = algorithm.candidates(key)

@@ -208,8 +208,11 @@ class Observer:
 
     def _log(self, conn, req, started, ended, status, aborted, sent) -> None:
         runtime = self.server.runtime
-        route = runtime.router.match(req.host.decode("latin-1"), req.path) \
-            if req.error is None else None
+        try:
+            route = runtime.router.match(req.host.decode("latin-1"), req.path) \
+                if req.error is None else None
+        except ValueError:              # AmbiguousPath after a reload changed the routes
+            route = None
         termination = "client_abort" if aborted else TERMINATION.get(conn.obs_outcome)
         if termination is None and req.error is not None:
             termination = "bad_request"

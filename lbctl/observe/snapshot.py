@@ -19,6 +19,7 @@ from lbctl.observe.accounting import WINDOW, BackendStats
 
 def backend_state(pool, b) -> tuple[str, float | None]:
     """(state, slow-start progress): up, down, ejected, disabled, draining or slow_start."""
+    pool.advance()          # a ramp or an ejection may have ended with no request since
     progress = pool.slow_start_progress(b)
     state = b.state
     if progress is not None and state == "up":

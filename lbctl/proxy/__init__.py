@@ -9,7 +9,9 @@ to the other, and back-pressure pauses the reading side when the writing side's 
     forward.py   one request's journey: route, select, connect, retry, status on failure
     upstream.py  UpstreamConnection and the per-backend pools of idle keep-alive connections
     framing.py   request/response heads: hop-by-hop stripping, X-Forwarded-*, re-derived framing
-    router.py    host/path routing, first match wins
+    checks.py    what the proxy refuses beyond the parser: framing, Host, the target grammar
+    paths.py     the canonical path, and the other readings backends make of it ([paths])
+    router.py    host/path routing, first match wins; a path read two ways is refused
     runtime.py   the live state (config, router, pools) that a SIGHUP swaps atomically
     server.py    listening sockets, signals, graceful drain
 

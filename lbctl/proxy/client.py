@@ -21,7 +21,7 @@ import httptools
 
 from lbctl.proxy import checks, framing
 from lbctl.proxy.deadline import Deadline
-from lbctl.proxy.paths import canonical_path
+from lbctl.proxy.paths import PathRefused, canonical_path
 from lbctl.proxy.upstream import UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reading("upgrade")
         except httptools.HttpParserError as exc:
             if not self.stop_parsing:
-                self._refuse(400, f"malformed request: {exc}")
+                self._refuse(*checks.parser_error(self.parser, exc))
         if self.in_head and self.head_timer is None:
             # A head that began in this read and is still incomplete: its deadline counts
             # from now, the loop time of its first byte. A head that arrived whole (the usual
@@ -395,15 +395,14 @@ class ClientConnection(asyncio.Protocol):
         target = req.target
         if target.startswith((b"http://", b"https://")):
             # absolute-form: route and forward in origin-form (checks matched it to Host)
-            rest = target.split(b"://", 1)[1]
-            slash = rest.find(b"/")
-            target = rest[slash:] if slash >= 0 else b"/"
+            target = checks.split_absolute(target)[1]
         if target != b"*":
             q = target.find(b"?")
             raw_path = (target[:q] if q >= 0 else target).decode("latin-1")
-            path = canonical_path(raw_path)
-            if path is None:
-                req.error = (400, "invalid request path")
+            try:
+                path = canonical_path(raw_path, self.server.runtime.config.paths)
+            except PathRefused as exc:
+                req.error = (400, str(exc))
                 return
             req.path = path
             if path != raw_path:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from lbctl.gateway.policy import Refusal
 from lbctl.proxy import framing
 from lbctl.proxy.client import ClientError
+from lbctl.proxy.router import AmbiguousPath
 from lbctl.proxy.upstream import IdlePool, UpstreamError
 
 if TYPE_CHECKING:
@@ -64,7 +65,13 @@ async def _handle(conn: ClientConnection, req: Request) -> bool:
         return False
     runtime = server.runtime            # this request keeps this runtime to its end
     request_id = conn.request_id = server.request_ids.resolve(req.header(b"x-request-id"))
-    route = runtime.router.match(req.host.decode("latin-1"), req.path)
+    try:
+        route = runtime.router.match(req.host.decode("latin-1"), req.path)
+    except AmbiguousPath as exc:
+        req.error = (400, str(exc))         # refused like a malformed request: 400, close
+        req.keep_alive = False
+        _respond(conn, req, 400, str(exc), request_id)
+        return False
     if route is None:
         return _respond(conn, req, 404, "no route matches this request", request_id)
     # Gateway duties (lbctl.gateway): client address, rate limits, auth, allow-lists.

@@ -8,6 +8,7 @@ health and their idle upstream connections carry over.
 
 from __future__ import annotations
 
+import logging
 import random
 import ssl
 import time
@@ -20,6 +21,8 @@ from lbctl.gateway.policy import Gateway
 from lbctl.gateway.tls import client_context
 from lbctl.proxy.router import Router
 from lbctl.proxy.upstream import IdlePool
+
+log = logging.getLogger("lbctl")
 
 
 class OutcomeSink:
@@ -44,7 +47,7 @@ class PoolRuntime:
 class Runtime:
     def __init__(self, config: Config, pools: dict[str, PoolRuntime], loaded_at: float) -> None:
         self.config = config
-        self.router = Router(config.routes)
+        self.router = Router(config.routes, config.paths)
         self.pools = pools
         self.loaded_at = loaded_at
         self.gateway: Gateway | None = None
@@ -61,7 +64,7 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
     for name, pcfg in config.pools.items():
         old_state = previous.pools.get(name) if previous else None
         old = old_state.pool.by_name if old_state else {}
-        backends = [_backend(bcfg, pcfg, old.get(bcfg.name)) for bcfg in pcfg.backends]
+        backends = [_backend(bcfg, pcfg, old.get(bcfg.name), name) for bcfg in pcfg.backends]
         if old_state is not None and old_state.config.algorithm == pcfg.algorithm \
                 and old_state.config.slow_start == pcfg.slow_start \
                 and old_state.config.panic_threshold == pcfg.panic_threshold \
@@ -99,18 +102,21 @@ def _outcome_sink(pool: Pool, pcfg: PoolConfig, clock: Callable[[], float]) -> O
     return OutcomeSink()
 
 
-def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None) -> Backend:
+def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None,
+             pool_name: str = "") -> Backend:
+    weight = _reloaded_weight(bcfg, old, pool_name)
     same_address = old is not None and (old.scheme, old.host, old.port) == \
         (bcfg.scheme, bcfg.host, bcfg.port)
     if same_address:
         b = old
-        b.weight = bcfg.weight
+        b.weight = weight
         b.backup = bcfg.backup
     else:
         if old is not None and old.extra.get("idle") is not None:
             old.extra["idle"].close_all()
-        b = Backend(bcfg.name, bcfg.url, weight=bcfg.weight, backup=bcfg.backup,
+        b = Backend(bcfg.name, bcfg.url, weight=weight, backup=bcfg.backup,
                     scheme=bcfg.scheme, host=bcfg.host, port=bcfg.port)
+    b.config_weight = bcfg.weight
     context = upstream_ssl(bcfg, pcfg)
     idle = b.extra.get("idle")
     if idle is None:
@@ -120,6 +126,18 @@ def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None) -> Back
         idle.max_idle, idle.idle_timeout = pcfg.max_idle_connections, pcfg.idle_timeout
         idle.ssl = context          # a changed ca applies to new connections
     return b
+
+
+def _reloaded_weight(bcfg: BackendConfig, old: Backend | None, pool_name: str) -> float:
+    """An operator's weight (admin API, ``lbctl backend weight``) survives a reload while the
+    file's weight for that backend is unchanged; a changed file weight wins, and says so."""
+    if old is None or old.weight == old.config_weight:
+        return bcfg.weight
+    if bcfg.weight == old.config_weight:
+        return old.weight
+    log.warning("pool %s: backend %s weight %g (set by an operator) replaced by the config "
+                "file's new weight %g", pool_name, bcfg.name, old.weight, bcfg.weight)
+    return bcfg.weight
 
 
 def upstream_ssl(bcfg: BackendConfig, pcfg: PoolConfig) -> ssl.SSLContext | None:
@@ -134,7 +152,10 @@ def upstream_ssl(bcfg: BackendConfig, pcfg: PoolConfig) -> ssl.SSLContext | None
 
 
 def key_getter(spec: str | None) -> Callable | None:
-    """Compile ``hash_key`` once: a function (conn, request) -> key or None."""
+    """Compile ``hash_key`` once: a function (conn, request) -> key or None.
+
+    An empty value (``X-User:`` with nothing after it, ``Cookie: sid=``, ``sid=""``) is no
+    key at all: used as one, every such request would land on the same backend."""
     if spec is None:
         return None
     if spec == "ip":         # the resolved client address when the gateway resolved one
@@ -144,7 +165,10 @@ def key_getter(spec: str | None) -> Callable | None:
     kind, _, name = spec.partition(":")
     lower = name.lower().encode("latin-1")
     if kind == "header":
-        return lambda conn, req: req.header(lower)
+        def header(conn, req):
+            value = req.header(lower)
+            return value.strip() or None if value is not None else None
+        return header
     if kind == "cookie":
         wanted = name.encode("latin-1")
 
@@ -154,8 +178,8 @@ def key_getter(spec: str | None) -> Callable | None:
                 return None
             for part in raw.split(b";"):
                 key, _, value = part.strip().partition(b"=")
-                if key == wanted:
-                    return value
+                if key == wanted and value.strip() not in (b"", b'""'):
+                    return value.strip()
             return None
         return cookie
     raise ValueError(f"unknown hash_key {spec!r}")

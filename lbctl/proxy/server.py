@@ -161,3 +161,5 @@ class ProxyServer:
             now = self.loop.time()
             for backend in self.runtime.backends():
                 backend.extra["idle"].sweep(now)
+            for state in self.runtime.pools.values():
+                state.pool.advance()    # ramps and ejections end on time, traffic or not

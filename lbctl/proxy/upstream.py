@@ -6,6 +6,12 @@ holds it and reports parser events straight to that client (``response_head``,
 without a hop through a task. A connection goes back to its backend's idle pool only after
 a clean, complete exchange; one that saw an error, a timeout, stray bytes or an incomplete
 message is closed, never reused.
+
+A response head is held to ``[limits] max_response_header_size`` and ``max_response_headers``
+(like a request head): past either, the exchange fails as an invalid response (502) and the
+connection is closed, so a backend sending headers without end costs a bounded amount of
+memory. Bytes are counted as they arrive, not only as parsed headers, because the parser
+holds a header line that has not ended yet.
 """
 
 from __future__ import annotations
@@ -51,6 +57,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False
         self.head_request = False
         self.exchanges = 0
+        self.head_open = False            # a response head is still arriving
+        self.head_bytes = 0               # bytes received while it was
+        self.header_bytes = 0             # parsed header lines, as the request side counts
+        self.header_count = 0
+        self.max_head = 0                 # [limits] max_response_header_size, per exchange
+        self.max_headers = 0
 
     # ---- exchange lifecycle (called by the client side) --------------------------------
 
@@ -63,6 +75,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.complete = False
         self.head_request = head_request
         self.exchanges += 1
+        limits = client.server.runtime.config.limits
+        self.max_head, self.max_headers = limits.max_response_header_size, \
+            limits.max_response_headers
+        self.head_open = True
+        self.head_bytes = self.header_bytes = self.header_count = 0
 
     def detach(self) -> None:
         self.client = None
@@ -93,7 +110,12 @@ class UpstreamConnection(asyncio.Protocol):
         # What the parser callbacks write to the client goes out as one write, after parsing.
         client.hold_writes()
         try:
+            if self.head_open:
+                self.head_bytes += len(data)
             self.parser.feed_data(data)
+            if self.head_open and self.head_bytes > self.max_head:
+                # Still no end of head: a line without end, or more than the limit in all.
+                self._fail_head()
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             if self.client is not None:
@@ -148,15 +170,32 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.complete:
             self.headers.append((name, value))
+            self.header_count += 1
+            self.header_bytes += len(name) + len(value) + 4
+            if self.header_count > self.max_headers or self.header_bytes > self.max_head:
+                self._fail_head()
+                raise _StopParsing
+
+    def _fail_head(self) -> None:
+        """Over a response-head limit: a 502 for the client, and this connection closed."""
+        self.head_open = False
+        if self.client is not None:
+            self.client.upstream_failed(UpstreamError(
+                f"invalid response: head over the limits (max_response_header_size "
+                f"{self.max_head}, max_response_headers {self.max_headers})", False))
+        self.close()
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # Interim responses (100 Continue, 103) are not forwarded: the proxy answers
-            # Expect itself and the final response follows on this connection.
+            # Expect itself and the final response follows on this connection. Their bytes
+            # count toward the head limit, so endless 103s are bounded too.
             self.interim = True
             self.headers = []
+            self.header_count = 0
             return
+        self.head_open = False
         if self.client is not None and not self.client.response_head(
                 self, status, self.reason, self.headers, self.parser.should_keep_alive()):
             raise _StopParsing
