@@ -42,9 +42,10 @@ class Limit:
 
     @classmethod
     def of(cls, config) -> Limit:
-        """From a route's ``rate_limit`` (``config.model.RateLimit``, name filled in)."""
+        """From a route's ``rate_limit`` (``config.model.RateLimit``; the loader names every
+        limit, "default" stands in for one built in code without a name)."""
         burst = config.burst if config.burst is not None else max(1, math.ceil(config.rate))
-        return cls(config.name, config.rate / config.per, burst)
+        return cls(config.name or "default", config.rate / config.per, burst)
 
 
 @dataclass(frozen=True, slots=True)
