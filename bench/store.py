@@ -49,20 +49,26 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import proxy as harness  # noqa: E402  (bench/proxy.py: processes, nginx, wrk, CPU accounting)
+import proxy as harness  # noqa: E402  (bench/proxy.py: the interleaved, rotated rounds)
+from proxybench.load import write_lua  # noqa: E402
+from proxybench.rig import (Pinning, Processes, default_tools_dir, ensure_tools,  # noqa: E402
+                            find_binary, free_port, pinned, tree, wait_listening)
+from proxybench.targets import (REPO, Target, lbctl_env, prepare_files,  # noqa: E402
+                                start_backends, wait_serving)
 
 LIMIT = 'rate_limit = { rate = 1000000, burst = 1000000 }'     # measured, never refusing
 
 
 def ensure_redis() -> str:
-    path = harness.find_binary("redis-server")
+    path = find_binary("redis-server")
     if path is None:
         if os.geteuid() != 0:
             sys.exit("bench: redis-server missing; as root: apt-get install -y redis-server")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "redis-server"],
-                       check=True, env=env, timeout=900)
-        path = harness.find_binary("redis-server")
+        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q",
+                        "--no-install-recommends", "redis-server"], check=True, env=env,
+                       timeout=1800, stdout=subprocess.DEVNULL)
+        path = find_binary("redis-server")
     return path
 
 
@@ -75,53 +81,32 @@ def lbctl_toml(port: int, backend_ports: list[int], limit: bool, store: str) -> 
     return "\n".join(lines)
 
 
-def start(tools: dict, procs: harness.Processes, tmp: Path, args) -> tuple[list, int]:
-    (tmp / "www").mkdir()
-    (tmp / "tmp").mkdir()
-    (tmp / "www" / "small").write_bytes(harness.SMALL_BODY)
-    (tmp / "www" / "64k").write_bytes(b"x" * harness.LARGE_SIZE)
-    for p in (tmp, tmp / "www", tmp / "tmp"):
-        p.chmod(0o755)
-    for p in (tmp / "www").iterdir():
-        p.chmod(0o644)
-    load_cpu = harness.LOAD_CPU if args.pin else None
-    proxy_cpu = harness.PROXY_CPU if args.pin else None
-    backend_ports = []
-    for i in (1, 2):
-        port = harness.free_port()
-        conf = harness.nginx_conf(tmp, f"backend{i}",
-                                  harness.NGINX_BACKEND.format(port=port, dir=tmp))
-        log = tmp / f"backend{i}.out"
-        proc = procs.start(f"backend{i}", harness.pinned(load_cpu, [
-            tools["nginx"], "-p", str(tmp), "-e", str(tmp / f"backend{i}.error.log"), "-c",
-            str(conf)], tools["taskset"]), log)
-        harness.wait_listening(port, proc.popen, log)
-        backend_ports.append(port)
-
-    redis_port = harness.free_port()
+def start(tools: dict, procs: Processes, tmp: Path, args) -> tuple[list, list[int], int]:
+    prepare_files(tmp)
+    backends = start_backends(tools, procs, tmp, args)
+    redis_port = free_port()
     log = tmp / "redis.out"
-    proc = procs.start("redis", harness.pinned(load_cpu, [
+    proc = procs.start("redis", pinned(args.pinning.load, [
         tools["redis-server"], "--port", str(redis_port), "--bind", "127.0.0.1", "--dir",
         str(tmp), "--save", "", "--appendonly", "no"], tools["taskset"]), log)
-    harness.wait_listening(redis_port, proc.popen, log)
+    wait_listening(redis_port, proc.popen, log)
 
     redis = f'[store]\nbackend = "redis"\nurl = "redis://127.0.0.1:{redis_port}/0"'
     targets = []
     for label, limit, store in (("nolimit", False, ""), ("local", True, ""),
                                 ("redis", True, redis)):
-        port = harness.free_port()
+        port = free_port()
         log = tmp / f"{label}.out"
         conf = tmp / f"{label}.toml"
-        conf.write_text(lbctl_toml(port, backend_ports, limit, store))
+        conf.write_text(lbctl_toml(port, backends, limit, store))
         argv = [sys.executable, "-m", "lbctl", "serve", str(conf)]
-        proc = procs.start(label, harness.pinned(proxy_cpu, argv, tools["taskset"]), log,
-                           env=harness.lbctl_env())
-        harness.wait_listening(port, proc.popen, log, timeout=30)
-        targets.append(harness.Target(label, port, proc, [proc.popen.pid]))
-    for t in targets:
-        if harness.http_get_size(t.port, "/small") != len(harness.SMALL_BODY):
-            raise RuntimeError(f"{t.name}: GET /small did not return the small body")
-    return targets, redis_port
+        proc = procs.start(label, pinned(args.pinning.proxy, argv, tools["taskset"]), log,
+                           env=lbctl_env())
+        wait_listening(port, proc.popen, log, timeout=30)
+        target = Target(label, "lbctl", port, proc)
+        wait_serving(target)
+        targets.append(target)
+    return targets, backends, redis_port
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -130,8 +115,8 @@ def summarize(runs: list[dict]) -> dict:
         rs = [r for r in runs if r["target"] == name]
         per[name] = {"rps": statistics.median(r["rps"] for r in rs),
                      "p99_ms": statistics.median(r["p99_ms"] for r in rs),
-                     "us_per_req": statistics.median(r["proxy_us_per_req"] for r in rs),
-                     "best_us_per_req": min(r["proxy_us_per_req"] for r in rs),
+                     "us_per_req": statistics.median(r["us_per_req"] for r in rs),
+                     "best_us_per_req": min(r["us_per_req"] for r in rs),
                      "errors": sum(r["socket_errors"] + r["non_2xx"] for r in rs),
                      "other_cpu": statistics.median(r["other_cpu"] for r in rs)}
     ref = per["nolimit"]
@@ -193,8 +178,8 @@ async def calls(redis_port: int, n: int, rounds: int) -> dict:
 
 
 def run_calls(redis_port: int, args) -> dict:
-    if args.pin:
-        os.sched_setaffinity(0, {int(harness.PROXY_CPU)})
+    if args.pinning.proxy is not None:
+        os.sched_setaffinity(0, {int(c) for c in args.pinning.proxy.split(",")})
     try:
         import uvloop
         uvloop.install()
@@ -205,8 +190,8 @@ def run_calls(redis_port: int, args) -> dict:
 
 def render(per: dict, call_costs: dict, args) -> str:
     out = [f"medians of {args.rounds} round(s), {args.duration:g} s each, wrk -t1 "
-           f"-c{args.connections}, small keep-alive; lbctl on CPU 0, wrk, backends and "
-           f"redis-server on CPU 1" if args.pin else "(not pinned: fewer than 2 CPUs)", "",
+           f"-c{args.connections}, small keep-alive; {args.pinning.note} (redis-server with "
+           f"the backends)", "",
            f"{'lbctl':8} {'req/s':>9} {'p99 ms':>7} {'x none':>6} {'us/req':>7} {'x none':>6} "
            f"{'added us':>8} {'errors':>6}"]
     for name, s in per.items():
@@ -233,22 +218,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup, args.calls = 1, 2.0, 1.0, 2000
-    args.threads, args.workload = 1, ["small"]
-    args.pin = (os.cpu_count() or 1) >= 2
-    tools = harness.ensure_tools()
+    args.threads, args.workload, args.workers = 1, ["small"], 1
+    args.pinning = Pinning.plan(1)
+    notes: list[str] = []
+    tools = ensure_tools(set(), default_tools_dir(), True, notes)
     tools["redis-server"] = ensure_redis()
-    procs = harness.Processes()
+    procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="lbctl-bench-store-"))
     signal.signal(signal.SIGTERM, harness._interrupt)
     try:
-        targets, redis_port = start(tools, procs, tmp, args)
+        targets, backends, redis_port = start(tools, procs, tmp, args)
         print(f"started: {', '.join(t.name for t in targets)}, redis-server; temp dir {tmp}",
               flush=True)
-        ours = [pid for p in procs.items for pid in (p.popen.pid, *harness.children(p.popen.pid))]
-        runs = harness.measure(tools, targets, ours, args)
+
+        def ours() -> list[int]:
+            return [pid for p in procs.items for pid in tree(p.popen.pid)]
+        runs = harness.measure(tools, targets, backends, ours, args, write_lua(tmp))
         per = summarize(runs)
         call_costs = run_calls(redis_port, args)
-        noisy = [r for r in runs if r["other_cpu"] > 0.1]
+        noisy = [r for r in runs if r["other_cpu"] > harness.NOISE_THRESHOLD]
         print()
         if noisy:
             print(f"bench: {len(noisy)} of {len(runs)} runs shared the machine with other work "
@@ -260,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps({"time": stamp, "versions": harness.versions(tools),
                                     "params": {"rounds": args.rounds, "duration": args.duration,
                                                "connections": args.connections,
-                                               "calls": args.calls, "pinned": args.pin},
+                                               "calls": args.calls,
+                                               "pinning": args.pinning.note},
                                     "summary": per, "calls": call_costs, "runs": runs},
                                    indent=2) + "\n")
-        print(f"\nresults: {path.relative_to(harness.REPO)}")
+        print(f"\nresults: {path.relative_to(REPO)}")
         return 0
     except KeyboardInterrupt:
         print("\nbench: interrupted; stopping what it started", file=sys.stderr)
