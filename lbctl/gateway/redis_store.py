@@ -92,7 +92,7 @@ class ConnectionPool:
 
     redis-py's connection classes do the protocol (AUTH, SELECT, TLS, unix sockets, RESP);
     its client and pool classes are not used on this path because the same call through
-    them costs 1.3 to 1.8 times the CPU (redis-py 8.1 with hiredis on uvloop, see
+    them costs 1.6 to 1.8 times the CPU (redis-py 8.1 with hiredis on uvloop, see
     bench/store.py), and this call is made for every limited request.
     """
 
