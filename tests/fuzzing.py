@@ -28,7 +28,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from lbctl.config.model import ApiKey, Auth, Limits, Route, Timeouts
-from lbctl.gateway.api_key import digest_of
+from lbctl.config.keys import digest_of
 from lbctl.proxy.server import ProxyServer
 from tests.support import backend_config, config
 

@@ -19,7 +19,7 @@ import pytest
 from lbctl.balancing.backend import MAX_WEIGHT, MIN_WEIGHT, checked_weight
 from lbctl.balancing.consistent_hash import RING_CAP, VNODES
 from lbctl.config.model import Address, Admin
-from tests.balancing_support import FakeClock, backends, pool_of
+from tests.balancing_support import backends, pool_of
 from tests.support import ManualClock, backend_config, config
 
 
@@ -40,7 +40,7 @@ def test_the_ends_of_the_range_are_weights():
 @pytest.mark.parametrize("algorithm", ["least_conn", "weighted", "random", "p2c", "ewma"])
 def test_the_smallest_weight_ramping_up_divides_by_nothing(algorithm):
     """5e-324 x 10% was 0: least_conn's in-flight / weight raised ZeroDivisionError."""
-    clock = FakeClock()
+    clock = ManualClock()
     pool = pool_of(algorithm, backends("a", "b", weights=[MIN_WEIGHT, MIN_WEIGHT]),
                    clock=clock, slow_start=30.0)
     pool.set_admin(pool.backends[0], pool.backends[0].admin.__class__.DISABLED)
@@ -77,7 +77,7 @@ def test_below_the_cap_a_backends_points_depend_on_its_own_weight_only():
 # ---- effective weights follow the clock ------------------------------------------------------
 
 def test_advance_ends_a_ramp_and_an_ejection_without_any_request():
-    clock = FakeClock()
+    clock = ManualClock()
     pool = pool_of("weighted", ["a", "b"], clock=clock, slow_start=10.0)
     a, b = pool.backends
     pool.eject(b, clock() + 5.0)

@@ -119,7 +119,7 @@ async def test_certificate_reload_new_connections_get_the_new_certificate(backen
     assert (await get(url, client_ssl(new_ca)))[0] == 200
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await get(url, client_ssl(old_ca))
-    assert proxy.tls.reloads == 1
+    assert proxy.proxy.tls.reloads == 1
 
 
 def test_a_failed_reload_keeps_the_current_certificate(tmp_path):
@@ -147,7 +147,7 @@ async def https_backend(backends, ca: trustme.CA, *identities: str):
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await site.start()
     from tests.support import TestBackend
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     backends.items.append(TestBackend("tls", port, runner))
     return f"https://127.0.0.1:{port}"
 
@@ -202,11 +202,10 @@ async def test_insecure_skip_verify_is_explicit_and_logged(backends, tmp_path, c
     assert await plain_get(proxy.address[1]) == (200, "secure")
 
 
-async def test_lbctl_serve_reloads_the_certificate_on_sighup(backends, tmp_path):
+async def test_lbctl_serve_reloads_the_certificate_on_sighup(backends, tmp_path, free_port,
+                                                             serve_process):
     import signal
 
-    from tests.process import LbctlProcess
-    from tests.test_serve_process import free_port
     old_ca, new_ca = trustme.CA(), trustme.CA()
     write_pair(old_ca, tmp_path)
     a = await backends.start("a")
@@ -215,30 +214,26 @@ async def test_lbctl_serve_reloads_the_certificate_on_sighup(backends, tmp_path)
     path.write_text(f'[listen]\naddress = "127.0.0.1:{port}"\n'
                     f'tls = {{ cert = "server.pem", key = "server-key.pem" }}\n'
                     f'[[routes]]\npool = "api"\n' + pool(a.url))
-    proc = await LbctlProcess.start("serve", str(path))
-    try:
-        await proc.wait_for_log("listening on")
-        url = f"https://127.0.0.1:{port}/"
-        assert await get(url, client_ssl(old_ca)) == (200, "a")
-        write_pair(new_ca, tmp_path)
-        mark = len(proc.lines)
-        proc.proc.send_signal(signal.SIGHUP)
-        await proc.wait_for_log("TLS certificate reloaded", start=mark)
-        assert await get(url, client_ssl(new_ca)) == (200, "a")
-        with pytest.raises(aiohttp.ClientConnectorCertificateError):
-            await get(url, client_ssl(old_ca))
-        # A key that does not match the certificate: the reload is rejected, TLS goes on.
-        write_pair(old_ca, tmp_path, stem="other")
-        (tmp_path / "server-key.pem").write_bytes((tmp_path / "other-key.pem").read_bytes())
-        mark = len(proc.lines)
-        proc.proc.send_signal(signal.SIGHUP)
-        await proc.wait_for_log("reload rejected: .*listen.tls.cert", start=mark)
-        assert await get(url, client_ssl(new_ca)) == (200, "a")
-        proc.proc.send_signal(signal.SIGTERM)
-        assert await proc.wait() == 0
-    finally:
-        proc.kill()
-        await proc.proc.wait()
+    proc = await serve_process("serve", str(path))
+    await proc.wait_for_log("listening on")
+    url = f"https://127.0.0.1:{port}/"
+    assert await get(url, client_ssl(old_ca)) == (200, "a")
+    write_pair(new_ca, tmp_path)
+    mark = len(proc.lines)
+    proc.proc.send_signal(signal.SIGHUP)
+    await proc.wait_for_log("TLS certificate reloaded", start=mark)
+    assert await get(url, client_ssl(new_ca)) == (200, "a")
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await get(url, client_ssl(old_ca))
+    # A key that does not match the certificate: the reload is rejected, TLS goes on.
+    write_pair(old_ca, tmp_path, stem="other")
+    (tmp_path / "server-key.pem").write_bytes((tmp_path / "other-key.pem").read_bytes())
+    mark = len(proc.lines)
+    proc.proc.send_signal(signal.SIGHUP)
+    await proc.wait_for_log("reload rejected: .*listen.tls.cert", start=mark)
+    assert await get(url, client_ssl(new_ca)) == (200, "a")
+    proc.proc.send_signal(signal.SIGTERM)
+    assert await proc.wait() == 0
 
 
 async def test_weak_tls_1_2_cipher_suites_are_refused(backends, tmp_path):

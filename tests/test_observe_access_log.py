@@ -19,12 +19,6 @@ from tests.support import backend_config, config, raw_exchange
 SECRETS = ("SECRET-AUTH", "SECRET-COOKIE", "SECRET-KEY", "SECRET-QUERY")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class AccessLogWatch:
     """The proxy's access log file, and an event per record handed to the writer."""
 
@@ -83,7 +77,7 @@ async def test_success_line_has_every_field(backends, tmp_path):
     assert record["time"].endswith("Z")
 
 
-async def test_refused_backend_is_a_502_with_connect_error(backends, tmp_path):
+async def test_refused_backend_is_a_502_with_connect_error(backends, tmp_path, free_port):
     dead = backend_config(f"http://127.0.0.1:{free_port()}", "dead")
     proxy, log = await start(backends, tmp_path, {"api": [dead]}, retries=0)
     assert (await get(proxy.address[1]))[0] == 502
@@ -206,12 +200,12 @@ def test_escape_and_redact_are_pure_and_total():
 async def test_unwritable_access_log_is_one_clear_error_at_start_and_kept_on_reload(
         backends, tmp_path):
     from lbctl.errors import UserError
-    from lbctl.proxy.server import ProxyServer
+    from lbctl.serve.instance import Instance
     a = await backends.start("a")
     base = config({"api": [backend_config(a.url, "a")]})
     bad = replace(base, log=Log(access=str(tmp_path / "missing-dir" / "access.log")))
     with pytest.raises(UserError, match="cannot open the access log .*missing-dir"):
-        ProxyServer(bad)
+        Instance(bad)
     proxy, log = await start(backends, tmp_path, {"api": [backend_config(a.url, "a")]})
     first = proxy.observer.access
     proxy.reload(bad)                                   # logged; the old log keeps writing

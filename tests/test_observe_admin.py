@@ -274,13 +274,10 @@ async def test_health_probes_show_in_metrics_and_stats(backends, session):
                             health=Health(path="/healthz", interval=0.05, timeout=1.0)))
     proxy = await backends.proxy(cfg)
     probed = asyncio.Event()
-    counting = proxy.health.observer
-
-    def observer(pool, backend, result, flipped):
-        counting(pool, backend, result, flipped)
-        if backend.extra["probes"]["ok"] >= 2:
+    def on_probe(pool, backend, result, flipped):
+        if proxy.health.of(backend).ok >= 2:
             probed.set()
-    proxy.health.observer = observer
+    proxy.health.on_probe = on_probe
     await asyncio.wait_for(probed.wait(), 10)
     client = Client(session, proxy)
     families = {f.name: f for f in text_string_to_metric_families(

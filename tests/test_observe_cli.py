@@ -11,15 +11,9 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from tests.process import ENV, LBCTL, LbctlProcess
+from tests.process import ENV, LBCTL
 
 TOKEN = "cli-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def run(*args: str) -> tuple[int, str, str]:
@@ -30,7 +24,7 @@ async def run(*args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-async def live(backends, tmp_path):
+async def live(backends, tmp_path, free_port, serve_process):
     """A serve process in front of backends "one" and "two", admin API with a token."""
     one, two = await backends.start("one"), await backends.start("two")
     port, admin = free_port(), free_port()
@@ -42,15 +36,11 @@ async def live(backends, tmp_path):
         f'[[routes]]\npool = "p"\n\n[pools.p]\nalgorithm = "round_robin"\n\n'
         f'[[pools.p.backends]]\nurl = "{one.url}"\nname = "one"\n\n'
         f'[[pools.p.backends]]\nurl = "{two.url}"\nname = "two"\n')
-    proc = await LbctlProcess.start("serve", "--log-format", "json", str(path))
-    try:
-        await proc.wait_for_log("admin API on")
-        await proc.wait_for_log("listening on")
-        yield {"proc": proc, "config": str(path), "port": port, "admin": admin,
-               "one": one, "two": two, "tmp": tmp_path}
-    finally:
-        proc.kill()
-        await proc.proc.wait()
+    proc = await serve_process("serve", "--log-format", "json", str(path))
+    await proc.wait_for_log("admin API on")
+    await proc.wait_for_log("listening on")
+    return {"proc": proc, "config": str(path), "port": port, "admin": admin,
+            "one": one, "two": two, "tmp": tmp_path}
 
 
 async def traffic(port: int, n: int) -> Counter:
@@ -82,7 +72,7 @@ async def test_stats_once_prints_the_tables(live):
     assert "one" in out and "two" in out and "up" in out
 
 
-async def test_wrong_token_and_unreachable_api_are_one_line_and_exit_1(live):
+async def test_wrong_token_and_unreachable_api_are_one_line_and_exit_1(live, free_port):
     code, out, err = await run("stats", "--once", "--admin", f"http://127.0.0.1:{live['admin']}",
                                "--token", "nope")
     assert code == 1 and out == "" and "401" in err and len(err.strip().splitlines()) == 1
@@ -125,7 +115,7 @@ async def test_sigusr1_reopens_the_access_log(live):
     assert log.exists()
 
 
-async def test_admin_port_in_use_is_one_clear_line_and_exit_1(backends, tmp_path):
+async def test_admin_port_in_use_is_one_clear_line_and_exit_1(backends, tmp_path, free_port):
     one = await backends.start("one")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

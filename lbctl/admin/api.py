@@ -31,6 +31,7 @@ from aiohttp import web
 from lbctl.admin import dashboard
 from lbctl.admin.guard import BadBody, describe, guard, json_body
 from lbctl.admin.metrics import exposition, registry_for
+from lbctl.admin.served import Served
 from lbctl.balancing.backend import WEIGHT_RANGE, AdminState, checked_weight
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
@@ -47,11 +48,11 @@ def _error(status: int, message: str, **headers) -> web.Response:
 
 
 class AdminApi:
-    def __init__(self, server, admin) -> None:
-        self.server = server
+    def __init__(self, served: Served, admin) -> None:
+        self.served = served
         self.token: bytes | None = admin.token.encode() if admin.token else None
         self.address = admin.address
-        self.registry = registry_for(server)
+        self.registry = registry_for(served)
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None
 
@@ -83,7 +84,7 @@ class AdminApi:
 
     @property
     def bound(self) -> tuple[str, int]:
-        return self.site._server.sockets[0].getsockname()[:2]
+        return tuple(self.runner.addresses[0][:2])
 
     def reconfigure(self, admin) -> None:
         """A reload: a new token applies at once; a new address (or none) after a restart."""
@@ -114,7 +115,10 @@ class AdminApi:
     async def stats(self, request: web.Request) -> web.Response:
         # ?history=0 leaves out the per-second series (cheaper for very large pools).
         history = request.query.get("history", "1") not in ("0", "false", "no")
-        return web.json_response(snapshot(self.server, history=history),
+        served = self.served
+        doc = snapshot(served.runtime, served.observer, served.health, served.loop.time(),
+                       history=history)
+        return web.json_response(doc,
                                  dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -129,7 +133,8 @@ class AdminApi:
         if request.method != "POST":
             return _error(405, f"{action} needs POST", Allow="POST")
         pool_name, name = request.match_info["pool"], request.match_info["name"]
-        state = self.server.runtime.pools.get(pool_name)
+        served = self.served
+        state = served.runtime.pools.get(pool_name)
         if state is None:
             return _error(404, f"no pool named {pool_name!r}")
         pool = state.pool
@@ -153,11 +158,12 @@ class AdminApi:
             old = backend.admin.value
             pool.set_admin(backend, ACTIONS[action])
             log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value)
-        doc = backend_doc(pool, backend, self.server.loop.time(), history=False)
+        doc = backend_doc(pool, backend, served.loop.time(), history=False,
+                          observer=served.observer, health=served.health)
         return web.json_response({"pool": pool_name, "backend": doc})
 
 
-async def start_admin(server) -> AdminApi:
-    api = AdminApi(server, server.runtime.config.admin)
+async def start_admin(served: Served) -> AdminApi:
+    api = AdminApi(served, served.runtime.config.admin)
     await api.start()
     return api

@@ -3,6 +3,11 @@
 A ``Backend`` outlives config reloads (the pool carries it over when a backend with the same
 name remains), so counters and health survive a SIGHUP. Only the pool changes eligibility
 fields; algorithms read ``inflight``, ``effective_weight`` and the EWMA estimate.
+
+Every field is declared here. What a driver keeps per backend it keeps itself, in a map
+keyed by the ``Backend`` (identity hashing): the proxy's idle connections in its
+``Runtime``, the observer's counters, the health checker's probe records, passive health's
+failure streaks; the simulator keeps lists indexed by ``index``.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class Backend:
         "name", "url", "scheme", "host", "port", "weight", "config_weight", "backup",
         "effective_weight", "inflight", "started", "finished", "failures",
         "ewma", "ewma_stamp", "healthy", "admin", "ejected_until", "eligible",
-        "eligible_since", "index", "extra",
+        "eligible_since", "index", "ejections",
     )
 
     def __init__(self, name: str, url: str = "", *, weight: float = 1.0, backup: bool = False,
@@ -74,7 +79,7 @@ class Backend:
         self.eligible = True                   # derived by the pool from the three above
         self.eligible_since = 0.0              # for slow start
         self.index = 0                         # position in the pool, for algorithms' tables
-        self.extra: dict = {}                  # per-driver data (proxy connection pool, sim queue)
+        self.ejections = 0                     # passive ejections so far (health.passive)
 
     def ewma_cost(self, now: float, decay: float) -> float:
         """The estimate decayed toward zero by the time since it was last updated.

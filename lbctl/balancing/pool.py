@@ -16,8 +16,7 @@ readers call it before showing state, so ``effective_weight`` and ``state`` neve
 from __future__ import annotations
 
 import math
-import random
-from typing import Callable, Collection, Hashable, Iterable, Sequence
+from typing import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 
 from lbctl.balancing.backend import AdminState, Backend, checked_weight
 from lbctl.balancing.base import Algorithm
@@ -153,13 +152,21 @@ class Pool:
     # ---- the request path ---------------------------------------------------------------
 
     def select(self, key: Hashable | None = None, exclude: Collection[Backend] = (),
-               accept: Callable[[Backend], bool] | None = None) -> Backend | None:
-        """The backend for one attempt, or None when no active backend is acceptable."""
+               accept: Callable[[Backend], bool] | None = None,
+               trace: Callable[[Backend], None] | None = None) -> Backend | None:
+        """The backend for one attempt, or None when no active backend is acceptable.
+
+        ``trace``, when given, is told every candidate the algorithm offers, in order (for a
+        power-of-two pick, both of the pair, since both were drawn): it explains a decision
+        without changing it."""
         if self.clock() >= self._next_change:
             self.refresh()              # advance(), inlined: this is the per-request path
         algorithm = self.algorithm
         panic = self.mode == "panic"
         candidates = algorithm.candidates(key)
+        if trace is not None:
+            candidates = _traced(candidates, trace,
+                                 algorithm.draws_pair and len(algorithm.active) >= 2)
         try:
             for _ in range(len(algorithm.active)):
                 b = next(candidates, None)
@@ -196,3 +203,21 @@ class Pool:
 
     def __iter__(self) -> Iterable[Backend]:
         return iter(self.backends)
+
+
+def _traced(candidates: Iterator[Backend], trace: Callable[[Backend], None],
+            pair: bool) -> Iterator[Backend]:
+    """``candidates``, each reported to ``trace`` as it is offered. With ``pair``, the first
+    two are taken together: the algorithm drew both before yielding the first, so taking the
+    second early consumes no randomness and changes no choice."""
+    try:
+        if pair:
+            drawn = [b for b in (next(candidates, None), next(candidates, None)) if b is not None]
+            for b in drawn:
+                trace(b)
+            yield from drawn
+        for b in candidates:
+            trace(b)
+            yield b
+    finally:
+        candidates.close()

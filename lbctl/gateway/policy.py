@@ -18,7 +18,7 @@ other route decides without waiting, as before.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from lbctl.gateway.api_key import DEFAULT_HEADER, KeyRing
 from lbctl.gateway.authorize import Allowance
@@ -28,7 +28,6 @@ from lbctl.gateway.store import LocalStore, Store
 
 if TYPE_CHECKING:
     from lbctl.config.model import Config, Route
-    from lbctl.proxy.client import ClientConnection, Request
 
 CONSUMER_HEADER = b"X-Consumer"
 REALM = b'realm="lbctl"'
@@ -44,6 +43,17 @@ class Admission:
     consumer: str | None = None                 # API key name, or the JWT "sub"
     claims: dict[str, Any] | None = None
     response_headers: list = field(default_factory=list)   # added to the backend's response
+
+
+class Request(Protocol):
+    """What the gateway reads of a request (the proxy's ``Exchange`` provides it), and
+    ``admitted``, which ``Gateway.admit`` sets."""
+
+    method: bytes
+    headers: list[tuple[bytes, bytes]]
+    admitted: Admission | None
+
+    def header(self, lower_name: bytes) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,22 +90,22 @@ class Gateway:
                 self.limiters[slot] = limiter
             self.policies[id(route)] = RoutePolicy(route, keyring, limiter)
 
-    def admit(self, conn: ClientConnection, req: Request,
-              route: Route) -> Refusal | Awaitable[Refusal | None] | None:
-        """A refusal, None to go on, or (on a route limited through a shared store) an
-        awaitable of either."""
+    def admit(self, req: Request, route: Route, peer: str,
+              tls: bool) -> Refusal | Awaitable[Refusal | None] | None:
+        """Decide on ``req``, matched to ``route``, from the peer address ``peer`` on a
+        listener that terminates TLS when ``tls``: a refusal, None to go on, or (on a route
+        limited through a shared store) an awaitable of either."""
         policy = self.policies.get(id(route))
-        tls = conn.server.tls is not None
         if policy is None and not self.resolver.networks and not tls:
             return None     # nothing to decide or rewrite: the plain proxy path
-        client, chain, _ = self.resolver.resolve(conn.peer, req.headers)
+        client, chain, _ = self.resolver.resolve(peer, req.headers)
         admission = Admission(client, chain, b"https" if tls else b"http")
         req.admitted = admission
         if policy is None:
             return None
         if policy.shared:
-            return policy.check_shared(req, admission, self.clock())
-        return policy.check(req, admission, self.clock())
+            return policy.decide_shared(req, admission, self.clock())
+        return policy.decide(req, admission, self.clock())
 
 
 class RoutePolicy:
@@ -137,7 +147,7 @@ class RoutePolicy:
         self.limit_headers = LimitHeaders(Limit.of(limit), limit.headers) \
             if limit is not None else None
 
-    def check(self, req: Request, admission: Admission, now: float) -> Refusal | None:
+    def decide(self, req: Request, admission: Admission, now: float) -> Refusal | None:
         """The route's steps, with the limiter's buckets in reach (no waiting)."""
         admission.strip = admission.strip | self.strip
         decision = None
@@ -154,9 +164,9 @@ class RoutePolicy:
                 return self._over(decision)
         return self._finish(req, admission, decision)
 
-    async def check_shared(self, req: Request, admission: Admission,
+    async def decide_shared(self, req: Request, admission: Admission,
                            now: float) -> Refusal | None:
-        """The same steps as ``check``, waiting for a shared store's decision; None from the
+        """The same steps as ``decide``, waiting for a shared store's decision; None from the
         limiter means the store is down and on_error is "open": no limit, no headers."""
         admission.strip = admission.strip | self.strip
         decision = None

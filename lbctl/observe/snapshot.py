@@ -2,10 +2,10 @@
 
 Times are seconds (latencies) or Unix epoch seconds (``loaded_at``, probe ``time``).
 Counters count attempts on a backend since it joined (they survive reloads); ``latency``
-percentiles and ``history`` cover the last ``window`` seconds. A backend's health checker
-may leave ``extra["probe"]`` (last probe: ok, time, status, error, latency), and the
-counters ``extra["probes"]`` ({"ok": n, "failed": n}) and ``extra["ejections"]``; they are
-shown when present.
+percentiles and ``history`` cover the last ``window`` seconds. What the active health
+checker knows of a backend (``HealthChecks.of``: the last probe, with ok, time, status,
+error and latency, and the probe counts) and the passive ejections counted on it are shown
+once there is something to show.
 """
 
 from __future__ import annotations
@@ -13,8 +13,16 @@ from __future__ import annotations
 import os
 import time
 
+from typing import TYPE_CHECKING
+
 from lbctl import __version__
 from lbctl.observe.accounting import WINDOW, BackendStats
+
+if TYPE_CHECKING:
+    from lbctl.gateway.store import Store
+    from lbctl.health.active import HealthChecks
+    from lbctl.observe.observer import Observer
+    from lbctl.proxy.runtime import Runtime
 
 
 def backend_state(pool, b) -> tuple[str, float | None]:
@@ -27,16 +35,16 @@ def backend_state(pool, b) -> tuple[str, float | None]:
     return state, None
 
 
-def snapshot(server, *, started_at: float | None = None, history: bool = True) -> dict:
-    runtime = server.runtime
-    observer = getattr(server, "observer", None)
+def snapshot(runtime: Runtime, observer: Observer | None, health: HealthChecks | None,
+             now: float, *, started_at: float | None = None, history: bool = True) -> dict:
+    """The document for ``runtime``'s pools; ``now`` is the clock the observer counts in."""
     if started_at is None:
         started_at = observer.started_at if observer is not None else time.time()
-    now = server.loop.time()
     pools = []
     for name, state in runtime.pools.items():
         pool = state.pool
-        backends = [backend_doc(pool, b, now, history) for b in pool.backends]
+        backends = [backend_doc(pool, b, now, history, observer=observer, health=health)
+                    for b in pool.backends]
         pools.append({
             "name": name,
             "algorithm": state.config.algorithm,
@@ -58,9 +66,9 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
         "window": WINDOW,
         "pools": pools,
     }
-    store = getattr(server, "store", None)
-    if store is not None:
-        doc["store"] = store_doc(store)
+    gateway = runtime.gateway
+    if gateway is not None:
+        doc["store"] = store_doc(gateway.store)
     if observer is not None:
         front = observer.frontend
         doc["frontend"] = {"requests": front.requests, "responses": front.classes(),
@@ -68,7 +76,7 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
     return doc
 
 
-def store_doc(store) -> dict:
+def store_doc(store: Store) -> dict:
     """Where rate-limit buckets live and whether it answers; the URL never has a password."""
     config = store.config
     doc = {"backend": config.backend, "up": store.up, "errors": store.errors}
@@ -77,10 +85,15 @@ def store_doc(store) -> dict:
     return doc
 
 
-def backend_doc(pool, b, now: float, history: bool = True) -> dict:
+def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer | None = None,
+                health: HealthChecks | None = None) -> dict:
     state, progress = backend_state(pool, b)
-    stats: BackendStats = b.extra.get("stats") or BackendStats()
-    probe = b.extra.get("probe")
+    counted = observer.stats.get(b) if observer is not None else None
+    stats: BackendStats = counted or BackendStats()
+    checked = health.of(b) if health is not None else None
+    probe = checked.last if checked is not None else None
+    probes = checked.counts() if checked is not None and (checked.ok or checked.failed) \
+        else None
     doc = {
         "name": b.name,
         "url": b.url,
@@ -92,9 +105,9 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "weight": b.weight,
         "effective_weight": b.effective_weight,
         "inflight": b.inflight,
-        "requests": stats.requests if b.extra.get("stats") else b.started,
+        "requests": stats.requests if counted else b.started,
         "responses": stats.classes(),
-        "errors": stats.errors if b.extra.get("stats") else b.failures,
+        "errors": stats.errors if counted else b.failures,
         "failures": b.failures,
         "connect_errors": stats.connect_errors,
         "timeouts": stats.timeouts,
@@ -106,9 +119,9 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "bytes_out": stats.bytes_out,
         "latency": stats.percentiles(now),
         "ewma": b.ewma_cost(pool.clock(), pool.ewma_decay),
-        "last_probe": dict(probe) if isinstance(probe, dict) else None,
-        "probes": dict(b.extra["probes"]) if isinstance(b.extra.get("probes"), dict) else None,
-        "ejections": b.extra.get("ejections"),
+        "last_probe": dict(probe) if probe is not None else None,
+        "probes": probes,
+        "ejections": b.ejections or None,        # null until the first passive ejection
     }
     if history:
         doc["history"] = stats.series(now)
