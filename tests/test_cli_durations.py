@@ -158,6 +158,7 @@ EVERY_DURATION_QUOTED = {
     "pools.api.timeouts.connect": "2.5", "pools.api.timeouts.response": "33",
     "pools.api.health.interval": "6", "pools.api.health.timeout": "0.25",
     "pools.api.outlier.ejection_time": "7", "pools.api.outlier.max_ejection_time": "301",
+    "store.timeout": "0.2",
 }
 
 CONFIG = """
@@ -166,6 +167,11 @@ header_timeout = "${limits.header_timeout}"
 keepalive_timeout = "${limits.keepalive_timeout}"
 body_timeout = "${limits.body_timeout}"
 drain_timeout = "${limits.drain_timeout}"
+
+[store]
+backend = "redis"
+url = "redis://127.0.0.1:6379/0"
+timeout = "${store.timeout}"
 
 [[routes]]
 pool = "api"

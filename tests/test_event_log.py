@@ -6,6 +6,7 @@ action, a good and a bad reload, and a stop; its stderr is parsed line by line.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 
@@ -94,3 +95,33 @@ async def test_text_lines_are_unchanged_by_the_fields(backends, tmp_path, free_p
     line = (await proc.wait_for_log(r"INFO listening on .*")).group(0)
     assert line.endswith(": 1 routes, 1 pools, 1 backends")
     assert "event" not in line
+
+
+async def test_store_state_lines_carry_their_fields(backends, tmp_path, free_port,
+                                                    serve_process):
+    """The shared store is down when serve starts, then a real redis-server comes up on its
+    port: one ``down`` line with the reason, then ``up`` with how long it was down."""
+    from tests.redis_support import RedisServer
+    good = await backends.start("good")
+    redis = RedisServer(password=None, port=free_port())     # skipped without redis-server
+    store = f"redis://127.0.0.1:{redis.port}/0"
+    config = tmp_path / "lb.toml"
+    config.write_text(f'[listen]\naddress = "127.0.0.1:{free_port()}"\n'
+                      f'[store]\nbackend = "redis"\nurl = "{store}"\non_error = "open"\n'
+                      '[[routes]]\npool = "p"\n'
+                      f'[[pools.p.backends]]\nurl = "{good.url}"\n')
+    try:
+        proc = await serve_process("serve", "--log-format", "json", str(config))
+        await proc.wait_for_log('"event": "listening"')
+        down = json.loads((await proc.wait_for_log(r'^\{.*"event": "store_state".*$')).group(0))
+        assert (down["store"], down["state"], down["on_error"], down["level"]) == \
+            (store, "down", "open", "warning")
+        assert "refused" in down["reason"].lower()
+        mark = len(proc.lines)
+        await asyncio.to_thread(redis.start)
+        line = (await proc.wait_for_log(r'^\{.*"event": "store_state".*$', start=mark)).group(0)
+        up = json.loads(line)
+        assert (up["store"], up["state"], up["level"]) == (store, "up", "info")
+        assert up["down_for"] > 0
+    finally:
+        await asyncio.to_thread(redis.cleanup)
