@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lbctl.balancing import ALGORITHMS  # noqa: E402
-from lbctl.simulate.engine import run_algorithm  # noqa: E402
+from lbctl.simulate.driver import run_algorithm  # noqa: E402
 from lbctl.simulate.results import summarize  # noqa: E402
 from lbctl.simulate.scenario import scenario_from_options  # noqa: E402
 

@@ -26,8 +26,8 @@ import math
 from typing import Callable
 
 from lbctl.balancing import Backend, Pool
+from lbctl.balancing.outcome import OutcomeSink
 from lbctl.config.model import Outlier
-from lbctl.proxy.runtime import OutcomeSink
 from lbctl.units import format_duration
 
 log = logging.getLogger("lbctl.health")

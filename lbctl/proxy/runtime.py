@@ -15,22 +15,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lbctl.balancing import Backend, Pool, make_pool
+# Where the proxy reports each attempt's outcome (passive health plugs in here).
+from lbctl.balancing.outcome import OutcomeSink
 from lbctl.config.model import BackendConfig, Config, PoolConfig
 from lbctl.gateway.policy import Gateway
 from lbctl.gateway.tls import client_context
 from lbctl.proxy.router import Router
 from lbctl.proxy.upstream import IdlePool
-
-
-class OutcomeSink:
-    """Where the proxy reports each attempt's outcome (passive health plugs in here).
-
-    ``outcome`` is one of "ok", "connect", "reset", "timeout", "invalid", "5xx", or "client"
-    (the client broke the exchange: a body too large or too slow; not the backend's fault).
-    """
-
-    def record(self, backend: Backend, outcome: str) -> None:
-        pass
 
 
 @dataclass
