@@ -122,14 +122,14 @@ def test_usage_errors_are_one_line_exit_2(args, message):
     assert "Traceback" not in result.output
 
 
-def test_bad_scenario_is_one_line_exit_2(tmp_path):
+def test_bad_scenario_reads_like_validate_exit_2(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[[backends]]\nservice = { dist = "exponential", mean = "soon" }\n')
     result = run(str(path))
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"lbctl: {path}: backends[0].service.mean: expected a duration")
+    assert lines[0].startswith(f"{path}: backends[0].service.mean: expected a duration")
 
 
 def test_help_has_an_example():

@@ -283,7 +283,9 @@ def run_algorithm(scenario: Scenario, algorithm: str,
                         prober.verdict(i, ok)
                     else:
                         heappush(heap, (at, nxt(), PROBED, b, ok))
-                    heappush(heap, (prober.next(now), nxt(), PROBE, b))
+                    if t_next < INF:
+                        # Probing stops with the arrivals, or it would never end.
+                        heappush(heap, (prober.next(now), nxt(), PROBE, b))
                 else:                           # PROBED: a probe's verdict after a timeout
                     prober.verdict(b.index, ev[4])
                 continue

@@ -26,6 +26,7 @@ from lbctl.simulate import schema
 from lbctl.units import format_duration, parse_duration
 
 LOGNORMAL_MAX_RATIO = math.exp(2.3263478740408408 ** 2 / 2)
+MAX_REQUESTS = 100_000_000          # per run: the records of one run stay in memory
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,8 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
     values = top.values
 
     settings = pool
-    if settings is None and ("config" in data or "pool" in data):
+    named = "config" in data or "pool" in data
+    if settings is None and named:
         if "config" not in values or "pool" not in values:
             missing = "config" if "config" not in data else "pool" if "pool" not in data else None
             if missing:
@@ -269,6 +271,10 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
     client_timeout = values.get("client", {}).get("timeout", math.inf)
 
     backends = _backends(data.get("backends"), settings, base_dir, problems)
+    if named and settings is None and not backends:
+        # The config or its pool is the problem already reported; "missing backends" would
+        # only repeat it.
+        raise ConfigError(problems.items)
 
     algorithms = values.get("algorithms", tuple(ALGORITHMS))
     raw_workload = data.get("workload")
@@ -553,6 +559,9 @@ def _workload(values: dict, raw: Any, backends: list[BackendSpec], proxy: PoolCo
     rate = values["rate"] if "rate" in values else values.get("load", 0.8) * capacity
     if "requests" in values and "duration" in values:
         problems.add("workload.duration", "expected requests or duration, not both")
+    if values.get("requests", 0) > MAX_REQUESTS:
+        problems.wrong("workload.requests", f"at most {MAX_REQUESTS:,} requests",
+                       raw["requests"])
     requests, duration = 0, 0.0
     if "duration" in values:
         duration = values["duration"]

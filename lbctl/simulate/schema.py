@@ -111,7 +111,7 @@ WORKLOAD = Section(
     arrivals=Choice(ARRIVALS),
     rate=Number(positive=True),
     load=Number(positive=True),
-    requests=Int(min=1, max=100_000_000),
+    requests=Int(min=1),
     duration=Duration(positive=True),
     keys=Int(min=1),
     replay=FilePath("access log (lbctl JSON, nginx or HAProxy)"),
