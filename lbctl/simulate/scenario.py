@@ -144,9 +144,15 @@ class Scenario:
             s = replace(s, seed=seed)
         if algorithms is not None:
             s = replace(s, algorithms=check_algorithms(algorithms, "--algorithms"))
-        if w.trace is not None and (rate is not None or load is not None):
-            raise UserError("--rate and --load: a replay's arrivals come from its log; "
-                            "use --speedup to replay it faster")
+        if w.trace is not None:
+            if rate is not None or load is not None:
+                raise UserError("--rate and --load: a replay's arrivals come from its log; "
+                                "use --speedup to replay it faster")
+            if requests is not None or duration is not None:
+                trace = w.trace.cut(requests, duration)
+                w = replace(w, trace=trace, requests=len(trace.times),
+                            rate=len(trace.times) / trace.span if trace.span > 0 else w.rate)
+            return replace(s, workload=w)
         if requests is not None:
             w = replace(w, requests=requests, duration=0.0)
         if duration is not None:
@@ -270,7 +276,7 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
 
     client_timeout = values.get("client", {}).get("timeout", math.inf)
 
-    backends = _backends(data.get("backends"), settings, base_dir, problems)
+    backends, explicit = _backends(data.get("backends"), settings, base_dir, problems)
     if named and settings is None and not backends:
         # The config or its pool is the problem already reported; "missing backends" would
         # only repeat it.
@@ -284,8 +290,8 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
     for key, option in (("replay", replay), ("speedup", speedup), ("log_format", log_format)):
         if option is not None:
             workload_values[key] = raw_workload[key] = option
-    workload, backends = _workload(workload_values, raw_workload, backends, proxy, base_dir,
-                                   problems, source)
+    workload, backends = _workload(workload_values, raw_workload, backends, explicit, proxy,
+                                   base_dir, problems)
 
     names = [b.name for b in backends]
     timeline = _timeline(data.get("timeline"), names, problems)
@@ -465,17 +471,20 @@ def _fault(values: dict, raw: dict, path: str, problems: Problems) -> Fault | No
 
 
 def _backends(raw: Any, settings: "PoolSettings | None", base_dir: str,
-              problems: Problems) -> list[BackendSpec]:
+              problems: Problems) -> tuple[list[BackendSpec], frozenset[str]]:
     """The ``[[backends]]`` groups expanded; with a config's pool, its names, weights and
-    backup flags over the groups' behaviour (in the config's order)."""
+    backup flags over the groups' behaviour (in the config's order). Also the names of the
+    backends whose group gives a ``service`` (a replay does not replace those)."""
     if raw is None:
         if settings is None:
-            return []           # a replay may name them; otherwise _workload says "missing"
+            # A replay may name them; otherwise _workload says "missing".
+            return [], frozenset()
         raw = [{}]
     if not isinstance(raw, list) or not raw:
         problems.wrong("backends", "one or more [[backends]] tables", raw)
-        return []
+        return [], frozenset()
     specs: list[BackendSpec] = []
+    explicit: list[bool] = []
     counter = 0
     for gi, group in enumerate(raw):
         path = index_path("backends", gi)
@@ -503,6 +512,7 @@ def _backends(raw: Any, settings: "PoolSettings | None", base_dir: str,
             specs.append(BackendSpec(name, service, v.get("concurrency", 1),
                                      v.get("speed", 1.0), v.get("weight", 1.0),
                                      v.get("backup", False), failure))
+            explicit.append("service" in group)
     names = [b.name for b in specs]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None and settings is None:
@@ -512,14 +522,14 @@ def _backends(raw: Any, settings: "PoolSettings | None", base_dir: str,
             problems.add("backends", f"expected groups describing {len(settings.backends)} "
                                      f"backends (pool {settings.name!r} in {settings.path} has "
                                      f"{len(settings.backends)}), found {len(specs)}")
-            return specs
+            return specs, frozenset()
         specs = [replace(s, name=name, weight=weight, backup=bk)
                  for s, (name, weight, bk) in zip(specs, settings.backends)]
-    return specs
+    return specs, frozenset(s.name for s, e in zip(specs, explicit) if e)
 
 
-def _workload(values: dict, raw: Any, backends: list[BackendSpec], proxy: PoolConfig,
-              base_dir: str, problems: Problems, source: str
+def _workload(values: dict, raw: Any, backends: list[BackendSpec], explicit: frozenset[str],
+              proxy: PoolConfig, base_dir: str, problems: Problems
               ) -> tuple[Workload, list[BackendSpec]]:
     raw = raw if isinstance(raw, dict) else {}
     trace = None
@@ -538,7 +548,7 @@ def _workload(values: dict, raw: Any, backends: list[BackendSpec], proxy: PoolCo
                            requests=values.get("requests"), duration=values.get("duration"))
         if trace is None:
             return Workload(), backends
-        backends = trace.backends_for(backends, problems)
+        backends = trace.backends_for(backends, problems, explicit)
         requests = len(trace.times)
         duration = 0.0
         rate = requests / trace.span if trace.span > 0 else float(requests)
