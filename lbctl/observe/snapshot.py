@@ -92,6 +92,7 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "bytes_in": stats.bytes_in,
         "bytes_out": stats.bytes_out,
         "latency": stats.percentiles(now),
+        "latency_histogram": stats.histogram(now),
         "ewma": b.ewma_cost(pool.clock(), pool.ewma_decay),
         "last_probe": dict(probe) if isinstance(probe, dict) else None,
         "probes": dict(b.extra["probes"]) if isinstance(b.extra.get("probes"), dict) else None,
