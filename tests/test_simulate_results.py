@@ -89,7 +89,7 @@ def test_report_renders_at_any_width():
     results = [result("round_robin", 0.09), result("ewma", 0.03)]
     sc = scenario()
     rep = Report(sc, [Variant("", sc, r.algorithm) for r in results], results, [], (1,),
-                 verdict(results, sc))
+                 verdict=verdict(results, sc))
     for width in (60, 80, 120):
         console = Console(width=width, record=True, color_system=None)
         console.print(report(rep, width=width))
@@ -129,7 +129,7 @@ def test_a_winner_by_a_hair_is_within_noise():
     lead = verdict(results, scenario())[0]
     assert lead.startswith("No clear winner: ewma and p2c are within noise of each other "
                            "over 5 seeds (p99 ")
-    assert "all of them beat round_robin (the default)" in lead
+    assert "; all of them beat round_robin (the default): p99 " in lead
     # A clear gap is a winner, with its interval.
     results[1] = seeded("p2c", [0.250, 0.260, 0.256, 0.251, 0.261])
     lead = verdict(results, scenario())[0]

@@ -281,6 +281,21 @@ def series(rec: Records, step: float) -> Series:
                   tuple(b.name for b in rec.backends))
 
 
+def cdf(rec: Records, points: int = 120) -> list[tuple[float, float]]:
+    """The latency distribution as (latency, fraction of requests at or below it): half the
+    points evenly over the fractions, half evenly on a log scale of the tail (1 - p) down to
+    one request, so both the body and the tail are drawn; one point per distinct rank."""
+    lat = sorted(rec.latency)
+    n = len(lat)
+    if not n:
+        return []
+    half = points // 2
+    fractions = [k / half for k in range(half)]
+    fractions += [1.0 - (1.0 / n) ** (k / half) for k in range(1, half + 1)]
+    ranks = sorted({min(max(math.ceil(p * n) - 1, 0), n - 1) for p in fractions} | {n - 1})
+    return [(lat[r], (r + 1) / n) for r in ranks]
+
+
 # ---- machine-readable forms -------------------------------------------------------------
 
 

@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 
 from lbctl.errors import UserError
 from lbctl.simulate.driver import run_algorithm
-from lbctl.simulate.results import (AlgorithmResult, Series, combine, series, series_step,
-                                    summarize)
+from lbctl.simulate.results import (AlgorithmResult, Series, cdf, combine, series,
+                                    series_step, summarize)
 from lbctl.simulate.scenario import (BackendSpec, Scenario, Service, Workload,
                                      default_scenario, load_scenario, pool_from_config,
                                      scenario_from_options)
@@ -67,6 +67,7 @@ class Report:
     results: list[AlgorithmResult]          # per variant, combined over the seeds
     series: list[Series]                    # per variant, the first seed's run
     seeds: tuple[int, ...]
+    cdfs: list[list[tuple[float, float]]] = field(default_factory=list)   # first seed's
     verdict: list[str] = field(default_factory=list)
     suggestion: str | None = None           # the config change that would apply the winner
     source: str = ""                        # where the scenario came from (for the header)
@@ -81,6 +82,7 @@ def simulate(options: Options, progress: Progress | None = None) -> Report:
     seeds = tuple(range(first.seed, first.seed + options.seeds))
     runs: dict[int, list[AlgorithmResult]] = {i: [] for i in range(len(variants))}
     all_series: list[Series | None] = [None] * len(variants)
+    cdfs: list[list[tuple[float, float]]] = [[] for _ in variants]
     step = options.interval
     for seed in seeds:
         cache: dict[int, object] = {}
@@ -103,9 +105,10 @@ def simulate(options: Options, progress: Progress | None = None) -> Report:
                 if step is None:
                     step = series_step(rec.horizon)
                 all_series[i] = series(rec, step)
+                cdfs[i] = cdf(rec)
     results = [combine(runs[i]) for i in range(len(variants))]
     report = Report(first, variants, results, [s for s in all_series if s is not None], seeds,
-                    source=source)
+                    cdfs, source=source)
     report.verdict = verdict(results, first)
     report.suggestion = suggestion(results, first)
     return report

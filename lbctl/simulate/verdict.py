@@ -147,8 +147,8 @@ def _lead(order: Sequence[AlgorithmResult], scenario: Scenario) -> str:
                f"(p99 {with_ci(bp)} for {name_of(best)}, "
                f"{with_ci(tied[0].interval('p99'))} for {name_of(tied[0])})")
         if worst not in tied and worst is not best:
-            out += (f"; all of them beat {against} (p99 {with_ci(worst.interval('p99'))}, "
-                    f"{count_ci(worst.interval('errors'))} errors)")
+            out += (f"; all of them beat {against}: p99 {with_ci(worst.interval('p99'))}, "
+                    f"{count_ci(worst.interval('errors'))} errors")
         return out + "."
     x, y = with_ci(bp), with_ci(worst.interval("p99"))
     over = f" over {seeds} seeds" if seeds > 1 else ""
