@@ -351,9 +351,12 @@ def compile_nginx(log_format: str) -> tuple[re.Pattern, list[str]]:
         name = m.group(1) or m.group(2)
         after = log_format[m.end():tokens[k + 1].start()] if k + 1 < len(tokens) else \
             log_format[m.end():]
-        if not after:
+        if name.startswith("upstream_"):
+            # One value per upstream tried: "0.004, 0.010", with " : " between groups.
+            pattern = r"([^ ,]+(?:(?:, | : )[^ ,]+)*)"
+        elif not after:
             pattern = "(.*)" if k + 1 == len(tokens) else "(.*?)"
-        elif name.startswith(("upstream_", "http_")) or name in ("time_local", "request"):
+        elif name.startswith("http_") or name in ("time_local", "request"):
             # Values with spaces: "GET / HTTP/1.1", "0.004, 0.010", a user agent.
             pattern = "(.*?)"
         else:
