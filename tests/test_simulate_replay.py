@@ -81,7 +81,7 @@ def test_nginx_log_with_its_log_format(tmp_path):
     t = trace(log, log_format=NGINX_FORMAT)
     assert t.format == "nginx" and t.skipped == 1
     # Start = the log time (the end) minus $request_time.
-    assert list(t.times) == pytest.approx([0.0, 0.05])      # starts at .100 and .150
+    assert list(t.times) == pytest.approx([0.0, 0.05], abs=1e-6)    # starts .100 and .150
     assert t.keys == ["/a", "/b"] and list(t.replayable) == [1, 0]
     # The last upstream of a retried request; a retried one is not a clean sample.
     assert t.logged["127.0.0.1:9001"].times == [0.018]
@@ -103,7 +103,7 @@ def test_haproxy_http_log(tmp_path):
     t = trace(log)
     assert t.format == "haproxy"
     # Arrival = accept + TR; Tr is the server's time; a retried request is no clean sample.
-    assert list(t.times) == pytest.approx([0.0, 0.34, 1.335])    # 14.665, 15.005, 16.0
+    assert list(t.times) == pytest.approx([0.0, 0.34, 1.335], abs=1e-6)   # 14.665, 15.005, 16
     assert t.keys == ["/i.html", "/x", "/y"]
     assert t.logged["srv1"].times == [0.069, 0.040] and list(t.logged["srv1"].clean) == [1, 0]
     assert "srv2" not in t.logged                             # no response: no sample
