@@ -207,3 +207,21 @@ def test_compare_runs_two_configs_on_the_same_workload(tmp_path):
     assert [r["algorithm"] for r in doc["results"]] == ["round_robin", "least_conn"]
     bad = run("--compare", str(tmp_path / "old.toml"), str(tmp_path / "nope.toml"))
     assert bad.exit_code == 2 and "nope.toml" in bad.output
+
+
+EXAMPLES = sorted(p for p in (REPO / "examples" / "simulate").glob("*.toml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_runs(example):
+    result = run(str(example), "--requests", "3000", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["results"]
+
+
+def test_the_compare_example_runs():
+    folder = REPO / "examples" / "simulate" / "compare"
+    result = run("--compare", str(folder / "lb.toml"), str(folder / "lb-new.toml"),
+                 str(folder / "world.toml"), "--requests", "5000")
+    assert result.exit_code == 0, result.output
+    assert "lb-new.toml (least_conn)" in result.output

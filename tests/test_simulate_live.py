@@ -33,7 +33,7 @@ async def simulate(*args: str) -> subprocess.CompletedProcess:
 async def test_from_admin_builds_the_live_pool_and_only_suggests(backends, tmp_path):
     fast1 = await backends.start("fast1", sleeping(0.002))
     fast2 = await backends.start("fast2", sleeping(0.002))
-    slow = await backends.start("slow", sleeping(0.030))
+    slow = await backends.start("slow", sleeping(0.100))
     port, admin = free_port(), free_port()
     config = tmp_path / "lb.toml"
     config.write_text(
@@ -70,7 +70,7 @@ async def test_from_admin_builds_the_live_pool_and_only_suggests(backends, tmp_p
         text = " ".join(result.stdout.split())
         assert "live twin of pool 'api'" in text and "3 backends" in text
         # round_robin sends the slow backend a third of the traffic; the twin finds better.
-        assert f"change {config}:" in text and "[pools.api]" in text
+        assert f"change {config}:" in text and "[pools.api]" in text, text
         assert 'algorithm = "' in text and '# was "round_robin"' in text
         assert "Nothing was changed." in text
         assert config.read_bytes() == before
