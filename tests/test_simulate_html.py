@@ -5,7 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from lbctl.cli import main
-from tests.browser import browser, console_errors
+from tests.browser import browser, console_entries  # noqa: F401  (browser is a fixture)
 
 SCENARIO = """
 seed = 2
@@ -42,7 +42,8 @@ event = "recover"
 CHARTS = ("cdf", "p99-time", "errors-time", "share", "errors")
 
 
-def test_html_report_loads_offline_without_console_errors_and_every_chart_has_data(tmp_path):
+def test_html_report_loads_offline_without_console_errors_and_every_chart_has_data(
+        browser, tmp_path):
     scenario = tmp_path / "scenario.toml"
     scenario.write_text(SCENARIO)
     out = tmp_path / "report.html"
@@ -54,25 +55,25 @@ def test_html_report_loads_offline_without_console_errors_and_every_chart_has_da
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in page and "<script" not in page
     assert "default-src 'none'" in page
-    with browser() as driver:
-        driver.get(out.as_uri())
-        assert driver.title == "lbctl simulate report"
-        drawn = driver.execute_script("""
-            const out = {};
-            for (const svg of document.querySelectorAll('svg[data-chart]')) {
-              const series = svg.querySelectorAll('.series');
-              let points = 0;
-              for (const s of series) {
-                if (s.points) points += s.points.numberOfItems;      // a polyline
-                else points += s.querySelectorAll('rect').length || (s.tagName == 'rect' ? 1 : 0);
-              }
-              out[svg.dataset.chart] = {series: series.length, points: points,
-                                        width: svg.getBoundingClientRect().width};
-            }
-            out.events = document.querySelectorAll('svg[data-chart="p99-time"] .event').length;
-            out.verdict = document.querySelector('.verdict .lead').textContent;
-            return out;""")
-        assert console_errors(driver) == []
+    driver = browser
+    driver.get(out.as_uri())
+    assert driver.title == "lbctl simulate report"
+    drawn = driver.execute_script("""
+        const out = {};
+        for (const svg of document.querySelectorAll('svg[data-chart]')) {
+          const series = svg.querySelectorAll('.series');
+          let points = 0;
+          for (const s of series) {
+            if (s.points) points += s.points.numberOfItems;      // a polyline
+            else points += s.querySelectorAll('rect').length || (s.tagName == 'rect' ? 1 : 0);
+          }
+          out[svg.dataset.chart] = {series: series.length, points: points,
+                                    width: svg.getBoundingClientRect().width};
+        }
+        out.events = document.querySelectorAll('svg[data-chart="p99-time"] .event').length;
+        out.verdict = document.querySelector('.verdict .lead').textContent;
+        return out;""")
+    assert console_entries(driver) == []
     for chart in CHARTS:
         assert drawn[chart]["series"] >= 1 and drawn[chart]["points"] >= 1, (chart, drawn)
         assert drawn[chart]["width"] > 100, (chart, drawn)

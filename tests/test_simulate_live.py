@@ -12,8 +12,7 @@ from aiohttp import web
 
 from lbctl.observe.accounting import BOUNDS
 from lbctl.simulate.live import samples_of, scenario_from_stats
-from tests.health_support import free_port
-from tests.process import ENV, LBCTL, LbctlProcess
+from tests.process import ENV, LBCTL
 
 TOKEN = "a-long-enough-admin-token-for-tests"
 
@@ -30,7 +29,8 @@ async def simulate(*args: str) -> subprocess.CompletedProcess:
                                    capture_output=True, text=True, env=ENV, timeout=120)
 
 
-async def test_from_admin_builds_the_live_pool_and_only_suggests(backends, tmp_path):
+async def test_from_admin_builds_the_live_pool_and_only_suggests(backends, serve_process,
+                                                                free_port, tmp_path):
     fast1 = await backends.start("fast1", sleeping(0.002))
     fast2 = await backends.start("fast2", sleeping(0.002))
     slow = await backends.start("slow", sleeping(0.100))
@@ -43,55 +43,51 @@ async def test_from_admin_builds_the_live_pool_and_only_suggests(backends, tmp_p
         f'[[pools.api.backends]]\nurl = "{fast2.url}"\nname = "fast2"\n'
         f'[[pools.api.backends]]\nurl = "{slow.url}"\nname = "slow"\n')
     before = config.read_bytes()
-    proc = await LbctlProcess.start("serve", str(config))
-    try:
-        await proc.wait_for_log("listening on", timeout=15)
-        timeout = aiohttp.ClientTimeout(total=20)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async def one():
-                async with session.get(f"http://127.0.0.1:{port}/") as resp:
-                    await resp.read()
-                    return resp.status
-            statuses = []
-            for _ in range(40):                      # 320 requests, 8 at a time
-                statuses += await asyncio.gather(*(one() for _ in range(8)))
-            assert set(statuses) == {200}
-            url = f"http://127.0.0.1:{admin}"
-            async with session.get(f"{url}/stats",
-                                   headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
-                doc = await resp.json()
-        backend = doc["pools"][0]["backends"][2]
-        # /stats now carries the histogram the twin samples from.
-        assert backend["latency_histogram"]["le"] == [*BOUNDS, None]
-        assert sum(backend["latency_histogram"]["counts"]) == backend["requests"]
+    proc = await serve_process("serve", str(config))
+    await proc.wait_for_log("listening on", timeout=15)
+    timeout = aiohttp.ClientTimeout(total=20)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async def one():
+            async with session.get(f"http://127.0.0.1:{port}/") as resp:
+                await resp.read()
+                return resp.status
+        statuses = []
+        for _ in range(40):                      # 320 requests, 8 at a time
+            statuses += await asyncio.gather(*(one() for _ in range(8)))
+        assert set(statuses) == {200}
+        url = f"http://127.0.0.1:{admin}"
+        async with session.get(f"{url}/stats",
+                               headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            doc = await resp.json()
+    backend = doc["pools"][0]["backends"][2]
+    # /stats now carries the histogram the twin samples from.
+    assert backend["latency_histogram"]["le"] == [*BOUNDS, None]
+    assert sum(backend["latency_histogram"]["counts"]) == backend["requests"]
 
-        result = await simulate("--from-admin", url, "--token", TOKEN, "--requests", "20000")
-        assert result.returncode == 0, result.stderr
-        text = " ".join(result.stdout.split())
-        assert "live twin of pool 'api'" in text and "3 backends" in text
-        # round_robin sends the slow backend a third of the traffic; the twin finds better.
-        assert f"change {config}:" in text and "[pools.api]" in text, text
-        assert 'algorithm = "' in text and '# was "round_robin"' in text
-        assert "Nothing was changed." in text
-        assert config.read_bytes() == before
+    result = await simulate("--from-admin", url, "--token", TOKEN, "--requests", "20000")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "live twin of pool 'api'" in text and "3 backends" in text
+    # round_robin sends the slow backend a third of the traffic; the twin finds better.
+    assert f"change {config}:" in text and "[pools.api]" in text, text
+    assert 'algorithm = "' in text and '# was "round_robin"' in text
+    assert "Nothing was changed." in text
+    assert config.read_bytes() == before
 
-        doc_json = await simulate("--from-admin", url, "--token", TOKEN, "--requests", "20000",
-                                  "--json")
-        results = json.loads(doc_json.stdout)["results"]
-        assert {b["name"] for b in results[0]["backends"]} == {"fast1", "fast2", "slow"}
+    doc_json = await simulate("--from-admin", url, "--token", TOKEN, "--requests", "20000",
+                              "--json")
+    results = json.loads(doc_json.stdout)["results"]
+    assert {b["name"] for b in results[0]["backends"]} == {"fast1", "fast2", "slow"}
 
-        refused = await simulate("--from-admin", url)
-        assert refused.returncode == 1 and "answered 401" in refused.stderr
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{url}/stats",
-                                   headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
-                assert (await resp.json())["pools"][0]["algorithm"] == "round_robin"
-    finally:
-        proc.kill()
-        await proc.proc.wait()
+    refused = await simulate("--from-admin", url)
+    assert refused.returncode == 1 and "answered 401" in refused.stderr
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/stats",
+                               headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert (await resp.json())["pools"][0]["algorithm"] == "round_robin"
 
 
-async def test_an_unreachable_admin_api_is_one_line_exit_1():
+async def test_an_unreachable_admin_api_is_one_line_exit_1(free_port):
     result = await simulate("--from-admin", f"127.0.0.1:{free_port()}")
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("lbctl: --from-admin 127.0.0.1:")

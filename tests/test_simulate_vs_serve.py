@@ -25,8 +25,6 @@ from aiohttp import web
 
 from lbctl.simulate.driver import CLIENT_STATUS, run_algorithm
 from lbctl.simulate.scenario import load_scenario
-from tests.health_support import free_port
-from tests.process import LbctlProcess
 
 REQUESTS = 20
 SETTLE = 2.0                # simulated seconds after which health checks have acted
@@ -49,7 +47,7 @@ async def _reset(reader, writer):
     writer.transport.abort()
 
 
-async def start_backend(backends, kind: str) -> str:
+async def start_backend(backends, free_port, kind: str) -> str:
     """A real backend that behaves as ``kind``; returns its URL."""
     if kind == "ok":
         return (await backends.start("ok")).url
@@ -116,28 +114,25 @@ def write_scenario(path, kinds: list[str]) -> None:
                     + "\n".join(groups))
 
 
-async def serve_statuses(backends, tmp_path, kinds, settings, down) -> Counter:
-    urls = [await start_backend(backends, k.split("+")[0]) for k in kinds]
+async def serve_statuses(backends, serve_process, free_port, tmp_path, kinds, settings,
+                         down) -> Counter:
+    urls = [await start_backend(backends, free_port, k.split("+")[0]) for k in kinds]
     port = free_port()
     write_config(tmp_path / "lb.toml", port, urls, kinds, settings)
-    proc = await LbctlProcess.start("serve", str(tmp_path / "lb.toml"))
-    try:
-        await proc.wait_for_log("listening on", timeout=15)
-        start = 0
-        for _ in range(down):                 # health checks took these out
-            match = await proc.wait_for_log(r"is DOWN", timeout=15, start=start)
-            start = next(i for i, line in enumerate(proc.lines) if match.string == line) + 1
-        statuses = Counter()
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            for _ in range(REQUESTS):        # sequential: the rotation is deterministic
-                async with session.get(f"http://127.0.0.1:{port}/") as resp:
-                    await resp.read()
-                    statuses[resp.status] += 1
-        return statuses
-    finally:
-        proc.kill()
-        await proc.proc.wait()
+    proc = await serve_process("serve", str(tmp_path / "lb.toml"))
+    await proc.wait_for_log("listening on", timeout=15)
+    start = 0
+    for _ in range(down):                 # health checks took these out
+        match = await proc.wait_for_log(r"is DOWN", timeout=15, start=start)
+        start = next(i for i, line in enumerate(proc.lines) if match.string == line) + 1
+    statuses = Counter()
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for _ in range(REQUESTS):        # sequential: the rotation is deterministic
+            async with session.get(f"http://127.0.0.1:{port}/") as resp:
+                await resp.read()
+                statuses[resp.status] += 1
+    return statuses
 
 
 def simulated_statuses(tmp_path, kinds) -> Counter:
@@ -154,10 +149,11 @@ def shares(counts: Counter) -> dict[int, float]:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-async def test_serve_and_simulate_give_the_client_the_same_statuses(backends, tmp_path, case):
+async def test_serve_and_simulate_give_the_client_the_same_statuses(
+        backends, serve_process, free_port, tmp_path, case):
     kinds, settings, down, expected = CASES[case]
     served = await asyncio.wait_for(
-        serve_statuses(backends, tmp_path, kinds, settings, down), 60)
+        serve_statuses(backends, serve_process, free_port, tmp_path, kinds, settings, down), 50)
     simulated = simulated_statuses(tmp_path, kinds)
     assert set(served) == expected, (case, served)
     assert set(simulated) == set(served), (case, served, simulated)

@@ -2,17 +2,21 @@
 
 Endpoints (JSON errors are ``{"error": "..."}``):
 
+    GET  /                                        the web dashboard (see ``dashboard``; its
+                                                  page, script and style need no token)
     GET  /stats                                   the observe.snapshot document (?history=0:
                                                   without the per-second series)
     GET  /metrics                                 Prometheus text format
     POST /pools/{pool}/backends/{name}/disable    no traffic at all
     POST /pools/{pool}/backends/{name}/enable     back to normal (health still applies)
     POST /pools/{pool}/backends/{name}/drain      no new requests; in-flight ones finish
-    POST /pools/{pool}/backends/{name}/weight     body {"weight": N}, N > 0
+    POST /pools/{pool}/backends/{name}/weight     body {"weight": N}, N from 0.01 to 1000
 
 A POST endpoint answers GET with 405 (and ``Allow: POST``); an unknown pool or backend is a
 404. When a token is configured, every request needs ``Authorization: Bearer <token>``.
-Operator changes live on the ``Backend`` object, so they survive a reload.
+Before that, ``guard.py`` refuses what a web page could send (cross-site requests, rebound
+Host names, bodies that are not JSON). Operator changes live on the ``Backend`` object, so
+they survive a reload.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import errno
 import hmac
 import json
 import logging
-import math
 
 from aiohttp import web
 
+from lbctl.admin import dashboard
+from lbctl.admin.guard import BadBody, describe, guard, json_body
 from lbctl.admin.metrics import exposition, registry_for
-from lbctl.balancing.backend import AdminState
+from lbctl.admin.served import Served
+from lbctl.balancing.backend import WEIGHT_RANGE, AdminState, checked_weight
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.observe.snapshot import backend_doc, snapshot
@@ -42,16 +48,19 @@ def _error(status: int, message: str, **headers) -> web.Response:
 
 
 class AdminApi:
-    def __init__(self, server, admin) -> None:
-        self.server = server
+    def __init__(self, served: Served, admin) -> None:
+        self.served = served
         self.token: bytes | None = admin.token.encode() if admin.token else None
         self.address = admin.address
-        self.registry = registry_for(server)
+        self.registry = registry_for(served)
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(middlewares=[
+            guard(token=lambda: self.token is not None, admin_host=self.address.host),
+            self._auth])
+        dashboard.add_routes(app, lambda: self.token is not None)
         app.router.add_get("/stats", self.stats, allow_head=False)
         app.router.add_get("/metrics", self.metrics, allow_head=False)
         app.router.add_route("*", "/pools/{pool}/backends/{name}/{action}", self.action)
@@ -75,7 +84,7 @@ class AdminApi:
 
     @property
     def bound(self) -> tuple[str, int]:
-        return self.site._server.sockets[0].getsockname()[:2]
+        return tuple(self.runner.addresses[0][:2])
 
     def reconfigure(self, admin) -> None:
         """A reload: a new token applies at once; a new address (or none) after a restart."""
@@ -94,7 +103,7 @@ class AdminApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if self.token is not None:
+        if self.token is not None and request.path not in dashboard.PUBLIC:
             sent = request.headers.get("Authorization", "")
             scheme, _, value = sent.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -106,7 +115,10 @@ class AdminApi:
     async def stats(self, request: web.Request) -> web.Response:
         # ?history=0 leaves out the per-second series (cheaper for very large pools).
         history = request.query.get("history", "1") not in ("0", "false", "no")
-        return web.json_response(snapshot(self.server, history=history),
+        served = self.served
+        doc = snapshot(served.runtime, served.observer, served.health, served.loop.time(),
+                       history=history)
+        return web.json_response(doc,
                                  dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -121,7 +133,8 @@ class AdminApi:
         if request.method != "POST":
             return _error(405, f"{action} needs POST", Allow="POST")
         pool_name, name = request.match_info["pool"], request.match_info["name"]
-        state = self.server.runtime.pools.get(pool_name)
+        served = self.served
+        state = served.runtime.pools.get(pool_name)
         if state is None:
             return _error(404, f"no pool named {pool_name!r}")
         pool = state.pool
@@ -130,13 +143,14 @@ class AdminApi:
             return _error(404, f"pool {pool_name!r} has no backend named {name!r}")
         if action == "weight":
             try:
-                body = await request.json()
-                weight = body["weight"]
-                if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
-                        or not math.isfinite(weight) or weight <= 0:
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                return _error(400, 'expected a JSON body {"weight": N} with N > 0')
+                body = await json_body(request)
+            except BadBody as exc:
+                return _error(400, f'expected a JSON body {{"weight": N}}: {exc}')
+            try:
+                weight = checked_weight(body.get("weight"))
+            except ValueError:
+                return _error(400, f"weight: expected {WEIGHT_RANGE}, found "
+                                   f"{describe(body.get('weight'))}")
             old = backend.weight
             pool.set_weight(backend, weight)
             log.info("admin: %s/%s weight %g -> %g", pool_name, name, old, weight)
@@ -144,11 +158,12 @@ class AdminApi:
             old = backend.admin.value
             pool.set_admin(backend, ACTIONS[action])
             log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value)
-        doc = backend_doc(pool, backend, self.server.loop.time(), history=False)
+        doc = backend_doc(pool, backend, served.loop.time(), history=False,
+                          observer=served.observer, health=served.health)
         return web.json_response({"pool": pool_name, "backend": doc})
 
 
-async def start_admin(server) -> AdminApi:
-    api = AdminApi(server, server.runtime.config.admin)
+async def start_admin(served: Served) -> AdminApi:
+    api = AdminApi(served, served.runtime.config.admin)
     await api.start()
     return api

@@ -26,18 +26,47 @@ class AdminError(UserError):
 def admin_url(url: str | None, config_path: str | None) -> tuple[str, str | None]:
     """The admin base URL and token: ``--admin``, else the config's ``[admin]``, else the default."""
     if url:
-        return url.rstrip("/"), None
+        return base_url(url), None
     if config_path:
         from lbctl.config.loader import load_config
         admin = load_config(config_path).admin
         if admin is None:
             raise UserError(f"{config_path}: no [admin] table, so there is no admin API to ask")
-        host = admin.address.host
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{admin.address.port}", admin.token
+        return _address_url(admin.address), admin.token
     return DEFAULT_URL, None
+
+
+def base_url(text: str) -> str:
+    """``--admin`` as given: an ``http(s)://`` URL, or ``host:port`` as in the config's
+    ``[admin] address`` (``127.0.0.1:9900``, ``[::1]:9900``, ``localhost:9900``)."""
+    from urllib.parse import urlsplit
+
+    from lbctl.config.kinds import Invalid, parse_address
+    expected = ("expected host:port as in [admin] address (like 127.0.0.1:9900 or [::1]:9900) "
+                "or an http:// URL")
+    if "://" not in text:
+        try:
+            return _address_url(parse_address(text))
+        except Invalid:
+            raise UserError(f"--admin {text!r}: {expected}") from None
+    try:
+        parts = urlsplit(text)
+        parts.port                                 # raises ValueError when out of range
+    except ValueError:
+        raise UserError(f"--admin {text!r}: {expected}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise UserError(f"--admin {text!r}: {expected}")
+    return text.rstrip("/")
+
+
+def _address_url(address) -> str:
+    """A listening address as the URL to reach it: a wildcard becomes this host's loopback."""
+    host = address.host
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{address.port}"
 
 
 class AdminClient:
@@ -58,7 +87,8 @@ class AdminClient:
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
         request = urllib.request.Request(self.url + path, data=data, method=method)
-        if body is not None:
+        if data is not None:
+            # Every POST says JSON: the API refuses other types (what a web page could send).
             request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")

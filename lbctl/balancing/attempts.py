@@ -30,15 +30,15 @@ from lbctl.balancing.outcome import Outcome
 from lbctl.balancing.pool import Pool
 
 # The outcomes ``retry_on`` may name (the config's ``pools.X.retry_on``).
-RETRYABLE = (Outcome.CONNECT, Outcome.RESET, Outcome.TIMEOUT, Outcome.FIVE_XX)
+RETRYABLE = (Outcome.CONNECT_ERROR, Outcome.RESET, Outcome.TIMEOUT, Outcome.SERVER_ERROR)
 
 NO_BACKEND = 503                 # no backend eligible for the first attempt
 # The status the proxy answers with when the last attempt failed this way.
 CLIENT_STATUS = {
-    Outcome.CONNECT: 502,
+    Outcome.CONNECT_ERROR: 502,
     Outcome.RESET: 502,
     Outcome.INVALID: 502,
-    Outcome.FIVE_XX: 502,        # a 5xx held back for a retry that found no backend
+    Outcome.SERVER_ERROR: 502,        # a 5xx held back for a retry that found no backend
     Outcome.TIMEOUT: 504,
 }
 
@@ -51,9 +51,9 @@ class AttemptPolicy:
     def __init__(self, retries: int, retry_on: Iterable[str]) -> None:
         self.attempts = 1 + retries
         self.retry_on = frozenset(Outcome(word) for word in retry_on)
-        self._connect = Outcome.CONNECT in self.retry_on
+        self._connect = Outcome.CONNECT_ERROR in self.retry_on
         # Outcomes retried only when the request can be sent again.
-        self._replay = self.retry_on - {Outcome.CONNECT}
+        self._replay = self.retry_on - {Outcome.CONNECT_ERROR}
 
     @classmethod
     def of(cls, pool_config) -> "AttemptPolicy":
@@ -64,7 +64,7 @@ class AttemptPolicy:
         """After a failed attempt: may the request be tried again (if a backend is found)?"""
         if attempts_made >= self.attempts:
             return False
-        if outcome == Outcome.CONNECT:
+        if outcome == Outcome.CONNECT_ERROR:
             return self._connect
         return replayable and outcome in self._replay
 
@@ -72,7 +72,7 @@ class AttemptPolicy:
         """A 5xx head arrived on the attempt that made ``tried`` what it is: hold it back for
         a retry (True), or relay it as the answer (False). Held only when a retry is allowed
         and another backend could take it, so the last answer always reaches the client."""
-        return self.may_retry(Outcome.FIVE_XX, len(tried), replayable) and \
+        return self.may_retry(Outcome.SERVER_ERROR, len(tried), replayable) and \
             pool.has_alternative(tried)
 
     def next_backend(self, pool: Pool, key: Hashable | None, tried: Sequence[Backend],

@@ -39,6 +39,12 @@ class LeastConn(Algorithm):
         self._wmax = 1.0
         self._equal = True                                 # every active weight the same
 
+    @property
+    def heap_entries(self) -> int:
+        """Scores held in the heap, stale ones included: at most 4 per distinct score in
+        use plus 64, so never more than 4 per active backend plus 64."""
+        return len(self._scores)
+
     def rebuild(self, active: Sequence[Backend]) -> None:
         self.active = list(active)
         buckets: dict[float, list[Backend]] = {}

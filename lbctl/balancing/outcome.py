@@ -1,39 +1,48 @@
-"""How one attempt on a backend ended: the words the proxy, health, observe and the simulator share.
+"""How an attempt on a backend ended, and where such outcomes are reported.
 
-``Outcome`` is a ``str`` enum, so an outcome compares equal to its word (``Outcome.OK ==
-"ok"``) and reads the same in config (``retry_on``, ``failure_on``), logs and metrics.
-``OutcomeSink`` is what a driver reports every attempt into (passive health plugs in here);
-it lives at the bottom of the layers so health need not import the proxy to implement it.
+Every driver of a pool speaks the same words: the proxy reports each attempt's ``Outcome``
+to the pool's ``OutcomeSink`` (passive health listens there), to the accounting and to the
+access log; the simulator reports its virtual attempts to the very same sink. The values are
+the words of the config (``failure_on``, ``retry_on``), so a set of configured strings can be
+tested for an outcome directly.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from lbctl.balancing.backend import Backend
+from lbctl.balancing.backend import Backend
 
 
 class Outcome(str, Enum):
-    OK = "ok"                  # a response head below 500 (the exchange may still fail later)
-    FIVE_XX = "5xx"            # a 5xx response head
-    CONNECT = "connect"        # no connection (refused, unreachable, connect timeout)
-    RESET = "reset"            # closed or reset before any response byte
-    TIMEOUT = "timeout"        # no response head within timeouts.response
-    INVALID = "invalid"        # a response that could not be parsed, or cut short
-    CLIENT = "client"          # the client broke the exchange: not the backend's failure
+    """One attempt's end. A ``str`` enum: ``Outcome.RESET == "reset"``, and it hashes like
+    the string, so ``outcome in config.failure_on`` costs one set lookup."""
 
-    # Hash and compare as the word itself, so a dict or set of outcomes finds "5xx" too
-    # (Enum's own hash is its member name's, on some Python versions).
-    __hash__ = str.__hash__
+    OK = "ok"                      # a response other than 5xx was relayed whole
+    SERVER_ERROR = "5xx"           # the backend answered 5xx (relayed, or held for a retry)
+    CONNECT_ERROR = "connect"      # no connection to the backend
+    RESET = "reset"                # the backend closed or reset the connection before the end
+    TIMEOUT = "timeout"            # no response head in time, or the response stalled
+    INVALID = "invalid"            # a response the proxy could not parse or relay
+    CLIENT_ABORT = "client"        # the client ended the exchange (went away, or broke a
+                                   # limit): not the backend's failure
 
     def __str__(self) -> str:
         return self.value
 
 
-class OutcomeSink:
-    """Where a driver reports each attempt's outcome; the default hears nothing."""
+class OutcomeSink(Protocol):
+    """Where a driver reports each attempt's outcome (passive health is one)."""
 
-    def record(self, backend: Backend, outcome: str) -> None:
+    def record(self, backend: Backend, outcome: Outcome) -> None: ...
+
+
+class Discard:
+    """The sink of a pool that nothing listens to."""
+
+    def record(self, backend: Backend, outcome: Outcome) -> None:
         pass
+
+
+DISCARD = Discard()

@@ -2,10 +2,10 @@
 
 Times are seconds (latencies) or Unix epoch seconds (``loaded_at``, probe ``time``).
 Counters count attempts on a backend since it joined (they survive reloads); ``latency``
-percentiles and ``history`` cover the last ``window`` seconds. A backend's health checker
-may leave ``extra["probe"]`` (last probe: ok, time, status, error, latency), and the
-counters ``extra["probes"]`` ({"ok": n, "failed": n}) and ``extra["ejections"]``; they are
-shown when present.
+percentiles and ``history`` cover the last ``window`` seconds. What the active health
+checker knows of a backend (``HealthChecks.of``: the last probe, with ok, time, status,
+error and latency, and the probe counts) and the passive ejections counted on it are shown
+once there is something to show.
 """
 
 from __future__ import annotations
@@ -13,12 +13,20 @@ from __future__ import annotations
 import os
 import time
 
+from typing import TYPE_CHECKING
+
 from lbctl import __version__
 from lbctl.observe.accounting import WINDOW, BackendStats
+
+if TYPE_CHECKING:
+    from lbctl.health.active import HealthChecks
+    from lbctl.observe.observer import Observer
+    from lbctl.proxy.runtime import Runtime
 
 
 def backend_state(pool, b) -> tuple[str, float | None]:
     """(state, slow-start progress): up, down, ejected, disabled, draining or slow_start."""
+    pool.advance()          # a ramp or an ejection may have ended with no request since
     progress = pool.slow_start_progress(b)
     state = b.state
     if progress is not None and state == "up":
@@ -26,16 +34,16 @@ def backend_state(pool, b) -> tuple[str, float | None]:
     return state, None
 
 
-def snapshot(server, *, started_at: float | None = None, history: bool = True) -> dict:
-    runtime = server.runtime
-    observer = getattr(server, "observer", None)
+def snapshot(runtime: Runtime, observer: Observer | None, health: HealthChecks | None,
+             now: float, *, started_at: float | None = None, history: bool = True) -> dict:
+    """The document for ``runtime``'s pools; ``now`` is the clock the observer counts in."""
     if started_at is None:
         started_at = observer.started_at if observer is not None else time.time()
-    now = server.loop.time()
     pools = []
     for name, state in runtime.pools.items():
         pool = state.pool
-        backends = [backend_doc(pool, b, now, history) for b in pool.backends]
+        backends = [backend_doc(pool, b, now, history, observer=observer, health=health)
+                    for b in pool.backends]
         pools.append({
             "name": name,
             "algorithm": state.config.algorithm,
@@ -64,10 +72,15 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
     return doc
 
 
-def backend_doc(pool, b, now: float, history: bool = True) -> dict:
+def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer | None = None,
+                health: HealthChecks | None = None) -> dict:
     state, progress = backend_state(pool, b)
-    stats: BackendStats = b.extra.get("stats") or BackendStats()
-    probe = b.extra.get("probe")
+    counted = observer.stats.get(b) if observer is not None else None
+    stats: BackendStats = counted or BackendStats()
+    checked = health.of(b) if health is not None else None
+    probe = checked.last if checked is not None else None
+    probes = checked.counts() if checked is not None and (checked.ok or checked.failed) \
+        else None
     doc = {
         "name": b.name,
         "url": b.url,
@@ -79,9 +92,9 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "weight": b.weight,
         "effective_weight": b.effective_weight,
         "inflight": b.inflight,
-        "requests": stats.requests if b.extra.get("stats") else b.started,
+        "requests": stats.requests if counted else b.started,
         "responses": stats.classes(),
-        "errors": stats.errors if b.extra.get("stats") else b.failures,
+        "errors": stats.errors if counted else b.failures,
         "failures": b.failures,
         "connect_errors": stats.connect_errors,
         "timeouts": stats.timeouts,
@@ -94,9 +107,9 @@ def backend_doc(pool, b, now: float, history: bool = True) -> dict:
         "latency": stats.percentiles(now),
         "latency_histogram": stats.histogram(now),
         "ewma": b.ewma_cost(pool.clock(), pool.ewma_decay),
-        "last_probe": dict(probe) if isinstance(probe, dict) else None,
-        "probes": dict(b.extra["probes"]) if isinstance(b.extra.get("probes"), dict) else None,
-        "ejections": b.extra.get("ejections"),
+        "last_probe": dict(probe) if probe is not None else None,
+        "probes": probes,
+        "ejections": b.ejections or None,        # null until the first passive ejection
     }
     if history:
         doc["history"] = stats.series(now)

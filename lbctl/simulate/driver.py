@@ -67,15 +67,15 @@ OUTCOME_NAMES = ("ok", "5xx", "timeout", "no_backend", "connect", "reset", "5xx_
                  "client_timeout")
 
 # An attempt's failure as the policy's outcome word, and what it ends a request as.
-_WORD = {FAIL: Outcome.FIVE_XX, REFUSED: Outcome.CONNECT, RESET: Outcome.RESET,
+_WORD = {FAIL: Outcome.SERVER_ERROR, REFUSED: Outcome.CONNECT_ERROR, RESET: Outcome.RESET,
          ATTEMPT_TIMEOUT: Outcome.TIMEOUT}
-_FINAL = {Outcome.CONNECT: ERROR_CONNECT, Outcome.RESET: ERROR_RESET,
-          Outcome.TIMEOUT: ERROR_TIMEOUT, Outcome.FIVE_XX: ERROR_HELD}
+_FINAL = {Outcome.CONNECT_ERROR: ERROR_CONNECT, Outcome.RESET: ERROR_RESET,
+          Outcome.TIMEOUT: ERROR_TIMEOUT, Outcome.SERVER_ERROR: ERROR_HELD}
 # The status the client got, from the policy's own table (the backend's 5xx: 500).
 CLIENT_STATUS = (200, 500, AttemptPolicy.client_status(Outcome.TIMEOUT),
-                 AttemptPolicy.client_status(None), AttemptPolicy.client_status(Outcome.CONNECT),
+                 AttemptPolicy.client_status(None), AttemptPolicy.client_status(Outcome.CONNECT_ERROR),
                  AttemptPolicy.client_status(Outcome.RESET),
-                 AttemptPolicy.client_status(Outcome.FIVE_XX), 0)
+                 AttemptPolicy.client_status(Outcome.SERVER_ERROR), 0)
 
 PROGRESS_EVERY = 4096          # arrivals between progress callbacks
 
@@ -198,7 +198,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             if deadline <= limit:
                 if detect and min(end, limit) < INF:
                     # The proxy's attempt goes on after the client left (see the docstring).
-                    outcome = _ORPHAN_WORD.get(kind, "ok") if end <= limit else "timeout"
+                    outcome = _ORPHAN_WORD.get(kind, Outcome.OK) if end <= limit \
+                        else Outcome.TIMEOUT
                     heappush(heap, (min(end, limit), nxt(), ORPHAN, b, outcome))
                 end, kind = deadline, CLIENT_TIMEOUT
             else:
@@ -256,14 +257,14 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             if kind == DONE:
                 on_end(b, now - ev[4])
                 if detect:
-                    report(b, "ok", now)
+                    report(b, Outcome.OK, now)
                 t0 = ev[5]
                 rec_arrival(t0), rec_latency(now - t0), rec_backend(b.index)
                 continue
             if kind == RETRY_DONE:
                 on_end(b, now - ev[4])
                 if detect:
-                    report(b, "ok", now)
+                    report(b, Outcome.OK, now)
                 tried = ev[6]
                 note((count(), OK, len(tried) + 1, tried[0].index))
                 t0 = ev[5]
@@ -367,8 +368,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
 
 
 # What an attempt abandoned by its client reports to passive ejection when it really ends.
-_ORPHAN_WORD = {DONE: "ok", RETRY_DONE: "ok", FAIL: "5xx", REFUSED: "connect",
-                RESET: "reset"}
+_ORPHAN_WORD = {DONE: Outcome.OK, RETRY_DONE: Outcome.OK, FAIL: Outcome.SERVER_ERROR,
+                REFUSED: Outcome.CONNECT_ERROR, RESET: Outcome.RESET}
 
 # The detector's log lines would interleave with the report; ejections are counted instead.
 # A logger of our own, disabled and outside logging's registry: nothing global changes.

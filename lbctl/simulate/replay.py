@@ -44,10 +44,9 @@ from array import array
 from calendar import timegm
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from lbctl.config.problems import Problems, describe
-from lbctl.simulate.scenario import BackendSpec, Fault, Service
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 MIN_SAMPLES = 50
@@ -99,9 +98,11 @@ class Trace:
         return (f"{self.source} ({self.format}, {len(self.times):,} requests over "
                 f"{self.span:,.1f}s)")
 
-    def service(self, name: str, concurrency: int) -> tuple[Service, Fault | None] | None:
+    def service(self, name: str, concurrency: int
+                ) -> tuple[tuple[float, ...], tuple[float, float] | None] | None:
         """A backend's service-time samples with the queueing inside them left out (see the
-        module docstring), and its 5xx answers as a fault; None when the log has none."""
+        module docstring), and its 5xx answers as (share of answers, mean time) or None;
+        None when the log has no time for it."""
         logged = self.logged.get(name) or self.logged.get("")
         if logged is None or not logged.times:
             return None
@@ -111,43 +112,16 @@ class Trace:
             self.notes.append(f"{name or 'the pool'}: too few requests found a free worker "
                               f"(concurrency {concurrency}); its logged times, queueing "
                               f"included, are used as they are")
-        samples = [max(t, MIN_SERVICE) for t in samples]
-        service = Service("empirical", mean=math.fsum(samples) / len(samples),
-                          values=tuple(samples))
-        fault = None
+        errors = None
         answered = sum(logged.clean) + len(logged.errors)
         if logged.errors and answered:
-            fault = Fault("error", len(logged.errors) / answered,
-                          max(math.fsum(logged.errors) / len(logged.errors), MIN_SERVICE))
-        return service, fault
+            errors = (len(logged.errors) / answered,
+                      max(math.fsum(logged.errors) / len(logged.errors), MIN_SERVICE))
+        return tuple(max(t, MIN_SERVICE) for t in samples), errors
 
-    def backends_for(self, specs: Sequence[BackendSpec], problems: Problems,
-                     explicit: frozenset[str] = frozenset()) -> list[BackendSpec]:
-        """The simulated backends: ``specs`` when given (each without an explicit service
-        takes the log's samples for its name), else one per logged backend."""
-        named = [name for name in self.logged if name]
-        if not specs:
-            if not named:
-                problems.add("workload.replay", "expected a log that names the backend of "
-                             "each request (lbctl's backend, nginx's $upstream_addr, HAProxy's "
-                             "server), or [[backends]] groups describing the pool")
-                return []
-            specs = [BackendSpec(name) for name in named]
-        out = []
-        for spec in specs:
-            if spec.name in explicit:
-                out.append(spec)
-                continue
-            measured = self.service(spec.name, spec.concurrency)
-            if measured is None:
-                self.notes.append(f"{spec.name}: not in the log; its service is the "
-                                  f"scenario's ({spec.service.describe()})")
-                out.append(spec)
-                continue
-            service, fault = measured
-            out.append(replace(spec, service=service, speed=1.0,
-                               failure=spec.failure if spec.failure is not None else fault))
-        return out
+    def names(self) -> list[str]:
+        """The backends the log names, in order of first appearance."""
+        return [name for name in self.logged if name]
 
 
 def queue_free(logged: Logged, concurrency: int) -> list[float]:

@@ -259,11 +259,12 @@ def suggestion(results: Sequence[AlgorithmResult], scenario: Scenario) -> str | 
                     f"{scenario.pool_name!r}: no algorithm did clearly better.")
         return None
     clearly = differ(best.interval("errors"), current.interval("errors"), 0.1) or \
-        differ(best.interval("p99"), current.interval("p99"), 0.1)
+        differ(best.interval("p99"), current.interval("p99"), 0.1) or \
+        differ(best.interval("mean"), current.interval("mean"), 0.1)
     if not clearly:
         return (f"Keep algorithm = \"{scenario.configured}\" in pool {scenario.pool_name!r}: "
                 f"{best.algorithm} is ahead only within noise.")
-    lines = [f"To use {best.algorithm} (p99 {_pct(best, current)}), change "
+    lines = [f"To use {best.algorithm} ({_pct(best, current)}), change "
              f"{scenario.config_path}:",
              f"  [pools.{scenario.pool_name}]",
              f"  algorithm = \"{best.algorithm}\"        # was \"{scenario.configured}\""]
@@ -275,7 +276,10 @@ def suggestion(results: Sequence[AlgorithmResult], scenario: Scenario) -> str | 
 
 
 def _pct(best: AlgorithmResult, current: AlgorithmResult) -> str:
-    a, b = best.latency["p99"], current.latency["p99"]
-    if b <= 0:
-        return "unchanged"
-    return f"{(a - b) / b:+.0%} against {current.algorithm}"
+    parts = []
+    for key in ("p99", "mean"):
+        a, b = best.latency[key], current.latency[key]
+        parts.append(f"{key} {(a - b) / b:+.0%}" if b > 0 else f"{key} unchanged")
+    if best.errors != current.errors:
+        parts.append(f"errors {best.errors:,} instead of {current.errors:,}")
+    return f"{', '.join(parts)} against {current.algorithm}"

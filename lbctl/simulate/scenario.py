@@ -548,7 +548,7 @@ def _workload(values: dict, raw: Any, backends: list[BackendSpec], explicit: fro
                            requests=values.get("requests"), duration=values.get("duration"))
         if trace is None:
             return Workload(), backends
-        backends = trace.backends_for(backends, problems, explicit)
+        backends = _replayed(trace, backends, problems, explicit)
         requests = len(trace.times)
         duration = 0.0
         rate = requests / trace.span if trace.span > 0 else float(requests)
@@ -579,6 +579,36 @@ def _workload(values: dict, raw: Any, backends: list[BackendSpec], explicit: fro
         requests = values.get("requests", 100_000)
     return Workload(values.get("arrivals", "poisson"), rate, requests, duration,
                     values.get("keys", 1000)), backends
+
+
+def _replayed(trace, specs: list[BackendSpec], problems: Problems,
+              explicit: frozenset[str]) -> list[BackendSpec]:
+    """The simulated backends of a replay: ``specs`` when given (each without a service of
+    its own takes the log's samples for its name), else one per backend the log names."""
+    if not specs:
+        names = trace.names()
+        if not names:
+            problems.add("workload.replay", "expected a log that names the backend of each "
+                         "request (lbctl's backend, nginx's $upstream_addr, HAProxy's server), "
+                         "or [[backends]] groups describing the pool")
+            return []
+        specs = [BackendSpec(name) for name in names]
+    out = []
+    for spec in specs:
+        measured = None if spec.name in explicit else trace.service(spec.name, spec.concurrency)
+        if measured is None:
+            if spec.name not in explicit:
+                trace.notes.append(f"{spec.name}: not in the log; its service is the "
+                                   f"scenario's ({spec.service.describe()})")
+            out.append(spec)
+            continue
+        samples, errors = measured
+        service = Service("empirical", mean=math.fsum(samples) / len(samples), values=samples)
+        failure = spec.failure
+        if failure is None and errors is not None:
+            failure = Fault("error", errors[0], errors[1])
+        out.append(replace(spec, service=service, speed=1.0, failure=failure))
+    return out
 
 
 # Which keys each timeline event reads (beyond at, backend, event).

@@ -165,6 +165,13 @@ def _lead(order: Sequence[AlgorithmResult], scenario: Scenario) -> str:
     over = f" over {seeds} seeds" if seeds > 1 else ""
     if worst is best:
         return f"{name_of(best)} won with p99 {x}{over}."
+    if not differ(bp, worst.interval("p99"), 0.02) and \
+            not differ(be, worst.interval("errors")) and \
+            differ(best.interval("mean"), worst.interval("mean"), 0.1):
+        # The tail is the same (often one slow backend's own times): the mean tells.
+        return (f"{name_of(best)} won on the mean, {with_ci(best.interval('mean'))} against "
+                f"{with_ci(worst.interval('mean'))} for {against}, with the same p99 ({x})"
+                f"{over}.")
     if differ(be, worst.interval("errors")) or (seeds == 1 and best.errors != worst.errors):
         return (f"{name_of(best)} won with p99 {x} and {count_ci(be)} errors, against {y} and "
                 f"{count_ci(worst.interval('errors'))} errors for {against}{over}.")
