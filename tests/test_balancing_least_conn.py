@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tests.balancing_support import StubRng, backends, names, pick, pool_of
+from tests.balancing_support import StubRng, backends, names, pool_of
 
 
 def hold(pool, name, n=1):

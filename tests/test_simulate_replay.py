@@ -23,8 +23,7 @@ from lbctl.config.problems import Problems
 from lbctl.simulate.driver import run_algorithm
 from lbctl.simulate.replay import Logged, compile_nginx, load_trace, queue_free
 from lbctl.simulate.results import summarize
-from lbctl.simulate.scenario import (BackendSpec, Scenario, Service, Workload, load_scenario,
-                                     parse_scenario)
+from lbctl.simulate.scenario import BackendSpec, Scenario, Service, Workload, load_scenario
 
 
 def lbctl_line(epoch, backend, upstream, path="/a?x=1", method="GET", status=200, attempts=1,

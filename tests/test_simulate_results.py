@@ -9,7 +9,7 @@ from lbctl.simulate.render import bar, report, sparkline
 from lbctl.simulate.results import (AlgorithmResult, BackendResult, Interval, combine,
                                     confidence, jain, percentile, to_csv)
 from lbctl.simulate.run import Report, Variant
-from lbctl.simulate.scenario import BackendSpec, Event, Fault, Scenario, Service
+from lbctl.simulate.scenario import BackendSpec, Event, Scenario, Service
 from lbctl.simulate.verdict import fmt_latency, ranked, verdict
 
 

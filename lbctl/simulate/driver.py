@@ -134,13 +134,12 @@ def run_algorithm(scenario: Scenario, algorithm: str,
 
     # Passive ejection: serve's own detector, on this pool and clock.
     detect = proxy.outlier is not None
-    report = None
     if detect:
         from lbctl.health.passive import OutlierDetector
         record = OutlierDetector(pool, proxy.outlier, clock=clock, logger=_QUIET).record
         ejected = rec.ejections.append
 
-        def report(b: Backend, outcome: str, now: float) -> None:
+        def report(b: Backend, outcome: Outcome, now: float) -> None:
             """Tell the detector; note the attempt that ejected ``b``."""
             was_out = b.ejected_until > now
             record(b, outcome)

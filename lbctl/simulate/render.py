@@ -18,7 +18,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from lbctl.simulate.results import AlgorithmResult, Series
+from lbctl.simulate.results import AlgorithmResult
 from lbctl.simulate.run import Report
 from lbctl.simulate.scenario import Event, Scenario
 from lbctl.simulate.verdict import fmt_latency, name_of, ranked
