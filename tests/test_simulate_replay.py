@@ -256,3 +256,23 @@ async def test_replaying_serves_own_log_reproduces_the_known_workload(
         # Against the workload as driven, simulated from its known distributions: within
         # 20%, the 15% plus the proxy's own time inside every logged upstream time.
         assert value == pytest.approx(known[stat], rel=0.2), (stat, value, known[stat])
+
+
+def test_lines_as_serve_writes_them_read_the_same_as_any_json(tmp_path):
+    # serve's own writer (compact, keys in its order) takes the fast path; the same records
+    # written another way take the JSON decoder; both must give the same trace.
+    from lbctl.observe.access_log import format_json
+    records = [{"time": "t", "epoch": 100.0 + k / 10, "client": f"10.0.0.{k}", "consumer": None,
+                "method": "GET" if k % 3 else "POST", "path": f"/p{k % 4}?a=1",
+                "protocol": "HTTP/1.1", "status": 503 if k == 5 else 200, "bytes": 1,
+                "duration": 0.02, "route": "*/", "pool": "p", "backend": f"b{k % 2}",
+                "upstream_time": None if k == 7 else 0.01 + k / 1000, "attempts": 1 + (k == 3),
+                "request_id": "r", "termination": None, "host": "h", "user_agent": "ua",
+                "referer": None} for k in range(12)]
+    fast, slow = tmp_path / "fast.log", tmp_path / "slow.log"
+    fast.write_text("".join(format_json(r) + "\n" for r in records))
+    slow.write_text("".join(json.dumps(r, indent=None) + "\n" for r in records))
+    a, b = trace(fast), trace(slow)
+    assert list(a.times) == list(b.times) and a.keys == b.keys
+    assert a.replayable == b.replayable and a.logged == b.logged
+    assert a.logged["b1"].errors == [0.015]

@@ -252,6 +252,20 @@ def _key_of(key: str) -> tuple[str, str | None]:
     return key, None
 
 
+# lbctl's own lines (compact JSON, keys in the writer's order): read by one regex, about
+# three times faster than a JSON decode; any other line (another writer, an escape in a value
+# we need) goes through the JSON decoder.
+_STR = r'(?:null|"([^"\\]*)")'
+_LBCTL_FAST = re.compile(
+    r'\{"time":"[^"]*","epoch":([0-9.eE+-]+),"client":' + _STR + r',"consumer":(?:null|"[^"]*"),'
+    r'"method":"([A-Z]*)","path":' + _STR + r',"protocol":"[^"]*","status":(\d+),'
+    r'"bytes":\d+,"duration":[0-9.eE+-]+,"route":(?:null|"[^"]*"),"pool":(?:null|"[^"]*"),'
+    r'"backend":' + _STR + r',"upstream_time":(null|[0-9.eE+-]+),"attempts":(\d+),'
+    r'"request_id":(?:null|"[^"]*"),"termination":(?:null|"[^"]*"),"host":' + _STR +
+    r',"user_agent":' + _STR + r',"referer":' + _STR)
+_FAST_FIELD = {"client": 2, "path": 4, "host": 9, "user_agent": 10, "referer": 11}
+
+
 def _lbctl(f, key: str) -> Iterator[Row | None]:
     kind, header = _key_of(key)
     field_name = {"path": "path", "ip": "client"}.get(kind)
@@ -262,12 +276,30 @@ def _lbctl(f, key: str) -> Iterator[Row | None]:
                        f"user-agent and referer (key = \"path\", \"ip\" or one of those)")
     if kind == "cookie":
         raise _Bad("does not record cookies: use key = \"path\", \"ip\" or a logged header")
-    loads = json.loads
+    # The decoder itself: json.loads would sniff the encoding and check the trailing
+    # whitespace of every line, a third of the time of a million-line log.
+    parse = json.JSONDecoder().raw_decode
+    fast = _LBCTL_FAST.match
+    group = _FAST_FIELD.get(field_name or "")
     for raw in f:
         if not raw.strip():
             continue
+        line = raw.decode("utf-8", "replace")
+        m = fast(line)
+        if m is not None:
+            # Groups: 1 epoch, 2 client, 3 method, 4 path, 5 status, 6 backend,
+            # 7 upstream_time, 8 attempts, 9 host, 10 user_agent, 11 referer.
+            up = m.group(7)
+            upstream = None if up == "null" else float(up)
+            error = upstream is not None and int(m.group(5)) >= 500
+            value = m.group(group) if group else None
+            if kind == "path" and value is not None:
+                value = value.split("?", 1)[0]
+            yield (float(m.group(1)), value, m.group(3) in IDEMPOTENT, m.group(6) or "",
+                   upstream, m.group(8) == "1" and not error, error)
+            continue
         try:
-            rec = loads(raw)
+            rec = parse(line)[0]
             start = float(rec["epoch"])
             upstream = rec.get("upstream_time")
             status = rec.get("status") or 0
