@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lbctl.balancing import DISCARD, Backend, OutcomeSink, Pool, make_pool
+from lbctl.balancing.attempts import AttemptPolicy
 from lbctl.config.model import BackendConfig, Config, PoolConfig
 from lbctl.config.tls import backend_context
 from lbctl.gateway.policy import Gateway
@@ -33,6 +34,11 @@ class PoolRuntime:
     pool: Pool
     key_of: Callable | None       # consistent_hash: exchange -> key (None: no key)
     outcomes: OutcomeSink = DISCARD   # where each attempt's outcome goes (passive health)
+    policy: AttemptPolicy | None = None   # retries: the rule lbctl simulate shares; built once
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            self.policy = AttemptPolicy.of(self.config)
 
 
 class Runtime:
