@@ -18,8 +18,8 @@ from typing import Any
 from lbctl.balancing import ALGORITHMS
 from lbctl.config import model
 from lbctl.config.kinds import (
-    AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
-    FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
+    AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, DnsAddress, DnsName,
+    Duration, EnvName, FilePath, Nameserver, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
     Kind, ListOf, Method, Name, Number, Percent, RateKey, Regex, Size, StatusRanges, Str, UrlPath,
 )
 from lbctl.config.problems import Problems, key_path, suggest
@@ -228,6 +228,17 @@ OUTLIER = Section(
     failure_on=ChoiceList(("connect", "reset", "timeout", "5xx", "invalid")),
 )
 
+DISCOVERY = Section(
+    model.Discovery, optional=True,
+    dns=DnsAddress(),
+    srv=DnsName(),
+    file=FilePath("JSON file listing backends"),
+    interval=Duration(positive=True),
+    timeout=Duration(positive=True),
+    resolver=Nameserver(),
+    scheme=Choice(("http", "https")),
+)
+
 BACKEND = Section(
     model.BackendConfig,
     url=BackendUrl(required=True),
@@ -258,6 +269,7 @@ POOL = Section(
     timeouts=TIMEOUTS,
     health=HEALTH,
     outlier=OUTLIER,
+    discovery=DISCOVERY,
 )
 
 CONFIG = Section(
