@@ -108,7 +108,8 @@ class PoolMembers:
         if self.added:
             kept = list(self.added)
             notes.append(f"pool {self.name}: keeps {_names(kept)} added at run time; a "
-                         "restart forgets them unless the config file lists them")
+                         f"restart forgets {_them(kept)} unless the config file lists "
+                         f"{_them(kept)}")
         if pool.discovery is None and self.discovered:
             notes.append(f"pool {self.name}: no [discovery] any more; "
                          f"{len(self.discovered)} discovered backend(s) leave")
