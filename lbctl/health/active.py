@@ -202,6 +202,8 @@ class HealthChecks:
         self.wall = wall
         self.observer = observer
         self.tasks: list[asyncio.Task] = []
+        self.probing: dict[int, asyncio.Task] = {}      # id(backend) -> its probe loop
+        self.running = False
         self.session: aiohttp.ClientSession | None = None
         # Bumped by every stop/restart. A probe loop also ends when its generation is over,
         # because a cancellation can be lost when it races a finishing wait_for (3.11).
@@ -229,20 +231,53 @@ class HealthChecks:
     def start(self, runtime) -> None:
         """Prepare and start probing (call with the event loop running)."""
         self.prepare(runtime)
+        self.running = True
         if not any(state.config.health for state in runtime.pools.values()):
             return                          # nothing to probe: no session, no aiohttp import
         if self.session is None or self.session.closed:
             self.session = make_session()
-        loop = asyncio.get_running_loop()
         for state in runtime.pools.values():
             health, pool = state.config.health, state.pool
             if health is None:
                 continue
             delays = first_delays(len(pool.backends), health.interval, self.rng)
             for b, delay in zip(pool.backends, delays):
-                self.tasks.append(loop.create_task(self._loop(pool, health, b, delay,
-                                                              self.generation),
-                                                   name=f"health {pool.name}/{b.name}"))
+                self._probe(pool, health, b, delay)
+
+    def sync(self, runtime) -> None:
+        """Membership changed between reloads (discovery, the admin API): give newcomers their
+        initial state and a probe loop (first probe within one interval), and stop probing
+        backends that left. Backends that stayed keep their schedule and verdict."""
+        self.prepare(runtime)
+        if not self.running:
+            return
+        members: set[int] = set()
+        for state in runtime.pools.values():
+            health, pool = state.config.health, state.pool
+            if health is None:
+                continue
+            for b in pool.backends:
+                members.add(id(b))
+                if id(b) not in self.probing:
+                    if self.session is None or self.session.closed:
+                        self.session = make_session()
+                    self._probe(pool, health, b, self.rng.random() * health.interval)
+        for key in [key for key in self.probing if key not in members]:
+            self.probing.pop(key).cancel()
+
+    def _probe(self, pool: Pool, health: Health, b: Backend, delay: float) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._loop(pool, health, b, delay, self.generation), name=f"health {pool.name}/{b.name}")
+        key = id(b)
+        self.tasks.append(task)
+        self.probing[key] = task
+
+        def done(t: asyncio.Task) -> None:
+            if t in self.tasks:
+                self.tasks.remove(t)
+            if self.probing.get(key) is t:
+                del self.probing[key]
+        task.add_done_callback(done)
 
     def restart(self, runtime) -> None:
         """A reload swapped the runtime: probe the new membership with the new settings."""
@@ -259,6 +294,8 @@ class HealthChecks:
 
     def _cancel(self) -> list[asyncio.Task]:
         tasks, self.tasks = self.tasks, []
+        self.probing = {}
+        self.running = False
         self.generation += 1
         for task in tasks:
             task.cancel()
@@ -270,8 +307,8 @@ class HealthChecks:
         due = loop.time() + delay
         while generation == self.generation:
             await asyncio.sleep(max(due - loop.time(), 0.0))
-            if generation != self.generation:
-                return
+            if generation != self.generation or pool.by_name.get(b.name) is not b:
+                return          # stopped, reloaded, or the backend left the pool
             # Start to start: a slow probe does not push the schedule back.
             due = loop.time() + next_delay(health.interval, self.rng)
             await self.check(pool, health, b, generation)

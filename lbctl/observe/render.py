@@ -12,7 +12,7 @@ from rich.text import Text
 
 STATE_STYLE = {
     "up": "green", "slow_start": "cyan", "down": "red", "ejected": "magenta",
-    "disabled": "dim", "draining": "yellow",
+    "disabled": "dim", "draining": "yellow", "leaving": "yellow",
 }
 SPARKS = "▁▂▃▄▅▆▇█"
 RATE_SECONDS = 5          # req/s is the mean of the last complete seconds
@@ -110,8 +110,11 @@ def header(stats: dict) -> Text:
 
 
 def pool_table(pool: dict, rates: dict[tuple[str, str], float] | None = None) -> Table:
-    table = Table(title=f"pool {pool['name']} ({pool['algorithm']}, {pool['mode']})",
-                  title_justify="left", expand=False)
+    title = f"pool {pool['name']} ({pool['algorithm']}, {pool['mode']}"
+    found = pool.get("discovery")
+    if found:       # e.g. "dns failing": the last good set is in use
+        title += f", {found['source']} {found['state']}"
+    table = Table(title=title + ")", title_justify="left", expand=False)
     for column in ("backend", "state", "weight", "in-flight", "req/s", "p50", "p99",
                    "errors", "requests", "req/s 1m", "p99 1m"):
         table.add_column(column, justify="left" if column in ("backend", "state") or

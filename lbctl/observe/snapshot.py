@@ -1,6 +1,9 @@
 """The ``/stats`` document: a plain, JSON-ready view of every pool and backend.
 
 Times are seconds (latencies) or Unix epoch seconds (``loaded_at``, probe ``time``).
+Each backend says where it came from (``source``: static, dns, srv, file or admin); a pool
+with discovery has a ``discovery`` object (its watcher's status), and backends that left the
+pool with requests still in flight are listed with state ``leaving`` until those end.
 Counters count attempts on a backend since it joined (they survive reloads); ``latency``
 percentiles and ``history`` cover the last ``window`` seconds. A backend's health checker
 may leave ``extra["probe"]`` (last probe: ok, time, status, error, latency), and the
@@ -33,10 +36,16 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
         started_at = observer.started_at if observer is not None else time.time()
     now = server.loop.time()
     pools = []
+    watchers = getattr(getattr(server, "discovery", None), "watchers", {})
     for name, state in runtime.pools.items():
         pool = state.pool
-        backends = [backend_doc(pool, b, now, history) for b in pool.backends]
-        pools.append({
+        members = getattr(state, "members", {})
+        backends = [backend_doc(pool, b, now, history, source=_source(members, b))
+                    for b in pool.backends]
+        # Backends that left with requests in flight, until the last one ends.
+        backends += [backend_doc(pool, b, now, history, source=None, leaving=True)
+                     for b in getattr(state, "leaving", ())]
+        doc = {
             "name": name,
             "algorithm": state.config.algorithm,
             "mode": pool.mode,
@@ -45,7 +54,10 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
             "errors": sum(b["errors"] for b in backends),
             "retries": sum(b["retries"] for b in backends),
             "backends": backends,
-        })
+        }
+        if name in watchers:
+            doc["discovery"] = watchers[name].status.as_dict()
+        pools.append(doc)
     doc = {
         "version": __version__,
         "pid": os.getpid(),
@@ -64,13 +76,22 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
     return doc
 
 
-def backend_doc(pool, b, now: float, history: bool = True) -> dict:
+def _source(members: dict, b) -> str:
+    bcfg = members.get(b.name)
+    return bcfg.source if bcfg is not None else "static"
+
+
+def backend_doc(pool, b, now: float, history: bool = True, *, source: str | None = "static",
+                leaving: bool = False) -> dict:
     state, progress = backend_state(pool, b)
+    if leaving:
+        state, progress = "leaving", None
     stats: BackendStats = b.extra.get("stats") or BackendStats()
     probe = b.extra.get("probe")
     doc = {
         "name": b.name,
         "url": b.url,
+        "source": source,
         "state": state,
         "slow_start_progress": progress,
         "healthy": b.healthy,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 import ssl
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 from lbctl.balancing import Backend, Pool, make_pool
 from lbctl.config.model import BackendConfig, Config, PoolConfig
@@ -39,6 +39,12 @@ class PoolRuntime:
     pool: Pool
     key_of: Callable | None       # consistent_hash: request -> key (None: no key)
     outcomes: OutcomeSink = OutcomeSink()
+    # The settings of each member by name (static, discovered or added at run time: their
+    # ``source`` says which); ``config.backends`` holds only the config file's.
+    members: dict[str, BackendConfig] = field(default_factory=dict)
+    # Backends that left the pool with requests still in flight: no new ones reach them; they
+    # are dropped (and their connections closed) once the last one ends (proxy/members.py).
+    leaving: list[Backend] = field(default_factory=list)
 
 
 class Runtime:
@@ -55,13 +61,17 @@ class Runtime:
 
 
 def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Random,
-                  previous: Runtime | None = None) -> Runtime:
-    """Pools for ``config``, reusing live ``Backend`` objects from ``previous``."""
+                  previous: Runtime | None = None,
+                  members: Mapping[str, Sequence[BackendConfig]] | None = None) -> Runtime:
+    """Pools for ``config``, reusing live ``Backend`` objects from ``previous``. ``members``
+    gives a pool's whole membership (static, discovered and added at run time) where it is
+    more than the config file's backends."""
     pools: dict[str, PoolRuntime] = {}
     for name, pcfg in config.pools.items():
         old_state = previous.pools.get(name) if previous else None
         old = old_state.pool.by_name if old_state else {}
-        backends = [_backend(bcfg, pcfg, old.get(bcfg.name)) for bcfg in pcfg.backends]
+        wanted = members.get(name, pcfg.backends) if members is not None else pcfg.backends
+        backends = [_backend(bcfg, pcfg, old.get(bcfg.name)) for bcfg in wanted]
         if old_state is not None and old_state.config.algorithm == pcfg.algorithm \
                 and old_state.config.slow_start == pcfg.slow_start \
                 and old_state.config.panic_threshold == pcfg.panic_threshold \
@@ -74,13 +84,15 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
                              panic_threshold=pcfg.panic_threshold)
             if old_state is not None:
                 pool.set_backends(backends)        # survivors keep state; newcomers ramp
+        leaving = [b for b in old_state.leaving if b.inflight] if old_state else []
         for old_backend in old.values():
             if pool.by_name.get(old_backend.name) is not old_backend:
-                idle = old_backend.extra.get("idle")
-                if idle is not None:
-                    idle.close_all()
+                retire(old_backend)
+                if old_backend.inflight:
+                    leaving.append(old_backend)
         pools[name] = PoolRuntime(pcfg, pool, key_getter(pcfg.hash_key),
-                                  _outcome_sink(pool, pcfg, clock))
+                                  _outcome_sink(pool, pcfg, clock),
+                                  {b.name: b for b in wanted}, leaving)
     runtime = Runtime(config, pools, time.time())
     runtime.gateway = Gateway(config, clock, previous.gateway if previous else None)
     return runtime
@@ -99,6 +111,15 @@ def _outcome_sink(pool: Pool, pcfg: PoolConfig, clock: Callable[[], float]) -> O
     return OutcomeSink()
 
 
+def retire(b: Backend) -> None:
+    """``b`` left its pool: close its idle connections, and those its requests in flight
+    give back when they end."""
+    idle = b.extra.get("idle")
+    if idle is not None:
+        idle.max_idle = 0
+        idle.close_all()
+
+
 def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None) -> Backend:
     same_address = old is not None and (old.scheme, old.host, old.port) == \
         (bcfg.scheme, bcfg.host, bcfg.port)
@@ -113,12 +134,16 @@ def _backend(bcfg: BackendConfig, pcfg: PoolConfig, old: Backend | None) -> Back
                     scheme=bcfg.scheme, host=bcfg.host, port=bcfg.port)
     context = upstream_ssl(bcfg, pcfg)
     idle = b.extra.get("idle")
+    # A discovered https backend's host is an address: verify the name it was found under.
+    server_name = bcfg.server_name if context is not None else None
     if idle is None:
         b.extra["idle"] = IdlePool(b, max_idle=pcfg.max_idle_connections,
-                                   idle_timeout=pcfg.idle_timeout, ssl=context)
+                                   idle_timeout=pcfg.idle_timeout, ssl=context,
+                                   server_name=server_name)
     else:
         idle.max_idle, idle.idle_timeout = pcfg.max_idle_connections, pcfg.idle_timeout
         idle.ssl = context          # a changed ca applies to new connections
+        idle.server_name = server_name
     return b
 
 
