@@ -9,10 +9,15 @@ Endpoints (JSON errors are ``{"error": "..."}``):
     POST /pools/{pool}/backends/{name}/enable     back to normal (health still applies)
     POST /pools/{pool}/backends/{name}/drain      no new requests; in-flight ones finish
     POST /pools/{pool}/backends/{name}/weight     body {"weight": N}, N > 0
+    POST /pools/{pool}/backends                   add a backend: {"url", "name"?, "weight"?}
+    GET  /pools/{pool}/backends/{name}            the backend's entry, as in /stats
+    DELETE /pools/{pool}/backends/{name}          remove it: no new requests, in-flight ones
+                                                  finish, then it is gone
 
 A POST endpoint answers GET with 405 (and ``Allow: POST``); an unknown pool or backend is a
 404. When a token is configured, every request needs ``Authorization: Bearer <token>``.
-Operator changes live on the ``Backend`` object, so they survive a reload.
+Operator changes live on the ``Backend`` object, so they survive a reload; backends added
+here survive a reload too (``discovery/membership.py`` says what a reload does with them).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from aiohttp import web
 
 from lbctl.admin.metrics import exposition, registry_for
 from lbctl.balancing.backend import AdminState
+from lbctl.discovery.entries import EntryError, backend_from_entry
+from lbctl.discovery.membership import MembershipError
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.observe.snapshot import backend_doc, snapshot
@@ -55,6 +62,8 @@ class AdminApi:
         app.router.add_get("/stats", self.stats, allow_head=False)
         app.router.add_get("/metrics", self.metrics, allow_head=False)
         app.router.add_route("*", "/pools/{pool}/backends/{name}/{action}", self.action)
+        app.router.add_route("*", "/pools/{pool}/backends/{name}", self.backend)
+        app.router.add_route("*", "/pools/{pool}/backends", self.backends)
         return app
 
     async def start(self) -> None:
@@ -144,8 +153,74 @@ class AdminApi:
             old = backend.admin.value
             pool.set_admin(backend, ACTIONS[action])
             log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value)
-        doc = backend_doc(pool, backend, self.server.loop.time(), history=False)
+        source = state.members[name].source if name in state.members else "static"
+        doc = backend_doc(pool, backend, self.server.loop.time(), history=False, source=source)
         return web.json_response({"pool": pool_name, "backend": doc})
+
+
+    # ---- membership ---------------------------------------------------------------------
+
+    async def backends(self, request: web.Request) -> web.Response:
+        """POST: add a backend to a pool, at once (with the pool's slow start)."""
+        if request.method != "POST":
+            return _error(405, "adding a backend needs POST", Allow="POST")
+        pool_name = request.match_info["pool"]
+        if pool_name not in self.server.runtime.pools:
+            return _error(404, f"no pool named {pool_name!r}")
+        if request.content_type != "application/json":
+            # A browser cannot send application/json cross-site without a preflight, which
+            # this API never grants: a web page cannot add a backend behind your back.
+            return _error(415, "expected Content-Type: application/json")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, 'expected a JSON body {"url": "http://host:port", "name": ..., '
+                               '"weight": ...}')
+        try:
+            bcfg = backend_from_entry(body, "admin")
+        except EntryError as exc:
+            return _error(400, str(exc))
+        try:
+            backend = self.server.add_backend(pool_name, bcfg)
+        except MembershipError as exc:
+            return _error(exc.status, str(exc))
+        log.info("admin: %s/%s added (%s, weight %g); a reload keeps it, a restart forgets it",
+                 pool_name, bcfg.name, bcfg.url, bcfg.weight)
+        pool = self.server.runtime.pools[pool_name].pool
+        doc = backend_doc(pool, backend, self.server.loop.time(), history=False, source="admin")
+        return web.json_response({"pool": pool_name, "backend": doc}, status=201)
+
+    async def backend(self, request: web.Request) -> web.Response:
+        """GET: one backend's entry; DELETE: remove it (drain, then gone)."""
+        if request.method not in ("GET", "DELETE"):
+            return _error(405, "expected GET or DELETE", Allow="GET, DELETE")
+        pool_name, name = request.match_info["pool"], request.match_info["name"]
+        state = self.server.runtime.pools.get(pool_name)
+        if state is None:
+            return _error(404, f"no pool named {pool_name!r}")
+        now = self.server.loop.time()
+        if request.method == "GET":
+            backend = state.pool.by_name.get(name)
+            if backend is None:
+                return _error(404, f"pool {pool_name!r} has no backend named {name!r}")
+            source = state.members[name].source if name in state.members else "static"
+            doc = backend_doc(state.pool, backend, now, history=False, source=source)
+            return web.json_response({"pool": pool_name, "backend": doc})
+        source = state.members[name].source if name in state.members else None
+        try:
+            backend = self.server.remove_backend(pool_name, name)
+        except MembershipError as exc:
+            return _error(exc.status, str(exc))
+        state = self.server.runtime.pools[pool_name]
+        leaving = any(b is backend for b in state.leaving)
+        log.info("admin: %s/%s removed%s", pool_name, name,
+                 f"; {backend.inflight} request(s) in flight finish first" if leaving else "")
+        doc = backend_doc(state.pool, backend, now, history=False, source=source, leaving=leaving)
+        if not leaving:
+            doc["state"] = "removed"
+        # 202: accepted, still draining; 200: gone already.
+        return web.json_response({"pool": pool_name, "backend": doc},
+                                 status=202 if leaving else 200)
 
 
 async def start_admin(server) -> AdminApi:

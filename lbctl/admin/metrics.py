@@ -103,6 +103,31 @@ class ProxyCollector:
         uptime.add_metric([], server.observer.started_at)
         yield from (responses, requests, errors, retries, traffic, duration, up, state_g,
                     inflight, weight, eff, ewma, probes, ejections, uptime)
+        yield from _discovery(server)
+
+
+def _discovery(server):
+    """Per pool with [discovery]: lookups by result, the discovered set's size, and when the
+    last trustworthy answer came (alert on its age: the set in use may be stale)."""
+    watchers = getattr(getattr(server, "discovery", None), "watchers", {})
+    if not watchers:
+        return
+    lookups = CounterMetricFamily(
+        "lbctl_discovery_lookups", "Discovery lookups by result (failed: the last good set "
+        "was kept)", labels=["pool", "source", "result"])
+    found = GaugeMetricFamily("lbctl_discovery_backends", "Backends in the discovered set",
+                              labels=["pool", "source"])
+    last = GaugeMetricFamily("lbctl_discovery_last_success_timestamp_seconds",
+                             "Unix time of the last lookup that could be trusted",
+                             labels=["pool", "source"])
+    for pool, w in watchers.items():
+        st = w.status
+        lookups.add_metric([pool, st.source, "ok"], st.resolutions - st.failures)
+        lookups.add_metric([pool, st.source, "failed"], st.failures)
+        found.add_metric([pool, st.source], st.backends)
+        if st.last_success is not None:
+            last.add_metric([pool, st.source], st.last_success)
+    yield from (lookups, found, last)
 
 
 def _le(bound: float) -> str:
