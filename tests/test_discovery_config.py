@@ -143,3 +143,12 @@ def test_validate_does_not_resolve(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == \
         f"{path}: OK (2 routes, 2 pools, 0 backends, 2 pools with discovery (not resolved))"
+
+
+def test_simulating_a_discovered_pool_says_what_to_do(tmp_path):
+    from lbctl.errors import UserError
+    from lbctl.simulate.scenario import pool_from_config
+    path = write(tmp_path, '[pools.api.discovery]\ndns = "api.internal:80"\n')
+    with pytest.raises(UserError) as info:
+        pool_from_config(str(path), "api")
+    assert "lists no backends (they come from its [discovery])" in str(info.value)

@@ -616,6 +616,11 @@ def pool_from_config(path: str, pool: str) -> PoolSettings:
         raise _Reader(path).fail("pool", f"no pool {pool!r} in {path}"
                                          f"{_suggest(pool, list(config.pools))}")
     pc = config.pools[pool]
+    if not pc.backends:
+        # Discovered backends are only known to a running serve; nothing here resolves them.
+        raise _Reader(path).fail("pool", f"pool {pool!r} of {path} lists no backends (they come "
+                                         "from its [discovery]); choose a pool with "
+                                         "[[backends]], or describe the backends here")
     return PoolSettings(pool, path, pc.algorithm,
                         tuple((b.name, b.weight, b.backup) for b in pc.backends),
                         Proxy(pc.retries, pc.retry_on, pc.timeouts.response, pc.slow_start,
