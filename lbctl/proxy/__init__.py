@@ -11,6 +11,8 @@ to the other, and back-pressure pauses the reading side when the writing side's 
     framing.py   request/response heads: hop-by-hop stripping, X-Forwarded-*, re-derived framing
     router.py    host/path routing, first match wins
     runtime.py   the live state (config, router, pools) that a SIGHUP swaps atomically
+    members.py   a pool's membership changed between reloads (discovery, the admin API):
+                 survivors keep their state, newcomers ramp, the gone drain, then go
     server.py    listening sockets, signals, graceful drain
 
 aiohttp is used around the data plane (admin API, health probes, demo backends), not in it.

@@ -4,8 +4,8 @@
 reload would (``runtime.build_runtime``) but for one pool and without swapping the runtime:
 
 - a backend that stays (same name, same address) keeps its ``Backend`` object, hence its
-  in-flight count, EWMA, health verdict, admin state and idle connections; a new weight or
-  backup flag applies at once;
+  in-flight count, EWMA, health verdict, admin state and idle connections; a weight or backup
+  flag its source changed applies at once (an operator's weight stays until then);
 - a new backend joins with the pool's slow start (``Pool.set_backends``), and the health
   checker starts probing it;
 - a backend that is gone *leaves*: the pool stops choosing it at once, requests in flight on
@@ -42,6 +42,9 @@ def apply_members(state: PoolRuntime, members: Sequence[BackendConfig]) -> Chang
     joined = []
     for bcfg in members:
         old = current.get(bcfg.name)
+        if old is not None and state.members.get(bcfg.name) == bcfg:
+            backends.append(old)        # unchanged: operator changes (weight...) stay as set
+            continue
         if old is None:
             joined.append(bcfg.name)
             old = next((b for b in leaving if b.name == bcfg.name and
