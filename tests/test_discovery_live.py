@@ -417,3 +417,18 @@ async def test_a_reload_keeps_runtime_additions_and_restores_removed_static_back
     stats = (await client.admin("GET", "/stats"))[1]
     assert {x["name"]: x["source"] for x in stats["pools"][0]["backends"]} == \
         {"a": "static", "b": "static", "c": "admin"}
+
+
+async def test_a_pool_whose_first_lookup_fails_starts_empty_and_fills_when_answers_come(
+        backends, session, zone):
+    port = shared_port(["127.0.0.2"])
+    await start_at(backends, "b2", "127.0.0.2", port)
+    zone.set_a("api.test", ["127.0.0.2"])
+    zone.servfail = True
+    proxy = await backends.proxy(dns_config(zone, port))
+    client = Client(session, proxy)
+    assert (await client.get())[0] == 503           # nothing to send it to, said at once
+    zone.servfail = False
+    await proxy.discovery.watchers["api"].wait(lambda w: len(w.discovered) == 1,
+                                               timeout=INTERVAL + MARGIN)
+    assert await client.names(2) == {"b2": 2}

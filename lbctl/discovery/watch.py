@@ -124,7 +124,9 @@ class Watcher:
     async def resolve_once(self) -> Resolution:
         """One lookup, applied. A bug in a source is a failed lookup, not a dead watcher."""
         try:
-            r = await asyncio.wait_for(self.source.resolve(), self.discovery.timeout + 1.0)
+            # SRV may ask twice in a row (the records, then their targets): a bound, not a
+            # second timeout; the resolver's own ``timeout`` ends each question.
+            r = await asyncio.wait_for(self.source.resolve(), 2 * self.discovery.timeout + 1.0)
         except asyncio.TimeoutError:
             r = Resolution.failed(f"timeout after {self.discovery.timeout:g}s")
         except Exception as exc:    # noqa: BLE001 - keep watching; say what happened

@@ -177,7 +177,7 @@ async def discover(pools: list[PoolConfig]) -> tuple[list[PoolConfig], dict[str,
             kind = "file" if d.file else ("srv" if d.srv else "dns")
             return kind, d.file or d.srv or str(d.dns), pool.name, Resolution.failed(str(exc))
         try:
-            r = await asyncio.wait_for(source.resolve(), d.timeout + 1.0)
+            r = await asyncio.wait_for(source.resolve(), 2 * d.timeout + 1.0)
         except asyncio.TimeoutError:
             r = Resolution.failed(f"timeout after {d.timeout:g}s")
         return source.kind, source.target, pool.name, r
