@@ -132,7 +132,10 @@ class Watcher:
         except Exception as exc:    # noqa: BLE001 - keep watching; say what happened
             log.exception("%s: lookup raised", self.what)
             r = Resolution.failed(f"{type(exc).__name__}: {exc}")
-        self.apply(r)
+        try:
+            self.apply(r)
+        except Exception:           # noqa: BLE001 - applying failed; the next change retries
+            log.exception("%s: applying the lookup failed", self.what)
         await self._notify()
         return r
 
@@ -177,6 +180,12 @@ class Watchers:
         self.on_change = on_change
         self.wall = wall
         self.watchers: dict[str, Watcher] = {}
+        self._stopping: set[asyncio.Task] = set()       # referenced until done
+
+    def _stop_later(self, watcher: Watcher) -> None:
+        task = asyncio.get_running_loop().create_task(watcher.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     def _watcher(self, name: str, discovery: Discovery,
                  initial: tuple[BackendConfig, ...] = ()) -> Watcher:
@@ -201,7 +210,7 @@ class Watchers:
                   if pool.discovery is not None}
         for name in list(self.watchers):
             if name not in wanted:
-                asyncio.get_running_loop().create_task(self.watchers.pop(name).stop())
+                self._stop_later(self.watchers.pop(name))
         for name, discovery in wanted.items():
             old = self.watchers.get(name)
             if old is not None and old.discovery == discovery:
@@ -212,14 +221,14 @@ class Watchers:
                 problems.append(f"pool {name}: discovery: {exc}")
                 continue
             if old is not None:
-                asyncio.get_running_loop().create_task(old.stop())
+                self._stop_later(old)
             self.watchers[name] = watcher
             watcher.start()
         return problems
 
     async def stop(self) -> None:
         watchers, self.watchers = list(self.watchers.values()), {}
-        await asyncio.gather(*(w.stop() for w in watchers))
+        await asyncio.gather(*(w.stop() for w in watchers), *self._stopping)
 
     def discovered(self) -> Mapping[str, tuple[BackendConfig, ...]]:
         return {name: w.discovered for name, w in self.watchers.items()}

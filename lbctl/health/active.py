@@ -246,7 +246,7 @@ class HealthChecks:
 
     def sync(self, runtime) -> None:
         """Membership changed between reloads (discovery, the admin API): give newcomers their
-        initial state and a probe loop (first probe within one interval), and stop probing
+        initial state and a probe loop (first probe within a second), and stop probing
         backends that left. Backends that stayed keep their schedule and verdict."""
         self.prepare(runtime)
         if not self.running:
@@ -261,7 +261,9 @@ class HealthChecks:
                 if id(b) not in self.probing:
                     if self.session is None or self.session.closed:
                         self.session = make_session()
-                    self._probe(pool, health, b, self.rng.random() * health.interval)
+                    # Soon (within a second), not a whole interval: a newcomer with
+                    # initial = "down" waits for this probe before it gets traffic.
+                    self._probe(pool, health, b, self.rng.random() * min(health.interval, 1.0))
         for key in [key for key in self.probing if key not in members]:
             self.probing.pop(key).cancel()
 
