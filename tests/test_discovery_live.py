@@ -145,7 +145,7 @@ async def test_a_new_record_gets_traffic_with_slow_start_and_survivors_keep_stat
     assert survivor.effective_weight == 1.0           # present at start: no ramp
 
     zone.set_a("api.test", ["127.0.0.2", "127.0.0.3"])
-    watcher = proxy.discovery.watchers["api"]
+    watcher = proxy.members.watchers["api"]
     await watcher.wait(lambda w: len(w.discovered) == 2, timeout=INTERVAL + MARGIN)
     pool = pool_state(proxy).pool
     assert pool.by_name["127.0.0.2:%d" % port] is survivor     # the same live object...
@@ -175,7 +175,7 @@ async def test_a_removed_record_drains_its_request_in_flight_and_gets_no_new_one
     await asyncio.wait_for(arrived.wait(), MARGIN)
 
     zone.set_a("api.test", ["127.0.0.3"])
-    watcher = proxy.discovery.watchers["api"]
+    watcher = proxy.members.watchers["api"]
     await watcher.wait(lambda w: len(w.discovered) == 1, timeout=INTERVAL + MARGIN)
     state = pool_state(proxy)
     name = "127.0.0.2:%d" % port
@@ -205,7 +205,7 @@ async def test_nxdomain_empties_the_discovered_part_and_static_backends_keep_ser
     client = Client(session, proxy)
     assert await client.names(4) == {"static": 2, "found": 2}
     zone.remove("api.test")
-    watcher = proxy.discovery.watchers["api"]
+    watcher = proxy.members.watchers["api"]
     await watcher.wait(lambda w: w.status.state == "empty", timeout=INTERVAL + MARGIN)
     assert [b.name for b in pool_state(proxy).pool.backends] == ["static"]
     assert await client.names(6) == {"static": 6}
@@ -220,7 +220,7 @@ async def test_a_resolver_that_stops_answering_keeps_the_last_good_set(
     proxy = await backends.proxy(dns_config(zone, port))
     client = Client(session, proxy)
     zone.silent = True
-    watcher = proxy.discovery.watchers["api"]
+    watcher = proxy.members.watchers["api"]
     await watcher.wait(lambda w: w.status.failures >= 2, timeout=2 * (INTERVAL + 0.5) + MARGIN)
     assert await client.names(6) == {"b2": 3, "b3": 3}
     failed = [r for r in caplog.records if "lookup failed" in r.getMessage()]
@@ -241,7 +241,7 @@ async def test_an_srv_weight_change_shifts_the_share(backends, session, zone):
     client = Client(session, proxy)
     assert await client.names(40) == {"a": 20, "b": 20}
     zone.set_srv("_http._tcp.api.test", [(1, 10, a.port, "a.test"), (1, 30, b.port, "b.test")])
-    watcher = proxy.discovery.watchers["api"]
+    watcher = proxy.members.watchers["api"]
     await watcher.wait(lambda w: w.status.changes >= 2, timeout=INTERVAL + MARGIN)
     # Smooth weighted round-robin: 1:3 is exact over whole cycles of 4.
     assert await client.names(40) == {"a": 10, "b": 30}
@@ -269,7 +269,7 @@ async def test_a_watched_file_replaced_atomically_takes_effect_and_a_broken_one_
     proxy = await backends.proxy(cfg)
     client = Client(session, proxy)
     assert await client.names(2) == {"a": 2}
-    watcher = proxy.discovery.watchers["api"]
+    watcher = proxy.members.watchers["api"]
 
     replace_file(path, [{"url": a.url, "name": "a"}, {"url": b.url, "name": "b", "weight": 2}])
     await watcher.wait(lambda w: len(w.discovered) == 2, timeout=INTERVAL + MARGIN)
@@ -299,7 +299,7 @@ async def test_a_discovered_backend_is_probed_and_can_go_down(backends, session,
     flipped = asyncio.Event()
     proxy.health.observer = lambda pool, b, result, flip: flipped.set() if flip else None
     zone.set_a("api.test", ["127.0.0.2", "127.0.0.3"])
-    await proxy.discovery.watchers["api"].wait(lambda w: len(w.discovered) == 2,
+    await proxy.members.watchers["api"].wait(lambda w: len(w.discovered) == 2,
                                                timeout=INTERVAL + MARGIN)
     await asyncio.wait_for(flipped.wait(), MARGIN)
     sick_b = pool_state(proxy).pool.by_name["127.0.0.3:%d" % port]
@@ -429,6 +429,6 @@ async def test_a_pool_whose_first_lookup_fails_starts_empty_and_fills_when_answe
     client = Client(session, proxy)
     assert (await client.get())[0] == 503           # nothing to send it to, said at once
     zone.servfail = False
-    await proxy.discovery.watchers["api"].wait(lambda w: len(w.discovered) == 1,
+    await proxy.members.watchers["api"].wait(lambda w: len(w.discovered) == 1,
                                                timeout=INTERVAL + MARGIN)
     assert await client.names(2) == {"b2": 2}

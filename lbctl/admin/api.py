@@ -181,7 +181,7 @@ class AdminApi:
         except EntryError as exc:
             return _error(400, str(exc))
         try:
-            backend = self.server.add_backend(pool_name, bcfg)
+            backend = self.server.members.add(pool_name, bcfg)
         except MembershipError as exc:
             return _error(exc.status, str(exc))
         log.info("admin: %s/%s added (%s, weight %g); a reload keeps it, a restart forgets it",
@@ -208,7 +208,7 @@ class AdminApi:
             return web.json_response({"pool": pool_name, "backend": doc})
         source = state.members[name].source if name in state.members else None
         try:
-            backend = self.server.remove_backend(pool_name, name)
+            backend = self.server.members.remove(pool_name, name)
         except MembershipError as exc:
             return _error(exc.status, str(exc))
         state = self.server.runtime.pools[pool_name]

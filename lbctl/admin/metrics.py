@@ -109,7 +109,7 @@ class ProxyCollector:
 def _discovery(server):
     """Per pool with [discovery]: lookups by result, the discovered set's size, and when the
     last trustworthy answer came (alert on its age: the set in use may be stale)."""
-    watchers = getattr(getattr(server, "discovery", None), "watchers", {})
+    watchers = getattr(getattr(server, "members", None), "watchers", {})
     if not watchers:
         return
     lookups = CounterMetricFamily(

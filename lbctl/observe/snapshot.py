@@ -36,7 +36,7 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
         started_at = observer.started_at if observer is not None else time.time()
     now = server.loop.time()
     pools = []
-    watchers = getattr(getattr(server, "discovery", None), "watchers", {})
+    watchers = getattr(getattr(server, "members", None), "watchers", {})
     for name, state in runtime.pools.items():
         pool = state.pool
         members = getattr(state, "members", {})

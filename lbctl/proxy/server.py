@@ -2,11 +2,10 @@
 
 ``ProxyServer`` owns what outlives a single connection: the current ``Runtime`` (swapped
 whole by ``reload``), the set of open client connections (for draining), request-id
-generation, a once-a-second sweep of expired idle upstream connections and of backends that
-finished leaving, the active health checks of the current runtime (restarted on reload,
-stopped on drain and close), and pool membership between reloads: the discovery watchers and
-the admin API's additions and removals are decided in ``discovery`` (``memberships``) and
-applied to the live pools here (``proxy/members.py``).
+generation, a once-a-second sweep of expired idle upstream connections, the active health
+checks of the current runtime (restarted on reload, stopped on drain and close), and pool
+membership between reloads (``members``: discovery and the admin API's additions and
+removals, applied to the live pools by ``proxy/members.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +16,7 @@ import logging
 import random
 from collections import Counter
 
-from lbctl.balancing import Backend
-from lbctl.config.model import BackendConfig, Config
-from lbctl.discovery.dns import ResolverError
-from lbctl.discovery.membership import MembershipError, Memberships
-from lbctl.discovery.watch import Watchers
+from lbctl.config.model import Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.gateway.tls import Terminator
@@ -29,7 +24,7 @@ from lbctl.health.active import HealthChecks
 from lbctl.observe.observer import Observer
 from lbctl.proxy.client import ClientConnection
 from lbctl.proxy.framing import RequestIds
-from lbctl.proxy import members as live
+from lbctl.proxy.members import LiveMembership
 from lbctl.proxy.runtime import Runtime, build_runtime
 
 log = logging.getLogger("lbctl.proxy")
@@ -55,12 +50,8 @@ class ProxyServer:
         self.observer = Observer(self)          # accounting, access log, explain
         self.health.observer = self.observer.probe      # counts probes for /metrics
         self.admin = None                       # the admin API, when [admin] is configured
-        # Who is in each pool (static, discovered, added at run time), and the watchers that
-        # keep the discovered part current; applied to the live pools once started.
-        self.memberships = Memberships(config)
-        self.discovery = Watchers(self._discovered)
-        self._shadowed: dict[str, set[str]] = {}
-        self.started = False
+        self.members = LiveMembership(config, lambda: self.runtime,
+                                      on_change=lambda: self.health.sync(self.runtime))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -69,27 +60,20 @@ class ProxyServer:
         return sock.getsockname()[:2]
 
     async def start(self) -> None:
-        config = self.runtime.config
-        addr = config.listen.address
-        if any(pool.discovery is not None for pool in config.pools.values()):
-            # The first lookups are awaited (each up to its timeout), so the first requests
-            # already find the discovered backends; a failed one starts without them.
-            try:
-                await self.discovery.start(config)
-            except ResolverError as exc:
-                await self.discovery.stop()
-                raise UserError(f"cannot start discovery: {exc}", exit_code=Exit.RUNTIME) from None
-            self.runtime = build_runtime(config, clock=self.clock, rng=self.rng,
-                                         members=self.memberships.members())
+        addr = self.runtime.config.listen.address
+        if any(pool.discovery is not None for pool in self.runtime.config.pools.values()):
+            await self.members.start(self.runtime.config)     # the first lookups
+            self.runtime = build_runtime(self.runtime.config, clock=self.clock, rng=self.rng,
+                                         members=self.members.members())
         # Initial health states are applied before the first connection can be accepted.
         self.health.prepare(self.runtime)
-        if config.admin is not None:
+        if self.runtime.config.admin is not None:
             # aiohttp and prometheus-client load only when there is an admin API to serve.
             from lbctl.admin.api import start_admin
             try:
                 self.admin = await start_admin(self)    # fails before anything else is started
             except UserError:
-                await self.discovery.stop()
+                await self.members.stop()
                 raise
         try:
             self.server = await self.loop.create_server(
@@ -100,67 +84,13 @@ class ProxyServer:
             if self.admin is not None:
                 await self.admin.close()
                 self.admin = None
-            await self.discovery.stop()
+            await self.members.stop()
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else \
                 (exc.strerror or str(exc))
             raise UserError(f"cannot listen on {addr}: {reason}", exit_code=Exit.RUNTIME) from None
         self._sweeper = self.loop.create_task(self._sweep())
         self.health.start(self.runtime)
-        self.started = True
-
-    # ---- membership between reloads ------------------------------------------------------
-
-    def _discovered(self, pool: str, backends: tuple[BackendConfig, ...]) -> None:
-        """A watcher's new discovered set for ``pool``."""
-        members = self.memberships.get(pool)
-        if members is None:
-            return
-        members.discovered = backends
-        shadowed = set(members.shadowed())
-        for name in sorted(shadowed - self._shadowed.get(pool, set())):
-            log.warning("pool %s: discovered backend %s is ignored: the pool already has a "
-                        "backend of that name", pool, name)
-        self._shadowed[pool] = shadowed
-        if self.started:
-            self.apply_members(pool)
-
-    def apply_members(self, pool: str) -> live.Change:
-        """Make the live pool match its decided membership."""
-        state = self.runtime.pools.get(pool)
-        if state is None:
-            return live.Change()
-        change = live.apply_members(state, self.memberships[pool].members())
-        if change:
-            self.health.sync(self.runtime)
-        leaving = {b.name: b.inflight for b in state.leaving}
-        for name in change.left:
-            if name in leaving:
-                log.info("pool %s: backend %s leaves: no new requests; %d in flight finish "
-                         "first", pool, name, leaving[name])
-        return change
-
-    def add_backend(self, pool: str, backend: BackendConfig) -> Backend:
-        """The admin API's add: ``MembershipError`` (404 no pool, 409 name taken)."""
-        members = self.memberships.get(pool)
-        if members is None or pool not in self.runtime.pools:
-            raise MembershipError(404, f"no pool named {pool!r}")
-        members.add(backend)
-        self.apply_members(pool)
-        return self.runtime.pools[pool].pool.by_name[backend.name]
-
-    def remove_backend(self, pool: str, name: str) -> Backend:
-        """The admin API's remove: the backend leaves (drains, then goes). ``MembershipError``:
-        404 unknown, 409 owned by discovery."""
-        members = self.memberships.get(pool)
-        state = self.runtime.pools.get(pool)
-        if members is None or state is None:
-            raise MembershipError(404, f"no pool named {pool!r}")
-        backend = state.pool.by_name.get(name)
-        members.remove(name)
-        self.apply_members(pool)
-        if backend is None:         # decided but not applied yet: cannot happen once started
-            raise MembershipError(404, f"pool {pool!r} has no backend named {name!r}")
-        return backend
+        self.members.begin()
 
     def reload(self, config: Config) -> None:
         """Swap in a validated config; requests in flight finish under the old one."""
@@ -174,14 +104,10 @@ class ProxyServer:
                 log.info("TLS certificate reloaded from %s", tls.cert)
         elif (self.tls is None) != (config.listen.tls is None):
             log.warning("listen.tls changed: takes effect after a restart")
-        # Operators' run-time changes survive a reload; the notes say what the file changed.
-        for note in self.memberships.reconfigure(config):
-            log.info("reload: %s", note)
+        # Operators' run-time changes survive a reload (the event log says how).
         self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old,
-                                     members=self.memberships.members())
-        if self.started:
-            for problem in self.discovery.reconfigure(config):
-                log.error("reload: %s; still using the previous source", problem)
+                                     members=self.members.reconfigure(config))
+        self.members.reconfigured(config)
         if self.server is not None:
             self.health.restart(self.runtime)
         self.observer.configure(config)
@@ -216,7 +142,7 @@ class ProxyServer:
         if self.admin is not None:
             await self.admin.close()
             self.admin = None
-        await self.discovery.stop()
+        await self.members.stop()
         self.observer.close()
         await self.health.stop()
         if self._sweeper is not None:
@@ -237,8 +163,4 @@ class ProxyServer:
             now = self.loop.time()
             for backend in self.runtime.backends():
                 backend.extra["idle"].sweep(now)
-            for name, state in self.runtime.pools.items():
-                if state.leaving:
-                    for b in live.sweep(state):
-                        log.info("pool %s: backend %s left (its last request in flight "
-                                 "ended)", name, b.name)
+            self.members.sweep()            # backends that finished leaving
