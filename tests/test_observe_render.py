@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import re
 import tracemalloc
 
+import pytest
+
 from rich.console import Console
+from rich.text import Text
 
 from lbctl.observe.accounting import BOUNDS, WINDOW, BackendStats, quantile
-from lbctl.observe.render import dashboard, rate, sparkline
+from lbctl.observe.render import SPARKS, dashboard, rate, sparkline
 
 
 def test_percentiles_are_bucket_upper_bounds_over_the_window():
@@ -79,6 +83,8 @@ def test_sparkline_and_rate():
     assert len(sparkline(list(range(60)), width=20)) == 20
     assert len(sparkline(list(range(60)))) == 15           # 4 s per character
     assert rate({"requests": [0] * 54 + [10, 10, 10, 10, 10, 99]}) == 10.0
+    # 60 s in 8 characters: groups of 8 from the newest second; the short group is the oldest.
+    assert sparkline([1] * 4 + [5] * 56, width=8, combine=max) == "▂███████"
 
 
 def stats_doc() -> dict:
@@ -110,23 +116,95 @@ def stats_doc() -> dict:
     }
 
 
-def test_dashboard_renders_header_pools_and_rows():
+def render(doc: dict, width: int, **kw) -> str:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=160, color_system=None)
-    console.print(dashboard(stats_doc()))
-    out = buffer.getvalue()
+    Console(file=buffer, width=width, color_system=None).print(dashboard(doc, **kw))
+    return buffer.getvalue()
+
+
+def table_rows(out: str, names) -> dict[str, list[str]]:
+    """Each backend's row split into cells (columns are two or more spaces apart)."""
+    return {line.split()[0]: re.split(r" {2,}", line.strip()) for line in out.splitlines()
+            if line.split() and line.split()[0] in names}
+
+
+def test_dashboard_renders_header_pools_and_rows():
+    out = render(stats_doc(), 160)
     assert "lbctl 0.1.0" in out and "up 1h02m05s" in out and "config lb.toml" in out
     assert "pool api (ewma, normal)" in out and "pool web (weighted, normal)" in out
-    rows = {line.split("│")[1].strip(): line for line in out.splitlines()
-            if line.startswith("│")}
+    rows = table_rows(out, {"api-1", "api-2", "web-1"})
     assert set(rows) == {"api-1", "api-2", "web-1"}
-    api1 = [cell.strip() for cell in rows["api-1"].split("│")]
-    # backend, state, weight, in-flight, req/s, p50, p99, errors, requests, sparklines
-    assert api1[1:10] == ["api-1", "up", "2", "3", "20.0", "4.0 ms", "20.0 ms", "1.0%", "200"]
-    assert "█" in api1[10] and "█" in api1[11]
-    assert "slow start 25%" in rows["api-2"] and "0.5/2" in rows["api-2"]
-    assert "draining" in rows["web-1"]
+    # backend, state, weight, in-flight, req/s, p50, p99, errors, requests, then sparklines
+    assert rows["api-1"][:9] == ["api-1", "up", "2", "3", "20.0", "4.0ms", "20ms", "1.0%", "200"]
+    assert "█" in rows["api-1"][9] and "█" in rows["api-1"][-1]
+    assert rows["api-2"][1:3] == ["slow start 25%", "0.5/2"]
+    assert rows["web-1"][1] == "draining"
     assert "40.0 req/s" in out                              # header total: 2 x 20
+
+
+def busy_doc() -> dict:
+    """Wide figures: 7-digit counts, seconds-long latencies, slow start, a 20-letter name."""
+    doc = stats_doc()
+    api = doc["pools"][0]["backends"]
+    api[0].update(requests=1_234_567, errors=99_999, inflight=1234,
+                  latency={"p50": 2.5, "p90": 9.0, "p99": 12.5})
+    api[1].update(name="payments-eu-west-1ab", weight=10.0, effective_weight=0.125)
+    doc["pools"][1]["backends"][0].update(state="ejected", weight=100.0, effective_weight=100.0)
+    return doc
+
+
+HEADS = ("backend", "state", "weight", "in-flight", "req/s", "p50", "p99", "errors", "requests")
+@pytest.mark.parametrize("width", [80, 100, 120])
+@pytest.mark.parametrize("doc, sparks", [
+    # The numbers take 80 columns in the usual document and 95 in the busy one; the
+    # sparklines get what is left, both or none here (one fits at 90 in the usual one).
+    (stats_doc, {80: [], 100: ["req/s 1m", "p99 1m"], 120: ["req/s 1m", "p99 1m"]}),
+    (busy_doc, {80: [], 100: [], 120: ["req/s 1m", "p99 1m"]}),
+])
+def test_dashboard_fits_the_terminal_without_cutting_a_number_or_a_header(width, doc, sparks):
+    out = render(doc(), width)
+    lines = out.splitlines()
+    assert "…" not in out
+    assert max(Text(line).cell_len for line in lines) <= width
+    heads = [lines[i - 1] for i, line in enumerate(lines) if line.startswith("───")]
+    assert len(heads) == 2
+    for head in heads:
+        assert head.split()[:len(HEADS)] == list(HEADS)
+    assert [h for h in ("req/s 1m", "p99 1m") if h in heads[0]] == sparks[width]
+    wide = table_rows(render(doc(), 200), {"api-1", "api-2", "payments-eu-west-1ab", "web-1"})
+    for name, cells in wide.items():
+        # The row's first line (a long name may wrap) ends with its seven figures, each
+        # whole and in its column; sparkline characters aside.
+        line = next(line for line in lines if line.split() and name.startswith(line.split()[0])
+                    and len(line.split()[0]) >= 4)
+        tokens = [t for t in line.split() if not set(t) <= set(SPARKS)]
+        assert tokens[-7:] == cells[2:9], (line, cells)
+    assert ("█" in out) == bool(sparks[width])
+
+
+def test_one_sparkline_when_only_one_fits():
+    out = render(stats_doc(), 90)
+    assert "req/s 1m" in out and "p99 1m" not in out and "█" in out
+
+
+def test_at_120_columns_the_usual_dashboard_has_both_sparklines_at_full_width():
+    out = render(stats_doc(), 120)
+    rows = table_rows(out, {"api-1"})
+    assert len(rows["api-1"][9]) == 15                      # req/s over 60 s, 4 s a character
+
+
+@pytest.mark.parametrize("width", [40, 50, 60, 70])
+def test_a_narrower_terminal_loses_whole_columns_never_part_of_a_number(width):
+    out = render(busy_doc(), width)
+    assert "…" not in out
+    assert max(Text(line).cell_len for line in out.splitlines()) <= width
+    shown = [h for h in HEADS if re.search(rf"(^| ){re.escape(h)}( |$)", out, re.M)]
+    assert shown[:2] == ["backend", "state"] and {"req/s", "p99", "errors"} <= set(shown)
+    # Every figure on screen is one the wide dashboard shows: none is cut short.
+    whole = set(render(busy_doc(), 200).split())
+    for token in out.split():
+        if token[0].isdigit():
+            assert token in whole, token
 
 
 def test_dashboard_colours_states():

@@ -2,6 +2,8 @@
 
 Endpoints (JSON errors are ``{"error": "..."}``):
 
+    GET  /                                        the web dashboard (see ``dashboard``; its
+                                                  page, script and style need no token)
     GET  /stats                                   the observe.snapshot document (?history=0:
                                                   without the per-second series)
     GET  /metrics                                 Prometheus text format
@@ -30,6 +32,7 @@ import math
 
 from aiohttp import web
 
+from lbctl.admin import dashboard
 from lbctl.admin.metrics import exposition, registry_for
 from lbctl.balancing.backend import AdminState
 from lbctl.discovery.entries import EntryError, backend_from_entry
@@ -59,6 +62,7 @@ class AdminApi:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
+        dashboard.add_routes(app, lambda: self.token is not None)
         app.router.add_get("/stats", self.stats, allow_head=False)
         app.router.add_get("/metrics", self.metrics, allow_head=False)
         app.router.add_route("*", "/pools/{pool}/backends/{name}/{action}", self.action)
@@ -103,7 +107,7 @@ class AdminApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if self.token is not None:
+        if self.token is not None and request.path not in dashboard.PUBLIC:
             sent = request.headers.get("Authorization", "")
             scheme, _, value = sent.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(

@@ -26,18 +26,47 @@ class AdminError(UserError):
 def admin_url(url: str | None, config_path: str | None) -> tuple[str, str | None]:
     """The admin base URL and token: ``--admin``, else the config's ``[admin]``, else the default."""
     if url:
-        return url.rstrip("/"), None
+        return base_url(url), None
     if config_path:
         from lbctl.config.loader import load_config
         admin = load_config(config_path).admin
         if admin is None:
             raise UserError(f"{config_path}: no [admin] table, so there is no admin API to ask")
-        host = admin.address.host
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{admin.address.port}", admin.token
+        return _address_url(admin.address), admin.token
     return DEFAULT_URL, None
+
+
+def base_url(text: str) -> str:
+    """``--admin`` as given: an ``http(s)://`` URL, or ``host:port`` as in the config's
+    ``[admin] address`` (``127.0.0.1:9900``, ``[::1]:9900``, ``localhost:9900``)."""
+    from urllib.parse import urlsplit
+
+    from lbctl.config.kinds import Invalid, parse_address
+    expected = ("expected host:port as in [admin] address (like 127.0.0.1:9900 or [::1]:9900) "
+                "or an http:// URL")
+    if "://" not in text:
+        try:
+            return _address_url(parse_address(text))
+        except Invalid:
+            raise UserError(f"--admin {text!r}: {expected}") from None
+    try:
+        parts = urlsplit(text)
+        parts.port                                 # raises ValueError when out of range
+    except ValueError:
+        raise UserError(f"--admin {text!r}: {expected}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise UserError(f"--admin {text!r}: {expected}")
+    return text.rstrip("/")
+
+
+def _address_url(address) -> str:
+    """A listening address as the URL to reach it: a wildcard becomes this host's loopback."""
+    host = address.host
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{address.port}"
 
 
 class AdminClient:

@@ -6,8 +6,9 @@ import json
 
 import click
 
-_admin = click.option("--admin", "url", default=None, metavar="URL",
-                      help="Admin API base URL (default: from --config, else http://127.0.0.1:9900).")
+_admin = click.option("--admin", "url", default=None, metavar="ADDRESS",
+                      help="Admin API as host:port (like the config's [admin] address) or a URL "
+                           "(default: from --config, else 127.0.0.1:9900).")
 _config = click.option("--config", "config_path", default=None, metavar="FILE",
                        help="Read the admin address and token from this config's [admin].")
 _token = click.option("--token", default=None, metavar="TOKEN",

@@ -9,8 +9,9 @@ import click
 
 
 @click.command()
-@click.option("--admin", "url", default=None, metavar="URL",
-              help="Admin API base URL (default: from --config, else http://127.0.0.1:9900).")
+@click.option("--admin", "url", default=None, metavar="ADDRESS",
+              help="Admin API as host:port (like the config's [admin] address) or a URL "
+                   "(default: from --config, else 127.0.0.1:9900).")
 @click.option("--config", "config_path", default=None, metavar="FILE",
               help="Read the admin address and token from this config's [admin].")
 @click.option("--token", default=None, metavar="TOKEN",
@@ -25,14 +26,17 @@ def command(url: str | None, config_path: str | None, token: str | None, interva
     """Live per-pool, per-backend view of a running `lbctl serve`, through its admin API.
 
     State in colour, weight (effective/configured), in-flight, req/s, p50/p99 latency,
-    error rate and sparklines of req/s and p99 over the last minute. Press q or Ctrl-C
-    to quit.
+    error rate and sparklines of req/s and p99 over the last minute (the sparklines give
+    way first in a narrow terminal). Press q or Ctrl-C to quit. When serve restarts, the
+    live view says so and keeps retrying; the admin API must answer the first time.
+    The same figures, with controls, are on the web dashboard at the admin address.
 
     Exit codes: 0; 1 cannot reach the admin API; 2 bad usage.
 
     \b
     Example:
       lbctl stats                          # http://127.0.0.1:9900
+      lbctl stats --admin 127.0.0.1:9900 --interval 500ms
       lbctl stats --config lb.toml --once
       lbctl stats --json | jq '.pools[].backends[] | {name, state, inflight}'
     """

@@ -3,6 +3,11 @@
 Drawing is ``render.dashboard`` (pure); this module only owns the terminal: rich ``Live``
 and, when stdin is a terminal, cbreak mode so a single ``q`` quits without Enter (the
 terminal settings are restored however the loop ends).
+
+Once it has drawn, the loop outlives the server: when the admin API stops answering (serve
+restarting, a reload that changed the token) it keeps the last figures on screen under a
+line that says what failed, since when, and that it is retrying; the next answer replaces
+that line with a note that it reconnected (and whether serve's pid changed).
 """
 
 from __future__ import annotations
@@ -10,10 +15,13 @@ from __future__ import annotations
 import contextlib
 import select
 import sys
+import time
 
 from rich.console import Console
 from rich.live import Live
+from rich.text import Text
 
+from lbctl.errors import UserError
 from lbctl.observe.render import dashboard
 
 
@@ -28,8 +36,6 @@ def _keys(stream):
     except (ImportError, AttributeError, ValueError, OSError):
         interactive = False
     if not interactive:
-        import time
-
         def wait(timeout: float) -> str | None:
             time.sleep(timeout)
             return None
@@ -50,9 +56,50 @@ def _keys(stream):
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+NOTE_SECONDS = 10          # how long "reconnected" stays on screen
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+class Connection:
+    """What the status line says: nothing while all is well, the failure while retrying,
+    then for a while that it reconnected."""
+
+    def __init__(self, interval: float, clock=time.time) -> None:
+        self.interval, self.clock = interval, clock
+        self.down_since: float | None = None
+        self.error = ""
+        self.note: tuple[float, str] | None = None
+
+    def failed(self, error: str) -> None:
+        if self.down_since is None:
+            self.down_since = self.clock()
+        self.error = error
+
+    def answered(self, before: dict, now: dict) -> None:
+        if self.down_since is not None:
+            restarted = before.get("pid") != now.get("pid")
+            self.note = (self.clock(), f"reconnected at {_clock(self.clock())}" +
+                         (f"; serve restarted (pid {before.get('pid')} -> {now.get('pid')})"
+                          if restarted else ""))
+        self.down_since = None
+
+    def status(self) -> Text | None:
+        if self.down_since is not None:
+            return Text(f"{self.error}; retrying every {self.interval:g}s since "
+                        f"{_clock(self.down_since)} (figures below are from then)",
+                        style="bold red")
+        if self.note is not None and self.clock() - self.note[0] < NOTE_SECONDS:
+            return Text(self.note[1], style="green")
+        return None
+
+
 def watch(client, console: Console, interval: float, stdin=None) -> None:
     """Redraw every ``interval`` seconds until ``q``/``Q``, Ctrl-C or EOF on the terminal."""
     stats = client.stats()                     # unreachable: AdminError before any drawing
+    link = Connection(interval)
     try:
         with _keys(stdin or sys.stdin) as wait_key, \
                 Live(dashboard(stats), console=console, auto_refresh=False,
@@ -62,6 +109,13 @@ def watch(client, console: Console, interval: float, stdin=None) -> None:
                 key = wait_key(interval)
                 if key in ("q", "Q", "\x04"):
                     return
-                live.update(dashboard(client.stats()), refresh=True)
+                try:
+                    fresh = client.stats()
+                except UserError as exc:       # the admin client's one-line errors
+                    link.failed(str(exc))
+                else:
+                    link.answered(stats, fresh)
+                    stats = fresh
+                live.update(dashboard(stats, status=link.status()), refresh=True)
     except KeyboardInterrupt:
         return

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 
-from rich.console import Group
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -19,11 +20,13 @@ RATE_SECONDS = 5          # req/s is the mean of the last complete seconds
 
 
 def sparkline(values, width: int = 15, combine=sum) -> str:
-    """``values`` squeezed into ``width`` characters; ``None`` (no data) draws a space."""
+    """``values`` squeezed into ``width`` characters; ``None`` (no data) draws a space.
+    Groups are counted from the newest value, so a short group is the oldest one."""
     if not values:
         return ""
     size = max(1, -(-len(values) // width))
-    groups = [values[i:i + size] for i in range(0, len(values), size)]
+    first = len(values) % size or size
+    groups = [values[:first]] + [values[i:i + size] for i in range(first, len(values), size)]
     points = []
     for group in groups:
         known = [v for v in group if v is not None]
@@ -38,6 +41,10 @@ def sparkline(values, width: int = 15, combine=sum) -> str:
         else:
             out.append(SPARKS[min(len(SPARKS) - 1, int(p / top * (len(SPARKS) - 1) + 0.5))])
     return "".join(out)
+
+
+def mean(values) -> float:
+    return sum(values) / len(values)
 
 
 def rate(history: dict | None) -> float | None:
@@ -70,9 +77,36 @@ def duration(seconds: float) -> str:
 
 
 def ms(value: float | None) -> str:
+    """A latency in at most 6 characters: ``4.0ms``, ``250ms``, ``1.25s``, ``12.0s``."""
     if value is None:
         return "-"
-    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+    if value < 0.01:
+        return f"{value * 1000:.1f}ms"
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    return f"{value:.2f}s" if value < 10 else f"{value:.1f}s"
+
+
+def count(n: int) -> str:
+    """A counter in at most 6 characters: exact below a million, then ``12.3M``, ``4.56G``."""
+    if n < 1_000_000:
+        return str(n)
+    if n < 1_000_000_000:
+        return f"{n / 1e6:.1f}M" if n < 100_000_000 else f"{n / 1e6:.0f}M"
+    return f"{n / 1e9:.2f}G"
+
+
+def number(x: float) -> str:
+    """A weight: ``3``, ``0.5``, ``0.12`` (never exponent notation)."""
+    if x == int(x):
+        return str(int(x))
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def per_second(r: float | None) -> str:
+    if r is None:
+        return "-"
+    return f"{r:.1f}" if r < 1000 else f"{r:.0f}"
 
 
 def state_text(b: dict) -> Text:
@@ -82,65 +116,192 @@ def state_text(b: dict) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
-def header(stats: dict) -> Text:
-    """One line: version, uptime, config, totals."""
+def header_chunks(stats: dict) -> tuple[list[Text], list[Text]]:
+    """The totals (numbers a reader scans for first), then where they come from."""
     pools = stats["pools"]
     total = sum(p["requests"] for p in pools)
     errors = sum(p["errors"] for p in pools)
     rates = [rate(b.get("history")) for p in pools for b in p["backends"]]
     known = [r for r in rates if r is not None]
-    line = Text()
-    line.append(f"lbctl {stats['version']}", style="bold")
-    line.append(f"  up {duration(stats['uptime'])}")
-    line.append(f"  config {stats['config']}")
-    loaded = stats.get("loaded_at")
-    if loaded:
-        line.append(f" (loaded {time.strftime('%H:%M:%S', time.localtime(loaded))})")
-    line.append(f"  attempts {total}")
+    totals = [Text(f"lbctl {stats['version']}", style="bold"),
+              Text(f"up {duration(stats['uptime'])}")]
     if known:
-        line.append(f"  {sum(known):.1f} req/s")
-    line.append(f"  errors {errors}", style="red" if errors else "")
+        totals.append(Text(f"{sum(known):.1f} req/s"))
+    totals.append(Text(f"attempts {total}"))
+    totals.append(Text(f"errors {errors}", style="red" if errors else ""))
     front = stats.get("frontend")
     if front:
         classes = " ".join(f"{k} {v}" for k, v in front["responses"].items() if v)
-        line.append(f"  clients {front['requests']}" + (f" ({classes})" if classes else ""))
+        totals.append(Text(f"clients {front['requests']}" + (f" ({classes})" if classes else "")))
     if not stats.get("metrics", True):
-        line.append("  metrics off", style="yellow")
-    return line
+        totals.append(Text("metrics off", style="yellow"))
+    source = [Text(f"config {stats['config']}", style="dim")]
+    loaded = stats.get("loaded_at")
+    if loaded:
+        source.append(Text(f"loaded {time.strftime('%H:%M:%S', time.localtime(loaded))}",
+                           style="dim"))
+    if stats.get("pid") is not None:
+        source.append(Text(f"pid {stats['pid']}", style="dim"))
+    return totals, source
 
 
-def pool_table(pool: dict, rates: dict[tuple[str, str], float] | None = None) -> Table:
-    title = f"pool {pool['name']} ({pool['algorithm']}, {pool['mode']}"
-    found = pool.get("discovery")
-    if found:       # e.g. "dns failing": the last good set is in use
-        title += f", {found['source']} {found['state']}"
-    table = Table(title=title + ")", title_justify="left", expand=False)
-    for column in ("backend", "state", "weight", "in-flight", "req/s", "p50", "p99",
-                   "errors", "requests", "req/s 1m", "p99 1m"):
-        table.add_column(column, justify="left" if column in ("backend", "state") or
-                         column.endswith("1m") else "right", no_wrap=True)
-    for b in pool["backends"]:
-        history = b.get("history")
-        given = (rates or {}).get((pool["name"], b["name"]))
-        r = given if given is not None else rate(history)
-        latency = b.get("latency") or {}
-        share = error_share(b)
-        table.add_row(
-            b["name"], state_text(b),
-            f"{b['weight']:g}" if b["weight"] == b["effective_weight"]
-            else f"{b['effective_weight']:.2g}/{b['weight']:g}",
-            str(b["inflight"]),
-            "-" if r is None else f"{r:.1f}",
-            ms(latency.get("p50")), ms(latency.get("p99")),
-            Text(f"{share:.1%}", style="red" if share > 0.05 else ""),
-            str(b["requests"]),
-            Text(sparkline(history["requests"]) if history else "", style="green"),
-            Text(sparkline(history["p99"], combine=max) if history else "", style="yellow"),
-        )
+class Header:
+    """The header lines: chunks packed two spaces apart, a line broken only between chunks
+    (a chunk wider than the screen wraps on its own), so no figure is split from its label."""
+
+    def __init__(self, stats: dict, status: Text | None = None) -> None:
+        self.stats, self.status = stats, status
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.status is not None:
+            yield self.status
+        for chunks in header_chunks(self.stats):
+            line = Text()
+            for chunk in chunks:
+                if line and line.cell_len + 2 + chunk.cell_len > options.max_width:
+                    yield line
+                    line = Text()
+                if line:
+                    line.append("  ")
+                line.append_text(chunk)
+            if line:
+                yield line
+
+
+def header(stats: dict, status: Text | None = None) -> Header:
+    return Header(stats, status)
+
+
+NUMBER_HEADS = ("weight", "in-flight", "req/s", "p50", "p99", "errors", "requests")
+SPARK_HEADS = ("req/s 1m", "p99 1m")
+SPARK_MAX = 15            # characters; 60 s of history at 4 s per character
+# Below ~70 columns, once the sparklines are gone: the least read numbers give way, whole,
+# in this order (a cut number would mislead: "20m" for "20ms").
+DROP_FIRST = ("requests", "p50", "in-flight", "weight")
+NAME_KEPT = 16            # a backend name keeps this much before a number column goes
+
+
+def _row(pool: dict, b: dict, rates: dict | None) -> list:
+    given = (rates or {}).get((pool["name"], b["name"]))
+    r = given if given is not None else rate(b.get("history"))
+    latency = b.get("latency") or {}
+    share = error_share(b)
+    weight = number(b["weight"]) if b["weight"] == b["effective_weight"] \
+        else f"{number(b['effective_weight'])}/{number(b['weight'])}"
+    cells = [b["name"], state_text(b), weight, str(b["inflight"]), per_second(r),
+             ms(latency.get("p50")), ms(latency.get("p99")),
+             Text(f"{share:.1%}", style="red" if share > 0.05 else ""), count(b["requests"])]
+    return cells
+
+
+def _spark_widths(spare: int, gap: int) -> tuple[int, ...]:
+    """Widths of the sparkline columns that fit in ``spare`` characters: both, one, or none.
+    They are the first to give way, so every number keeps its full width."""
+    heads = [len(h) for h in SPARK_HEADS]
+    both = spare - 2 * gap
+    if both >= sum(heads):
+        first = min(SPARK_MAX, max(heads[0], both // 2))
+        return first, min(SPARK_MAX, max(heads[1], both - first))
+    if spare - gap >= heads[0]:
+        return (min(SPARK_MAX, spare - gap),)
+    return ()
+
+
+def _shrink(widths: list[int], floors: tuple[int, int], excess: int) -> int:
+    """Take up to ``excess`` columns from the two text columns, down to ``floors``."""
+    taken = 0
+    for i, floor in enumerate(floors):
+        cut = max(0, min(excess - taken, widths[i] - floor))
+        widths[i] -= cut
+        taken += cut
+    return taken
+
+
+def pool_table(pool: dict, width: int = 160,
+               rates: dict[tuple[str, str], float] | None = None) -> Table:
+    """The pool's backends laid out for ``width`` columns: numbers at full width first, then
+    the sparklines in what is left (narrower, then one, then none). Narrower than the
+    numbers need (under about 75 columns), the columns close up, the state wraps, then the
+    least read numbers go whole; a number is never cut."""
+    rows = [_row(pool, b, rates) for b in pool["backends"]]
+    heads = ("backend", "state") + NUMBER_HEADS
+    widths = [max([len(h)] + [Text(c).cell_len if isinstance(c, str) else c.cell_len
+                              for c in column])
+              for h, column in zip(heads, zip(*rows) if rows else [()] * len(heads))]
+    gap = 2
+    fixed = sum(widths) + gap * (len(widths) - 1)
+    if fixed > width:
+        gap = 1
+        fixed = sum(widths) + gap * (len(widths) - 1)
+    # Still too wide: the names wrap down to NAME_KEPT, the state down to "draining", then the
+    # least read numbers go, whole; only then do the names wrap further.
+    floors = (max(len(heads[0]), NAME_KEPT), len("draining"))
+    fixed -= _shrink(widths, floors, fixed - width)
+    keep = list(range(len(heads)))
+    for head in DROP_FIRST:
+        if fixed <= width:
+            break
+        i = heads.index(head)
+        keep.remove(i)
+        fixed -= widths[i] + gap
+    fixed -= _shrink(widths, (4, 4), fixed - width)
+    heads = tuple(heads[i] for i in keep)
+    widths = [widths[i] for i in keep]
+    rows = [[cells[i] for i in keep] for cells in rows]
+    histories = [b.get("history") for b in pool["backends"]]
+    # Sparklines only once every number is there.
+    sparks = _spark_widths(width - fixed, gap) if any(histories) and len(keep) == len(
+        NUMBER_HEADS) + 2 else ()
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, gap - 1, 0, 0), expand=False)
+    for i, head in enumerate(heads):
+        text = head in ("backend", "state")
+        table.add_column(head, justify="left" if text else "right", width=widths[i],
+                         no_wrap=not text, overflow="fold")
+    for head, w in zip(SPARK_HEADS, sparks):
+        table.add_column(head, justify="left", width=w, no_wrap=True, overflow="crop")
+    for cells, history in zip(rows, histories):
+        lines = []
+        if sparks:
+            lines.append(Text(sparkline(history["requests"], sparks[0], combine=mean)
+                              if history else "", style="green"))
+        if len(sparks) > 1:
+            lines.append(Text(sparkline(history["p99"], sparks[1], combine=max)
+                              if history else "", style="yellow"))
+        table.add_row(*cells, *lines)
     return table
 
 
-def dashboard(stats: dict, rates: dict[tuple[str, str], float] | None = None) -> Group:
-    """The header line and one table per pool; ``rates`` ((pool, backend) -> req/s)
+def pool_title(pool: dict) -> Text:
+    title = Text()
+    title.append(f"pool {pool['name']}", style="bold")
+    title.append(f" ({pool['algorithm']}, {pool['mode']})")
+    found = pool.get("discovery")
+    if found:       # "dns failing": the last good set is in use
+        title.append(f"  {found['source']} {found['state']}",
+                     style="yellow" if found["state"] in ("failing", "empty") else "")
+    if "eligible" in pool:
+        title.append(f"  {pool['eligible']}/{len(pool['backends'])} eligible")
+    known = [r for r in (rate(b.get("history")) for b in pool["backends"]) if r is not None]
+    if known:
+        title.append(f"  {sum(known):.1f} req/s")
+    return title
+
+
+class PoolView:
+    """A pool's title and table, laid out when drawn, for the width it is drawn at."""
+
+    def __init__(self, pool: dict, rates: dict[tuple[str, str], float] | None) -> None:
+        self.pool, self.rates = pool, rates
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield pool_title(self.pool)
+        yield pool_table(self.pool, options.max_width, self.rates)
+
+
+def dashboard(stats: dict, rates: dict[tuple[str, str], float] | None = None,
+              status: Text | None = None) -> Group:
+    """The header lines and one table per pool; ``rates`` ((pool, backend) -> req/s)
     overrides the rate computed from the document's history."""
-    return Group(header(stats), *(pool_table(pool, rates) for pool in stats["pools"]))
+    return Group(header(stats, status), *(PoolView(pool, rates) for pool in stats["pools"]))
