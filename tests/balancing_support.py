@@ -1,7 +1,7 @@
 """Shared helpers for the balancing tests: a controllable clock, an rng stub, small drivers.
 
 The balancing core is pure (clock and rng injected), so these tests never sleep and never
-read the wall clock: time is whatever ``FakeClock`` says, randomness is a seeded
+read the wall clock: time is whatever a ``ManualClock`` says, randomness is a seeded
 ``random.Random`` or a ``StubRng`` that returns chosen values.
 """
 
@@ -12,20 +12,7 @@ from collections import Counter
 from typing import Hashable, Iterable, Sequence
 
 from lbctl.balancing import Backend, Pool, make_pool
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> float:
-        self.t += dt
-        return self.t
+from tests.support import ManualClock
 
 
 class StubRng:
@@ -68,12 +55,12 @@ def backends(*names: str, weights: Sequence[float] | None = None) -> list[Backen
 
 
 def pool_of(algorithm: str, members: Sequence[Backend] | Sequence[str], *, seed: int = 1,
-            rng=None, clock: FakeClock | None = None, **kwargs) -> Pool:
+            rng=None, clock: ManualClock | None = None, **kwargs) -> Pool:
     if members and isinstance(members[0], str):
         members = backends(*members)
     return make_pool("test", list(members), algorithm,
                      rng=rng if rng is not None else random.Random(seed),
-                     clock=clock if clock is not None else FakeClock(), **kwargs)
+                     clock=clock if clock is not None else ManualClock(), **kwargs)
 
 
 def pick(pool: Pool, key: Hashable | None = None, exclude=(), latency: float = 0.0) -> Backend:

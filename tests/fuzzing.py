@@ -3,21 +3,39 @@
 A proxy and a recording backend run on their own event loop in a background thread, so a
 Hypothesis test can drive them with plain blocking sockets. ``check`` sends one mutated
 input and asserts the invariants that must hold whatever the bytes are.
+
+The proxy has an api_key route on ``/admin`` followed by a catch-all, as in the auth-bypass
+report: whatever the target, a request that any common backend would read as ``/admin``
+or below (``backend_readings``: fragment cut, percent-decoding, path parameters stripped,
+backslashes as slashes, case ignored, dot segments and repeated slashes removed) must have
+come through the ``/admin`` route, and every forwarded target must be in the RFC 3986
+grammar.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import re
 import socket
+import string
 import threading
 import time
+from dataclasses import replace
+from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from lbctl.config.model import Limits, Timeouts
+from lbctl.config.model import ApiKey, Auth, Limits, Route, Timeouts
+from lbctl.config.keys import digest_of
 from lbctl.proxy.server import ProxyServer
 from tests.support import backend_config, config
+
+ADMIN_KEY = b"fuzz-admin-key-0123456789abcdef"
+# RFC 3986 pchar, "/", "?" and "%": every byte a forwarded origin-form target may hold,
+# written out here rather than taken from lbctl.
+TARGET_BYTES = set((string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/?%").encode())
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Backend: fuzz\r\n\r\nok"
 
@@ -88,10 +106,14 @@ class ProxyUnderTest:
         # No upstream keep-alive: when the backend has no connection open, every exchange
         # of an example is over and recorded, so counts are attributed to the right input.
         cfg = config({"p": [backend_config(f"http://127.0.0.1:{port}", "fuzz")]},
+                     routes=[Route(pool="p", path_prefix="/admin", auth=Auth(type="api_key")),
+                             Route(pool="p")],
                      timeouts=Timeouts(connect=1.0, response=1.0), retries=0,
                      max_idle_connections=0,
                      limits=Limits(header_timeout=1.0, keepalive_timeout=1.0, body_timeout=1.0,
                                    max_header_size=4096, max_uri_length=1024, max_body_size=4096))
+        cfg = replace(cfg, keys={"ops": ApiKey(hash="sha256:" + digest_of(ADMIN_KEY).hex(),
+                                               digest=digest_of(ADMIN_KEY))})
         self.proxy = ProxyServer(cfg)
         await self.proxy.start()
         self.port = self.proxy.address[1]
@@ -134,6 +156,11 @@ class ProxyUnderTest:
         self.thread.join(10)
 
 
+# What the /admin route answers without its key: an answer, not a refused request, so the
+# connection may stay open for the next one.
+ANSWERS = (401, 403)
+
+
 def check(put: ProxyUnderTest, data: bytes) -> None:
     """The invariants: complete responses only; at most one upstream request per response;
     no upstream request framed by both Content-Length and Transfer-Encoding; nothing is
@@ -160,7 +187,10 @@ def check(put: ProxyUnderTest, data: bytes) -> None:
             length = int([line.split(b":")[1] for line in head.split(b"\r\n")
                           if line.lower().startswith(b"content-length:")][0])
             rest = rest[length:]
-            assert status >= 400 and b"Connection: close" in head, raw[:300]
+            assert status >= 400, raw[:300]
+            if status in ANSWERS:
+                continue                    # the /admin route's answer, not a refusal
+            assert b"Connection: close" in head, raw[:300]
             assert not rest, f"bytes after an error response: {raw!r}"
     new_heads = put.upstream.heads[before_heads:]
     assert put.upstream.errors == before_errors, f"backend got a malformed request from {data!r}"
@@ -169,6 +199,61 @@ def check(put: ProxyUnderTest, data: bytes) -> None:
         head_only = head.split(b"\r\n\r\n", 1)[0].lower()
         assert head_only.count(b"\r\nhost:") == 1
         assert not (b"\r\ncontent-length:" in head_only and b"\r\ntransfer-encoding:" in head_only)
+        target = head.split(b" ", 2)[1]
+        assert set(target) <= TARGET_BYTES, (data, target)
+        if any(under_admin(path) for path in backend_readings(target)):
+            # Only the /admin route (auth: api_key) may forward it; it adds X-Consumer.
+            assert b"\r\nx-consumer: ops" in head_only, (data, target)
+
+
+# ---- how common backends read a path ---------------------------------------------------------
+
+def _decode(path: bytes) -> bytes:
+    return unquote_to_bytes(path)                       # every escape, %2F included
+
+
+def _strip_parameters(path: bytes) -> bytes:
+    return re.sub(rb";[^/]*", b"", path)                 # Tomcat, Jetty, Spring
+
+
+def _backslashes(path: bytes) -> bytes:
+    return path.replace(b"\\", b"/")                     # IIS, Windows
+
+
+def _fold(path: bytes) -> bytes:
+    return path.lower()                                  # case-insensitive backends
+
+
+def _normalise(path: bytes) -> bytes:
+    out: list[bytes] = []
+    for segment in path.split(b"/"):
+        if segment == b"..":
+            if out:
+                out.pop()
+        elif segment not in (b"", b"."):
+            out.append(segment)
+    return b"/" + b"/".join(out)
+
+
+READINGS = (_decode, _strip_parameters, _backslashes, _fold)
+
+
+def backend_readings(target: bytes) -> set[bytes]:
+    """Every path a common backend could take ``target`` for: any combination of the
+    readings above, each time after the fragment is cut and the query removed."""
+    path = target.split(b"#", 1)[0].split(b"?", 1)[0]
+    out = {path, _normalise(path)}
+    for n in range(1, len(READINGS) + 1):
+        for chosen in itertools.permutations(READINGS, n):
+            reading = path
+            for step in chosen:
+                reading = step(reading)
+            out.add(_normalise(reading))
+    return out
+
+
+def under_admin(path: bytes) -> bool:
+    return path == b"/admin" or path.startswith(b"/admin/")
 
 
 def open_fds() -> int:

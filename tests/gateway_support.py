@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from lbctl.config import load_config
 from lbctl.config.model import Address, Config
-from tests.support import ManualClock as FakeClock  # noqa: F401  (rate limit tests use it)
 
 
 def sha256_hex(key: str) -> str:

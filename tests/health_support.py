@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 import aiohttp
 from aiohttp import web
 
-from lbctl.proxy.server import ProxyServer
-from tests.support import Backends, ManualClock as Clock, TestBackend, named_app  # noqa: F401
+from lbctl.serve.instance import Instance
+from tests.support import Backends, TestBackend, named_app  # noqa: F401
 
 
 class Behaviour:
@@ -64,19 +63,12 @@ async def revive(tb: TestBackend) -> None:
     tb.runner = runner
 
 
-def free_port() -> int:
-    """A loopback port with nothing listening (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def proxy(backends: Backends, cfg, *, observer=None, **kwargs) -> ProxyServer:
-    """A started in-process proxy; ``observer`` hears every probe; ``kwargs`` go to
-    ProxyServer (clock, rng)."""
-    server = ProxyServer(cfg, **kwargs)
-    if observer is not None:
-        server.health.observer = observer
+async def proxy(backends: Backends, cfg, *, on_probe=None, **kwargs) -> Instance:
+    """A started in-process instance; ``on_probe`` hears every probe; ``kwargs`` go to
+    Instance (clock, rng)."""
+    server = Instance(cfg, **kwargs)
+    if on_probe is not None:
+        server.health.on_probe = on_probe
     await server.start()
     backends.proxies.append(server)
     return server

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from lbctl.config.model import (Address, BackendConfig, Config, Limits, Listen, PoolConfig,
                                 Route, Timeouts)
-from lbctl.proxy.server import ProxyServer
+from lbctl.serve.instance import Instance
 
 
 @dataclass
@@ -44,16 +44,18 @@ _conn_ids = itertools.count(1)
 
 
 class ManualClock:
-    """A clock the test moves by hand (slow start, ejection expiry, rate-limit refills)."""
+    """A clock the test moves by hand (slow start, ejection expiry, rate-limit refills, EWMA
+    decay): time is whatever ``now`` says."""
 
-    def __init__(self, now: float = 1000.0) -> None:
+    def __init__(self, now: float = 0.0) -> None:
         self.now = now
 
     def __call__(self) -> float:
         return self.now
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float) -> float:
         self.now += seconds
+        return self.now
 
 
 def named_app(name: str, backend_ref: list, handler=None) -> web.Application:
@@ -86,7 +88,7 @@ class Backends:
     def __init__(self) -> None:
         self.items: list[TestBackend] = []
         self.servers: list[asyncio.AbstractServer] = []
-        self.proxies: list[ProxyServer] = []
+        self.proxies: list[Instance] = []
 
     async def start(self, name: str, handler=None) -> TestBackend:
         ref: list = [None]
@@ -100,7 +102,7 @@ class Backends:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        port = runner.addresses[0][1]
         backend = TestBackend(name, port, runner)
         self.items.append(backend)
         return backend
@@ -111,8 +113,9 @@ class Backends:
         self.servers.append(server)
         return server.sockets[0].getsockname()[1]
 
-    async def proxy(self, config: Config, **options) -> ProxyServer:
-        server = ProxyServer(config, **options)
+    async def proxy(self, config: Config, **options) -> Instance:
+        """A started instance of ``serve`` for ``config`` (options: clock, rng)."""
+        server = Instance(config, **options)
         await server.start()
         self.proxies.append(server)
         return server
@@ -194,10 +197,12 @@ def split_responses(raw: bytes) -> list[tuple[int, dict, bytes]]:
 
 @dataclass
 class Recorded:
-    """What a recording backend received: raw bytes and the requests it parsed."""
+    """What a recording backend received: raw bytes and the requests it parsed; ``arrived``
+    is set at its first byte."""
     raw: bytearray = field(default_factory=bytearray)
     requests: list[dict] = field(default_factory=list)
     connections: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def start_recorder(backends: "Backends", response: bytes = b"HTTP/1.1 200 OK\r\n"
@@ -235,6 +240,7 @@ async def start_recorder(backends: "Backends", response: bytes = b"HTTP/1.1 200 
         try:
             while data := await reader.read(65536):
                 record.raw += data
+                record.arrived.set()
                 parser.feed_data(data)
         except (httptools.HttpParserError, ConnectionError):
             record.requests.append({"error": True})

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import urllib.error
 import urllib.request
 from html.parser import HTMLParser
@@ -22,25 +21,19 @@ import pytest
 from aiohttp import web
 
 from tests.browser import browser, console_entries  # noqa: F401  (browser is a fixture)
-from tests.process import LbctlProcess
 
-TOKEN = "dash-token-0123"
+TOKEN = "dash-token-0123456789"
 WAIT = 15            # seconds any one condition in the page may take before the test fails
 SCREENSHOTS = os.environ.get("LBCTL_SCREENSHOTS")     # a directory: keep pictures to look at
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def failing(request, body):
     return web.Response(status=500, text="no")
 
 
-async def start_serve(backends, tmp_path, token: str | None = None,
-                      outlier: bool = False) -> dict:
+async def start_serve(backends, tmp_path, free_port, serve_process,
+                      token: str | None = None, outlier: bool = False) -> dict:
     """``lbctl serve`` in front of backends "one" and "two" (round robin), admin API on;
     with ``outlier``, "two" answers 500 and two failures in a row eject it."""
     one = await backends.start("one")
@@ -56,24 +49,17 @@ async def start_serve(backends, tmp_path, token: str | None = None,
         f'[[routes]]\npool = "p"\n\n[pools.p]\nalgorithm = "round_robin"\n\n{outlier_table}'
         f'[[pools.p.backends]]\nurl = "{one.url}"\nname = "one"\n\n'
         f'[[pools.p.backends]]\nurl = "{two.url}"\nname = "two"\n')
-    proc = await LbctlProcess.start("serve", str(path))
+    proc = await serve_process("serve", str(path))
     await proc.wait_for_log("admin API on")
     await proc.wait_for_log("listening on")
     return {"proc": proc, "port": port, "admin": f"http://127.0.0.1:{admin}", "token": token}
 
 
 @pytest.fixture
-async def serve(backends, tmp_path):
-    procs = []
-
+async def serve(backends, tmp_path, free_port, serve_process):
     async def start(token: str | None = None, outlier: bool = False) -> dict:
-        live = await start_serve(backends, tmp_path, token, outlier)
-        procs.append(live["proc"])
-        return live
-    yield start
-    for proc in procs:
-        proc.kill()
-        await proc.proc.wait()
+        return await start_serve(backends, tmp_path, free_port, serve_process, token, outlier)
+    return start
 
 
 # ---- helpers the browser thread uses --------------------------------------------------------
@@ -204,8 +190,11 @@ async def test_page_headers_assets_and_no_token_needed_for_the_page(serve):
         # The page is public; the data is not.
         async with session.get(live["admin"] + "/stats") as resp:
             assert resp.status == 401
-        async with session.post(live["admin"] + "/") as resp:
+        async with session.post(live["admin"] + "/",
+                                headers={"Content-Type": "application/json"}) as resp:
             assert resp.status == 405
+        async with session.post(live["admin"] + "/") as resp:        # octet-stream: not JSON
+            assert resp.status == 415
 
 
 # ---- in the browser -------------------------------------------------------------------------

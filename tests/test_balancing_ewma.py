@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from tests.balancing_support import FakeClock, StubRng, backends, pool_of
+from tests.balancing_support import StubRng, backends, pool_of
+from tests.support import ManualClock
 
 
 def observe(pool, name, latency):
@@ -23,18 +24,18 @@ def observe(pool, name, latency):
 def simulate(latencies, n=20_000, gap=0.01, seed=1, decay=10.0, pool=None, clock=None):
     """Open-loop arrivals every ``gap`` seconds; each request holds its backend for that
     backend's latency. Virtual time only. Returns (share per backend, pool)."""
-    clock = clock or FakeClock()
+    clock = clock or ManualClock()
     pool = pool or pool_of("ewma", list(latencies), seed=seed, clock=clock, ewma_decay=decay)
     pending, seq = [], itertools.count()
     counts = dict.fromkeys(latencies, 0)
-    start = clock.t
+    start = clock.now
     for i in range(n):
         now = start + i * gap
         while pending and pending[0][0] <= now:
             t, _, b = heapq.heappop(pending)
-            clock.t = t
+            clock.now = t
             pool.on_end(b, latencies[b.name])
-        clock.t = now
+        clock.now = now
         b = pool.select()
         pool.on_start(b)
         counts[b.name] += 1
@@ -42,13 +43,12 @@ def simulate(latencies, n=20_000, gap=0.01, seed=1, decay=10.0, pool=None, clock
     return {k: v / n for k, v in counts.items()}, pool
 
 
-def test_exact_choice_cost_is_estimate_times_in_flight_plus_one():
+def test_exact_choice_cost_is_estimate_times_in_flight_plus_one(clock):
     # The draw is fixed to (a, c) each time: first = int(0.0 * 4) = 0, second = int(0.5 * 3)
     # = 1, shifted past the first -> 2.
     #   a: estimate 0.5, 0 in flight -> 0.5 * 1 = 0.5
     #   c: estimate 0.1, 2 in flight -> 0.1 * 3 = 0.3   -> c
     #   c: 5 in flight               -> 0.1 * 6 = 0.6   -> a
-    clock = FakeClock()
     pool = pool_of("ewma", ["a", "b", "c", "d"], rng=StubRng([0.0, 0.5] * 2), clock=clock)
     observe(pool, "a", 0.5)
     c = observe(pool, "c", 0.1)
@@ -72,8 +72,7 @@ def test_backend_without_observations_is_tried_not_starved():
     assert pool.select().name == "a"
 
 
-def test_new_backend_gets_traffic_but_one_request_at_a_time_until_it_answers():
-    clock = FakeClock()
+def test_new_backend_gets_traffic_but_one_request_at_a_time_until_it_answers(clock):
     latencies = {"a": 0.05, "b": 0.05, "c": 0.05}
     pool = pool_of("ewma", backends("a", "b"), seed=2, clock=clock)
     simulate({"a": 0.05, "b": 0.05}, n=2000, pool=pool, clock=clock)
@@ -95,8 +94,7 @@ def test_new_backend_gets_traffic_but_one_request_at_a_time_until_it_answers():
     assert shares["c"] > 0.25
 
 
-def test_estimate_jumps_up_on_a_slow_sample():
-    clock = FakeClock()
+def test_estimate_jumps_up_on_a_slow_sample(clock):
     pool = pool_of("ewma", ["a", "b"], clock=clock, ewma_decay=10.0)
     a = observe(pool, "a", 0.1)
     clock.advance(1.0)
@@ -109,7 +107,7 @@ def test_estimate_decays_toward_faster_samples_at_the_configured_rate():
     # time constant tau: estimate(t) = 0.1 + 0.9 * exp(-t / tau), whatever the sample rate.
     for tau in (1.0, 10.0):
         for step in (0.01, 0.1, 0.25):
-            clock = FakeClock()
+            clock = ManualClock()
             pool = pool_of("ewma", ["a", "b"], clock=clock, ewma_decay=tau)
             a = observe(pool, "a", 1.0)
             t = 0.0
@@ -119,9 +117,8 @@ def test_estimate_decays_toward_faster_samples_at_the_configured_rate():
             assert a.ewma == pytest.approx(0.1 + 0.9 * math.exp(-t / tau), rel=1e-6), (tau, step)
 
 
-def test_one_fast_sample_after_a_peak_weighs_by_elapsed_time():
+def test_one_fast_sample_after_a_peak_weighs_by_elapsed_time(clock):
     # Peak 1.0 at t=0, one 0.1 sample at t=tau: the old estimate keeps weight exp(-1).
-    clock = FakeClock()
     pool = pool_of("ewma", ["a", "b"], clock=clock, ewma_decay=5.0)
     a = observe(pool, "a", 1.0)
     clock.advance(5.0)
@@ -130,10 +127,9 @@ def test_one_fast_sample_after_a_peak_weighs_by_elapsed_time():
     assert a.ewma_cost(clock(), 5.0) == pytest.approx(1.0 * w + 0.1 * (1 - w))
 
 
-def test_estimate_decays_while_idle_with_the_configured_time():
+def test_estimate_decays_while_idle_with_the_configured_time(clock):
     # No samples: the estimate decays toward zero by exp(-elapsed / decay), so a backend that
     # was slow once and then got no traffic is tried again rather than starved forever.
-    clock = FakeClock()
     pool = pool_of("ewma", ["a", "b"], clock=clock, ewma_decay=4.0)
     a = observe(pool, "a", 2.0)
     clock.advance(4.0)
@@ -143,12 +139,11 @@ def test_estimate_decays_while_idle_with_the_configured_time():
 
 
 @pytest.mark.parametrize("decay", [5.0, 10.0])
-def test_backend_slow_once_is_tried_again_when_its_estimate_decays(decay):
+def test_backend_slow_once_is_tried_again_when_its_estimate_decays(decay, clock):
     # a answered once in 5 s; b keeps answering in 0.1 s, one request every 0.1 s. a's cost
     # 5 exp(-t / decay) drops below b's 0.1 exp(-0.1 / decay) at t = decay ln 50 + 0.1:
     # a is not tried before that, and is tried right after, so the decay time is honoured
     # by the choice itself, not only by the estimate.
-    clock = FakeClock()
     pool = pool_of("ewma", ["a", "b"], seed=3, clock=clock, ewma_decay=decay)
     observe(pool, "a", 5.0)
     first_a = None
@@ -182,8 +177,7 @@ def test_equal_backends_share_evenly():
         assert abs(shares[name] - 1 / 3) < 0.02, shares
 
 
-def test_retry_exclusion_never_returns_the_excluded():
-    clock = FakeClock()
+def test_retry_exclusion_never_returns_the_excluded(clock):
     pool = pool_of("ewma", ["a", "b", "c", "d"], seed=6, clock=clock)
     rng = random.Random(6)
     for _ in range(3000):

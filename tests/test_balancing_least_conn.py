@@ -134,7 +134,7 @@ def test_thousand_backends_heap_stays_bounded():
         open_requests.append(b)
         if len(open_requests) > 200 or rng.random() < 0.5:
             pool.on_end(open_requests.pop(rng.randrange(len(open_requests))), 0.0)
-        largest = max(largest, len(algo._heap))
+        largest = max(largest, algo.heap_entries)
     assert largest <= bound
     # And it still picks a least-loaded backend.
     lowest = min(b.inflight for b in pool.backends)
@@ -146,12 +146,12 @@ def test_pick_does_not_scan_every_backend():
     # first candidate is produced without touching the other 999 scores.
     pool = pool_of("least_conn", [f"b{i}" for i in range(1000)])
     algo = pool.algorithm
-    before = len(algo._heap)
+    before = algo.heap_entries
     it = algo.candidates()
     next(it)
-    assert len(algo._heap) == before - 1     # exactly one entry popped
+    assert algo.heap_entries == before - 1     # exactly one entry popped
     it.close()
-    assert len(algo._heap) == before
+    assert algo.heap_entries == before
 
 
 def test_a_chosen_backend_that_never_starts_is_not_lost():

@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from tests.balancing_support import FakeClock, backends, names, pick, pool_of
+from tests.balancing_support import backends, names, pick, pool_of
+from tests.support import ManualClock
 from lbctl.balancing import ALGORITHMS, AdminState, Backend, make_pool
 from lbctl.balancing.pool import SLOW_START_MIN, SLOW_START_STEPS
 
@@ -33,8 +34,7 @@ def test_registry_names_are_the_module_names():
 
 @pytest.mark.parametrize("algorithm", ALL)
 @pytest.mark.parametrize("how", ["unhealthy", "disabled", "draining", "ejected"])
-def test_ineligible_backend_is_never_selected(algorithm, how):
-    clock = FakeClock()
+def test_ineligible_backend_is_never_selected(algorithm, how, clock):
     pool = pool_of(algorithm, ["a", "b", "c", "d"], seed=3, clock=clock)
     c = pool.by_name["c"]
     make_ineligible(pool, c, how)
@@ -61,26 +61,26 @@ def test_state_word_for_people(how):
 
 
 def test_ejection_expires_on_the_clock_and_readmits():
-    clock = FakeClock(100.0)
+    clock = ManualClock(100.0)
     pool = pool_of("round_robin", ["a", "b", "c"], clock=clock)
     b = pool.by_name["b"]
     pool.eject(b, until=130.0)
     assert b.state == "ejected"
-    while clock.t < 129.9:
+    while clock.now < 129.9:
         assert pick(pool) is not b
         clock.advance(0.5)
-    clock.t = 130.0                  # no call into the pool: select notices the expiry itself
+    clock.now = 130.0                  # no call into the pool: select notices the expiry itself
     seen = names(pool, 3)
     assert "b" in seen
     assert b.state == "up" and b.eligible and b.ejected_until == 0.0
 
 
 def test_ejection_expiry_starts_slow_start():
-    clock = FakeClock(0.0)
+    clock = ManualClock(0.0)
     pool = pool_of("weighted", ["a", "b"], clock=clock, slow_start=10.0)
     b = pool.by_name["b"]
     pool.eject(b, until=5.0)
-    clock.t = 5.0
+    clock.now = 5.0
     pool.select()
     assert b.eligible and b.effective_weight == pytest.approx(b.weight * SLOW_START_MIN)
 
@@ -167,20 +167,20 @@ def test_panic_mode_serves_down_backends_with_every_algorithm(algorithm):
 
 
 def test_slow_start_ramps_effective_weight_from_ten_percent_to_full():
-    clock = FakeClock(0.0)
+    clock = ManualClock(0.0)
     pool = pool_of("weighted", ["a", "b"], clock=clock, slow_start=100.0)
     a, b = pool.backends
     assert b.effective_weight == 1.0                 # at startup nobody ramps
     pool.set_healthy(b, False)
-    clock.t = 20.0
+    clock.now = 20.0
     pool.set_healthy(b, True)                        # recovered: the ramp starts now
     assert b.effective_weight == pytest.approx(SLOW_START_MIN)
     assert pool.slow_start_progress(b) == 0.0
-    clock.t = 70.0
+    clock.now = 70.0
     pool.select()
     assert b.effective_weight == pytest.approx(0.5)
     assert a.effective_weight == 1.0
-    clock.t = 120.0
+    clock.now = 120.0
     pool.select()
     assert b.effective_weight == 1.0
     assert pool.slow_start_progress(b) is None
@@ -193,11 +193,11 @@ def test_slow_start_share_grows_window_by_window_with_weighted():
     # smooth-WRR share is w / (1 + w). Tolerance: 2 picks per window, since smooth WRR is
     # deterministic and carries at most about one pick of its running value across the
     # boundary where the weights change.
-    clock = FakeClock(0.0)
+    clock = ManualClock(0.0)
     pool = pool_of("weighted", ["a", "b"], clock=clock, slow_start=100.0)
     b = pool.by_name["b"]
     pool.set_healthy(b, False)
-    clock.t = 20.0
+    clock.now = 20.0
     pool.set_healthy(b, True)
     step = 100.0 / SLOW_START_STEPS
     n = 200
@@ -205,7 +205,7 @@ def test_slow_start_share_grows_window_by_window_with_weighted():
     for k in range(SLOW_START_STEPS + 3):
         got = 0
         for j in range(n):
-            clock.t = 20.0 + k * step + j * step / n
+            clock.now = 20.0 + k * step + j * step / n
             got += pick(pool) is b
         w = 1.0 if k >= SLOW_START_STEPS else max(SLOW_START_MIN, k / SLOW_START_STEPS)
         assert abs(got - n * w / (1 + w)) <= 2, (k, got, w)
@@ -217,7 +217,7 @@ def test_slow_start_share_grows_window_by_window_with_weighted():
 
 def test_slow_start_applies_to_least_conn():
     # Without slow start least_conn would pour every new request onto the idle newcomer.
-    clock = FakeClock(0.0)
+    clock = ManualClock(0.0)
     pool = pool_of("least_conn", ["a", "b"], clock=clock, slow_start=100.0)
     a, b = pool.backends
     pool.set_healthy(b, False)
@@ -231,7 +231,7 @@ def test_slow_start_applies_to_least_conn():
 
 
 def test_backend_added_at_runtime_ramps_but_not_at_startup():
-    clock = FakeClock(50.0)
+    clock = ManualClock(50.0)
     pool = pool_of("weighted", ["a", "b"], clock=clock, slow_start=30.0)
     assert all(pool.slow_start_progress(x) is None for x in pool.backends)
     pool.set_backends(pool.backends + backends("c"))
@@ -241,7 +241,7 @@ def test_backend_added_at_runtime_ramps_but_not_at_startup():
 
 
 def test_set_backends_keeps_state_of_backends_that_remain():
-    clock = FakeClock(0.0)
+    clock = ManualClock(0.0)
     pool = pool_of("least_conn", ["a", "b", "c"], clock=clock)
     a, b, c = pool.backends
     pool.on_start(a)
@@ -262,7 +262,7 @@ def test_reload_with_fresh_backend_objects_keeps_live_state_by_name():
     # A config reload builds new Backend objects from the file. A backend whose name remains
     # keeps its live state (in-flight count, health, admin state, EWMA) and takes the new
     # settings (weight, url); a backend new to the pool starts fresh.
-    clock = FakeClock(0.0)
+    clock = ManualClock(0.0)
     pool = pool_of("weighted", ["a", "b", "c"], clock=clock)
     a, b, c = pool.backends
     pool.on_start(a)
@@ -341,8 +341,7 @@ def test_accept_predicate_is_bounded_and_honoured(algorithm):
 
 
 @pytest.mark.parametrize("algorithm", ALL)
-def test_retry_exclusion_never_returns_the_excluded_for_every_algorithm(algorithm):
-    clock = FakeClock()
+def test_retry_exclusion_never_returns_the_excluded_for_every_algorithm(algorithm, clock):
     pool = pool_of(algorithm, backends("a", "b", "c", "d", weights=[1, 2, 3, 4]), seed=7,
                    clock=clock)
     rng = random.Random(7)
@@ -355,8 +354,7 @@ def test_retry_exclusion_never_returns_the_excluded_for_every_algorithm(algorith
         pool.on_end(chosen, rng.uniform(0.01, 0.2))
 
 
-def test_make_pool_passes_settings_through():
-    clock = FakeClock()
+def test_make_pool_passes_settings_through(clock):
     pool = make_pool("p", backends("a", "b"), "ewma", rng=random.Random(1), clock=clock,
                      ewma_decay=3.0, slow_start=5.0, panic_threshold=20.0)
     assert pool.algorithm.name == "ewma" and pool.algorithm.ewma_decay == 3.0
@@ -387,7 +385,7 @@ def test_select_returns_an_eligible_unexcluded_backend_or_none_only_when_there_i
     # excluded, and returns None only when every such backend is excluded. The active set:
     # eligible primaries; else eligible backups; with panic on (50%) and fewer than half the
     # primaries eligible and no backup up, every enabled primary.
-    clock = FakeClock()
+    clock = ManualClock()
     members = backends("a", "b", "c", "d") + [Backend("z", backup=with_backup)]
     pool = pool_of(algorithm, members, seed=1, clock=clock, panic_threshold=panic)
     started = []
@@ -433,3 +431,30 @@ def test_select_returns_an_eligible_unexcluded_backend_or_none_only_when_there_i
                 assert chosen in allowed
                 pool.on_start(chosen)
                 started.append(chosen)
+
+
+@pytest.mark.parametrize("algorithm", ALL)
+def test_a_traced_select_chooses_exactly_as_an_untraced_one(algorithm):
+    # Two identical pools, one asked with a trace: the same backends in the same order,
+    # with retries (exclusions) and an ineligible backend among them.
+    members = ("a", "b", "c", "d", "e", "f")
+    plain = pool_of(algorithm, backends(*members, weights=[1, 2, 3, 1, 2, 1]), seed=9)
+    traced = pool_of(algorithm, backends(*members, weights=[1, 2, 3, 1, 2, 1]), seed=9)
+    for pool in (plain, traced):
+        pool.set_healthy(pool.by_name["d"], False)
+    for i in range(300):
+        key = f"k{i % 17}"
+        exclude_plain = [plain.by_name["a"]] if i % 3 == 0 else []
+        exclude_traced = [traced.by_name["a"]] if i % 3 == 0 else []
+        offered = []
+        want = plain.select(key, exclude=exclude_plain)
+        got = traced.select(key, exclude=exclude_traced, trace=offered.append)
+        assert got.name == want.name
+        # The trace heard the candidates up to the one taken, and both of a drawn pair.
+        if traced.algorithm.draws_pair:
+            assert len(offered) >= 2 and got in offered
+        else:
+            assert offered[-1] is got
+        for pool, b in ((plain, want), (traced, got)):
+            pool.on_start(b)
+            pool.on_end(b, 0.01)

@@ -13,7 +13,7 @@ def test_exact_rotation_order():
 
 
 def test_weights_are_ignored():
-    # round_robin documents uses_weights = False: a weight of 5 does not earn extra turns.
+    # round_robin ignores weights (README): a weight of 5 does not earn extra turns.
     pool = pool_of("round_robin", backends("a", "b", weights=[5, 1]))
     assert names(pool, 4) == ["a", "b", "a", "b"]
 

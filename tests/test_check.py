@@ -17,25 +17,9 @@ import sys
 from click.testing import CliRunner
 
 from lbctl.cli import main
-from tests.health_support import free_port, start
+from tests.health_support import start
 
 LATENCY = r"\d+\.\d{6}s"
-
-
-def write_config(tmp_path, pools: dict[str, list[str]], health: dict[str, str] | None = None,
-                 name: str = "lb.toml") -> str:
-    """A config file with one route and the given pools; ``health`` holds [health] bodies."""
-    health = health or {}
-    lines = ['[listen]', 'address = "127.0.0.1:8080"', "", "[[routes]]", f'pool = "{next(iter(pools))}"']
-    for pool, urls in pools.items():
-        lines += ["", f"[pools.{pool}]"]
-        if pool in health:
-            lines += [f"[pools.{pool}.health]", health[pool]]
-        for i, url in enumerate(urls, 1):
-            lines += [f"[[pools.{pool}.backends]]", f'url = "{url}"', f'name = "{pool}-{i}"']
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 async def check(*args: str):
@@ -51,10 +35,10 @@ def first_line(result) -> str:
 HTTP = 'path = "/healthz"\ntimeout = "1s"'
 
 
-async def test_ok_when_every_backend_answers(backends, tmp_path):
+async def test_ok_when_every_backend_answers(backends, tmp_path, write_config):
     a, _ = await start(backends, "a")
     b, _ = await start(backends, "b")
-    cfg = write_config(tmp_path, {"api": [a.url, b.url]}, {"api": HTTP})
+    cfg = write_config({"api": [a.url, b.url]}, {"api": HTTP})
     result = await check(cfg)
     assert result.exit_code == 0
     assert re.fullmatch(rf"LBCTL OK - api 2/2 up \| api_up=2;;;0;2 api_latency={LATENCY}",
@@ -65,12 +49,12 @@ async def test_ok_when_every_backend_answers(backends, tmp_path):
     assert re.search(r"api\s+\|\s+api-1\s+\|\s+up\s+\|\s+200", result.stdout)
 
 
-async def test_warning_when_a_backend_is_down(backends, tmp_path):
+async def test_warning_when_a_backend_is_down(backends, tmp_path, write_config):
     a, _ = await start(backends, "a")
     b, b_behaviour = await start(backends, "b")
     c, _ = await start(backends, "c")
     b_behaviour.status = 500
-    cfg = write_config(tmp_path, {"api": [a.url, b.url], "web": [c.url]},
+    cfg = write_config({"api": [a.url, b.url], "web": [c.url]},
                        {"api": HTTP, "web": HTTP})
     result = await check(cfg)
     assert result.exit_code == 1
@@ -81,9 +65,9 @@ async def test_warning_when_a_backend_is_down(backends, tmp_path):
     assert "WARNING: api: down: api-2" in result.stdout
 
 
-async def test_critical_when_a_pool_has_none_up(backends, tmp_path):
+async def test_critical_when_a_pool_has_none_up(backends, tmp_path, free_port, write_config):
     a, _ = await start(backends, "a")
-    cfg = write_config(tmp_path, {"api": [f"http://127.0.0.1:{free_port()}"], "web": [a.url]},
+    cfg = write_config({"api": [f"http://127.0.0.1:{free_port()}"], "web": [a.url]},
                        {"api": HTTP, "web": HTTP})
     result = await check(cfg)
     assert result.exit_code == 2
@@ -92,10 +76,11 @@ async def test_critical_when_a_pool_has_none_up(backends, tmp_path):
     assert "connection refused" in result.stdout
 
 
-async def test_min_healthy_as_a_count_and_as_a_percentage(backends, tmp_path):
+async def test_min_healthy_as_a_count_and_as_a_percentage(
+        backends, tmp_path, free_port, write_config):
     up = [await start(backends, n) for n in "ab"]
     urls = [tb.url for tb, _ in up] + [f"http://127.0.0.1:{free_port()}"]
-    cfg = write_config(tmp_path, {"api": urls}, {"api": HTTP})
+    cfg = write_config({"api": urls}, {"api": HTTP})
     assert (await check(cfg, "--min-healthy", "3")).exit_code == 2
     assert (await check(cfg, "--min-healthy", "2")).exit_code == 1       # enough, one down
     # A percentage of the pool, rounded up: 66% of 3 needs 2 up, 67% needs 3.
@@ -105,10 +90,10 @@ async def test_min_healthy_as_a_count_and_as_a_percentage(backends, tmp_path):
     assert "CRITICAL: api: 2/3 up, fewer than 3" in critical.stdout
 
 
-async def test_latency_thresholds(backends, tmp_path):
+async def test_latency_thresholds(backends, tmp_path, write_config):
     slow, behaviour = await start(backends, "slow")
     behaviour.delay = 0.3
-    cfg = write_config(tmp_path, {"api": [slow.url]}, {"api": HTTP})
+    cfg = write_config({"api": [slow.url]}, {"api": HTTP})
     warn = await check(cfg, "--warn-latency", "50ms")
     assert warn.exit_code == 1
     assert re.search(rf"api_latency={LATENCY};0\.05;$", first_line(warn))
@@ -144,18 +129,18 @@ async def test_unknown_for_invalid_or_unreadable_config_and_bad_usage(tmp_path):
     assert doc["status"] == "UNKNOWN" and doc["pools"] == [] and "does not exist" in doc["error"]
 
 
-async def test_unknown_pool_name_is_unknown(backends, tmp_path):
+async def test_unknown_pool_name_is_unknown(backends, tmp_path, write_config):
     a, _ = await start(backends, "a")
-    cfg = write_config(tmp_path, {"api": [a.url]})
+    cfg = write_config({"api": [a.url]})
     result = await check(cfg, "--pool", "wbe")
     assert result.exit_code == 3
     assert first_line(result) == f"LBCTL UNKNOWN - no pool named 'wbe' in {cfg} (pools: api)"
 
 
-async def test_json_has_exactly_the_spec_shape(backends, tmp_path):
+async def test_json_has_exactly_the_spec_shape(backends, tmp_path, free_port, write_config):
     a, _ = await start(backends, "a")
     dead = f"http://127.0.0.1:{free_port()}"
-    cfg = write_config(tmp_path, {"api": [a.url, dead]}, {"api": HTTP})
+    cfg = write_config({"api": [a.url, dead]}, {"api": HTTP})
     result = await check(cfg, "--json")
     assert result.exit_code == 1
     doc = json.loads(result.stdout)                 # one document, nothing else on stdout
@@ -171,43 +156,45 @@ async def test_json_has_exactly_the_spec_shape(backends, tmp_path):
                    "error": "connection refused"}
 
 
-async def test_quiet_prints_only_the_status_line_and_pool_selects(backends, tmp_path):
+async def test_quiet_prints_only_the_status_line_and_pool_selects(
+        backends, tmp_path, free_port, write_config):
     a, _ = await start(backends, "a")
-    cfg = write_config(tmp_path, {"api": [a.url], "web": [f"http://127.0.0.1:{free_port()}"]},
+    cfg = write_config({"api": [a.url], "web": [f"http://127.0.0.1:{free_port()}"]},
                        {"api": HTTP})
     result = await check(cfg, "-q", "--pool", "api")
     assert result.exit_code == 0
     assert result.stdout.count("\n") == 1 and result.stdout.startswith("LBCTL OK - api 1/1 up |")
 
 
-async def test_pool_without_health_is_checked_with_a_tcp_connect(backends, tmp_path):
+async def test_pool_without_health_is_checked_with_a_tcp_connect(backends, tmp_path, write_config):
     connected = asyncio.Event()
 
     async def silent(reader, writer):          # accepts, never speaks HTTP
         connected.set()
         await reader.read(-1)
     port = await backends.start_raw(silent)
-    cfg = write_config(tmp_path, {"raw": [f"http://127.0.0.1:{port}"]})
+    cfg = write_config({"raw": [f"http://127.0.0.1:{port}"]})
     result = await check(cfg, "-q")
     assert result.exit_code == 0
     await asyncio.wait_for(connected.wait(), 5)     # the server side saw the connection
 
 
-async def test_timeout_option_overrides_the_pool_timeout(backends, tmp_path):
+async def test_timeout_option_overrides_the_pool_timeout(backends, tmp_path, write_config):
     async def hang(reader, writer):
         await reader.read(-1)
     port = await backends.start_raw(hang)
-    cfg = write_config(tmp_path, {"api": [f"http://127.0.0.1:{port}"]},
+    cfg = write_config({"api": [f"http://127.0.0.1:{port}"]},
                        {"api": 'path = "/healthz"\ntimeout = "30s"'})
     result = await check(cfg, "--timeout", "200ms", "--json")
     assert result.exit_code == 2
     assert json.loads(result.stdout)["pools"][0]["backends"][0]["error"] == "timeout"
 
 
-async def test_prometheus_textfile_is_written_atomically(backends, tmp_path):
+async def test_prometheus_textfile_is_written_atomically(
+        backends, tmp_path, free_port, write_config):
     a, _ = await start(backends, "a")
     dead = f"http://127.0.0.1:{free_port()}"
-    cfg = write_config(tmp_path, {"api": [a.url, dead]}, {"api": HTTP})
+    cfg = write_config({"api": [a.url, dead]}, {"api": HTTP})
     out = tmp_path / "prom"
     out.mkdir()
     target = out / "lbctl.prom"
@@ -234,19 +221,19 @@ async def test_prometheus_textfile_is_written_atomically(backends, tmp_path):
     assert result.exit_code == 3 and "lbctl_check_status 3" in target.read_text().splitlines()
 
 
-async def test_unwritable_textfile_is_unknown(backends, tmp_path):
+async def test_unwritable_textfile_is_unknown(backends, tmp_path, write_config):
     a, _ = await start(backends, "a")
-    cfg = write_config(tmp_path, {"api": [a.url]})
+    cfg = write_config({"api": [a.url]})
     result = await check(cfg, "-q", "--prometheus-textfile", str(tmp_path / "no" / "x.prom"))
     assert result.exit_code == 3
     assert re.match(r"LBCTL UNKNOWN - cannot write textfile .*x\.prom: No such file or "
                     r"directory; api 1/1 up \| api_up=1;;;0;1", first_line(result))
 
 
-async def test_state_file_keeps_rise_and_fall_across_runs(backends, tmp_path):
+async def test_state_file_keeps_rise_and_fall_across_runs(backends, tmp_path, write_config):
     a, _ = await start(backends, "a")
     b, b_behaviour = await start(backends, "b")
-    cfg = write_config(tmp_path, {"api": [a.url, b.url]},
+    cfg = write_config({"api": [a.url, b.url]},
                        {"api": 'path = "/healthz"\nrise = 2\nfall = 2'})
     state = tmp_path / "state.json"
     run = lambda: check(cfg, "--state-file", str(state), "--json")   # noqa: E731
@@ -270,7 +257,7 @@ async def test_state_file_keeps_rise_and_fall_across_runs(backends, tmp_path):
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
 
     # Checking one pool leaves the other pools' records alone.
-    other = write_config(tmp_path, {"api": [a.url, b.url], "web": [a.url]},
+    other = write_config({"api": [a.url, b.url], "web": [a.url]},
                          {"api": 'path = "/healthz"\nrise = 2\nfall = 2'}, name="two.toml")
     assert (await check(other, "-q", "--pool", "web", "--state-file", str(state))).exit_code == 0
     assert set(json.loads(state.read_text())["backends"]) == {"api/api-1", "api/api-2",
@@ -292,10 +279,10 @@ async def test_help_has_an_example():
     assert "Example" in result.stdout and "lbctl check lb.toml" in result.stdout
 
 
-async def test_real_subprocess_exit_code_and_output(backends, tmp_path):
+async def test_real_subprocess_exit_code_and_output(backends, tmp_path, free_port, write_config):
     a, _ = await start(backends, "a")
     dead = f"http://127.0.0.1:{free_port()}"
-    cfg = write_config(tmp_path, {"api": [a.url, dead]}, {"api": HTTP})
+    cfg = write_config({"api": [a.url, dead]}, {"api": HTTP})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lbctl", "check", cfg,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -307,9 +294,10 @@ async def test_real_subprocess_exit_code_and_output(backends, tmp_path):
     assert "connection refused" in out.decode() and err == b""
 
 
-async def test_internal_error_is_unknown_without_a_traceback(backends, tmp_path, monkeypatch):
+async def test_internal_error_is_unknown_without_a_traceback(
+        backends, tmp_path, monkeypatch, write_config):
     a, _ = await start(backends, "a")
-    cfg = write_config(tmp_path, {"api": [a.url]})
+    cfg = write_config({"api": [a.url]})
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

@@ -115,7 +115,7 @@ def test_admin_token_from_the_environment_is_used_and_not_printed(tmp_path):
     path = tmp_path / "public.toml"
     path.write_text(SAMPLE.read_text().replace('address = "127.0.0.1:9900"', 'address = "0.0.0.0:9900"'))
     assert run("validate", str(path)).exit_code == 2
-    result = run("validate", "--effective", str(path), env={"LBCTL_ADMIN_TOKEN": "t0ken"})
+    result = run("validate", "--effective", str(path), env={"LBCTL_ADMIN_TOKEN": "t0ken-0123456789abcdef"})
     assert result.exit_code == 0
     assert "t0ken" not in result.stdout
     assert "# admin.token is set but not shown" in result.stdout
@@ -163,7 +163,7 @@ def test_installed_lbctl_reports_a_broken_file_without_a_traceback(tmp_path):
     result = lbctl("validate", str(path))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert f"{path}: pools.api.backends[0].weight: expected a number > 0, found \"three\"" in result.stderr
+    assert f"{path}: pools.api.backends[0].weight: expected a number from 0.01 to 1000, found \"three\"" in result.stderr
     assert result.stderr.endswith(f"{path}: invalid (4 problems)\n")
 
 

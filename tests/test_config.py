@@ -43,7 +43,7 @@ address = "[::1]:8443"
 
 [admin]
 address = "127.0.0.1:9901"
-token = "s3cret"
+token = "s3cret-admin-token-0123"
 
 [limits]
 drain_timeout = 0
@@ -184,7 +184,7 @@ def test_every_table_and_key_in_full(tmp_path):
     config = load(tmp_path, FULL)
     assert config.listen.address == Address("::1", 8443)
     assert str(config.listen.address) == "[::1]:8443"
-    assert config.admin == Admin(Address("127.0.0.1", 9901), "s3cret")
+    assert config.admin == Admin(Address("127.0.0.1", 9901), "s3cret-admin-token-0123")
     assert config.limits.drain_timeout == 0.0 and config.limits.max_connections_per_client == 20
     assert config.routes == (Route(pool="api", host="*.example.com", path_prefix="/v1"),)
     pool = config.pools["api"]
@@ -285,11 +285,15 @@ def test_pool_name_with_a_dot_is_quoted_in_the_key_path(tmp_path):
 # ---- wrong types and values: a message each, never an exception ----
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("weight", '"three"', 'pools.api.backends[0].weight: expected a number > 0, found "three"'),
-    ("weight", "0", "pools.api.backends[0].weight: expected a number > 0, found 0"),
-    ("weight", "-2.5", "pools.api.backends[0].weight: expected a number > 0, found -2.5"),
-    ("weight", "inf", "pools.api.backends[0].weight: expected a number > 0, found inf"),
-    ("weight", "true", "pools.api.backends[0].weight: expected a number > 0, found true"),
+    ("weight", '"three"', 'pools.api.backends[0].weight: expected a number from 0.01 to 1000, found "three"'),
+    ("weight", "0", "pools.api.backends[0].weight: expected a number from 0.01 to 1000, found 0"),
+    ("weight", "-2.5", "pools.api.backends[0].weight: expected a number from 0.01 to 1000, found -2.5"),
+    ("weight", "inf", "pools.api.backends[0].weight: expected a number from 0.01 to 1000, found inf"),
+    ("weight", "true", "pools.api.backends[0].weight: expected a number from 0.01 to 1000, found true"),
+    ("weight", "0.001", "pools.api.backends[0].weight: expected a number from 0.01 to 1000, found 0.001"),
+    ("weight", "1e5", "pools.api.backends[0].weight: expected a number from 0.01 to 1000, found 100000.0"),
+    ("weight", "1e308", "pools.api.backends[0].weight: expected a number from 0.01 to 1000, found 1e+308"),
+    ("weight", "5e-324", "pools.api.backends[0].weight: expected a number from 0.01 to 1000, found 5e-324"),
     ("backup", '"yes"', 'pools.api.backends[0].backup: expected true or false, found "yes"'),
     ("name", '"a b"', 'pools.api.backends[0].name: expected a non-empty name without "/", '
                       'spaces or control characters, found "a b"'),
@@ -621,13 +625,14 @@ def test_path_prefix_must_start_with_a_slash(tmp_path):
 # ---- listen and admin ----
 
 def test_admin_token_from_the_environment(tmp_path):
-    config = load(tmp_path, BASE + "[admin]\n", env={"LBCTL_ADMIN_TOKEN": "from-env"})
-    assert config.admin.token == "from-env"
+    config = load(tmp_path, BASE + "[admin]\n", env={"LBCTL_ADMIN_TOKEN": "from-env-0123456789"})
+    assert config.admin.token == "from-env-0123456789"
 
 
 def test_admin_token_in_the_file_wins_over_the_environment(tmp_path):
-    config = load(tmp_path, BASE + '[admin]\ntoken = "from-file"\n', env={"LBCTL_ADMIN_TOKEN": "e"})
-    assert config.admin.token == "from-file"
+    config = load(tmp_path, BASE + '[admin]\ntoken = "from-file-0123456789"\n',
+                  env={"LBCTL_ADMIN_TOKEN": "e"})
+    assert config.admin.token == "from-file-0123456789"
 
 
 def test_no_admin_table_means_no_admin_api_even_with_a_token(tmp_path):
@@ -639,12 +644,28 @@ def test_admin_on_a_public_address_needs_a_token(tmp_path):
     assert problem(tmp_path, text) == \
         "admin.token: missing; expected a token (or env LBCTL_ADMIN_TOKEN) because admin.address " \
         "0.0.0.0:9900 is not a loopback address"
-    assert load(tmp_path, text, env={"LBCTL_ADMIN_TOKEN": "t"}).admin.token == "t"
+    token = "t" * 16
+    assert load(tmp_path, text, env={"LBCTL_ADMIN_TOKEN": token}).admin.token == token
 
 
 def test_empty_admin_token(tmp_path):
     assert problem(tmp_path, BASE + '[admin]\ntoken = ""\n') == \
         'admin.token: expected a non-empty string, found ""'
+
+
+@pytest.mark.parametrize("token, message", [
+    ("   ", "expected a token of at least 16 characters, found a blank one"),
+    ("s3cret", "expected at least 16 characters (e.g. the output of `openssl rand -hex 16`), "
+               "found 6"),
+    ("a token with spaces", "expected printable ASCII without spaces (it is sent in an "
+                            "Authorization header), found other characters"),
+])
+def test_trivial_admin_tokens_are_refused_and_never_printed(tmp_path, token, message):
+    assert problem(tmp_path, BASE + f'[admin]\ntoken = "{token}"\n') == f"admin.token: {message}"
+    env_problem = problem(tmp_path, BASE + "[admin]\n", env={"LBCTL_ADMIN_TOKEN": token})
+    assert env_problem == f"admin.token (from env LBCTL_ADMIN_TOKEN): {message}"
+    if token.strip():
+        assert token not in env_problem
 
 
 def test_admin_and_listen_on_the_same_address(tmp_path):
@@ -687,7 +708,7 @@ url = "127.0.0.1:9002"
         f'"least_conn", "p2c", "ewma", "consistent_hash", found "leastconn"; did you mean '
         f"'least_conn'?",
         f"{file}: pools.api.health.rise: expected an integer >= 1, found 0",
-        f'{file}: pools.api.backends[0].weight: expected a number > 0, found "three"',
+        f'{file}: pools.api.backends[0].weight: expected a number from 0.01 to 1000, found "three"',
         f'{file}: pools.api.backends[1].url: expected a URL "http://host:port" or '
         f'"https://host:port" with no path, query or user, found "127.0.0.1:9002"; add the '
         f'scheme, like "http://127.0.0.1:9001"',
@@ -757,11 +778,11 @@ def test_effective_round_trips_every_key_and_hides_the_token(tmp_path):
     assert "# admin.token is set but not shown" in effective
     assert '[pools."odd.name".timeouts]' in effective
     # The token comes back from the environment, as the comment says.
-    assert_round_trip(tmp_path, config, env={"LBCTL_ADMIN_TOKEN": "s3cret"})
+    assert_round_trip(tmp_path, config, env={"LBCTL_ADMIN_TOKEN": "s3cret-admin-token-0123"})
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(connect=st.floats(min_value=1e-6, max_value=1e6), weight=st.floats(min_value=1e-3, max_value=1e6),
+@given(connect=st.floats(min_value=1e-6, max_value=1e6), weight=st.floats(min_value=0.01, max_value=1000),
        size=st.integers(min_value=1, max_value=2**40))
 def test_effective_round_trips_any_value(tmp_path, connect, weight, size):
     config = load(tmp_path, ROUTE + f'''

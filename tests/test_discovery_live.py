@@ -145,7 +145,7 @@ async def test_a_new_record_gets_traffic_with_slow_start_and_survivors_keep_stat
     assert survivor.effective_weight == 1.0           # present at start: no ramp
 
     zone.set_a("api.test", ["127.0.0.2", "127.0.0.3"])
-    watcher = proxy.members.watchers["api"]
+    watcher = proxy.discovery.watchers["api"]
     await watcher.wait(lambda w: len(w.discovered) == 2, timeout=INTERVAL + MARGIN)
     pool = pool_state(proxy).pool
     assert pool.by_name["127.0.0.2:%d" % port] is survivor     # the same live object...
@@ -175,14 +175,16 @@ async def test_a_removed_record_drains_its_request_in_flight_and_gets_no_new_one
     await asyncio.wait_for(arrived.wait(), MARGIN)
 
     zone.set_a("api.test", ["127.0.0.3"])
-    watcher = proxy.members.watchers["api"]
+    watcher = proxy.discovery.watchers["api"]
     await watcher.wait(lambda w: len(w.discovered) == 1, timeout=INTERVAL + MARGIN)
     state = pool_state(proxy)
     name = "127.0.0.2:%d" % port
     assert name not in state.pool.by_name and [b.name for b in state.leaving] == [name]
-    stats = snapshot(proxy)
+    stats = snapshot(proxy.runtime, proxy.observer, proxy.health, proxy.loop.time(),
+                     discovery=proxy.discovery)
     leaving = [b for b in stats["pools"][0]["backends"] if b["name"] == name]
     assert leaving[0]["state"] == "leaving" and leaving[0]["inflight"] == 1
+    assert leaving[0]["source"] == "dns"                # where it came from, while it drains
 
     assert await client.names(6) == {"b3": 6}           # nothing new for the leaving one
     assert len(b2.seen) == 1
@@ -205,7 +207,7 @@ async def test_nxdomain_empties_the_discovered_part_and_static_backends_keep_ser
     client = Client(session, proxy)
     assert await client.names(4) == {"static": 2, "found": 2}
     zone.remove("api.test")
-    watcher = proxy.members.watchers["api"]
+    watcher = proxy.discovery.watchers["api"]
     await watcher.wait(lambda w: w.status.state == "empty", timeout=INTERVAL + MARGIN)
     assert [b.name for b in pool_state(proxy).pool.backends] == ["static"]
     assert await client.names(6) == {"static": 6}
@@ -220,7 +222,7 @@ async def test_a_resolver_that_stops_answering_keeps_the_last_good_set(
     proxy = await backends.proxy(dns_config(zone, port))
     client = Client(session, proxy)
     zone.silent = True
-    watcher = proxy.members.watchers["api"]
+    watcher = proxy.discovery.watchers["api"]
     await watcher.wait(lambda w: w.status.failures >= 2, timeout=2 * (INTERVAL + 0.5) + MARGIN)
     assert await client.names(6) == {"b2": 3, "b3": 3}
     failed = [r for r in caplog.records if "lookup failed" in r.getMessage()]
@@ -241,7 +243,7 @@ async def test_an_srv_weight_change_shifts_the_share(backends, session, zone):
     client = Client(session, proxy)
     assert await client.names(40) == {"a": 20, "b": 20}
     zone.set_srv("_http._tcp.api.test", [(1, 10, a.port, "a.test"), (1, 30, b.port, "b.test")])
-    watcher = proxy.members.watchers["api"]
+    watcher = proxy.discovery.watchers["api"]
     await watcher.wait(lambda w: w.status.changes >= 2, timeout=INTERVAL + MARGIN)
     # Smooth weighted round-robin: 1:3 is exact over whole cycles of 4.
     assert await client.names(40) == {"a": 10, "b": 30}
@@ -269,7 +271,7 @@ async def test_a_watched_file_replaced_atomically_takes_effect_and_a_broken_one_
     proxy = await backends.proxy(cfg)
     client = Client(session, proxy)
     assert await client.names(2) == {"a": 2}
-    watcher = proxy.members.watchers["api"]
+    watcher = proxy.discovery.watchers["api"]
 
     replace_file(path, [{"url": a.url, "name": "a"}, {"url": b.url, "name": "b", "weight": 2}])
     await watcher.wait(lambda w: len(w.discovered) == 2, timeout=INTERVAL + MARGIN)
@@ -297,9 +299,9 @@ async def test_a_discovered_backend_is_probed_and_can_go_down(backends, session,
     health = Health(interval=0.1, timeout=1.0, rise=1, fall=1)
     proxy = await backends.proxy(dns_config(zone, port, health=health))
     flipped = asyncio.Event()
-    proxy.health.observer = lambda pool, b, result, flip: flipped.set() if flip else None
+    proxy.health.on_probe = lambda pool, b, result, flip: flipped.set() if flip else None
     zone.set_a("api.test", ["127.0.0.2", "127.0.0.3"])
-    await proxy.members.watchers["api"].wait(lambda w: len(w.discovered) == 2,
+    await proxy.discovery.watchers["api"].wait(lambda w: len(w.discovered) == 2,
                                                timeout=INTERVAL + MARGIN)
     await asyncio.wait_for(flipped.wait(), MARGIN)
     sick_b = pool_state(proxy).pool.by_name["127.0.0.3:%d" % port]
@@ -384,7 +386,7 @@ async def test_admin_membership_errors(backends, session, zone):
          f"already has a backend named '{discovered}' (dns)"),
         ("DELETE", f"/pools/api/backends/{discovered}", {}, 409, "comes from dns discovery"),
         ("DELETE", "/pools/api/backends/zzz", {}, 404, "has no backend named 'zzz'"),
-        ("PUT", "/pools/api/backends/a", {}, 405, "expected GET or DELETE"),
+        ("PUT", "/pools/api/backends/a", {"json": {}}, 405, "expected GET or DELETE"),
         ("GET", "/pools/api/backends", {}, 405, "needs POST"),
     ]
     for method, path, kw, status, text in cases:
@@ -429,6 +431,6 @@ async def test_a_pool_whose_first_lookup_fails_starts_empty_and_fills_when_answe
     client = Client(session, proxy)
     assert (await client.get())[0] == 503           # nothing to send it to, said at once
     zone.servfail = False
-    await proxy.members.watchers["api"].wait(lambda w: len(w.discovered) == 1,
+    await proxy.discovery.watchers["api"].wait(lambda w: len(w.discovered) == 1,
                                                timeout=INTERVAL + MARGIN)
     assert await client.names(2) == {"b2": 2}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from lbctl.gateway.api_key import KeyRing, digest_of
+from lbctl.config.keys import digest_of
+from lbctl.gateway.api_key import KeyRing
 from tests.gateway_support import load, pool, sha256_hex
 from tests.support import raw_exchange, split_responses
 

@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 
 from lbctl.gateway.rate_limit import TokenBuckets
-from tests.gateway_support import FakeClock, load, pool, sha256_hex
-from tests.support import raw_exchange, split_responses
+from tests.gateway_support import load, pool, sha256_hex
+from tests.support import ManualClock, raw_exchange, split_responses
 
 KEY = "rate-limit-test-key-0123456789abcdef"
 
@@ -80,9 +80,8 @@ async def get(port: int, headers=None, path: str = "/"):
             return r.status, dict(r.headers)
 
 
-async def test_burst_429_with_headers_and_refill_with_a_stepped_clock(backends, tmp_path):
+async def test_burst_429_with_headers_and_refill_with_a_stepped_clock(backends, tmp_path, clock):
     a = await backends.start("a")
-    clock = FakeClock()
     proxy = await backends.proxy(limited_config(tmp_path, a.url, '{ rate = 1, burst = 3 }'),
                                  clock=clock)
     port = proxy.address[1]
@@ -108,7 +107,7 @@ async def test_burst_429_with_headers_and_refill_with_a_stepped_clock(backends, 
 async def test_spoofed_forwarded_for_from_an_untrusted_peer_cannot_dodge_the_limit(backends, tmp_path):
     a = await backends.start("a")
     proxy = await backends.proxy(limited_config(tmp_path, a.url, '{ rate = 1, burst = 2 }'),
-                                 clock=FakeClock())
+                                 clock=ManualClock())
     port = proxy.address[1]
     statuses = [(await get(port, {"X-Forwarded-For": f"203.0.113.{i}",
                                   "Forwarded": f"for=198.51.100.{i}"}))[0] for i in range(5)]
@@ -122,7 +121,7 @@ async def test_a_trusted_proxy_chain_gives_each_client_its_own_bucket(backends, 
     a = await backends.start("a")
     cfg = limited_config(tmp_path, a.url, '{ rate = 1, burst = 1 }',
                          listen='trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]')
-    proxy = await backends.proxy(cfg, clock=FakeClock())
+    proxy = await backends.proxy(cfg, clock=ManualClock())
     port = proxy.address[1]
     # Two clients behind two trusted hops; the left-most entry is whatever the client wrote.
     one = {"X-Forwarded-For": "6.6.6.6, 198.51.100.1, 10.1.2.3"}
@@ -137,7 +136,7 @@ async def test_limit_by_consumer_counts_after_authentication(backends, tmp_path)
     a = await backends.start("a")
     cfg = limited_config(tmp_path, a.url, '{ rate = 1, burst = 2, key = "consumer" }',
                          auth='auth = { type = "api_key" }')
-    proxy = await backends.proxy(cfg, clock=FakeClock())
+    proxy = await backends.proxy(cfg, clock=ManualClock())
     port = proxy.address[1]
     assert [(await get(port, {"X-API-Key": "bad"}))[0] for _ in range(3)] == [401] * 3
     assert [(await get(port, {"X-API-Key": KEY}))[0] for _ in range(3)] == [200, 200, 429]
@@ -146,7 +145,7 @@ async def test_limit_by_consumer_counts_after_authentication(backends, tmp_path)
 async def test_limit_by_header_and_without_it_by_address(backends, tmp_path):
     a = await backends.start("a")
     cfg = limited_config(tmp_path, a.url, '{ rate = 1, burst = 1, key = "header:X-Tenant" }')
-    proxy = await backends.proxy(cfg, clock=FakeClock())
+    proxy = await backends.proxy(cfg, clock=ManualClock())
     port = proxy.address[1]
     assert (await get(port, {"X-Tenant": "t1"}))[0] == 200
     assert (await get(port, {"X-Tenant": "t2"}))[0] == 200
@@ -155,9 +154,8 @@ async def test_limit_by_header_and_without_it_by_address(backends, tmp_path):
     assert (await get(port))[0] == 429
 
 
-async def test_rate_per_minute_and_429_on_a_kept_alive_connection(backends, tmp_path):
+async def test_rate_per_minute_and_429_on_a_kept_alive_connection(backends, tmp_path, clock):
     a = await backends.start("a")
-    clock = FakeClock()
     proxy = await backends.proxy(limited_config(tmp_path, a.url, '{ rate = 2, per = "1m" }'),
                                  clock=clock)
     raw = await raw_exchange(proxy.address[1], b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 2
@@ -170,7 +168,7 @@ async def test_rate_per_minute_and_429_on_a_kept_alive_connection(backends, tmp_
 async def test_buckets_survive_a_reload_unless_the_limit_changes(backends, tmp_path):
     a = await backends.start("a")
     proxy = await backends.proxy(limited_config(tmp_path, a.url, '{ rate = 1, burst = 2 }'),
-                                 clock=FakeClock())
+                                 clock=ManualClock())
     port = proxy.address[1]
     assert [(await get(port))[0] for _ in range(3)] == [200, 200, 429]
     proxy.reload(limited_config(tmp_path, a.url, '{ rate = 1, burst = 2 }'))

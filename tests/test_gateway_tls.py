@@ -16,8 +16,9 @@ from lbctl.gateway.tls import Terminator
 from tests.gateway_support import load, pool
 
 
-def write_pair(ca: trustme.CA, directory, stem: str = "server"):
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
+def write_pair(ca: trustme.CA, directory, stem: str = "server",
+               key_type: trustme.KeyType = trustme.KeyType.ECDSA):
+    leaf = ca.issue_cert("127.0.0.1", "localhost", key_type=key_type)
     cert, key = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
     leaf.private_key_pem.write_to_path(str(key))
     leaf.cert_chain_pems[0].write_to_path(str(cert))
@@ -118,7 +119,7 @@ async def test_certificate_reload_new_connections_get_the_new_certificate(backen
     assert (await get(url, client_ssl(new_ca)))[0] == 200
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await get(url, client_ssl(old_ca))
-    assert proxy.tls.reloads == 1
+    assert proxy.proxy.tls.reloads == 1
 
 
 def test_a_failed_reload_keeps_the_current_certificate(tmp_path):
@@ -146,7 +147,7 @@ async def https_backend(backends, ca: trustme.CA, *identities: str):
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await site.start()
     from tests.support import TestBackend
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     backends.items.append(TestBackend("tls", port, runner))
     return f"https://127.0.0.1:{port}"
 
@@ -201,11 +202,10 @@ async def test_insecure_skip_verify_is_explicit_and_logged(backends, tmp_path, c
     assert await plain_get(proxy.address[1]) == (200, "secure")
 
 
-async def test_lbctl_serve_reloads_the_certificate_on_sighup(backends, tmp_path):
+async def test_lbctl_serve_reloads_the_certificate_on_sighup(backends, tmp_path, free_port,
+                                                             serve_process):
     import signal
 
-    from tests.process import LbctlProcess
-    from tests.test_serve_process import free_port
     old_ca, new_ca = trustme.CA(), trustme.CA()
     write_pair(old_ca, tmp_path)
     a = await backends.start("a")
@@ -214,30 +214,26 @@ async def test_lbctl_serve_reloads_the_certificate_on_sighup(backends, tmp_path)
     path.write_text(f'[listen]\naddress = "127.0.0.1:{port}"\n'
                     f'tls = {{ cert = "server.pem", key = "server-key.pem" }}\n'
                     f'[[routes]]\npool = "api"\n' + pool(a.url))
-    proc = await LbctlProcess.start("serve", str(path))
-    try:
-        await proc.wait_for_log("listening on")
-        url = f"https://127.0.0.1:{port}/"
-        assert await get(url, client_ssl(old_ca)) == (200, "a")
-        write_pair(new_ca, tmp_path)
-        mark = len(proc.lines)
-        proc.proc.send_signal(signal.SIGHUP)
-        await proc.wait_for_log("TLS certificate reloaded", start=mark)
-        assert await get(url, client_ssl(new_ca)) == (200, "a")
-        with pytest.raises(aiohttp.ClientConnectorCertificateError):
-            await get(url, client_ssl(old_ca))
-        # A key that does not match the certificate: the reload is rejected, TLS goes on.
-        write_pair(old_ca, tmp_path, stem="other")
-        (tmp_path / "server-key.pem").write_bytes((tmp_path / "other-key.pem").read_bytes())
-        mark = len(proc.lines)
-        proc.proc.send_signal(signal.SIGHUP)
-        await proc.wait_for_log("reload rejected: .*listen.tls.cert", start=mark)
-        assert await get(url, client_ssl(new_ca)) == (200, "a")
-        proc.proc.send_signal(signal.SIGTERM)
-        assert await proc.wait() == 0
-    finally:
-        proc.kill()
-        await proc.proc.wait()
+    proc = await serve_process("serve", str(path))
+    await proc.wait_for_log("listening on")
+    url = f"https://127.0.0.1:{port}/"
+    assert await get(url, client_ssl(old_ca)) == (200, "a")
+    write_pair(new_ca, tmp_path)
+    mark = len(proc.lines)
+    proc.proc.send_signal(signal.SIGHUP)
+    await proc.wait_for_log("TLS certificate reloaded", start=mark)
+    assert await get(url, client_ssl(new_ca)) == (200, "a")
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await get(url, client_ssl(old_ca))
+    # A key that does not match the certificate: the reload is rejected, TLS goes on.
+    write_pair(old_ca, tmp_path, stem="other")
+    (tmp_path / "server-key.pem").write_bytes((tmp_path / "other-key.pem").read_bytes())
+    mark = len(proc.lines)
+    proc.proc.send_signal(signal.SIGHUP)
+    await proc.wait_for_log("reload rejected: .*listen.tls.cert", start=mark)
+    assert await get(url, client_ssl(new_ca)) == (200, "a")
+    proc.proc.send_signal(signal.SIGTERM)
+    assert await proc.wait() == 0
 
 
 async def test_weak_tls_1_2_cipher_suites_are_refused(backends, tmp_path):
@@ -283,3 +279,45 @@ url = "{url}"
     assert await plain_get(proxy.address[1]) == (200, "secure")
     proxy = await backends.proxy(load(tmp_path, text.format(url=url, backend=""), name="b.toml"))
     assert (await plain_get(proxy.address[1]))[0] == 502
+
+
+# ---- key exchange groups: Mozilla intermediate's, no others -----------------------------------
+
+def only_group(ca: trustme.CA, group: str, version: ssl.TLSVersion) -> ssl.SSLContext:
+    """A real OpenSSL client that offers exactly one key exchange group, at one TLS version."""
+    context = client_ssl(ca)
+    context.minimum_version = context.maximum_version = version
+    context.set_ecdh_curve(group)
+    return context
+
+
+async def handshake(port: int, context: ssl.SSLContext) -> bool:
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost"),
+            10)
+    except (ssl.SSLError, ConnectionError):   # the server's alert, or its close right after
+        return False
+    writer.close()
+    return True
+
+
+VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["TLS1.2", "TLS1.3"])
+@pytest.mark.parametrize("group, accepted", [
+    ("X25519", True), ("prime256v1", True), ("secp384r1", True),      # Mozilla intermediate
+    ("secp521r1", False), ("X448", False),                           # OpenSSL offers them too
+])
+async def test_the_listener_offers_only_mozilla_intermediate_groups(backends, tmp_path, version,
+                                                                    group, accepted):
+    # An RSA certificate: with ECDSA, TLS 1.2 also needs the certificate's own curve among
+    # the client's groups, which would mix the signature's curve into the key exchange's.
+    ca = trustme.CA()
+    write_pair(ca, tmp_path, key_type=trustme.KeyType.RSA)
+    a = await backends.start("a")
+    proxy = await backends.proxy(tls_config(tmp_path, a.url))
+    assert await handshake(proxy.address[1], only_group(ca, group, version)) is accepted
+    # Refusing one client costs nothing to the next.
+    assert await handshake(proxy.address[1], only_group(ca, "X25519", version))

@@ -21,13 +21,13 @@ async def settle(proxy, fds: int | None = None, tasks: int | None = None) -> Non
     when given, descriptors and tasks are back to a baseline. The raw test backends live in
     this process too, so their side of each connection must have closed as well."""
     for _ in range(500):
-        if not proxy.connections and not any(
+        if not proxy.proxy.connections and not any(
                 "ClientConnection._run" in repr(t.get_coro()) for t in asyncio.all_tasks()) \
                 and (fds is None or open_fds() <= fds) \
                 and (tasks is None or len(asyncio.all_tasks()) <= tasks):
             return
         await asyncio.sleep(0.01)
-    raise AssertionError(f"did not settle: {len(proxy.connections)} connections, "
+    raise AssertionError(f"did not settle: {len(proxy.proxy.connections)} connections, "
                          f"{open_fds()} fds (baseline {fds}), {len(asyncio.all_tasks())} tasks "
                          f"(baseline {tasks})")
 

@@ -16,6 +16,16 @@ async def read_all(reader, timeout: float = 5.0) -> bytes:
     return await asyncio.wait_for(reader.read(-1), timeout)
 
 
+async def served(connection) -> None:
+    """One request answered on an open connection: the proxy has accepted (and counts) it."""
+    reader, writer = connection
+    writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    await asyncio.wait_for(reader.readexactly(length), 5)
+
+
 async def test_slowloris_is_closed_at_the_whole_head_deadline(backends):
     port, record = await start_recorder(backends)
     proxy = await backends.proxy(config({"p": [backend_config(f"http://127.0.0.1:{port}", "r")]},
@@ -73,8 +83,8 @@ async def test_global_connection_cap_answers_503_and_keeps_serving_others(backen
                                         limits=Limits(max_connections=2)))
     port = proxy.address[1]
     held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-    while len(proxy.connections) < 2:
-        await asyncio.sleep(0.01)
+    for connection in held:
+        await served(connection)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     raw = await read_all(reader)
     writer.close()
@@ -94,8 +104,8 @@ async def test_per_client_cap_refuses_one_address_while_another_is_served(backen
     port = proxy.address[1]
     held = [await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.1", 0))
             for _ in range(2)]
-    while len(proxy.connections) < 2:
-        await asyncio.sleep(0.01)
+    for connection in held:
+        await served(connection)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert (await read_all(reader)).startswith(b"HTTP/1.1 503 ")
     writer.close()
@@ -135,4 +145,4 @@ async def test_client_vanishing_mid_upload_aborts_the_upstream_exchange(backends
             break
         await asyncio.sleep(0.01)
     assert backend.inflight == 0
-    assert len(backend.extra["idle"].idle) == 0      # that connection was not pooled
+    assert len(proxy.runtime.idle[backend]) == 0      # that connection was not pooled

@@ -9,8 +9,6 @@ from collections import Counter
 import aiohttp
 from aiohttp import web
 
-from tests.test_serve_process import free_port, serve_process, write_config  # noqa: F401
-
 
 async def load_loop(port: int, stop: asyncio.Event, *, workers: int = 8,
                     max_requests: int = 20_000) -> Counter:
@@ -33,11 +31,12 @@ async def load_loop(port: int, stop: asyncio.Event, *, workers: int = 8,
     return outcomes
 
 
-async def test_twenty_reloads_under_load_lose_no_request(backends, serve_process, tmp_path):
+async def test_twenty_reloads_under_load_lose_no_request(
+        backends, serve_process, tmp_path, free_port, write_config):
     a, b = await backends.start("a"), await backends.start("b")
     port = free_port()
     path = tmp_path / "lb.toml"
-    write_config(path, port, [a.url, b.url])
+    write_config({"p": [a.url, b.url]}, port=port, named=False)
     proc = await serve_process("serve", str(path))
     await proc.wait_for_log("listening on")
     stop = asyncio.Event()
@@ -51,7 +50,7 @@ async def test_twenty_reloads_under_load_lose_no_request(backends, serve_process
                 proc.proc.send_signal(signal.SIGHUP)
                 await proc.wait_for_log("still serving the previous configuration", start=mark)
             urls = [a.url, b.url] if i % 2 else [b.url]
-            write_config(path, port, urls)
+            write_config({"p": urls}, port=port, named=False)
             mark = len(proc.lines)
             proc.proc.send_signal(signal.SIGHUP)
             await proc.wait_for_log("reloaded", start=mark)
@@ -64,7 +63,8 @@ async def test_twenty_reloads_under_load_lose_no_request(backends, serve_process
     assert await proc.wait() == 0
 
 
-async def test_sigterm_under_load_completes_in_flight_and_exits_0(backends, serve_process, tmp_path):
+async def test_sigterm_under_load_completes_in_flight_and_exits_0(
+        backends, serve_process, tmp_path, free_port, write_config):
     started = asyncio.Event()
     count = 0
 
@@ -77,7 +77,7 @@ async def test_sigterm_under_load_completes_in_flight_and_exits_0(backends, serv
         return web.Response(text="ok")
     a = await backends.start("a", slowish)
     port = free_port()
-    write_config(tmp_path / "lb.toml", port, [a.url])
+    write_config({"p": [a.url]}, port=port, named=False)
     proc = await serve_process("serve", str(tmp_path / "lb.toml"))
     await proc.wait_for_log("listening on")
     stop = asyncio.Event()

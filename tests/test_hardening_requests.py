@@ -189,8 +189,7 @@ async def test_a_body_turning_bad_after_the_head_was_forwarded_never_completes_u
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
     await writer.drain()
-    while not record.raw:                       # wait until the head reached the backend
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(record.arrived.wait(), 5)    # the head reached the backend
     writer.write(b"zz\r\n")
     raw = await asyncio.wait_for(reader.read(-1), 5)
     writer.close()

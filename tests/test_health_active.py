@@ -13,7 +13,8 @@ from aiohttp import web
 from lbctl.balancing import Backend, make_pool
 from lbctl.config.model import Health
 from lbctl.health.active import JITTER, HealthChecks, first_delays, next_delay, probe
-from tests.health_support import Clock, LogLines, free_port, get, load, proxy, start
+from tests.health_support import LogLines, get, load, proxy, start
+from tests.support import ManualClock
 from tests.support import backend_config, config
 
 HTTP = Health(path="/healthz", interval=60.0, timeout=1.0, rise=2, fall=3)
@@ -25,7 +26,7 @@ def target(port: int) -> Backend:
 
 # ---- one probe --------------------------------------------------------------------------
 
-async def test_http_probe_verdicts_and_reasons(backends):
+async def test_http_probe_verdicts_and_reasons(backends, free_port):
     tb, behaviour = await start(backends, "a")
     b = target(tb.port)
     ok = await probe(b, HTTP)
@@ -72,7 +73,7 @@ async def test_status_ranges_method_host_header_and_no_redirects(backends):
     assert (await probe(target(tb.port), replace(health, path="/x"))).status == 204
 
 
-async def test_tcp_probe_connects_without_speaking_http(backends):
+async def test_tcp_probe_connects_without_speaking_http(backends, free_port):
     connected = asyncio.Event()
 
     async def silent(reader, writer):
@@ -88,35 +89,34 @@ async def test_tcp_probe_connects_without_speaking_http(backends):
 
 # ---- the state machine driven by probes ------------------------------------------------
 
-async def test_rise_fall_flips_the_pool_and_logs_one_line_per_flip(backends):
+async def test_rise_fall_flips_the_pool_and_logs_one_line_per_flip(backends, clock):
     tb, behaviour = await start(backends, "a")
     b = target(tb.port)
     other = Backend("other")
-    clock = Clock()
     pool = make_pool("api", [b, other], "round_robin", rng=random.Random(1), clock=clock)
     checks = HealthChecks(rng=random.Random(1), wall=lambda: 1234.5)
     try:
         with LogLines() as log:
             behaviour.status = 500
             for _ in range(HTTP.fall - 1):
-                await checks.check(pool, HTTP, b)
+                await checks.probe_backend(pool, HTTP, b)
             assert b.healthy and b.eligible and log.lines == []
-            await checks.check(pool, HTTP, b)                   # third failure: down
+            await checks.probe_backend(pool, HTTP, b)                   # third failure: down
             assert not b.healthy and not b.eligible and b.state == "down"
             assert log.lines == ["pool api: backend %s is DOWN (3 failed probes, last: status 500)"
                                  % b.name]
-            assert b.extra["probe"] == {"ok": False, "status": 500, "latency":
-                                        b.extra["probe"]["latency"], "error": "status 500",
-                                        "time": 1234.5}
-            await checks.check(pool, HTTP, b)                   # still down: no new line
+            last = checks.of(b).last
+            assert last == {"ok": False, "status": 500, "latency": last["latency"],
+                            "error": "status 500", "time": 1234.5}
+            await checks.probe_backend(pool, HTTP, b)                   # still down: no new line
             behaviour.status = 200
-            await checks.check(pool, HTTP, b)                   # one success...
+            await checks.probe_backend(pool, HTTP, b)                   # one success...
             behaviour.status = 500
-            await checks.check(pool, HTTP, b)                   # ...broken streak
+            await checks.probe_backend(pool, HTTP, b)                   # ...broken streak
             behaviour.status = 200
-            await checks.check(pool, HTTP, b)
+            await checks.probe_backend(pool, HTTP, b)
             assert not b.healthy
-            await checks.check(pool, HTTP, b)                   # two in a row: up
+            await checks.probe_backend(pool, HTTP, b)                   # two in a row: up
             assert b.healthy and b.eligible
             assert len(log.lines) == 2
             assert log.lines[1] == f"pool api: backend {b.name} is UP (2 successful probes, " \
@@ -126,17 +126,17 @@ async def test_rise_fall_flips_the_pool_and_logs_one_line_per_flip(backends):
         await checks.stop()
 
 
-async def test_reasons_in_the_log_line_for_refused_and_timeout(backends):
+async def test_reasons_in_the_log_line_for_refused_and_timeout(backends, free_port):
     async def hang(reader, writer):
         await reader.read(-1)
     slow = target(await backends.start_raw(hang))
     dead = target(free_port())
-    pool = make_pool("p", [slow, dead], "round_robin", rng=random.Random(1), clock=Clock())
+    pool = make_pool("p", [slow, dead], "round_robin", rng=random.Random(1), clock=ManualClock())
     health = replace(HTTP, fall=1, timeout=0.2)
     checks = HealthChecks()
     try:
         with LogLines() as log:
-            await asyncio.gather(checks.check(pool, health, slow), checks.check(pool, health, dead))
+            await asyncio.gather(checks.probe_backend(pool, health, slow), checks.probe_backend(pool, health, dead))
         assert sorted(log.lines) == sorted([
             f"pool p: backend {slow.name} is DOWN (1 failed probe, last: timeout)",
             f"pool p: backend {dead.name} is DOWN (1 failed probe, last: connection refused)"])
@@ -181,7 +181,7 @@ async def test_initial_down_takes_no_traffic_until_the_first_good_probe(backends
     state = server.runtime.pools["p"]
     b = state.pool.by_name["a"]
     assert b.state == "down"
-    await server.health.check(state.pool, state.config.health, b)     # one success is enough
+    await server.health.probe_backend(state.pool, state.config.health, b)     # one success is enough
     assert b.state == "up"
     assert await load(port, 2) == [(200, "a"), (200, "a")]
 
@@ -191,12 +191,12 @@ async def test_checks_run_in_background_restart_on_reload_and_stop_on_close(back
     b, _ = await start(backends, "b")
     probed: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
 
-    def observer(pool, backend, result, flipped):
+    def on_probe(pool, backend, result, flipped):
         assert result.ok
         probed[backend.name].set()
     fast = replace(HTTP, interval=0.02)
     server = await proxy(backends, config({"p": [backend_config(a.url, "a")]}, health=fast),
-                         observer=observer)
+                         on_probe=on_probe)
     await asyncio.wait_for(probed["a"].wait(), 5)
     assert not probed["b"].is_set()            # never probes what is not configured
 
@@ -222,8 +222,8 @@ async def test_last_probe_is_recorded_for_stats(backends):
     server = await proxy(backends, config({"p": [backend_config(tb.url, "a")]}, health=HTTP))
     state = server.runtime.pools["p"]
     b = state.pool.by_name["a"]
-    await server.health.check(state.pool, HTTP, b)
-    probe_info = b.extra["probe"]
+    await server.health.probe_backend(state.pool, HTTP, b)
+    probe_info = server.health.of(b).last
     assert probe_info["ok"] is True and probe_info["status"] == 200 and probe_info["error"] is None
     assert isinstance(probe_info["time"], float) and probe_info["latency"] >= 0
     # The proxy keeps serving while checks exist.
@@ -238,13 +238,13 @@ async def test_reload_keeps_verdicts_of_survivors_and_applies_initial_to_newcome
     server = await proxy(backends, config({"p": [backend_config(a.url, "a")]}, health=health))
     state = server.runtime.pools["p"]
     ra = state.pool.by_name["a"]
-    await server.health.check(state.pool, health, ra)
+    await server.health.probe_backend(state.pool, health, ra)
     assert ra.state == "up"
 
     server.reload(config({"p": [backend_config(a.url, "a"), backend_config(b.url, "b")]},
                          health=replace(health, rise=5)))
     pool = server.runtime.pools["p"].pool
     assert pool.by_name["a"] is ra and ra.state == "up"        # survivor: verdict kept
-    assert ra.extra["health"].rise == 5                       # new settings applied
+    assert server.health.of(ra).state.rise == 5               # new settings applied
     assert pool.by_name["b"].state == "down"                  # newcomer: initial = "down"
     assert await load(server.address[1], 3) == [(200, "a")] * 3

@@ -11,7 +11,7 @@ from collections import Counter
 import aiohttp
 
 from lbctl.config.model import Health, Outlier
-from tests.health_support import Clock, LogLines, get, kill, load, proxy, revive, start
+from tests.health_support import LogLines, get, kill, load, proxy, revive, start
 from tests.support import backend_config, config
 
 
@@ -53,7 +53,7 @@ async def test_killed_backend_leaves_after_fall_probes_and_ramps_back_after_rise
     probes: list[tuple[str, bool, bool]] = []
     flips = {"down": asyncio.Event(), "up": asyncio.Event()}
 
-    def observer(pool, backend, result, flipped):
+    def on_probe(pool, backend, result, flipped):
         if backend.name == "b":
             probes.append((backend.name, result.ok, flipped))
             if flipped:
@@ -61,7 +61,7 @@ async def test_killed_backend_leaves_after_fall_probes_and_ramps_back_after_rise
     cfg = config({"p": [backend_config(a.url, "a"), backend_config(b.url, "b")]},
                  algorithm="weighted", slow_start=30.0, retries=1, health=health)
     with LogLines() as log:
-        server = await proxy(backends, cfg, observer=observer)
+        server = await proxy(backends, cfg, on_probe=on_probe)
         rb = server.runtime.pools["p"].pool.by_name["b"]
         traffic = LoadLoop(server.address[1])
         assert Counter(who for _, who in await traffic.more(20)) == {"a": 10, "b": 10}
@@ -92,10 +92,9 @@ async def test_killed_backend_leaves_after_fall_probes_and_ramps_back_after_rise
         "pool p: backend b is UP (2 successful probes, last: status 200)"]
 
 
-async def test_killed_backend_is_ejected_after_n_passive_failures_and_readmitted(backends):
+async def test_killed_backend_is_ejected_after_n_passive_failures_and_readmitted(backends, clock):
     a, _ = await start(backends, "a")
     b, _ = await start(backends, "b")
-    clock = Clock()
     outlier = Outlier(consecutive_failures=3, ejection_time=10.0)
     cfg = config({"p": [backend_config(a.url, "a"), backend_config(b.url, "b")]},
                  outlier=outlier, retries=1)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import random
 
-from lbctl.balancing import Backend, make_pool
+from lbctl.balancing import Backend, Outcome, make_pool
 from lbctl.config.model import Outlier, Timeouts
 from lbctl.health.passive import OutlierDetector
-from tests.health_support import Clock, LogLines, load, proxy, start
+from tests.health_support import LogLines, load, proxy, start
+from tests.support import ManualClock
 from tests.support import backend_config, config
 
 OUTLIER = Outlier(consecutive_failures=3, ejection_time=10.0, max_ejection_time=35.0,
@@ -19,13 +20,14 @@ OUTLIER = Outlier(consecutive_failures=3, ejection_time=10.0, max_ejection_time=
 
 
 def setup(n: int = 4, outlier: Outlier = OUTLIER):
-    clock = Clock()
+    clock = ManualClock()
     backends = [Backend(f"b{i}") for i in range(n)]
     pool = make_pool("api", backends, "round_robin", rng=random.Random(1), clock=clock)
     return clock, pool, backends, OutlierDetector(pool, outlier, clock=clock)
 
 
-def fail(sink: OutlierDetector, b: Backend, times: int, outcome: str = "5xx") -> None:
+def fail(sink: OutlierDetector, b: Backend, times: int,
+         outcome: Outcome = Outcome.SERVER_ERROR) -> None:
     for _ in range(times):
         sink.record(b, outcome)
 
@@ -34,10 +36,10 @@ def test_consecutive_failures_eject_and_a_success_resets_the_count():
     clock, pool, (b0, *_), sink = setup()
     with LogLines() as log:
         fail(sink, b0, 2)
-        sink.record(b0, "ok")                   # resets: two more are not enough
-        fail(sink, b0, 2, "connect")
+        sink.record(b0, Outcome.OK)             # resets: two more are not enough
+        fail(sink, b0, 2, Outcome.CONNECT_ERROR)
         assert b0.eligible
-        sink.record(b0, "timeout")              # third in a row
+        sink.record(b0, Outcome.TIMEOUT)        # third in a row
         assert not b0.eligible and b0.state == "ejected"
         assert b0.ejected_until == clock.now + 10.0
         assert log.lines == ["pool api: backend b0 EJECTED for 10s after 3 consecutive failures "
@@ -48,10 +50,10 @@ def test_consecutive_failures_eject_and_a_success_resets_the_count():
 
 def test_only_configured_kinds_count_as_failures():
     _, _, (b0, *_), sink = setup(outlier=Outlier(consecutive_failures=2, failure_on=("connect",)))
-    fail(sink, b0, 5, "5xx")
-    fail(sink, b0, 5, "invalid")
+    fail(sink, b0, 5, Outcome.SERVER_ERROR)
+    fail(sink, b0, 5, Outcome.INVALID)
     assert b0.eligible
-    fail(sink, b0, 2, "connect")
+    fail(sink, b0, 2, Outcome.CONNECT_ERROR)
     assert not b0.eligible
 
 
@@ -67,7 +69,7 @@ def test_ejection_time_doubles_on_repeat_up_to_the_cap_and_expires_lazily():
         assert pool.select(exclude=[b for b in pool.backends if b is not b0]) is b0
         assert b0.state == "up"
     assert lengths == [10.0, 20.0, 35.0, 35.0]  # 10, 20, 40 capped at 35
-    assert b0.extra["ejections"] == 4           # what /stats and lbctl_ejections_total show
+    assert b0.ejections == 4           # what /stats and lbctl_ejections_total show
 
 
 def test_good_behaviour_is_forgiven_step_by_step():
@@ -92,7 +94,7 @@ def test_at_most_max_ejection_percent_is_out_at_once():
             "pool api: backend b2 not ejected after 3 consecutive failures (last: 5xx): "
             "max_ejection_percent 50% reached"]     # once per streak, not per failure
         clock.advance(10.0)                     # b0 and b1 come back
-        sink.record(b2, "5xx")                  # the streak continues: now there is room
+        sink.record(b2, Outcome.SERVER_ERROR)   # the streak continues: now there is room
         assert b2.state == "ejected"
 
 
@@ -104,11 +106,11 @@ def test_single_backend_pool_is_never_emptied_by_passive_ejection():
 
 # ---- through the proxy ------------------------------------------------------------------
 
-async def test_proxy_failures_eject_and_the_backend_is_readmitted_after_the_ejection(backends):
+async def test_proxy_failures_eject_and_the_backend_is_readmitted_after_the_ejection(
+        backends, clock):
     a, _ = await start(backends, "a")
     flaky, broken = await start(backends, "flaky")
     broken.status = 503
-    clock = Clock()
     cfg = config({"p": [backend_config(a.url, "a"), backend_config(flaky.url, "flaky")]},
                  outlier=OUTLIER, retries=0, timeouts=Timeouts(connect=1.0, response=5.0))
     server = await proxy(backends, cfg, clock=clock)

@@ -13,17 +13,16 @@ import pytest
 
 from lbctl.balancing import AdminState
 from lbctl.config.model import Health
-from tests.health_support import Clock, get, load, proxy, start
+from tests.health_support import get, load, proxy, start
 from tests.support import backend_config, config
 
 MANUAL = Health(path="/healthz", interval=3600.0, rise=1, fall=1)   # the test calls check()
 
 
 @pytest.mark.parametrize("algorithm", ["weighted", "least_conn"])
-async def test_slow_start_ramps_the_share_of_a_recovered_backend(backends, algorithm):
+async def test_slow_start_ramps_the_share_of_a_recovered_backend(backends, algorithm, clock):
     a, _ = await start(backends, "a")
     b, _ = await start(backends, "b")
-    clock = Clock()
     server = await proxy(backends, config({"p": [backend_config(a.url, "a"),
                                                  backend_config(b.url, "b")]},
                                           algorithm=algorithm, slow_start=10.0),
@@ -63,12 +62,12 @@ async def test_backup_takes_over_only_when_no_primary_is_eligible(backends):
     assert await load(port, 3) == [(200, "a")] * 3          # the backup idles while a is up
 
     a_behaviour.status = 500
-    await server.health.check(state.pool, MANUAL, ra)
+    await server.health.probe_backend(state.pool, MANUAL, ra)
     assert state.pool.mode == "backup"
     assert await load(port, 3) == [(200, "c")] * 3
 
     a_behaviour.status = 200
-    await server.health.check(state.pool, MANUAL, ra)
+    await server.health.probe_backend(state.pool, MANUAL, ra)
     assert state.pool.mode == "normal"
     assert await load(port, 3) == [(200, "a")] * 3
 
@@ -155,7 +154,7 @@ async def test_disabled_backend_gets_nothing_and_keeps_its_health(backends):
     assert await load(server.address[1], 3) == [(200, "b")] * 3
     a_behaviour.status = 500
     for _ in range(2):                      # probes go on while disabled
-        await server.health.check(state.pool, state.config.health, ra)
+        await server.health.probe_backend(state.pool, state.config.health, ra)
     assert not ra.healthy and ra.state == "disabled"
     state.pool.set_admin(ra, AdminState.ENABLED)
     assert ra.state == "down" and not ra.eligible

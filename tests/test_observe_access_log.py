@@ -13,16 +13,10 @@ import pytest
 from aiohttp import web
 
 from lbctl.config.model import Log, Timeouts
-from lbctl.observe.access_log import escape, redact_target
+from lbctl.observe.access_log import escape, nginx_escape, redact_target, redact_url
 from tests.support import backend_config, config, raw_exchange
 
 SECRETS = ("SECRET-AUTH", "SECRET-COOKIE", "SECRET-KEY", "SECRET-QUERY")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class AccessLogWatch:
@@ -83,7 +77,7 @@ async def test_success_line_has_every_field(backends, tmp_path):
     assert record["time"].endswith("Z")
 
 
-async def test_refused_backend_is_a_502_with_connect_error(backends, tmp_path):
+async def test_refused_backend_is_a_502_with_connect_error(backends, tmp_path, free_port):
     dead = backend_config(f"http://127.0.0.1:{free_port()}", "dead")
     proxy, log = await start(backends, tmp_path, {"api": [dead]}, retries=0)
     assert (await get(proxy.address[1]))[0] == 502
@@ -176,7 +170,8 @@ async def test_hostile_request_cannot_forge_lines_or_leak_secrets(backends, tmp_
         assert first["user_agent"] == "evil\\x85\\x9b[31mred\\xff"
         assert second["status"] == 400 and second["termination"] == "bad_request"
     else:
-        assert "evil\\x85\\x9b[31mred" in text and '"x\\"quote"' in text
+        # As NGINX writes them: \x22 for a quote, upper-case hex.
+        assert "evil\\x85\\x9B[31mred\\xFF" in text and '"x\\x22quote"' in text
         assert " 400 " in lines[1] and "term=bad_request" in lines[1]
 
 
@@ -205,12 +200,12 @@ def test_escape_and_redact_are_pure_and_total():
 async def test_unwritable_access_log_is_one_clear_error_at_start_and_kept_on_reload(
         backends, tmp_path):
     from lbctl.errors import UserError
-    from lbctl.proxy.server import ProxyServer
+    from lbctl.serve.instance import Instance
     a = await backends.start("a")
     base = config({"api": [backend_config(a.url, "a")]})
     bad = replace(base, log=Log(access=str(tmp_path / "missing-dir" / "access.log")))
     with pytest.raises(UserError, match="cannot open the access log .*missing-dir"):
-        ProxyServer(bad)
+        Instance(bad)
     proxy, log = await start(backends, tmp_path, {"api": [backend_config(a.url, "a")]})
     first = proxy.observer.access
     proxy.reload(bad)                                   # logged; the old log keeps writing
@@ -239,3 +234,72 @@ async def test_explained_decision_is_logged_and_never_carried_to_the_next_reques
     first, second = await log.records(2)
     assert first["decision"].startswith("algorithm=round_robin;") and "chosen=a" in first["decision"]
     assert "decision" not in second and second["status"] == 404
+
+
+# ---- redaction gaps: every one of these was written in clear -----------------------------------
+
+LEAKS = [
+    "tok%65n=SECRET-1", "a=1;token=SECRET-2", "token%20=SECRET-3", "key[]=SECRET-4",
+    "jwt=SECRET-5", "bearer=SECRET-6", "authorization=SECRET-7", "sessionid=SECRET-8",
+    "code=SECRET-9", "pwd=SECRET-10", "X-Amz-Credential=SECRET-11", "X-Amz-Signature=SECRET-12",
+    "X-Amz-Security-Token=SECRET-13", "sig=SECRET-14", "signature=SECRET-15",
+    "client_secret=SECRET-16", "password=SECRET-17", "access_token=SECRET-18",
+    "user[password]=SECRET-19", "PHPSESSID=SECRET-20", "api-key=SECRET-21", "TOKEN=SECRET-22",
+    "refresh_token=SECRET-23", "id_token=SECRET-24", "token=SECRET-25;still-secret-26",
+]
+
+
+@pytest.mark.parametrize("param", LEAKS)
+def test_credential_parameters_are_redacted_however_they_are_spelled(param):
+    redacted = redact_target(f"/p?page=2&{param}&q=ok")
+    assert "SECRET" not in redacted and "still-secret" not in redacted
+    assert redacted.startswith("/p?page=2&") and redacted.endswith("&q=ok")
+    assert "[REDACTED]" in redacted
+
+
+@pytest.mark.parametrize("name", ["page", "q", "zipcode", "keyword", "lang", "sort"])
+def test_ordinary_parameters_are_kept(name):
+    assert redact_target(f"/p?{name}=v") == f"/p?{name}=v"
+
+
+def test_path_parameters_fragments_and_referers_are_redacted_too():
+    assert redact_target("/app;jsessionid=SECRET/x?q=1") == "/app;jsessionid=[REDACTED]/x?q=1"
+    assert redact_target("/cb#access_token=SECRET&state=s") == \
+        "/cb#access_token=[REDACTED]&state=s"
+    assert redact_url("https://user:SECRET@h.example/r?token=SECRET&p=1") == \
+        "https://[REDACTED]@h.example/r?token=[REDACTED]&p=1"
+
+
+def test_nginx_escape():
+    assert nginx_escape(escape('a"b\\c\r\n\x1b\xff')) == "a\\x22b\\x5Cc\\x0D\\x0A\\x1B\\xFF"
+    assert nginx_escape("plain") == "plain"
+
+
+@pytest.mark.parametrize("fmt", ["json", "combined"])
+async def test_no_secret_reaches_the_log_from_the_query_or_the_referer(backends, tmp_path, fmt):
+    a = await backends.start("a")
+    proxy, log = await start(backends, tmp_path, {"api": [backend_config(a.url, "a")]}, fmt=fmt)
+    # Raw brackets are outside the target grammar (a 400, below); clients encode them.
+    query = "&".join(LEAKS[:-1]).replace("[", "%5B").replace("]", "%5D")
+    request = (f"GET /p?{query}&page=2 HTTP/1.1\r\nHost: h\r\n"
+               f"Referer: https://app.example/login?token=SECRET-REFERER&next=%2F\r\n"
+               f"User-Agent: a \"quoted\" \\ agent\r\nConnection: close\r\n\r\n").encode()
+    assert (await raw_exchange(proxy.address[1], request)).startswith(b"HTTP/1.1 200")
+    # A refused target is logged too: its fragment must not leak, its quote not break fields.
+    refused = await raw_exchange(proxy.address[1], b'GET /cb"x?key[]=SECRET-BRACKET#access_token='
+                                                   b"SECRET-FRAGMENT HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 400")
+    lines = await log.wait_for(2)
+    raw = log.path.read_text()
+    assert "SECRET" not in raw and "still-secret" not in raw
+    assert "page=2" in lines[0] and "next=%2F" in lines[0]
+    if fmt == "json":
+        first, second = (json.loads(line) for line in lines)
+        assert first["referer"] == "https://app.example/login?token=[REDACTED]&next=%2F"
+        assert second["path"] == '/cb"x?key[]=[REDACTED]'     # up to the next "&"
+    else:
+        assert '"https://app.example/login?token=[REDACTED]&next=%2F"' in lines[0]
+        assert '"a \\x22quoted\\x22 \\x5C agent"' in lines[0]
+        assert '"GET /cb\\x22x?key[]=[REDACTED] HTTP/1.1" 400' in lines[1]
+        # Every quoted field ends where a parser expects it: quotes come in pairs.
+        assert all(line.count('"') % 2 == 0 for line in lines)

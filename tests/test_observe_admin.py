@@ -37,7 +37,9 @@ class Client:
             return resp.status, resp.headers.get("X-Backend", ""), resp.headers
 
     async def call(self, method: str, path: str, auth: bool = True, **kw):
-        headers = {**(self.auth if auth else {}), **kw.pop("headers", {})}
+        # POSTs say JSON, as lbctl's own client does (the API refuses other content types).
+        json_type = {"Content-Type": "application/json"} if method == "POST" else {}
+        headers = {**json_type, **(self.auth if auth else {}), **kw.pop("headers", {})}
         async with self.session.request(method, self.admin + path, headers=headers, **kw) as resp:
             body = await resp.text()
             return resp.status, body, resp.headers
@@ -272,13 +274,10 @@ async def test_health_probes_show_in_metrics_and_stats(backends, session):
                             health=Health(path="/healthz", interval=0.05, timeout=1.0)))
     proxy = await backends.proxy(cfg)
     probed = asyncio.Event()
-    counting = proxy.health.observer
-
-    def observer(pool, backend, result, flipped):
-        counting(pool, backend, result, flipped)
-        if backend.extra["probes"]["ok"] >= 2:
+    def on_probe(pool, backend, result, flipped):
+        if proxy.health.of(backend).ok >= 2:
             probed.set()
-    proxy.health.observer = observer
+    proxy.health.on_probe = on_probe
     await asyncio.wait_for(probed.wait(), 10)
     client = Client(session, proxy)
     families = {f.name: f for f in text_string_to_metric_families(

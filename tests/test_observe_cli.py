@@ -11,15 +11,9 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from tests.process import ENV, LBCTL, LbctlProcess
+from tests.process import ENV, LBCTL
 
-TOKEN = "cli-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TOKEN = "cli-token-0123456789"
 
 
 async def run(*args: str) -> tuple[int, str, str]:
@@ -30,7 +24,7 @@ async def run(*args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-async def live(backends, tmp_path):
+async def live(backends, tmp_path, free_port, serve_process):
     """A serve process in front of backends "one" and "two", admin API with a token."""
     one, two = await backends.start("one"), await backends.start("two")
     port, admin = free_port(), free_port()
@@ -42,15 +36,11 @@ async def live(backends, tmp_path):
         f'[[routes]]\npool = "p"\n\n[pools.p]\nalgorithm = "round_robin"\n\n'
         f'[[pools.p.backends]]\nurl = "{one.url}"\nname = "one"\n\n'
         f'[[pools.p.backends]]\nurl = "{two.url}"\nname = "two"\n')
-    proc = await LbctlProcess.start("serve", "--log-format", "json", str(path))
-    try:
-        await proc.wait_for_log("admin API on")
-        await proc.wait_for_log("listening on")
-        yield {"proc": proc, "config": str(path), "port": port, "admin": admin,
-               "one": one, "two": two, "tmp": tmp_path}
-    finally:
-        proc.kill()
-        await proc.proc.wait()
+    proc = await serve_process("serve", "--log-format", "json", str(path))
+    await proc.wait_for_log("admin API on")
+    await proc.wait_for_log("listening on")
+    return {"proc": proc, "config": str(path), "port": port, "admin": admin,
+            "one": one, "two": two, "tmp": tmp_path}
 
 
 async def traffic(port: int, n: int) -> Counter:
@@ -82,7 +72,7 @@ async def test_stats_once_prints_the_tables(live):
     assert "one" in out and "two" in out and "up" in out
 
 
-async def test_wrong_token_and_unreachable_api_are_one_line_and_exit_1(live):
+async def test_wrong_token_and_unreachable_api_are_one_line_and_exit_1(live, free_port):
     code, out, err = await run("stats", "--once", "--admin", f"http://127.0.0.1:{live['admin']}",
                                "--token", "nope")
     assert code == 1 and out == "" and "401" in err and len(err.strip().splitlines()) == 1
@@ -125,7 +115,7 @@ async def test_sigusr1_reopens_the_access_log(live):
     assert log.exists()
 
 
-async def test_admin_port_in_use_is_one_clear_line_and_exit_1(backends, tmp_path):
+async def test_admin_port_in_use_is_one_clear_line_and_exit_1(backends, tmp_path, free_port):
     one = await backends.start("one")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -139,3 +129,29 @@ async def test_admin_port_in_use_is_one_clear_line_and_exit_1(backends, tmp_path
         code, out, err = await run("serve", str(path))
     assert code == 1
     assert err == f"lbctl: cannot listen on admin address 127.0.0.1:{admin}: address already in use\n"
+
+
+async def weights(live) -> dict[str, float]:
+    code, out, err = await run("stats", "--once", "--json", "--config", live["config"])
+    assert code == 0, err
+    return {b["name"]: b["weight"] for b in json.loads(out)["pools"][0]["backends"]}
+
+
+async def test_an_operator_weight_survives_sighup_unless_the_file_changes_that_weight(live):
+    proc = live["proc"]
+    code, _, err = await run("backend", "weight", "p", "two", "3", "--config", live["config"])
+    assert code == 0, err
+    mark = len(proc.lines)
+    proc.proc.send_signal(signal.SIGHUP)                # the file is unchanged
+    await proc.wait_for_log("reloaded", start=mark)
+    assert await weights(live) == {"one": 1, "two": 3}
+
+    path = live["tmp"] / "lb.toml"
+    path.write_text(path.read_text() + "weight = 2\n")  # the file changes two's weight
+    mark = len(proc.lines)
+    proc.proc.send_signal(signal.SIGHUP)
+    await proc.wait_for_log("reloaded", start=mark)
+    line = await proc.wait_for_log("backend two weight 3 .set by an operator. replaced by the "
+                                   "config file's new weight 2", start=mark)
+    assert json.loads(line.string)["level"] == "warning"
+    assert await weights(live) == {"one": 1, "two": 2}

@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 
+from lbctl.balancing import Outcome
 from lbctl.observe.accounting import BOUNDS, WINDOW, BackendStats, quantile
 from lbctl.observe.render import SPARKS, dashboard, rate, sparkline
 
@@ -19,9 +20,9 @@ def test_percentiles_are_bucket_upper_bounds_over_the_window():
     s = BackendStats()
     # 90 fast (3 ms -> the 5 ms bucket) and 10 slow (0.3 s -> the 0.4 s bucket) at t=100.
     for _ in range(90):
-        s.record(100.2, 200, "ok", 0.003, False, 0, 10)
+        s.record(100.2, 200, Outcome.OK, 0.003, False, 0, 10)
     for _ in range(10):
-        s.record(100.7, 500, "5xx", 0.3, False, 0, 0)
+        s.record(100.7, 500, Outcome.SERVER_ERROR, 0.3, False, 0, 0)
     assert s.percentiles(100.9) == {"p50": 0.005, "p90": 0.005, "p99": 0.4}
     assert s.classes()["2xx"] == 90 and s.classes()["5xx"] == 10 and s.errors == 10
     assert s.bytes_out == 900 and s.requests == 100
@@ -34,9 +35,9 @@ def test_percentiles_are_bucket_upper_bounds_over_the_window():
 
 def test_a_slot_is_reused_in_place_when_its_second_comes_round_again():
     s = BackendStats()
-    s.record(10.0, 200, "ok", 0.001, False, 0, 0)
+    s.record(10.0, 200, Outcome.OK, 0.001, False, 0, 0)
     slot_list = s.win_buckets[10 % WINDOW]
-    s.record(10.0 + WINDOW, 200, "ok", 0.001, False, 0, 0)
+    s.record(10.0 + WINDOW, 200, Outcome.OK, 0.001, False, 0, 0)
     assert s.win_buckets[10 % WINDOW] is slot_list
     assert s.win_requests[10 % WINDOW] == 1
     assert s.series(10.0 + WINDOW)["requests"][-1] == 1
@@ -45,7 +46,7 @@ def test_a_slot_is_reused_in_place_when_its_second_comes_round_again():
 
 def test_errors_by_kind_and_retries():
     s = BackendStats()
-    for outcome in ("connect", "timeout", "reset", "invalid"):
+    for outcome in (Outcome.CONNECT_ERROR, Outcome.TIMEOUT, Outcome.RESET, Outcome.INVALID):
         s.record(1.0, 0, outcome, 0.01, True, 5, 0)
     assert (s.connect_errors, s.timeouts, s.resets, s.invalid, s.retries) == (1, 1, 1, 1, 4)
     assert s.bytes_in == 20 and s.errors == 4
@@ -57,12 +58,12 @@ def test_record_keeps_no_memory_per_request():
     # anything that grows with the number of requests (lists, tuples, dicts per record).
     s = BackendStats()
     for i in range(200):
-        s.record(1000.0 + i / 100, 200, "ok", 0.004, False, 0, 100)
+        s.record(1000.0 + i / 100, 200, Outcome.OK, 0.004, False, 0, 100)
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
         for i in range(2000):
-            s.record(1002.0 + i / 1000, 200, "ok", 0.004, False, 0, 100)
+            s.record(1002.0 + i / 1000, 200, Outcome.OK, 0.004, False, 0, 100)
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
@@ -255,5 +256,8 @@ def test_live_view_ctrl_c_quits_cleanly():
     def interrupt(n):
         if n == 3:
             raise KeyboardInterrupt
-    watch(FakeAdmin(interrupt), Console(file=io.StringIO(), width=160), 0.001,
+    client, buffer = FakeAdmin(interrupt), io.StringIO()
+    watch(client, Console(file=buffer, width=160, color_system=None), 0.001,
           stdin=io.StringIO())                            # not a terminal: no key reading
+    assert client.calls == 3                              # it stopped at the interrupt
+    assert "pool api (ewma, normal)" in buffer.getvalue()  # after drawing what it had

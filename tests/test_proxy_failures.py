@@ -13,20 +13,13 @@ from lbctl.config.model import Timeouts
 from tests.support import backend_config, config, raw_exchange, split_responses
 
 
-def free_port() -> int:
-    """A loopback port with nothing listening (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def fetch(port: int, method: str = "GET", path: str = "/", data: bytes | None = None):
     async with aiohttp.ClientSession() as session:
         async with session.request(method, f"http://127.0.0.1:{port}{path}", data=data) as resp:
             return resp.status, resp.headers, await resp.read()
 
 
-async def test_refused_backend_never_costs_a_client_a_failed_request(backends):
+async def test_refused_backend_never_costs_a_client_a_failed_request(backends, free_port):
     a, b = await backends.start("a"), await backends.start("b")
     dead = backend_config(f"http://127.0.0.1:{free_port()}", "dead")
     proxy = await backends.proxy(config({"p": [dead, backend_config(a.url, "a"),
@@ -179,7 +172,7 @@ async def test_client_disconnect_mid_download_closes_the_upstream_exchange(backe
     writer.transport.abort()
     await asyncio.wait_for(upstream_closed.wait(), 5)
     backend = proxy.runtime.pools["p"].pool.backends[0]
-    assert backend.extra["idle"].idle == type(backend.extra["idle"].idle)()   # nothing pooled
+    assert len(proxy.runtime.idle[backend]) == 0   # nothing pooled
     assert backend.inflight == 0
 
 

@@ -11,33 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.process import ENV, LBCTL, LbctlProcess
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_config(path, port: int, backend_urls: list[str], extra: str = "") -> None:
-    backends = "".join(f'[[pools.p.backends]]\nurl = "{u}"\n\n' for u in backend_urls)
-    path.write_text(f'[listen]\naddress = "127.0.0.1:{port}"\n\n{extra}\n'
-                    f'[[routes]]\npool = "p"\n\n[pools.p]\nalgorithm = "round_robin"\n\n{backends}')
-
-
-@pytest.fixture
-async def serve_process():
-    started: list[LbctlProcess] = []
-
-    async def start(*args: str) -> LbctlProcess:
-        proc = await LbctlProcess.start(*args)
-        started.append(proc)
-        return proc
-    yield start
-    for proc in started:
-        proc.kill()
-        await proc.proc.wait()
+from tests.process import ENV, LBCTL
 
 
 async def get(port: int, path: str = "/") -> tuple[int, str]:
@@ -47,7 +21,7 @@ async def get(port: int, path: str = "/") -> tuple[int, str]:
 
 
 async def test_sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0(
-        backends, serve_process, tmp_path):
+        backends, serve_process, tmp_path, free_port, write_config):
     arrived, release = asyncio.Event(), asyncio.Event()
 
     async def slow(request, body):
@@ -56,7 +30,7 @@ async def test_sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits
         return web.Response(text="finished", headers={"X-Backend": "slow"})
     slow_backend = await backends.start("slow", slow)
     port = free_port()
-    write_config(tmp_path / "lb.toml", port, [slow_backend.url])
+    write_config({"p": [slow_backend.url]}, port=port, named=False)
     proc = await serve_process("serve", str(tmp_path / "lb.toml"))
     await proc.wait_for_log("listening on")
 
@@ -72,16 +46,16 @@ async def test_sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits
 
 
 async def test_sighup_reloads_a_valid_config_and_keeps_serving_on_an_invalid_one(
-        backends, serve_process, tmp_path):
+        backends, serve_process, tmp_path, free_port, write_config):
     a, b = await backends.start("a"), await backends.start("b")
     port = free_port()
     path = tmp_path / "lb.toml"
-    write_config(path, port, [a.url])
+    write_config({"p": [a.url]}, port=port, named=False)
     proc = await serve_process("serve", str(path))
     await proc.wait_for_log("listening on")
     assert await get(port) == (200, "a")
 
-    write_config(path, port, [b.url])
+    write_config({"p": [b.url]}, port=port, named=False)
     mark = len(proc.lines)
     proc.proc.send_signal(signal.SIGHUP)
     await proc.wait_for_log("reloaded", start=mark)
@@ -99,12 +73,12 @@ async def test_sighup_reloads_a_valid_config_and_keeps_serving_on_an_invalid_one
     assert await proc.wait() == 0
 
 
-async def test_port_in_use_is_one_clear_line_and_exit_1(tmp_path):
+async def test_port_in_use_is_one_clear_line_and_exit_1(tmp_path, write_config):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        write_config(tmp_path / "lb.toml", port, ["http://127.0.0.1:9"])
+        write_config({"p": ["http://127.0.0.1:9"]}, port=port, named=False)
         result = subprocess.run([LBCTL, "serve", str(tmp_path / "lb.toml")],
                                 capture_output=True, text=True, timeout=30, env=ENV)
     assert result.returncode == 1
@@ -139,7 +113,8 @@ def peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-async def test_large_bodies_stream_both_ways_with_bounded_memory(backends, serve_process, tmp_path):
+async def test_large_bodies_stream_both_ways_with_bounded_memory(
+        backends, serve_process, tmp_path, free_port, write_config):
     size = 512 * 2**20
     chunk = b"\x5a" * 2**20
 
@@ -161,7 +136,7 @@ async def test_large_bodies_stream_both_ways_with_bounded_memory(backends, serve
     app.router.add_post("/upload", upload)
     big = await backends.start_app("big", app)
     port = free_port()
-    write_config(tmp_path / "lb.toml", port, [big.url])
+    write_config({"p": [big.url]}, port=port, named=False)
     proc = await serve_process("serve", str(tmp_path / "lb.toml"))
     await proc.wait_for_log("listening on")
     baseline = peak_rss_mib(proc.proc.pid)

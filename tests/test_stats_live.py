@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import struct
 import termios
 
@@ -21,11 +20,6 @@ from tests.process import ENV, LBCTL, LbctlProcess
 WAIT = 20           # seconds any one expected line may take
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 async def run(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
@@ -35,7 +29,7 @@ async def run(*args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-async def config(backends, tmp_path):
+async def config(backends, tmp_path, free_port):
     """A config with backends "one" and "two" and a fixed admin port (no token)."""
     one, two = await backends.start("one"), await backends.start("two")
     admin = free_port()
@@ -49,8 +43,8 @@ async def config(backends, tmp_path):
     return {"path": str(path), "admin": admin}
 
 
-async def serve(config: dict) -> LbctlProcess:
-    proc = await LbctlProcess.start("serve", config["path"])
+async def serve(serve_process, config: dict) -> LbctlProcess:
+    proc = await serve_process("serve", config["path"])
     await proc.wait_for_log("listening on")
     return proc
 
@@ -115,10 +109,9 @@ class Terminal:
             os.close(self.master)
 
 
-async def test_live_stats_keeps_trying_while_serve_restarts_and_says_so(config):
-    first = await serve(config)
+async def test_live_stats_keeps_trying_while_serve_restarts_and_says_so(config, serve_process):
+    first = await serve(serve_process, config)
     terminal = Terminal()
-    second = None
     try:
         await terminal.start("stats", "--admin", f"127.0.0.1:{config['admin']}",
                              "--interval", "200ms")
@@ -133,7 +126,7 @@ async def test_live_stats_keeps_trying_while_serve_restarts_and_says_so(config):
         assert terminal.proc.returncode is None                 # still running, still trying
         await terminal.wait_for("figures below are from then", down.start())
 
-        second = await serve(config)                            # same admin port
+        second = await serve(serve_process, config)             # same admin port
         back = await terminal.wait_for(
             rf"reconnected at \d\d:\d\d:\d\d; serve restarted \(pid {first_pid} -> "
             rf"{second.proc.pid}\)", down.end())
@@ -143,26 +136,18 @@ async def test_live_stats_keeps_trying_while_serve_restarts_and_says_so(config):
         assert await asyncio.wait_for(terminal.proc.wait(), WAIT) == 0
     finally:
         await terminal.close()
-        for proc in (first, second):
-            if proc is not None:
-                proc.kill()
-                await proc.proc.wait()
 
 
-async def test_admin_accepts_the_configs_own_address_format(config):
-    proc = await serve(config)
-    try:
-        for admin in (f"127.0.0.1:{config['admin']}", f"http://127.0.0.1:{config['admin']}/"):
-            code, out, err = await run("stats", "--json", "--admin", admin)
-            assert code == 0, err
-            assert json.loads(out)["config"] == config["path"]
-        code, out, err = await run("backend", "drain", "p", "one",
-                                   "--admin", f"127.0.0.1:{config['admin']}")
+async def test_admin_accepts_the_configs_own_address_format(config, serve_process):
+    await serve(serve_process, config)
+    for admin in (f"127.0.0.1:{config['admin']}", f"http://127.0.0.1:{config['admin']}/"):
+        code, out, err = await run("stats", "--json", "--admin", admin)
         assert code == 0, err
-        assert out.startswith("p/one: draining")
-    finally:
-        proc.kill()
-        await proc.proc.wait()
+        assert json.loads(out)["config"] == config["path"]
+    code, out, err = await run("backend", "drain", "p", "one",
+                               "--admin", f"127.0.0.1:{config['admin']}")
+    assert code == 0, err
+    assert out.startswith("p/one: draining")
 
 
 @pytest.mark.parametrize("admin", ["9900", "127.0.0.1", "ftp://127.0.0.1:9900", "::1:9900",

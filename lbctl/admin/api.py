@@ -10,7 +10,7 @@ Endpoints (JSON errors are ``{"error": "..."}``):
     POST /pools/{pool}/backends/{name}/disable    no traffic at all
     POST /pools/{pool}/backends/{name}/enable     back to normal (health still applies)
     POST /pools/{pool}/backends/{name}/drain      no new requests; in-flight ones finish
-    POST /pools/{pool}/backends/{name}/weight     body {"weight": N}, N > 0
+    POST /pools/{pool}/backends/{name}/weight     body {"weight": N}, N from 0.01 to 1000
     POST /pools/{pool}/backends                   add a backend: {"url", "name"?, "weight"?}
     GET  /pools/{pool}/backends/{name}            the backend's entry, as in /stats
     DELETE /pools/{pool}/backends/{name}          remove it: no new requests, in-flight ones
@@ -18,8 +18,11 @@ Endpoints (JSON errors are ``{"error": "..."}``):
 
 A POST endpoint answers GET with 405 (and ``Allow: POST``); an unknown pool or backend is a
 404. When a token is configured, every request needs ``Authorization: Bearer <token>``.
-Operator changes live on the ``Backend`` object, so they survive a reload; backends added
-here survive a reload too (``discovery/membership.py`` says what a reload does with them).
+Before that, ``guard.py`` refuses what a web page could send (cross-site requests, rebound
+Host names, bodies that are not JSON). Operator changes live on the ``Backend`` object, so
+they survive a reload. Adding and removing go through the serve root like discovery's own
+changes (``Served.add_backend``, ``remove_backend``); backends added here survive a reload
+too (``discovery/membership.py`` says what a reload does with them).
 """
 
 from __future__ import annotations
@@ -28,18 +31,19 @@ import errno
 import hmac
 import json
 import logging
-import math
 
 from aiohttp import web
 
 from lbctl.admin import dashboard
+from lbctl.admin.guard import BadBody, describe, guard, json_body
 from lbctl.admin.metrics import exposition, registry_for
-from lbctl.balancing.backend import AdminState
+from lbctl.admin.served import Served
+from lbctl.balancing.backend import WEIGHT_RANGE, AdminState, checked_weight
 from lbctl.discovery.entries import EntryError, backend_from_entry
 from lbctl.discovery.membership import MembershipError
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
-from lbctl.observe.snapshot import backend_doc, snapshot
+from lbctl.observe.snapshot import backend_doc, snapshot, source_of
 
 log = logging.getLogger("lbctl")
 
@@ -52,16 +56,18 @@ def _error(status: int, message: str, **headers) -> web.Response:
 
 
 class AdminApi:
-    def __init__(self, server, admin) -> None:
-        self.server = server
+    def __init__(self, served: Served, admin) -> None:
+        self.served = served
         self.token: bytes | None = admin.token.encode() if admin.token else None
         self.address = admin.address
-        self.registry = registry_for(server)
+        self.registry = registry_for(served)
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(middlewares=[
+            guard(token=lambda: self.token is not None, admin_host=self.address.host),
+            self._auth])
         dashboard.add_routes(app, lambda: self.token is not None)
         app.router.add_get("/stats", self.stats, allow_head=False)
         app.router.add_get("/metrics", self.metrics, allow_head=False)
@@ -88,7 +94,7 @@ class AdminApi:
 
     @property
     def bound(self) -> tuple[str, int]:
-        return self.site._server.sockets[0].getsockname()[:2]
+        return tuple(self.runner.addresses[0][:2])
 
     def reconfigure(self, admin) -> None:
         """A reload: a new token applies at once; a new address (or none) after a restart."""
@@ -119,7 +125,10 @@ class AdminApi:
     async def stats(self, request: web.Request) -> web.Response:
         # ?history=0 leaves out the per-second series (cheaper for very large pools).
         history = request.query.get("history", "1") not in ("0", "false", "no")
-        return web.json_response(snapshot(self.server, history=history),
+        served = self.served
+        doc = snapshot(served.runtime, served.observer, served.health, served.loop.time(),
+                       discovery=served.discovery, history=history)
+        return web.json_response(doc,
                                  dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -134,7 +143,8 @@ class AdminApi:
         if request.method != "POST":
             return _error(405, f"{action} needs POST", Allow="POST")
         pool_name, name = request.match_info["pool"], request.match_info["name"]
-        state = self.server.runtime.pools.get(pool_name)
+        served = self.served
+        state = served.runtime.pools.get(pool_name)
         if state is None:
             return _error(404, f"no pool named {pool_name!r}")
         pool = state.pool
@@ -143,13 +153,14 @@ class AdminApi:
             return _error(404, f"pool {pool_name!r} has no backend named {name!r}")
         if action == "weight":
             try:
-                body = await request.json()
-                weight = body["weight"]
-                if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
-                        or not math.isfinite(weight) or weight <= 0:
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                return _error(400, 'expected a JSON body {"weight": N} with N > 0')
+                body = await json_body(request)
+            except BadBody as exc:
+                return _error(400, f'expected a JSON body {{"weight": N}}: {exc}')
+            try:
+                weight = checked_weight(body.get("weight"))
+            except ValueError:
+                return _error(400, f"weight: expected {WEIGHT_RANGE}, found "
+                                   f"{describe(body.get('weight'))}")
             old = backend.weight
             pool.set_weight(backend, weight)
             log.info("admin: %s/%s weight %g -> %g", pool_name, name, old, weight)
@@ -157,10 +168,10 @@ class AdminApi:
             old = backend.admin.value
             pool.set_admin(backend, ACTIONS[action])
             log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value)
-        source = state.members[name].source if name in state.members else "static"
-        doc = backend_doc(pool, backend, self.server.loop.time(), history=False, source=source)
+        doc = backend_doc(pool, backend, served.loop.time(), history=False,
+                          observer=served.observer, health=served.health,
+                          source=source_of(state, backend))
         return web.json_response({"pool": pool_name, "backend": doc})
-
 
     # ---- membership ---------------------------------------------------------------------
 
@@ -169,29 +180,28 @@ class AdminApi:
         if request.method != "POST":
             return _error(405, "adding a backend needs POST", Allow="POST")
         pool_name = request.match_info["pool"]
-        if pool_name not in self.server.runtime.pools:
+        served = self.served
+        if pool_name not in served.runtime.pools:
             return _error(404, f"no pool named {pool_name!r}")
-        if request.content_type != "application/json":
-            # A browser cannot send application/json cross-site without a preflight, which
-            # this API never grants: a web page cannot add a backend behind your back.
-            return _error(415, "expected Content-Type: application/json")
         try:
-            body = await request.json()
-        except ValueError:
+            body = await json_body(request)
+        except BadBody as exc:
             return _error(400, 'expected a JSON body {"url": "http://host:port", "name": ..., '
-                               '"weight": ...}')
+                               f'"weight": ...}}: {exc}')
         try:
             bcfg = backend_from_entry(body, "admin")
         except EntryError as exc:
             return _error(400, str(exc))
         try:
-            backend = self.server.members.add(pool_name, bcfg)
+            backend = served.add_backend(pool_name, bcfg)
         except MembershipError as exc:
             return _error(exc.status, str(exc))
         log.info("admin: %s/%s added (%s, weight %g); a reload keeps it, a restart forgets it",
                  pool_name, bcfg.name, bcfg.url, bcfg.weight)
-        pool = self.server.runtime.pools[pool_name].pool
-        doc = backend_doc(pool, backend, self.server.loop.time(), history=False, source="admin")
+        state = served.runtime.pools[pool_name]
+        doc = backend_doc(state.pool, backend, served.loop.time(), history=False,
+                          observer=served.observer, health=served.health,
+                          source=source_of(state, backend))
         return web.json_response({"pool": pool_name, "backend": doc}, status=201)
 
     async def backend(self, request: web.Request) -> web.Response:
@@ -199,27 +209,29 @@ class AdminApi:
         if request.method not in ("GET", "DELETE"):
             return _error(405, "expected GET or DELETE", Allow="GET, DELETE")
         pool_name, name = request.match_info["pool"], request.match_info["name"]
-        state = self.server.runtime.pools.get(pool_name)
+        served = self.served
+        state = served.runtime.pools.get(pool_name)
         if state is None:
             return _error(404, f"no pool named {pool_name!r}")
-        now = self.server.loop.time()
+        now = served.loop.time()
+        seen = {"observer": served.observer, "health": served.health}
         if request.method == "GET":
             backend = state.pool.by_name.get(name)
             if backend is None:
                 return _error(404, f"pool {pool_name!r} has no backend named {name!r}")
-            source = state.members[name].source if name in state.members else "static"
-            doc = backend_doc(state.pool, backend, now, history=False, source=source)
+            doc = backend_doc(state.pool, backend, now, history=False,
+                              source=source_of(state, backend), **seen)
             return web.json_response({"pool": pool_name, "backend": doc})
-        source = state.members[name].source if name in state.members else None
         try:
-            backend = self.server.members.remove(pool_name, name)
+            backend, removed = served.remove_backend(pool_name, name)
         except MembershipError as exc:
             return _error(exc.status, str(exc))
-        state = self.server.runtime.pools[pool_name]
+        state = served.runtime.pools[pool_name]
         leaving = any(b is backend for b in state.leaving)
         log.info("admin: %s/%s removed%s", pool_name, name,
                  f"; {backend.inflight} request(s) in flight finish first" if leaving else "")
-        doc = backend_doc(state.pool, backend, now, history=False, source=source, leaving=leaving)
+        doc = backend_doc(state.pool, backend, now, history=False, source=removed.source,
+                          leaving=leaving, **seen)
         if not leaving:
             doc["state"] = "removed"
         # 202: accepted, still draining; 200: gone already.
@@ -227,7 +239,7 @@ class AdminApi:
                                  status=202 if leaving else 200)
 
 
-async def start_admin(server) -> AdminApi:
-    api = AdminApi(server, server.runtime.config.admin)
+async def start_admin(served: Served) -> AdminApi:
+    api = AdminApi(served, served.runtime.config.admin)
     await api.start()
     return api

@@ -102,7 +102,8 @@ class AdminClient:
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
         request = urllib.request.Request(self.url + path, data=data, method=method)
-        if body is not None:
+        if data is not None:
+            # Every POST says JSON: the API refuses other types (what a web page could send).
             request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")

@@ -10,18 +10,25 @@ from prometheus_client.core import (CollectorRegistry, CounterMetricFamily, Gaug
                                     HistogramMetricFamily)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from typing import TYPE_CHECKING
+
 from lbctl.observe.accounting import BOUNDS, CLASSES
 from lbctl.observe.snapshot import backend_state
+
+if TYPE_CHECKING:
+    from lbctl.admin.served import Served
+    from lbctl.discovery.service import Discovery
 
 STATES = ("up", "down", "ejected", "disabled", "draining", "slow_start")
 
 
 class ProxyCollector:
-    def __init__(self, server) -> None:
-        self.server = server
+    def __init__(self, served: Served) -> None:
+        self.served = served
 
     def collect(self):
-        server = self.server
+        served = self.served
+        observer, health = served.observer, served.health
         labels = ["pool", "backend"]
         requests = CounterMetricFamily(
             "lbctl_requests", "Attempts on a backend by response status class "
@@ -54,12 +61,11 @@ class ProxyCollector:
                                      labels=[*labels, "result"])
         ejections = CounterMetricFamily("lbctl_ejections", "Passive (outlier) ejections",
                                         labels=labels)
-        now = server.loop.time()
-        for name, state in server.runtime.pools.items():
+        for name, state in served.runtime.pools.items():
             pool = state.pool
             for b in pool.backends:
                 lv = [name, b.name]
-                stats = b.extra.get("stats")
+                stats = observer.stats.get(b)
                 if stats is not None:
                     for i, cls in enumerate(CLASSES):
                         requests.add_metric([*lv, cls], stats.by_class[i + 1])
@@ -85,13 +91,13 @@ class ProxyCollector:
                 weight.add_metric(lv, b.weight)
                 eff.add_metric(lv, b.effective_weight)
                 ewma.add_metric(lv, b.ewma_cost(pool.clock(), pool.ewma_decay))
-                counts = b.extra.get("probes")
-                if isinstance(counts, dict):
-                    for result, n in counts.items():
-                        probes.add_metric([*lv, str(result)], n)
-                if isinstance(b.extra.get("ejections"), int):
-                    ejections.add_metric(lv, b.extra["ejections"])
-        front = server.observer.frontend
+                checked = health.of(b)
+                if checked is not None and (checked.ok or checked.failed):
+                    for result, n in checked.counts().items():
+                        probes.add_metric([*lv, result], n)
+                if b.ejections:
+                    ejections.add_metric(lv, b.ejections)
+        front = observer.frontend
         responses = CounterMetricFamily(
             "lbctl_http_responses", "Client requests by the status class the client got "
             "(proxy-generated 404/502/503/504 included; class=\"aborted\": client went away)",
@@ -100,16 +106,16 @@ class ProxyCollector:
             responses.add_metric([cls], n)
         responses.add_metric(["aborted"], front.aborted)
         uptime = GaugeMetricFamily("lbctl_start_time_seconds", "Unix time the proxy started")
-        uptime.add_metric([], server.observer.started_at)
+        uptime.add_metric([], observer.started_at)
         yield from (responses, requests, errors, retries, traffic, duration, up, state_g,
                     inflight, weight, eff, ewma, probes, ejections, uptime)
-        yield from _discovery(server)
+        yield from _discovery(served.discovery)
 
 
-def _discovery(server):
+def _discovery(discovery: Discovery):
     """Per pool with [discovery]: lookups by result, the discovered set's size, and when the
     last trustworthy answer came (alert on its age: the set in use may be stale)."""
-    watchers = getattr(getattr(server, "members", None), "watchers", {})
+    watchers = discovery.watchers
     if not watchers:
         return
     lookups = CounterMetricFamily(
@@ -134,9 +140,9 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-def registry_for(server) -> CollectorRegistry:
+def registry_for(served: Served) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProxyCollector(server))
+    registry.register(ProxyCollector(served))
     return registry
 
 

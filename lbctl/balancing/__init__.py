@@ -5,7 +5,8 @@ clock and each algorithm a ``random.Random``, so ``lbctl serve`` (wall clock, re
 and ``lbctl simulate`` (virtual clock, seeded) drive the very same objects.
 
 An algorithm ranks candidates (``candidates``); the pool decides (eligibility, exclusion,
-bounded attempts) and feeds load back (``on_start``/``on_end``). The registry below maps the
+bounded attempts) and feeds load back (``on_start``/``on_end``). Every attempt ends with an
+``Outcome`` (``outcome.py``), which a driver reports to the pool's ``OutcomeSink``. The registry below maps the
 TOML value ``algorithm = "..."`` to its class; the module carries the same name.
 """
 
@@ -19,6 +20,7 @@ from lbctl.balancing.base import Algorithm
 from lbctl.balancing.consistent_hash import ConsistentHash
 from lbctl.balancing.ewma import Ewma
 from lbctl.balancing.least_conn import LeastConn
+from lbctl.balancing.outcome import DISCARD, Outcome, OutcomeSink
 from lbctl.balancing.p2c import PowerOfTwo
 from lbctl.balancing.pool import Pool
 from lbctl.balancing.random import Random
@@ -40,4 +42,5 @@ def make_pool(name: str, backends: Sequence[Backend], algorithm: str, *, rng: ra
                 slow_start=slow_start, panic_threshold=panic_threshold)
 
 
-__all__ = ["ALGORITHMS", "AdminState", "Algorithm", "Backend", "Pool", "make_pool"]
+__all__ = ["ALGORITHMS", "DISCARD", "AdminState", "Algorithm", "Backend", "Outcome",
+           "OutcomeSink", "Pool", "make_pool"]

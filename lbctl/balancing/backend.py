@@ -3,12 +3,37 @@
 A ``Backend`` outlives config reloads (the pool carries it over when a backend with the same
 name remains), so counters and health survive a SIGHUP. Only the pool changes eligibility
 fields; algorithms read ``inflight``, ``effective_weight`` and the EWMA estimate.
+
+Every field is declared here. What a driver keeps per backend it keeps itself, in a map
+keyed by the ``Backend`` (identity hashing): the proxy's idle connections in its
+``Runtime``, the observer's counters, the health checker's probe records, passive health's
+failure streaks; the simulator keeps lists indexed by ``index``.
 """
 
 from __future__ import annotations
 
 import math
 from enum import Enum
+
+# Every weight, wherever it enters (config, admin API, CLI, scenarios), is in this range.
+# Bounded below so slow start (10% of it) and least_conn (in-flight / weight) stay finite;
+# above so a consistent_hash ring and weighted tables stay small.
+MIN_WEIGHT = 0.01
+MAX_WEIGHT = 1000.0
+WEIGHT_RANGE = f"a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}"
+
+
+def checked_weight(value: object) -> float:
+    """``value`` as a weight; ``ValueError`` (saying ``WEIGHT_RANGE``) if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected {WEIGHT_RANGE}")
+    try:
+        weight = float(value)
+    except OverflowError:
+        raise ValueError(f"expected {WEIGHT_RANGE}") from None
+    if not MIN_WEIGHT <= weight <= MAX_WEIGHT:         # NaN fails this too
+        raise ValueError(f"expected {WEIGHT_RANGE}")
+    return weight
 
 
 class AdminState(str, Enum):
@@ -23,10 +48,10 @@ class Backend:
     """One upstream server and the live state the balancer needs about it."""
 
     __slots__ = (
-        "name", "url", "scheme", "host", "port", "weight", "backup",
+        "name", "url", "scheme", "host", "port", "weight", "config_weight", "backup",
         "effective_weight", "inflight", "started", "finished", "failures",
         "ewma", "ewma_stamp", "healthy", "admin", "ejected_until", "eligible",
-        "eligible_since", "index", "extra",
+        "eligible_since", "index", "ejections",
     )
 
     def __init__(self, name: str, url: str = "", *, weight: float = 1.0, backup: bool = False,
@@ -37,6 +62,9 @@ class Backend:
         self.host = host
         self.port = port
         self.weight = float(weight)            # configured (or set by an operator)
+        # The weight the config file gave. An operator's weight survives a reload while the
+        # file's stays the same; a changed file weight replaces it.
+        self.config_weight = float(weight)
         self.backup = backup
         self.effective_weight = float(weight)  # weight after slow start; set by the pool
         self.inflight = 0
@@ -51,7 +79,7 @@ class Backend:
         self.eligible = True                   # derived by the pool from the three above
         self.eligible_since = 0.0              # for slow start
         self.index = 0                         # position in the pool, for algorithms' tables
-        self.extra: dict = {}                  # per-driver data (proxy connection pool, sim queue)
+        self.ejections = 0                     # passive ejections so far (health.passive)
 
     def ewma_cost(self, now: float, decay: float) -> float:
         """The estimate decayed toward zero by the time since it was last updated.

@@ -22,8 +22,10 @@ class Algorithm:
     """Base class: holds the active set and the injected rng/clock."""
 
     name = ""
-    uses_weights = True        # documented per algorithm in the README
     uses_key = False
+    # candidates() draws its first two together (power of two choices): a trace may take
+    # the second before the first is refused without changing anything (Pool.select).
+    draws_pair = False
 
     def __init__(self, rng: random.Random, clock: Callable[[], float], *,
                  ewma_decay: float = 10.0) -> None:

@@ -32,6 +32,11 @@ class LeastConn(Algorithm):
         self._seq = itertools.count()
         self._taken: Backend | None = None    # chosen, its fresh entry not pushed yet
 
+    @property
+    def heap_entries(self) -> int:
+        """Entries held, stale ones included: at most 4 per active backend plus 64."""
+        return len(self._heap)
+
     def rebuild(self, active: Sequence[Backend]) -> None:
         self.active = list(active)
         # A backend joining starts level with the others, neither owed nor owing turns.

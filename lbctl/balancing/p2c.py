@@ -18,6 +18,7 @@ from lbctl.balancing.random import WeightedDraw
 
 class PowerOfTwo(Algorithm):
     name = "p2c"
+    draws_pair = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

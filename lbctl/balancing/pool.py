@@ -7,17 +7,18 @@ and no backup is up), hands that set to the algorithm when it changes, and filte
 algorithm's candidates per request (a retry's exclusion set, an ``accept`` predicate) with
 a bound on attempts.
 
-Time-driven changes (an ejection expiring, a slow-start ramp advancing) are applied lazily:
-``select`` compares the clock with the next scheduled change, one comparison per request.
+Time-driven changes (an ejection expiring, a slow-start ramp advancing) are applied by
+``advance``: one comparison of the clock with the next scheduled change. ``select`` calls it
+on every request; a driver with no traffic calls it on a timer (the proxy, once a second), and
+readers call it before showing state, so ``effective_weight`` and ``state`` never go stale.
 """
 
 from __future__ import annotations
 
 import math
-import random
-from typing import Callable, Collection, Hashable, Iterable, Sequence
+from typing import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 
-from lbctl.balancing.backend import AdminState, Backend
+from lbctl.balancing.backend import AdminState, Backend, checked_weight
 from lbctl.balancing.base import Algorithm
 
 # Slow start begins at this fraction of the weight, so a recovered backend gets *some* traffic.
@@ -59,7 +60,7 @@ class Pool:
             old = self.by_name.get(b.name)
             if old is not None and old is not b:
                 old.url, old.scheme, old.host, old.port = b.url, b.scheme, b.host, b.port
-                old.weight, old.backup = b.weight, b.backup
+                old.weight, old.config_weight, old.backup = b.weight, b.config_weight, b.backup
                 b = old
             b.index = i
             if old is None and not starting:
@@ -89,7 +90,8 @@ class Pool:
         self.refresh()
 
     def set_weight(self, b: Backend, weight: float) -> None:
-        b.weight = float(weight)
+        """An operator's weight; ``ValueError`` outside ``MIN_WEIGHT..MAX_WEIGHT``."""
+        b.weight = checked_weight(weight)
         self.algorithm.set_members(self.backends)
         self.refresh()
 
@@ -98,13 +100,17 @@ class Pool:
         now = self.clock()
         next_change = math.inf
         for b in self.backends:
+            since = now
             if b.ejected_until and now >= b.ejected_until:
+                # Back when the ejection ended, not when this refresh noticed: its ramp (and
+                # its effective weight) count from then.
+                since = b.ejected_until
                 b.ejected_until = 0.0
             if b.ejected_until:
                 next_change = min(next_change, b.ejected_until)
             eligible = b.healthy and b.admin is AdminState.ENABLED and not b.ejected_until
             if eligible and not b.eligible:
-                b.eligible_since = now
+                b.eligible_since = since
             b.eligible = eligible
             b.effective_weight = b.weight
             if eligible and self.slow_start > 0:
@@ -131,6 +137,11 @@ class Pool:
             self.mode, active = "empty", []
         self.algorithm.rebuild(active)
 
+    def advance(self) -> None:
+        """Apply the time-driven changes due by now (an ejection ending, a ramp step)."""
+        if self.clock() >= self._next_change:
+            self.refresh()
+
     def slow_start_progress(self, b: Backend) -> float | None:
         """Fraction of the ramp done (0..1), or None when the backend is not ramping."""
         if not self.slow_start or not b.eligible:
@@ -141,13 +152,21 @@ class Pool:
     # ---- the request path ---------------------------------------------------------------
 
     def select(self, key: Hashable | None = None, exclude: Collection[Backend] = (),
-               accept: Callable[[Backend], bool] | None = None) -> Backend | None:
-        """The backend for one attempt, or None when no active backend is acceptable."""
+               accept: Callable[[Backend], bool] | None = None,
+               trace: Callable[[Backend], None] | None = None) -> Backend | None:
+        """The backend for one attempt, or None when no active backend is acceptable.
+
+        ``trace``, when given, is told every candidate the algorithm offers, in order (for a
+        power-of-two pick, both of the pair, since both were drawn): it explains a decision
+        without changing it."""
         if self.clock() >= self._next_change:
-            self.refresh()
+            self.refresh()              # advance(), inlined: this is the per-request path
         algorithm = self.algorithm
         panic = self.mode == "panic"
         candidates = algorithm.candidates(key)
+        if trace is not None:
+            candidates = _traced(candidates, trace,
+                                 algorithm.draws_pair and len(algorithm.active) >= 2)
         try:
             for _ in range(len(algorithm.active)):
                 b = next(candidates, None)
@@ -184,3 +203,21 @@ class Pool:
 
     def __iter__(self) -> Iterable[Backend]:
         return iter(self.backends)
+
+
+def _traced(candidates: Iterator[Backend], trace: Callable[[Backend], None],
+            pair: bool) -> Iterator[Backend]:
+    """``candidates``, each reported to ``trace`` as it is offered. With ``pair``, the first
+    two are taken together: the algorithm drew both before yielding the first, so taking the
+    second early consumes no randomness and changes no choice."""
+    try:
+        if pair:
+            drawn = [b for b in (next(candidates, None), next(candidates, None)) if b is not None]
+            for b in drawn:
+                trace(b)
+            yield from drawn
+        for b in candidates:
+            trace(b)
+            yield b
+    finally:
+        candidates.close()

@@ -10,7 +10,6 @@ from lbctl.balancing.base import Algorithm
 
 class RoundRobin(Algorithm):
     name = "round_robin"
-    uses_weights = False
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from lbctl.balancing.backend import checked_weight
+
 _admin = click.option("--admin", "url", default=None, metavar="ADDRESS",
                       help="Admin API as host:port (like the config's [admin] address) or a URL "
                            "(default: from --config, else 127.0.0.1:9900).")
@@ -66,16 +68,25 @@ _action("drain", "No new requests to backend NAME of POOL; requests in flight fi
         "\b\nExample:\n  lbctl backend drain api api-1")
 
 
+def _checked_weight(ctx, param, value: float) -> float:
+    try:
+        return checked_weight(value)
+    except ValueError as exc:           # the same range as the config and the admin API
+        raise click.BadParameter(str(exc)) from None
+
+
 @command.command("weight")
 @click.argument("pool")
 @click.argument("name")
-@click.argument("weight", type=click.FloatRange(min=0, min_open=True))
+@click.argument("weight", type=float, callback=_checked_weight)
 @_admin
 @_config
 @_token
 @_json
 def weight(pool, name, weight, url, config_path, token, as_json):
-    """Set the weight of backend NAME of POOL (until a restart).
+    """Set the weight of backend NAME of POOL (0.01 to 1000), until a restart.
+
+    The weight survives a reload unless the config file's weight for this backend changes.
 
     \b
     Example:

@@ -41,6 +41,6 @@ def command(config: str, log_format: str) -> None:
       lbctl serve --log-format json lb.toml 2>events.jsonl
       kill -HUP $(pidof lbctl)    # reload
     """
-    from lbctl.proxy.main import serve
+    from lbctl.serve.main import serve
     setup_logging(log_format)
     sys.exit(serve(config))

@@ -3,10 +3,10 @@
 
 These span tables (an allow-list names keys, a consumer rate limit needs auth) or need
 files and the environment, so they run after the schema has read every table. Key material
-is loaded here, once: API key digests, HMAC secrets from the environment, public keys and
-JWKS files, and each certificate, key and CA file is loaded the way the proxy will load it,
-so a file that does not work is a validation problem with its key path, not a failed
-request. File paths are made absolute, relative to the config file's directory.
+is loaded here, once (by ``keys.py`` and ``tls.py``): API key digests, HMAC secrets from the
+environment, public keys and JWKS files, and each certificate, key and CA file is loaded the
+way the proxy will load it, so a file that does not work is a validation problem with its key
+path, not a failed request. File paths are made absolute, relative to the config file's directory.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from lbctl.config import keys as key_material
 from lbctl.config import model
+from lbctl.config.keys import digest_of, parse_hash
 from lbctl.config.kinds import BackendUrl, Invalid, Name, split_backend_url
 from lbctl.config.problems import Problems, describe, index_path, key_path, suggest
 from lbctl.config.schema import KEY
+from lbctl.config.tls import client_context, load_error, server_context
 from lbctl.units import format_duration
 
 log = logging.getLogger("lbctl.config")
@@ -36,7 +39,6 @@ _API_KEY_ONLY = ("header",)
 
 def read_keys(raw: Any, problems: Problems, env: Mapping[str, str]) -> dict[str, model.ApiKey]:
     """``[keys.NAME]`` tables, each with exactly one of ``hash`` or ``env``; digests computed."""
-    from lbctl.gateway.api_key import digest_of, parse_hash
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -132,7 +134,6 @@ def _listen(listen: model.Listen, raw: dict, base: Path, problems: Problems) -> 
     tls = listen.tls
     if tls is None:
         return listen
-    from lbctl.gateway.tls import load_error, server_context
     tls = replace(tls, cert=_path(base, tls.cert), key=_path(base, tls.key))
     for key in ("cert", "key"):
         path = getattr(tls, key)
@@ -184,7 +185,6 @@ def _route(route: model.Route, raw: dict, where: str, base: Path, problems: Prob
 
 def _auth(auth: model.Auth, raw: dict, where: str, base: Path, problems: Problems,
           env: Mapping[str, str]) -> model.Auth:
-    from lbctl.gateway import jwt_auth
     foreign = _JWT_ONLY if auth.type == "api_key" else _API_KEY_ONLY
     for key in foreign:
         if key in raw:
@@ -207,7 +207,7 @@ def _auth(auth: model.Auth, raw: dict, where: str, base: Path, problems: Problem
             problems.add(where, "expected exactly one of secret_env (HS* algorithms), public_key or "
                                 "jwks (a file), found " + (" and ".join(sources) or "none"))
         return auth
-    hmac = [alg for alg in auth.algorithms if jwt_auth.is_hmac(alg)]
+    hmac = [alg for alg in auth.algorithms if key_material.is_hmac(alg)]
     source = sources[0]
     if source == "secret_env" and len(hmac) != len(auth.algorithms) or \
             source != "secret_env" and hmac:
@@ -219,14 +219,14 @@ def _auth(auth: model.Auth, raw: dict, where: str, base: Path, problems: Problem
         return auth
     try:
         if source == "secret_env":
-            material = jwt_auth.load_secret(env.get(auth.secret_env), auth.secret_env)
+            material = key_material.load_secret(env.get(auth.secret_env), auth.secret_env)
         elif source == "public_key":
             auth = replace(auth, public_key=_path(base, auth.public_key))
-            material = jwt_auth.load_public_key(auth.public_key)
+            material = key_material.load_public_key(auth.public_key)
         else:
             auth = replace(auth, jwks=_path(base, auth.jwks))
-            material = jwt_auth.load_jwks(auth.jwks)
-    except jwt_auth.MaterialError as exc:
+            material = key_material.load_jwks(auth.jwks)
+    except key_material.MaterialError as exc:
         problems.add(key_path(where, exc.key), exc.message)
         return auth
     return replace(auth, material=material)
@@ -275,7 +275,6 @@ def _pool(pool: model.PoolConfig, raw: Any, where: str, base: Path,
 
 
 def _try_ca(path: str, where: str, problems: Problems) -> None:
-    from lbctl.gateway.tls import client_context, load_error
     if not os.path.isfile(path):
         problems.add(where, f"cannot read {path}: the file does not exist")
         return

@@ -17,7 +17,7 @@ import re
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-from lbctl import units
+from lbctl import units, uri
 from lbctl.config.model import Address
 from lbctl.config.problems import one_of, suggest
 
@@ -396,6 +396,37 @@ class UrlPath(Kind):
     def parse(self, value: Any) -> str:
         if not isinstance(value, str) or not value.startswith("/") or re.search(r"[\s\x00-\x1f\x7f]", value):
             raise Invalid(self.expected)
+        return value
+
+
+class PathPrefix(Kind):
+    """A route's ``path_prefix``, in the canonical form requests are routed by
+    (``proxy/paths.py``); any other spelling could never match."""
+
+    expected = 'a path starting with "/"'
+    _chars = 'a path of RFC 3986 path characters (letters, digits, -._~!$&\'()*+,;=:@/ and %XX)'
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise Invalid(self.expected)
+        raw = value.encode("utf-8")
+        bad = uri.invalid_target_byte(raw, uri.PATH_BYTES)
+        if bad is not None:
+            shown = repr(chr(bad)) if bad < 0x80 else "non-ASCII characters"
+            raise Invalid(self._chars, f"percent-encode {shown}, as clients send it")
+        if uri.BAD_ESCAPE.search(raw):
+            raise Invalid(self._chars, 'a "%" must start an escape like %2F')
+        for escape in re.findall(r"%[0-9A-Fa-f]{2}", value):
+            char = chr(int(escape[1:], 16))
+            if char in uri.UNRESERVED:
+                raise Invalid(f"a path without escapes of unreserved characters (requests are "
+                              f"routed with them decoded)", f"write {char!r} for {escape}")
+            if escape != escape.upper():
+                raise Invalid("a path with upper-case escapes (requests are routed with them "
+                              "upper-cased)", f"write {escape.upper()} for {escape}")
+        if any(s in (".", "..") for s in value.split("/")[1:]) or "//" in value:
+            raise Invalid('a path without "." or ".." segments or "//" (requests are routed '
+                          'after removing them)')
         return value
 
 

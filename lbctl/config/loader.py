@@ -31,6 +31,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ADMIN_TOKEN_ENV = "LBCTL_ADMIN_TOKEN"
+MIN_ADMIN_TOKEN = 16            # characters; 16 random hex digits are 64 bits
 
 # Health keys that only mean something for HTTP probes; with type = "tcp" they would be ignored.
 _HTTP_ONLY_HEALTH_KEYS = ("method", "path", "host", "expect_status", "expect_body")
@@ -92,19 +93,21 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
         # Like every other file in the config: relative to the config file's directory.
         base = os.path.dirname(os.path.abspath(file)) if file else os.getcwd()
         log = replace(log, access=os.path.join(base, log.access))
-    if admin is not None and admin.token is None and env.get(ADMIN_TOKEN_ENV):
+    token_from_env = admin is not None and admin.token is None and bool(env.get(ADMIN_TOKEN_ENV))
+    if token_from_env:
         admin = replace(admin, token=env[ADMIN_TOKEN_ENV])
-    _check_admin(listen, admin, top.bad, problems)
+    _check_admin(listen, admin, top.bad, problems, token_from_env)
 
     # Routes before pools: the order most files are written in, so problems read top-down.
     raw_pools = data.get("pools")
     declared = list(raw_pools) if isinstance(raw_pools, dict) else []
     keys = read_keys(data.get("keys"), problems, env)
-    routes = _routes(data.get("routes"), declared, problems)
+    paths = top.values.get("paths", model.Paths())
+    routes = _routes(data.get("routes"), declared, problems, paths)
     pools = _pools(raw_pools, problems, file)
     config = model.Config(path=file, listen=listen, routes=tuple(routes),
                           pools=model.Config.freeze(pools), admin=admin, limits=limits,
-                          keys=freeze_keys(keys), log=log)
+                          keys=freeze_keys(keys), log=log, paths=paths)
     # Keys, auth, TLS files: cross-checks and key material loaded once (config/gateway.py).
     raw_keys = data.get("keys")
     return check_gateway(config, data, problems, env,
@@ -126,7 +129,9 @@ def summary(config: model.Config) -> str:
 # ---- tables the schema cannot check alone ----
 
 def _check_admin(listen: model.Listen, admin: model.Admin | None, bad: set[str],
-                 problems: Problems) -> None:
+                 problems: Problems, token_from_env: bool = False) -> None:
+    if admin is not None and admin.token is not None and "admin.token" not in bad:
+        _check_token(admin.token, token_from_env, problems)
     if admin is None or "admin.address" in bad:
         return
     if "listen.address" not in bad and admin.address == listen.address:
@@ -136,6 +141,20 @@ def _check_admin(listen: model.Listen, admin: model.Admin | None, bad: set[str],
     if admin.token is None and not is_loopback(admin.address.host) and "admin.token" not in bad:
         problems.add("admin.token", f"missing; expected a token (or env {ADMIN_TOKEN_ENV}) because "
                                     f"admin.address {admin.address} is not a loopback address")
+
+
+def _check_token(token: str, from_env: bool, problems: Problems) -> None:
+    """A token anyone could guess is no protection; the value itself is never printed."""
+    where = f"admin.token (from env {ADMIN_TOKEN_ENV})" if from_env else "admin.token"
+    if not token.strip():
+        problems.add(where, f"expected a token of at least {MIN_ADMIN_TOKEN} characters, "
+                            f"found a blank one")
+    elif any(not "!" <= c <= "~" for c in token):
+        problems.add(where, "expected printable ASCII without spaces (it is sent in an "
+                            "Authorization header), found other characters")
+    elif len(token) < MIN_ADMIN_TOKEN:
+        problems.add(where, f"expected at least {MIN_ADMIN_TOKEN} characters (e.g. the output "
+                            f"of `openssl rand -hex 16`), found {len(token)}")
 
 
 def _pools(raw: Any, problems: Problems, file: str = "") -> dict[str, model.PoolConfig]:
@@ -275,7 +294,8 @@ def _backends(raw: Any, where: str, problems: Problems,
     return backends
 
 
-def _routes(raw: Any, pool_names: list[str], problems: Problems) -> list[model.Route]:
+def _routes(raw: Any, pool_names: list[str], problems: Problems,
+            paths: model.Paths) -> list[model.Route]:
     expected = ("at least one route, as [[routes]] tables with a pool "
                 "(a request that no route matches gets 404)")
     if raw is None or raw == []:
@@ -295,8 +315,22 @@ def _routes(raw: Any, pool_names: list[str], problems: Problems) -> list[model.R
         if pool not in pool_names:
             problems.wrong(key_path(path, "pool"), f"the name of a pool defined under [pools] ({pools_text})",
                            pool, suggest(pool, pool_names))
+        prefix = read.values.get("path_prefix")
+        if prefix is not None:
+            _check_prefix(prefix, key_path(path, "path_prefix"), paths, problems)
         routes.append(model.Route(**read.values))
     return routes
+
+
+def _check_prefix(prefix: str, where: str, paths: model.Paths, problems: Problems) -> None:
+    """A prefix the [paths] policy would never let a request path match."""
+    if (";" in prefix or "%3B" in prefix) and paths.path_parameters != "keep":
+        problems.add(where, f'expected no ";" or %3B (paths.path_parameters is '
+                            f'"{paths.path_parameters}", so requests are not routed by '
+                            f'path parameters), found {describe(prefix)}')
+    if paths.escaped_slashes in ("unescape", "reject") and re.search("%2F|%5C", prefix):
+        problems.add(where, f'expected no %2F or %5C (paths.escaped_slashes is '
+                            f'"{paths.escaped_slashes}"), found {describe(prefix)}')
 
 
 # ---- reading errors ----

@@ -172,6 +172,28 @@ class Limits:
     max_body_size: int = 0                  # 0 = unlimited
     max_connections: int = 10000
     max_connections_per_client: int = 0     # 0 = unlimited
+    # A backend's response head (the same defaults as the request side's); past either, the
+    # client gets 502 and that upstream connection is closed.
+    max_response_header_size: int = 65536   # the whole head, interim (1xx) heads included
+    max_response_headers: int = 100
+
+
+@dataclass(frozen=True)
+class Paths:
+    """How request paths are read (``[paths]``), after Envoy's path normalisation options.
+
+    Dot segments are always removed and unreserved escapes decoded. For each thing a backend
+    may read differently from lbctl, "reject_ambiguous" (the default) routes by the path as
+    sent and refuses (400) a request that a backend reading it the other way would place
+    under a different route; the other values state how every backend reads it."""
+    merge_slashes: bool = True              # "//" -> "/" before routing and forwarding;
+                                            # false: kept, and reject_ambiguous applies
+    escaped_slashes: str = "reject_ambiguous"   # %2F and %5C: "reject_ambiguous" | "reject"
+                                            # (400) | "keep" (data) | "unescape" (to "/")
+    path_parameters: str = "reject_ambiguous"   # ";" in a segment: "reject_ambiguous" |
+                                            # "reject" (400) | "keep" (data) | "strip" (removed)
+    case: str = "reject_ambiguous"          # "reject_ambiguous" | "sensitive" (route by exact
+                                            # case) | "insensitive" (prefixes match any case)
 
 
 @dataclass(frozen=True)
@@ -223,6 +245,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     keys: Mapping[str, ApiKey] = field(default_factory=lambda: MappingProxyType({}))
     log: Log = field(default_factory=Log)
+    paths: Paths = field(default_factory=Paths)
 
     @staticmethod
     def freeze(pools: dict[str, PoolConfig]) -> Mapping[str, PoolConfig]:

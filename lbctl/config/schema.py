@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbctl.balancing import ALGORITHMS
+from lbctl.balancing.backend import MAX_WEIGHT, MIN_WEIGHT, WEIGHT_RANGE
 from lbctl.config import model
 from lbctl.config.kinds import (
     AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, DnsAddress, DnsName,
-    Duration, EnvName, FilePath, Nameserver, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
-    Kind, ListOf, Method, Name, Number, Percent, RateKey, Regex, Size, StatusRanges, Str, UrlPath,
+    Duration, EnvName, FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int,
+    Invalid, KeyHash, Kind, ListOf, Method, Name, Nameserver, Number, PathPrefix, Percent,
+    RateKey, Regex, Size, StatusRanges, Str, UrlPath,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -156,6 +158,8 @@ LIMITS = Section(
     max_body_size=Size(),
     max_connections=Int(min=1),
     max_connections_per_client=Int(min=0),
+    max_response_header_size=Size(positive=True),
+    max_response_headers=Int(min=1),
 )
 
 AUTH = Section(
@@ -188,11 +192,19 @@ RATE_LIMIT = Section(
     key=RateKey(),
 )
 
+PATHS = Section(
+    model.Paths,
+    merge_slashes=Bool(),
+    escaped_slashes=Choice(("reject_ambiguous", "reject", "keep", "unescape")),
+    path_parameters=Choice(("reject_ambiguous", "reject", "keep", "strip")),
+    case=Choice(("reject_ambiguous", "sensitive", "insensitive")),
+)
+
 ROUTE = Section(
     model.Route,
     pool=Name(required=True, expected="the name of a pool defined under [pools]"),
     host=HostPattern(),
-    path_prefix=UrlPath(),
+    path_prefix=PathPrefix(),
     auth=AUTH,
     allow=ALLOW,
     rate_limit=RATE_LIMIT,
@@ -243,7 +255,7 @@ BACKEND = Section(
     model.BackendConfig,
     url=BackendUrl(required=True),
     name=Name(),
-    weight=Number(positive=True),
+    weight=Number(min=MIN_WEIGHT, max=MAX_WEIGHT, expected=WEIGHT_RANGE),
     backup=Bool(),
     ca=FilePath("PEM CA bundle file"),
     tls_insecure_skip_verify=Bool(),
@@ -278,5 +290,6 @@ CONFIG = Section(
     admin=ADMIN,
     limits=LIMITS,
     log=LOG,
+    paths=PATHS,
 )
 

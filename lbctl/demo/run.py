@@ -19,7 +19,7 @@ from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.observe.render import dashboard
 from lbctl.observe.snapshot import snapshot
-from lbctl.proxy.server import ProxyServer
+from lbctl.serve.instance import Instance
 
 
 def packaged_config() -> str:
@@ -34,7 +34,7 @@ async def run_demo(config_path: str, *, load: float, duration: float | None,
         raise UserError(f"{config_path}: the demo listens on loopback only, not {listen}")
     runners = []
     started_at = time.time()
-    server = None
+    instance = None
     try:
         seen = {}
         for pool in config.pools.values():
@@ -51,13 +51,13 @@ async def run_demo(config_path: str, *, load: float, duration: float | None,
                                     f"{exc.strerror or exc}", exit_code=Exit.RUNTIME) from None
                 console.print(f"demo backend [bold]{b.name}[/] ({personality.name}) "
                               f"on http://{b.host}:{b.port}")
-        server = ProxyServer(config)
-        await server.start()
-        host, port = server.address[:2]
+        instance = Instance(config)
+        await instance.start()
+        host, port = instance.address[:2]
         base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         console.print(f"proxy listening on [bold]{base}[/]  (try: curl -i {base}/)")
-        if server.admin is not None:
-            ahost, aport = server.admin.bound
+        if instance.admin is not None:
+            ahost, aport = instance.admin.bound
             console.print(f"admin API on [bold]http://{ahost}:{aport}[/]  "
                           f"(try: lbctl stats --admin http://{ahost}:{aport})")
 
@@ -70,14 +70,18 @@ async def run_demo(config_path: str, *, load: float, duration: float | None,
             traffic = loop.create_task(drive(base, config, load, duration or 1e9, stop))
         end = loop.time() + duration if duration else float("inf")
 
-        with Live(dashboard(snapshot(server, started_at=started_at)), console=console,
+        def view():
+            return dashboard(snapshot(instance.runtime, instance.observer, instance.health,
+                                      loop.time(), started_at=started_at))
+
+        with Live(view(), console=console,
                   refresh_per_second=2, transient=False, auto_refresh=False) as live:
             while not stop.is_set() and loop.time() < end:
                 try:
                     await asyncio.wait_for(stop.wait(), min(1.0, max(end - loop.time(), 0.01)))
                 except asyncio.TimeoutError:
                     pass
-                live.update(dashboard(snapshot(server, started_at=started_at)), refresh=True)
+                live.update(view(), refresh=True)
         stop.set()
         if traffic is not None:
             statuses = await traffic
@@ -86,7 +90,7 @@ async def run_demo(config_path: str, *, load: float, duration: float | None,
             console.print(f"demo traffic: {sum(statuses.values())} requests ({summary})")
         return Exit.OK
     finally:
-        if server is not None:
-            await server.drain(2.0)
+        if instance is not None:
+            await instance.drain(2.0)
         for runner in runners:
             await runner.cleanup()

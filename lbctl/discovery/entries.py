@@ -3,25 +3,18 @@
 A discovery file is a JSON array of these, and ``POST /pools/{pool}/backends`` takes one, so
 both are checked by the same rules as ``[[pools.X.backends]]`` in the config file: the url's
 shape, a name usable in admin paths and metric labels (default ``host:port``), and a weight
-within ``WEIGHT_MIN`` .. ``WEIGHT_MAX``. A problem is ``Invalid`` whose ``where`` is a key path
+``checked_weight`` accepts (``MIN_WEIGHT`` .. ``MAX_WEIGHT``, as everywhere). A problem is ``Invalid`` whose ``where`` is a key path
 (``[2].weight``) and whose text completes "expected ...".
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from lbctl.balancing.backend import MAX_WEIGHT, MIN_WEIGHT, WEIGHT_RANGE, checked_weight
 from lbctl.config.kinds import Invalid, Name, split_backend_url
 from lbctl.config.model import Address, BackendConfig
 from lbctl.config.problems import describe
-
-# The weights a backend may have, wherever it comes from (config, discovery, admin API): a
-# ratio of 100,000 between the lightest and the heaviest is more than any pool needs, and it
-# keeps weighted tables and hash rings to a sane size.
-WEIGHT_MIN = 0.01
-WEIGHT_MAX = 1000.0
-WEIGHT_EXPECTED = f"a number from {WEIGHT_MIN:g} to {WEIGHT_MAX:g}"
 
 KEYS = ("url", "name", "weight")
 
@@ -40,15 +33,16 @@ class EntryError(ValueError):
 
 def check_weight(value: Any) -> float:
     """A weight from a document, or ``Invalid``. A bool is not a number here, as in TOML."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not WEIGHT_MIN <= value <= WEIGHT_MAX:
-        raise Invalid(WEIGHT_EXPECTED)
-    return float(value)
+    try:
+        return checked_weight(value)
+    except ValueError:
+        raise Invalid(WEIGHT_RANGE) from None
 
 
-def bounded_weight(value: float) -> float:
-    """A weight from a source with a wider range (SRV: 0-65535) brought within bounds."""
-    return min(max(float(value), WEIGHT_MIN), WEIGHT_MAX)
+def bounded_weight(value: int) -> float:
+    """A weight from a source with a wider range (SRV: 0-65535) brought within bounds: 0,
+    "rarely", becomes the lightest weight, and anything above the heaviest becomes it."""
+    return checked_weight(min(max(float(value), MIN_WEIGHT), MAX_WEIGHT))
 
 
 def backend_from_entry(entry: Any, source: str, where: str = "") -> BackendConfig:

@@ -3,7 +3,8 @@
 Each record gives a target host, a port, a weight and a priority. The records with the lowest
 priority value are the primaries; every higher value becomes a backup (lbctl has two tiers, so
 a third priority level joins the backups). SRV weights (0-65535) are used as the backends'
-weights within ``WEIGHT_MIN`` .. ``WEIGHT_MAX``: 0, "rarely", is the minimum.
+weights within ``MIN_WEIGHT`` .. ``MAX_WEIGHT`` (``entries.bounded_weight``): 0, "rarely", is
+the minimum.
 
 Targets are resolved to addresses from the answer's additional section when the server put
 them there, else by A/AAAA lookups of their own. A backend is named ``target:port``, or

@@ -12,8 +12,11 @@ runs between routing and pool selection, per route, in this order:
     authorize.py   per-route allow-lists: consumers, claims, methods, client networks
     policy.py      the steps above in order for one route; 401/403/429 refusals; what the
                    forwarded request carries (X-Consumer, claim headers, X-Forwarded-For)
-    tls.py         TLS contexts: the listener's (reloaded on SIGHUP) and upstream verification
+    tls.py         the listener's TLS, its certificate reloaded on SIGHUP
 
 Key material (digests, HMAC secrets, public keys, certificates) is loaded and checked when
-the config is, so a bad file is a ``lbctl validate`` error, never a failure at a request.
+the config is (``lbctl.config.keys`` and ``lbctl.config.tls``), so a bad file is a ``lbctl
+validate`` error, never a failure at a request. The gateway reads a request through the
+``policy.Request`` protocol (the proxy's ``Exchange`` provides it) and is told the peer
+address and whether the listener speaks TLS: it never sees a connection.
 """

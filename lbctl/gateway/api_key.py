@@ -15,15 +15,6 @@ from typing import Iterable
 DEFAULT_HEADER = "X-API-Key"
 
 
-def digest_of(key: str | bytes) -> bytes:
-    return hashlib.sha256(key.encode() if isinstance(key, str) else key).digest()
-
-
-def parse_hash(text: str) -> bytes:
-    """``"sha256:<hex>"`` (already checked by the config kind) -> the 32-byte digest."""
-    return bytes.fromhex(text.partition(":")[2])
-
-
 class KeyRing:
     """The configured keys: name -> digest."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from lbctl.gateway.api_key import DEFAULT_HEADER, KeyRing
 from lbctl.gateway.authorize import Allowance
@@ -25,7 +25,6 @@ from lbctl.gateway.rate_limit import RateLimiter, TokenBuckets
 
 if TYPE_CHECKING:
     from lbctl.config.model import Config, Route
-    from lbctl.proxy.client import ClientConnection, Request
 
 CONSUMER_HEADER = b"X-Consumer"
 REALM = b'realm="lbctl"'
@@ -41,6 +40,17 @@ class Admission:
     consumer: str | None = None                 # API key name, or the JWT "sub"
     claims: dict[str, Any] | None = None
     response_headers: list = field(default_factory=list)   # added to the backend's response
+
+
+class Request(Protocol):
+    """What the gateway reads of a request (the proxy's ``Exchange`` provides it), and
+    ``admitted``, which ``Gateway.admit`` sets."""
+
+    method: bytes
+    headers: list[tuple[bytes, bytes]]
+    admitted: Admission | None
+
+    def header(self, lower_name: bytes) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +82,18 @@ class Gateway:
                 self.limiters[slot] = limiter
             self.policies[id(route)] = RoutePolicy(route, keyring, limiter)
 
-    def admit(self, conn: ClientConnection, req: Request, route: Route) -> Refusal | None:
+    def admit(self, req: Request, route: Route, peer: str, tls: bool) -> Refusal | None:
+        """Decide on ``req``, matched to ``route``, from the peer address ``peer`` on a
+        listener that terminates TLS when ``tls``."""
         policy = self.policies.get(id(route))
-        tls = conn.server.tls is not None
         if policy is None and not self.resolver.networks and not tls:
             return None     # nothing to decide or rewrite: the plain proxy path
-        client, chain, _ = self.resolver.resolve(conn.peer, req.headers)
+        client, chain, _ = self.resolver.resolve(peer, req.headers)
         admission = Admission(client, chain, b"https" if tls else b"http")
         req.admitted = admission
         if policy is None:
             return None
-        return policy.check(req, admission, self.clock())
+        return policy.decide(req, admission, self.clock())
 
 
 def new_limiter(limit) -> RateLimiter:
@@ -124,7 +135,7 @@ class RoutePolicy:
         self.limit_header = limit.key.partition(":")[2].lower().encode("latin-1") \
             if limit is not None and limit.key.startswith("header:") else None
 
-    def check(self, req: Request, admission: Admission, now: float) -> Refusal | None:
+    def decide(self, req: Request, admission: Admission, now: float) -> Refusal | None:
         admission.strip = admission.strip | self.strip
         decision = None
         if self.limiter is not None and self.limit_key != "consumer":

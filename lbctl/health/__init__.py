@@ -5,13 +5,16 @@ ejected):
 
     state.py    the rise/fall state machine; ``observe`` says whether the verdict flipped
     active.py   background HTTP/TCP probes per pool, spread over the interval, jittered;
-                a flip calls ``pool.set_healthy`` and logs one line with the reason
-    passive.py  outlier detection: the proxy reports every attempt's outcome into an
-                ``OutcomeSink``; consecutive failures eject a backend for a growing time
+                a flip calls ``pool.set_healthy`` and logs one line with the reason; what
+                is known of each backend (verdict, last probe, counts) is a ``BackendHealth``
+    passive.py  outlier detection: the proxy and the simulator report every attempt's
+                ``Outcome`` into the pool's ``OutcomeSink`` (both from ``lbctl.balancing``);
+                consecutive failures eject a backend for a growing time
     check.py    ``lbctl check``: every backend probed once (a pool's discovery resolved
-                first), judged, reported for cron and monitoring (plugin status line, JSON,
-                Prometheus textfile, state file)
+                first), judged, reported for cron and monitoring (plugin status line,
+                JSON, Prometheus textfile, state file)
 
 The probe itself (``active.probe``) is shared by ``serve`` and ``check``, so both judge a
-backend by the same rules.
+backend by the same rules. Health builds on ``balancing``, ``config`` and ``discovery`` only: the proxy
+reports into it, the serve root runs it.
 """

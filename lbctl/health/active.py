@@ -184,7 +184,21 @@ def next_delay(interval: float, rng: random.Random) -> float:
 
 # ---- the live checker -------------------------------------------------------------------
 
-Observer = Callable[[Pool, Backend, ProbeResult, bool], None]
+# Told of every probe applied: (pool, backend, result, whether the verdict flipped).
+ProbeListener = Callable[[Pool, Backend, ProbeResult, bool], None]
+
+
+@dataclass
+class BackendHealth:
+    """What the checker knows of one backend; kept while the backend lives (over reloads)."""
+
+    state: HealthState | None = None    # the verdict's state machine; None: no [health]
+    last: dict | None = None            # the last probe: ok, status, latency, error, time
+    ok: int = 0                         # probes passed, and failed, since the backend joined
+    failed: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"ok": self.ok, "failed": self.failed}
 
 
 class HealthChecks:
@@ -192,17 +206,23 @@ class HealthChecks:
 
     ``start(runtime)`` applies the initial state of backends new to it and starts one task per
     backend; ``restart(runtime)`` (after a reload) does the same for the new runtime, keeping
-    the verdicts of backends that survived; ``stop()`` cancels everything. ``observer``, when
+    the verdicts of backends that survived; ``sync(runtime)`` (membership changed between
+    reloads) probes newcomers soon and stops probing those gone; ``stop()`` cancels everything. ``on_probe``, when
     given, hears every probe (tests wait on it instead of sleeping).
+
+    What it learns of each backend is a ``BackendHealth`` in ``backends``, read through
+    ``of(backend)`` (``/stats``, ``/metrics``); entries of backends no longer in the runtime
+    are dropped by ``prepare``.
     """
 
     def __init__(self, *, rng: random.Random | None = None, wall: Callable[[], float] = time.time,
-                 observer: Observer | None = None) -> None:
+                 on_probe: ProbeListener | None = None) -> None:
         self.rng = rng or random.Random()
         self.wall = wall
-        self.observer = observer
+        self.on_probe = on_probe
+        self.backends: dict[Backend, BackendHealth] = {}
         self.tasks: list[asyncio.Task] = []
-        self.probing: dict[int, asyncio.Task] = {}      # id(backend) -> its probe loop
+        self.probing: dict[Backend, asyncio.Task] = {}  # each backend's probe loop
         self.running = False
         self.session: aiohttp.ClientSession | None = None
         # Bumped by every stop/restart. A probe loop also ends when its generation is over,
@@ -213,20 +233,24 @@ class HealthChecks:
         """Give every backend its health state before any traffic can reach it: ``initial =
         "down"`` backends of a new pool (or new to a pool) start without traffic. Pools without
         ``[health]`` are assumed up, so a reload that removes the table brings them back."""
+        known = self.backends
+        self.backends = {}
         for state in runtime.pools.values():
             health, pool = state.config.health, state.pool
             for b in pool.backends:
-                hs = b.extra.get("health")
+                record = self.backends[b] = known.get(b) or BackendHealth()
                 if health is None:
-                    b.extra.pop("health", None)
-                    b.extra.pop("probe", None)
+                    record.state = record.last = None
                     pool.set_healthy(b, True)
-                elif hs is None:
-                    hs = b.extra["health"] = HealthState.initial(health.rise, health.fall,
-                                                                  health.initial)
-                    pool.set_healthy(b, hs.healthy)
+                elif record.state is None:
+                    record.state = HealthState.initial(health.rise, health.fall, health.initial)
+                    pool.set_healthy(b, record.state.healthy)
                 else:
-                    hs.retune(health.rise, health.fall)
+                    record.state.retune(health.rise, health.fall)
+
+    def of(self, backend: Backend) -> BackendHealth | None:
+        """What is known of ``backend`` (None: not in the runtime last prepared, or probed)."""
+        return self.backends.get(backend)
 
     def start(self, runtime) -> None:
         """Prepare and start probing (call with the event loop running)."""
@@ -251,34 +275,33 @@ class HealthChecks:
         self.prepare(runtime)
         if not self.running:
             return
-        members: set[int] = set()
+        members: set[Backend] = set()
         for state in runtime.pools.values():
             health, pool = state.config.health, state.pool
             if health is None:
                 continue
             for b in pool.backends:
-                members.add(id(b))
-                if id(b) not in self.probing:
+                members.add(b)
+                if b not in self.probing:
                     if self.session is None or self.session.closed:
                         self.session = make_session()
                     # Soon (within a second), not a whole interval: a newcomer with
                     # initial = "down" waits for this probe before it gets traffic.
                     self._probe(pool, health, b, self.rng.random() * min(health.interval, 1.0))
-        for key in [key for key in self.probing if key not in members]:
-            self.probing.pop(key).cancel()
+        for b in [b for b in self.probing if b not in members]:
+            self.probing.pop(b).cancel()
 
     def _probe(self, pool: Pool, health: Health, b: Backend, delay: float) -> None:
         task = asyncio.get_running_loop().create_task(
             self._loop(pool, health, b, delay, self.generation), name=f"health {pool.name}/{b.name}")
-        key = id(b)
         self.tasks.append(task)
-        self.probing[key] = task
+        self.probing[b] = task
 
         def done(t: asyncio.Task) -> None:
             if t in self.tasks:
                 self.tasks.remove(t)
-            if self.probing.get(key) is t:
-                del self.probing[key]
+            if self.probing.get(b) is t:
+                del self.probing[b]
         task.add_done_callback(done)
 
     def restart(self, runtime) -> None:
@@ -313,9 +336,9 @@ class HealthChecks:
                 return          # stopped, reloaded, or the backend left the pool
             # Start to start: a slow probe does not push the schedule back.
             due = loop.time() + next_delay(health.interval, self.rng)
-            await self.check(pool, health, b, generation)
+            await self.probe_backend(pool, health, b, generation)
 
-    async def check(self, pool: Pool, health: Health, b: Backend,
+    async def probe_backend(self, pool: Pool, health: Health, b: Backend,
                     generation: int | None = None) -> ProbeResult:
         """Probe ``b`` once and apply the result; the one place a probe touches a pool."""
         if self.session is None or self.session.closed:
@@ -323,15 +346,21 @@ class HealthChecks:
         result = await probe(b, health, self.session)
         if generation is not None and generation != self.generation:
             return result       # stopped or reloaded meanwhile: this verdict is stale
-        state = b.extra.get("health")
+        record = self.backends.get(b)
+        if record is None:
+            record = self.backends[b] = BackendHealth()
+        state = record.state
         if state is None:       # checked before start(): apply the initial state now
-            state = b.extra["health"] = HealthState.initial(health.rise, health.fall,
-                                                             health.initial)
+            state = record.state = HealthState.initial(health.rise, health.fall, health.initial)
             pool.set_healthy(b, state.healthy)
         flipped = state.observe(result.ok)
-        b.extra["probe"] = {"ok": result.ok, "status": result.status,
-                            "latency": round(result.latency, 6), "error": result.error,
-                            "time": self.wall()}
+        record.last = {"ok": result.ok, "status": result.status,
+                       "latency": round(result.latency, 6), "error": result.error,
+                       "time": self.wall()}
+        if result.ok:
+            record.ok += 1
+        else:
+            record.failed += 1
         if flipped:
             pool.set_healthy(b, state.healthy)
             if state.healthy:
@@ -340,8 +369,8 @@ class HealthChecks:
             else:
                 log.warning("pool %s: backend %s is DOWN (%s)", pool.name, b.name,
                             _streak(state.streak, "failed probe", result.reason))
-        if self.observer is not None:
-            self.observer(pool, b, result, flipped)
+        if self.on_probe is not None:
+            self.on_probe(pool, b, result, flipped)
         return result
 
 

@@ -1,8 +1,8 @@
 """Passive health: outlier detection from the outcomes of real requests (Envoy-style).
 
-The proxy reports every attempt into the pool's ``OutcomeSink``; this one counts consecutive
-failures per backend (the kinds named in ``failure_on``: connect, reset, timeout, 5xx,
-invalid). At ``consecutive_failures`` the backend is ejected: ``pool.eject(b, until)``, and
+The proxy (and the simulator) reports every attempt's ``Outcome`` into the pool's
+``OutcomeSink`` (both from ``lbctl.balancing``); this one counts consecutive failures per
+backend (the kinds named in ``failure_on``: connect, reset, timeout, 5xx, invalid). At ``consecutive_failures`` the backend is ejected: ``pool.eject(b, until)``, and
 the pool re-admits it lazily when the clock passes ``until`` (then slow start ramps it up).
 
 * Each ejection lasts ``ejection_time`` x 2^(k-1) for the k-th one in a row, capped at
@@ -15,8 +15,10 @@ the pool re-admits it lazily when the clock passes ``until`` (then slow start ra
   checks still consider up; a refused ejection is logged once per failure streak.
 * A success resets the count; an outcome of a kind not in ``failure_on`` changes nothing.
 
-Per-backend counters live in ``Backend.extra["outlier"]`` so they survive a reload. The
-clock is injected (the pool's), so tests drive ejection and expiry without sleeping.
+Per-backend failure streaks live in the detector; the detector built for a reloaded pool
+takes them over from the previous one (``previous``), so they survive a SIGHUP. The count of
+ejections is kept on the backend (``Backend.ejections``), for ``/stats`` and the metrics.
+The clock is injected (the pool's), so tests drive ejection and expiry without sleeping.
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ import logging
 import math
 from typing import Callable
 
-from lbctl.balancing import Backend, Pool
+from lbctl.balancing import Backend, Outcome, Pool
 from lbctl.config.model import Outlier
-from lbctl.proxy.runtime import OutcomeSink
 from lbctl.units import format_duration
 
 log = logging.getLogger("lbctl.health")
 
+_OK = Outcome.OK
 
-class _Record:
+
+class _Streak:
     __slots__ = ("failures", "level", "ended", "capped", "ejected")
 
     def __init__(self) -> None:
@@ -44,24 +47,28 @@ class _Record:
         self.ejected = False        # we ejected it and have not yet seen it back
 
 
-class OutlierDetector(OutcomeSink):
+class OutlierDetector:
+    """An ``OutcomeSink`` for one pool."""
+
     def __init__(self, pool: Pool, config: Outlier, *, clock: Callable[[], float],
-                 logger: logging.Logger = log) -> None:
+                 logger: logging.Logger = log, previous: OutlierDetector | None = None) -> None:
         self.pool = pool
         self.config = config
         self.clock = clock
         self.log = logger           # the simulator passes a quiet one: it counts ejections
         self.failure_on = frozenset(config.failure_on)
+        old = previous.streaks if previous is not None else {}
+        self.streaks: dict[Backend, _Streak] = {b: old[b] for b in pool.backends if b in old}
 
-    def record(self, backend: Backend, outcome: str) -> None:
-        rec = backend.extra.get("outlier")
+    def record(self, backend: Backend, outcome: Outcome) -> None:
+        rec = self.streaks.get(backend)
         if rec is None:
-            rec = backend.extra["outlier"] = _Record()
+            rec = self.streaks[backend] = _Streak()
         now = self.clock()
         if rec.ejected and now >= rec.ended:
             rec.ejected = False
             self.log.info("pool %s: backend %s is back from ejection", self.pool.name, backend.name)
-        if outcome == "ok":
+        if outcome is _OK:
             rec.failures, rec.capped = 0, False
             return
         if outcome not in self.failure_on:
@@ -72,7 +79,7 @@ class OutlierDetector(OutcomeSink):
         if rec.failures >= self.config.consecutive_failures:
             self._eject(backend, rec, now, outcome)
 
-    def ejection_time(self, rec: _Record, now: float) -> float:
+    def ejection_time(self, rec: _Streak, now: float) -> float:
         """How long the next ejection of this backend lasts."""
         cfg = self.config
         if rec.level and now > rec.ended:
@@ -80,7 +87,7 @@ class OutlierDetector(OutcomeSink):
             rec.level = max(0, rec.level - int((now - rec.ended) // cfg.max_ejection_time))
         return min(cfg.ejection_time * 2 ** rec.level, cfg.max_ejection_time)
 
-    def _eject(self, b: Backend, rec: _Record, now: float, outcome: str) -> None:
+    def _eject(self, b: Backend, rec: _Streak, now: float, outcome: Outcome) -> None:
         pool, cfg = self.pool, self.config
         ejected = sum(1 for other in pool.backends
                       if other is not b and other.ejected_until and other.ejected_until > now)
@@ -97,7 +104,7 @@ class OutlierDetector(OutcomeSink):
         rec.ended = now + duration
         rec.failures, rec.capped, rec.ejected = 0, False, True
         # Counted on the backend (survives reloads): /stats and lbctl_ejections_total read it.
-        b.extra["ejections"] = b.extra.get("ejections", 0) + 1
+        b.ejections += 1
         pool.eject(b, rec.ended)
         self.log.warning("pool %s: backend %s EJECTED for %s after %d consecutive failures (last: %s)",
                     pool.name, b.name, format_duration(duration), failures, outcome)

@@ -11,6 +11,13 @@ named like credentials) are replaced by ``[REDACTED]``; CR, LF and other control
 any logged value are escaped (``\\r``, ``\\n``, ``\\xNN``; bytes outside printable ASCII too,
 since header bytes have no declared charset), so a hostile client cannot forge log lines
 or smuggle terminal escape sequences into an operator's ``tail -f``.
+
+A parameter is judged by its name as a backend would read it: percent-decoded, trimmed,
+case-folded, and looked at part by part (``key[]``, ``user[password]``, ``X-Amz-Credential``),
+in the query, after ``;`` (as some frameworks split queries, and in path parameters like
+``;jsessionid=``) and after a ``#``. The Referer's URL is redacted the same way, userinfo
+included. The combined format escapes ``"``, backslash and bytes outside printable ASCII as
+NGINX does (``\\x22``), so log parsers always find the quoted fields' ends.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import sys
 import threading
 import time
 from typing import IO
+from urllib.parse import unquote_plus
 
 log = logging.getLogger("lbctl.access")
 
@@ -31,8 +39,14 @@ BATCH = 0.05                  # seconds between hand-offs to the writer thread
 REDACTED = "[REDACTED]"
 SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie",
                             b"x-api-key", b"api-key", b"x-auth-token", b"x-lb-admin-token"})
-_SECRET_PARAM = re.compile(r"(?i)(?:^|[_-])(?:api[_-]?key|key|token|secret|password|passwd|"
-                           r"signature|sig|auth|access[_-]?token|session)$")
+# A parameter name is a credential's if it contains one of these...
+_SECRET_PART = re.compile(r"token|secret|passw|pwd|session|sessid|signature|credential|auth|"
+                          r"jwt|bearer|api[_-]?key|apikey|otp|private")
+# ...or one of its words (split at "_", "-", "." or a space) is one of these.
+_SECRET_WORDS = frozenset({"key", "sig", "code", "sid", "pass", "pin", "hmac"})
+_WORD_SPLIT = re.compile(r"[_\-. ]+")
+_BRACKETS = re.compile(r"[\[\]]+")
+_PARAM_SEPARATORS = re.compile(r"([&;#?])")
 _CONTROL = re.compile(r"[^\x20-\x7e]|\\")
 _ESCAPES = {"\r": "\\r", "\n": "\\n", "\t": "\\t", "\\": "\\\\"}
 
@@ -58,23 +72,68 @@ def text(raw: bytes | str | None) -> str | None:
     return escape(value)
 
 
+def secret_name(name: str) -> bool:
+    """Whether a parameter called ``name`` (as sent: escaped, any case) may hold a secret."""
+    name = unquote_plus(name).strip().lower()
+    for part in _BRACKETS.split(name):
+        if _SECRET_PART.search(part):
+            return True
+        if not _SECRET_WORDS.isdisjoint(_WORD_SPLIT.split(part.strip())):
+            return True
+    return False
+
+
+def _redact_params(text: str) -> str:
+    """``name=value`` pieces between ``&``, ``;``, ``#`` and ``?``: secrets' values replaced,
+    up to the next ``&`` (a value may itself hold ``;``, ``?`` or ``#``)."""
+    pieces = _PARAM_SEPARATORS.split(text)        # piece, separator, piece, ...
+    redacting = False
+    for i in range(0, len(pieces), 2):
+        if redacting and pieces[i - 1] != "&":
+            pieces[i - 1] = pieces[i] = ""          # still the secret's value
+            continue
+        name, eq, _ = pieces[i].partition("=")
+        redacting = bool(eq) and secret_name(name)
+        if redacting:
+            pieces[i] = f"{name}={REDACTED}"
+    return "".join(pieces)
+
+
 def redact_target(target: str) -> str:
-    """The request target with credential-like query parameter values replaced."""
-    path, sep, query = target.partition("?")
+    """The request target with credential-like parameter values replaced: in the query,
+    after a ``#``, and in path parameters (``/app;jsessionid=...``)."""
+    if "=" not in target:
+        return target                   # the common case: nothing to look at
+    cut = min((i for i in (target.find("?"), target.find("#")) if i >= 0), default=len(target))
+    path, rest = target[:cut], target[cut:]
+    if ";" in path:
+        path = "/".join(_redact_params(segment) if ";" in segment else segment
+                        for segment in path.split("/"))
+    return path + (_redact_params(rest) if rest else "")
+
+
+def redact_url(url: str) -> str:
+    """A URL (a Referer) with its userinfo and credential-like parameters redacted."""
+    scheme, sep, rest = url.partition("://")
     if not sep:
-        return target
-    parts = []
-    for part in query.split("&"):
-        name, eq, _ = part.partition("=")
-        parts.append(f"{name}={REDACTED}" if eq and _SECRET_PARAM.search(name) else part)
-    return path + "?" + "&".join(parts)
+        return redact_target(url)
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0),
+              default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        authority = f"{REDACTED}@{authority.rpartition('@')[2]}"
+    return f"{scheme}://{authority}{redact_target(tail)}"
 
 
 def header_value(headers: list[tuple[bytes, bytes]], lower_name: bytes) -> str | None:
     """A header for the log: redacted when it may carry a secret, escaped always."""
     for name, value in headers:
         if name.lower() == lower_name:
-            return REDACTED if lower_name in SECRET_HEADERS else text(value)
+            if lower_name in SECRET_HEADERS:
+                return REDACTED
+            if lower_name == b"referer":
+                return redact_url(text(value))
+            return text(value)
     return None
 
 
@@ -97,13 +156,38 @@ def format_json(record: dict) -> str:
     return _encode(record)
 
 
+# In an escaped value (see ``escape``) a backslash always starts an escape.
+_ESCAPED = re.compile(r'\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|(.))|"')
+_NGINX = {"r": "\\x0D", "n": "\\x0A", "t": "\\x09", "\\": "\\x5C"}
+
+
+def _nginx_one(match: re.Match) -> str:
+    hex_byte, wide, char = match.groups()
+    if hex_byte is not None:
+        return "\\x" + hex_byte.upper()
+    if wide is not None:
+        return "\\u" + wide.upper()
+    if char is not None:
+        return _NGINX.get(char, "\\x5C" + char)
+    return "\\x22"                      # a double quote
+
+
+def nginx_escape(value: str) -> str:
+    """An escaped value (``escape``) re-escaped as NGINX writes its logs: ``"`` as ``\\x22``,
+    backslash as ``\\x5C``, other bytes outside printable ASCII as ``\\xHH``."""
+    if "\\" not in value and '"' not in value:
+        return value
+    return _ESCAPED.sub(_nginx_one, value)
+
+
 def format_combined(record: dict) -> str:
     """NGINX/Apache "combined", plus lbctl's fields as key=value pairs at the end."""
     def q(value) -> str:
-        return "-" if value is None else '"' + str(value).replace('"', '\\"') + '"'
+        return "-" if value is None else '"' + nginx_escape(str(value)) + '"'
 
     when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(record["epoch"]))
-    line = (f'{record["client"]} - - [{when}] "{record["method"]} {record["path"]} '
+    line = (f'{record["client"]} - - [{when}] "{nginx_escape(record["method"])} '
+            f'{nginx_escape(record["path"])} '
             f'{record["protocol"]}" {record["status"]} {record["bytes"]} '
             f'{q(record.get("referer"))} {q(record.get("user_agent"))}')
     extra = [f'rt={record["duration"]:.6f}',

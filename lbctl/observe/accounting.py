@@ -1,7 +1,7 @@
 """Per-backend accounting on the hot path: counters, a latency histogram, a sliding window.
 
-One ``BackendStats`` lives in each backend's ``extra["stats"]`` (so it survives reloads with
-the ``Backend`` object). ``record`` is called once per attempt and only adds to integers and
+The ``Observer`` keeps one ``BackendStats`` per backend (keyed by the ``Backend`` object, so
+it survives reloads with it). ``record`` is called once per attempt and only adds to integers and
 pre-allocated lists: no object is created per request. Readers (``/stats``, ``/metrics``,
 the dashboard) do the arithmetic at read time.
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+from lbctl.balancing import Outcome
+
 # Upper bounds in seconds; one more bucket (+Inf) follows. Dense where proxies usually live.
 BOUNDS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25,
@@ -24,6 +26,8 @@ NBUCKETS = len(BOUNDS) + 1
 WINDOW = 60                       # seconds of history for percentiles and sparklines
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _ZEROS = [0] * NBUCKETS
+OK, SERVER_ERROR, CLIENT_ABORT = Outcome.OK, Outcome.SERVER_ERROR, Outcome.CLIENT_ABORT
+CONNECT_ERROR, TIMEOUT, INVALID = Outcome.CONNECT_ERROR, Outcome.TIMEOUT, Outcome.INVALID
 
 
 
@@ -53,21 +57,21 @@ class BackendStats:
         self.win_errors = [0] * WINDOW
         self.win_stamp = [-1] * WINDOW        # which second each slot holds
 
-    def record(self, now: float, status: int, outcome: str, duration: float, retry: bool,
+    def record(self, now: float, status: int, outcome: Outcome, duration: float, retry: bool,
                bytes_in: int, bytes_out: int) -> None:
         """One finished attempt. ``status`` is 0 when no response head arrived."""
         self.requests += 1
         if status:
             self.by_class[status // 100 if status < 600 else 5] += 1
-        if outcome == "client":               # not the backend's failure
+        if outcome is CLIENT_ABORT:           # not the backend's failure
             self.client_aborts += 1
             error = 0
-        elif outcome != "ok" and outcome != "5xx":
-            if outcome == "connect":
+        elif outcome is not OK and outcome is not SERVER_ERROR:
+            if outcome is CONNECT_ERROR:
                 self.connect_errors += 1
-            elif outcome == "timeout":
+            elif outcome is TIMEOUT:
                 self.timeouts += 1
-            elif outcome == "invalid":
+            elif outcome is INVALID:
                 self.invalid += 1
             else:
                 self.resets += 1
@@ -148,10 +152,3 @@ def quantile(counts: list[int], q: float) -> float | None:
             return BOUNDS[min(i, len(BOUNDS) - 1)]
     return BOUNDS[-1]
 
-
-def stats_of(backend) -> BackendStats:
-    """The backend's stats, created on first use (and kept across reloads with it)."""
-    stats = backend.extra.get("stats")
-    if stats is None:
-        stats = backend.extra["stats"] = BackendStats()
-    return stats

@@ -2,14 +2,12 @@
 
 Only used when a pool has ``explain = true`` or an admin-token holder asks with
 ``X-LB-Explain: 1`` (and ``X-LB-Admin-Token``); the normal request path never comes here.
-The selection itself is the pool's own ``select``: this module only watches the candidates
-the algorithm yields (for the power-of-two family it pulls the second of the drawn pair too,
-which costs no extra random draw), so an explained request is balanced exactly as any other.
+The selection itself is the pool's own ``select``, given a ``trace`` that hears the
+candidates the algorithm offers (both of a power-of-two pair, which costs no extra random
+draw), so an explained request is balanced exactly as any other.
 """
 
 from __future__ import annotations
-
-from lbctl.balancing.p2c import PowerOfTwo
 
 WHY = {
     "round_robin": "next in rotation",
@@ -24,32 +22,8 @@ WHY = {
 
 def select(pool, key, exclude) -> tuple[object, str]:
     """The pool's choice for one attempt and a one-line explanation of it."""
-    algorithm = pool.algorithm
     offered: list = []
-    original = algorithm.candidates
-
-    def watched(k=None):
-        gen = original(k)
-        pair = isinstance(algorithm, PowerOfTwo) and len(algorithm.active) >= 2
-        if pair:
-            # p2c/ewma compute both draws before yielding the first; taking the second
-            # from the generator consumes no randomness, so the choice is unchanged.
-            first, second = next(gen, None), next(gen, None)
-            for b in (first, second):
-                if b is not None:
-                    offered.append(b)
-            for b in (first, second):
-                if b is not None:
-                    yield b
-        for b in gen:
-            offered.append(b)
-            yield b
-
-    algorithm.candidates = watched
-    try:
-        chosen = pool.select(key, exclude=exclude)
-    finally:
-        del algorithm.candidates
+    chosen = pool.select(key, exclude=exclude, trace=offered.append)
     return chosen, describe(pool, offered, chosen, exclude)
 
 

@@ -1,13 +1,15 @@
 """What the data plane reports to, per attempt and per request: accounting, access log, explain.
 
-``ProxyServer`` owns one ``Observer``. The proxy calls three things, each at most once per
-request or attempt:
+``Observer`` implements the proxy's ``Hooks`` (``lbctl.proxy.hooks``); the serve root builds
+one and hands it to the data plane. The proxy calls three things, each at most once per
+request or attempt, and everything it passes is read from the request's ``Exchange``:
 
-* ``attempt(...)`` at the end of every attempt on a backend (counters, histogram);
-* ``request`` wraps a whole client request when something needs the request's end (the
-  access log, front-end status counts); it is ``None`` when nothing does, and then the
-  proxy calls its handler directly;
-* ``explain(conn, req, state)`` returns ``None`` unless this request's decision is to be
+* ``attempt(exchange, state, backend, outcome, started, head_latency)`` at the end of every
+  attempt on a backend (counters, histogram);
+* ``request(exchange, serve)`` wraps a whole client request when something needs the
+  request's end (the access log, front-end status counts); it is ``None`` when nothing does,
+  and then the proxy calls its handler directly;
+* ``explain(exchange, state)`` returns ``None`` unless this request's decision is to be
   explained (pool ``explain = true`` or ``X-LB-Explain`` with the admin token).
 
 With ``[admin] metrics = false`` and no access log, ``attempt`` is a no-op and ``request``
@@ -21,18 +23,21 @@ import hmac
 import logging
 import time
 
+from lbctl.balancing import Backend, Outcome
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.observe import explain as explaining
 from lbctl.observe.access_log import AccessLog, header_value, iso_time, redact_target, text
-from lbctl.observe.accounting import CLASSES, stats_of
+from lbctl.observe.accounting import CLASSES, BackendStats
 
 log = logging.getLogger("lbctl")
 
 # Termination reasons by the last attempt's outcome (None: the exchange ended normally).
-TERMINATION = {"ok": None, "5xx": None, "connect": "connect_error", "reset": "upstream_reset",
-               "invalid": "upstream_invalid", "timeout": "upstream_timeout",
-               "client": "client_error"}
+TERMINATION = {Outcome.OK: None, Outcome.SERVER_ERROR: None,
+               Outcome.CONNECT_ERROR: "connect_error", Outcome.RESET: "upstream_reset",
+               Outcome.INVALID: "upstream_invalid", Outcome.TIMEOUT: "upstream_timeout",
+               Outcome.CLIENT_ABORT: "client_error"}
+SERVER_ERROR = Outcome.SERVER_ERROR
 
 
 class Frontend:
@@ -50,17 +55,17 @@ class Frontend:
 
 
 class Observer:
-    def __init__(self, server) -> None:
-        self.server = server
+    def __init__(self, config) -> None:
         self.started_at = time.time()
         self.frontend = Frontend()
+        self.stats: dict[Backend, BackendStats] = {}    # per backend, from its first attempt
         self.access: AccessLog | None = None
         self.metrics = True
         self.explain_token: bytes | None = None
         self._configured = False
         self.request = None
         self.attempt = self._noop
-        self.configure(server.runtime.config)
+        self.configure(config)
 
     # ---- configuration ------------------------------------------------------------------
 
@@ -108,114 +113,101 @@ class Observer:
             self.access.close()
             self.access = None
 
-    def probe(self, pool, backend, result, flipped) -> None:
-        """An active health probe finished (``HealthChecks`` observer): count it by result."""
-        counts = backend.extra.get("probes")
-        if counts is None:
-            counts = backend.extra["probes"] = {"ok": 0, "failed": 0}
-        counts["ok" if result.ok else "failed"] += 1
+    def keep_only(self, backends) -> None:
+        """A reload: forget the counters of backends that are gone."""
+        live = set(backends)
+        self.stats = {b: s for b, s in self.stats.items() if b in live}
+
+    def stats_of(self, backend: Backend) -> BackendStats:
+        """The backend's counters, created on first use."""
+        stats = self.stats.get(backend)
+        if stats is None:
+            stats = self.stats[backend] = BackendStats()
+        return stats
 
     # ---- the hot path -------------------------------------------------------------------
 
     @staticmethod
-    def _noop(conn, state, backend, outcome, started, head_latency) -> None:
+    def _noop(exchange, state, backend, outcome, started, head_latency) -> None:
         pass
 
-    def _attempt(self, conn, state, backend, outcome, started, head_latency) -> None:
+    def _attempt(self, exchange, state, backend, outcome, started, head_latency) -> None:
         """One attempt ended. ``head_latency`` is None when no response head arrived."""
-        now = conn.loop.time()
-        retry = conn.obs_req is conn.current_req
-        conn.obs_req = conn.current_req
-        conn.obs_attempts += 1
-        conn.obs_backend = backend
-        conn.obs_outcome = outcome
-        conn.obs_upstream_time = head_latency
-        sent = conn.sent_bytes
+        now = exchange.conn.loop.time()
+        exchange.backend = backend
+        exchange.outcome = outcome
+        exchange.upstream_time = head_latency
+        sent = exchange.sent
         if self.metrics:
-            body = conn.current_req.body if conn.current_req is not None else None
-            stats = backend.extra.get("stats") or stats_of(backend)
+            body = exchange.body
+            stats = self.stats.get(backend) or self.stats_of(backend)
             # A 5xx held back for a retry (retry_on "5xx") has a status but no relayed head.
-            status = conn.status if head_latency is not None or outcome == "5xx" else 0
-            stats.record(now, status, outcome,
-                         now - started, retry, body.received if body is not None else 0,
-                         sent - conn.obs_sent_mark)
-        conn.obs_sent_mark = sent
+            status = exchange.status if head_latency is not None or outcome is SERVER_ERROR else 0
+            stats.record(now, status, outcome, now - started, exchange.attempts > 1,
+                         body.received if body is not None else 0, sent - exchange.sent_mark)
+        exchange.sent_mark = sent
 
-    def _attempt_counted(self, conn, state, backend, outcome, started, head_latency) -> None:
+    def _attempt_counted(self, exchange, state, backend, outcome, started, head_latency) -> None:
         """``_attempt`` for metrics without an access log: counters only."""
-        now = conn.loop.time()
-        req = conn.current_req
-        retry = conn.obs_req is req
-        conn.obs_req = req
-        sent = conn.sent_bytes
-        body = req.body if req is not None else None
-        status = conn.status if head_latency is not None or outcome == "5xx" else 0
-        (backend.extra.get("stats") or stats_of(backend)).record(
-            now, status, outcome, now - started, retry,
-            body.received if body is not None else 0, sent - conn.obs_sent_mark)
-        conn.obs_sent_mark = sent
+        now = exchange.conn.loop.time()
+        sent = exchange.sent
+        body = exchange.body
+        status = exchange.status if head_latency is not None or outcome is SERVER_ERROR else 0
+        (self.stats.get(backend) or self.stats_of(backend)).record(
+            now, status, outcome, now - started, exchange.attempts > 1,
+            body.received if body is not None else 0, sent - exchange.sent_mark)
+        exchange.sent_mark = sent
 
-    async def _request_counted(self, conn, req, serve) -> bool:
+    async def _request_counted(self, exchange, serve) -> bool:
         """``_request`` for metrics without an access log: front-end status counts only."""
-        conn.status = 0
-        conn.current_req = req
-        conn.obs_req = None
-        conn.obs_sent_mark = conn.sent_bytes
         frontend = self.frontend
         try:
-            keep = await serve(conn, req)
+            keep = await serve(exchange)
         except asyncio.CancelledError:
             frontend.requests += 1
             frontend.aborted += 1
             raise
-        finally:
-            conn.current_req = None
         frontend.requests += 1
-        status = conn.status
+        status = exchange.status
         if 100 <= status < 600:
             frontend.by_class[status // 100] += 1
         return keep
 
-    async def _request(self, conn, req, serve) -> bool:
+    async def _request(self, exchange, serve) -> bool:
         """Serve one client request through ``serve`` and account for how it ended."""
-        loop = conn.loop
+        loop = exchange.conn.loop
         started = loop.time()
-        conn.status = 0
-        conn.obs_attempts = 0
-        conn.obs_backend = conn.obs_outcome = conn.obs_upstream_time = None
-        conn.obs_req = conn.request_id = conn.decision = None
-        conn.current_req = req
-        conn.obs_sent_mark = conn.sent_bytes
-        first_sent = conn.sent_bytes
         aborted = False
         try:
-            return await serve(conn, req)
+            return await serve(exchange)
         except asyncio.CancelledError:
             aborted = True
             raise
         finally:
-            conn.current_req = None
             frontend = self.frontend
             frontend.requests += 1
-            status = conn.status
+            status = exchange.status
             if aborted:
                 frontend.aborted += 1
             elif 100 <= status < 600:
                 frontend.by_class[status // 100] += 1
             if self.access is not None:
-                self._log(conn, req, started, loop.time(), status, aborted,
-                          conn.sent_bytes - first_sent)
+                self._log(exchange, started, loop.time(), status, aborted)
 
-    def _log(self, conn, req, started, ended, status, aborted, sent) -> None:
-        runtime = self.server.runtime
-        route = runtime.router.match(req.host.decode("latin-1"), req.path) \
-            if req.error is None else None
-        termination = "client_abort" if aborted else TERMINATION.get(conn.obs_outcome)
+    def _log(self, exchange, started, ended, status, aborted) -> None:
+        req = exchange
+        runtime = exchange.conn.server.runtime
+        try:
+            route = runtime.router.match(req.host.decode("latin-1"), req.path) \
+                if req.error is None else None
+        except ValueError:              # AmbiguousPath after a reload changed the routes
+            route = None
+        termination = "client_abort" if aborted else TERMINATION.get(exchange.outcome)
         if termination is None and req.error is not None:
             termination = "bad_request"
-        elif termination is None and status == 503 and conn.obs_attempts == 0 and route:
+        elif termination is None and status == 503 and exchange.attempts == 0 and route:
             termination = "no_backend"
-        backend = conn.obs_backend
+        backend = exchange.backend
         admitted = req.admitted
         headers = req.headers
         epoch = time.time() - (ended - started)
@@ -223,35 +215,35 @@ class Observer:
             "time": iso_time(epoch),
             "epoch": round(epoch, 6),
             # The gateway's resolved client (trusted proxies honoured), else the peer.
-            "client": text(admitted.client if admitted is not None else conn.peer),
+            "client": text(admitted.client if admitted is not None else exchange.conn.peer),
             "consumer": text(admitted.consumer) if admitted is not None else None,
             "method": text(req.method) or "-",
             "path": redact_target(text(req.target) or "-"),
             "protocol": "HTTP/1.0" if req.http10 else "HTTP/1.1",
             "status": status if status or not aborted else 499,
-            "bytes": sent,
+            "bytes": exchange.sent,
             "duration": round(ended - started, 6),
             "route": f"{route.host or '*'}{route.path_prefix}" if route else None,
             "pool": route.pool if route else None,
             "backend": backend.name if backend is not None else None,
-            "upstream_time": None if conn.obs_upstream_time is None
-            else round(conn.obs_upstream_time, 6),
-            "attempts": conn.obs_attempts,
-            "request_id": text(conn.request_id),
+            "upstream_time": None if exchange.upstream_time is None
+            else round(exchange.upstream_time, 6),
+            "attempts": exchange.attempts,
+            "request_id": text(exchange.request_id),
             "termination": termination,
             "host": text(req.host),
             "user_agent": header_value(headers, b"user-agent"),
             "referer": header_value(headers, b"referer"),
         }
-        if conn.decision is not None:
-            record["decision"] = text(conn.decision)
+        if exchange.decision is not None:
+            record["decision"] = text(exchange.decision)
         self.access.write(record)
 
     # ---- explain ------------------------------------------------------------------------
 
-    def explain(self, conn, req, state):
+    def explain(self, exchange, state):
         """A selection function that explains itself, or None (the usual case)."""
-        conn.decision = None
+        req = exchange
         if not state.config.explain and self.explain_token is None:
             return None
         wanted = state.config.explain
@@ -270,6 +262,6 @@ class Observer:
         def select(pool, key, exclude):
             chosen, why = explaining.select(pool, key, exclude)
             decision = why.encode("ascii", "backslashreplace")
-            conn.decision = decision.replace(b"\r", b"").replace(b"\n", b"")
+            exchange.decision = decision.replace(b"\r", b"").replace(b"\n", b"")
             return chosen
         return select

@@ -2,13 +2,14 @@
 
 Times are seconds (latencies) or Unix epoch seconds (``loaded_at``, probe ``time``).
 Each backend says where it came from (``source``: static, dns, srv, file or admin); a pool
-with discovery has a ``discovery`` object (its watcher's status), and backends that left the
-pool with requests still in flight are listed with state ``leaving`` until those end.
+with discovery has a ``discovery`` object (its watcher's status, from the ``Discovery`` the
+serve root runs), and backends that left the pool with requests still in flight are listed
+with state ``leaving`` until those end.
 Counters count attempts on a backend since it joined (they survive reloads); ``latency``
-percentiles and ``history`` cover the last ``window`` seconds. A backend's health checker
-may leave ``extra["probe"]`` (last probe: ok, time, status, error, latency), and the
-counters ``extra["probes"]`` ({"ok": n, "failed": n}) and ``extra["ejections"]``; they are
-shown when present.
+percentiles and ``history`` cover the last ``window`` seconds. What the active health
+checker knows of a backend (``HealthChecks.of``: the last probe, with ok, time, status,
+error and latency, and the probe counts) and the passive ejections counted on it are shown
+once there is something to show.
 """
 
 from __future__ import annotations
@@ -16,12 +17,21 @@ from __future__ import annotations
 import os
 import time
 
+from typing import TYPE_CHECKING
+
 from lbctl import __version__
 from lbctl.observe.accounting import WINDOW, BackendStats
+
+if TYPE_CHECKING:
+    from lbctl.discovery.service import Discovery
+    from lbctl.health.active import HealthChecks
+    from lbctl.observe.observer import Observer
+    from lbctl.proxy.runtime import PoolRuntime, Runtime
 
 
 def backend_state(pool, b) -> tuple[str, float | None]:
     """(state, slow-start progress): up, down, ejected, disabled, draining or slow_start."""
+    pool.advance()          # a ramp or an ejection may have ended with no request since
     progress = pool.slow_start_progress(b)
     state = b.state
     if progress is not None and state == "up":
@@ -29,22 +39,22 @@ def backend_state(pool, b) -> tuple[str, float | None]:
     return state, None
 
 
-def snapshot(server, *, started_at: float | None = None, history: bool = True) -> dict:
-    runtime = server.runtime
-    observer = getattr(server, "observer", None)
+def snapshot(runtime: Runtime, observer: Observer | None, health: HealthChecks | None,
+             now: float, *, discovery: Discovery | None = None, started_at: float | None = None,
+             history: bool = True) -> dict:
+    """The document for ``runtime``'s pools; ``now`` is the clock the observer counts in."""
     if started_at is None:
         started_at = observer.started_at if observer is not None else time.time()
-    now = server.loop.time()
     pools = []
-    watchers = getattr(getattr(server, "members", None), "watchers", {})
     for name, state in runtime.pools.items():
         pool = state.pool
-        members = getattr(state, "members", {})
-        backends = [backend_doc(pool, b, now, history, source=_source(members, b))
+        backends = [backend_doc(pool, b, now, history, observer=observer, health=health,
+                                source=source_of(state, b))
                     for b in pool.backends]
         # Backends that left with requests in flight, until the last one ends.
-        backends += [backend_doc(pool, b, now, history, source=None, leaving=True)
-                     for b in getattr(state, "leaving", ())]
+        backends += [backend_doc(pool, b, now, history, observer=observer, health=health,
+                                 source=source_of(state, b), leaving=True)
+                     for b in state.leaving]
         doc = {
             "name": name,
             "algorithm": state.config.algorithm,
@@ -55,8 +65,9 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
             "retries": sum(b["retries"] for b in backends),
             "backends": backends,
         }
-        if name in watchers:
-            doc["discovery"] = watchers[name].status.as_dict()
+        status = discovery.status(name) if discovery is not None else None
+        if status is not None:
+            doc["discovery"] = status.as_dict()
         pools.append(doc)
     doc = {
         "version": __version__,
@@ -76,18 +87,24 @@ def snapshot(server, *, started_at: float | None = None, history: bool = True) -
     return doc
 
 
-def _source(members: dict, b) -> str:
-    bcfg = members.get(b.name)
+def source_of(state: PoolRuntime, b) -> str:
+    """Where ``b`` came from: static, dns, srv, file or admin (the settings it was built from)."""
+    bcfg = state.configs.get(b)
     return bcfg.source if bcfg is not None else "static"
 
 
-def backend_doc(pool, b, now: float, history: bool = True, *, source: str | None = "static",
+def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer | None = None,
+                health: HealthChecks | None = None, source: str = "static",
                 leaving: bool = False) -> dict:
     state, progress = backend_state(pool, b)
     if leaving:
         state, progress = "leaving", None
-    stats: BackendStats = b.extra.get("stats") or BackendStats()
-    probe = b.extra.get("probe")
+    counted = observer.stats.get(b) if observer is not None else None
+    stats: BackendStats = counted or BackendStats()
+    checked = health.of(b) if health is not None else None
+    probe = checked.last if checked is not None else None
+    probes = checked.counts() if checked is not None and (checked.ok or checked.failed) \
+        else None
     doc = {
         "name": b.name,
         "url": b.url,
@@ -100,9 +117,9 @@ def backend_doc(pool, b, now: float, history: bool = True, *, source: str | None
         "weight": b.weight,
         "effective_weight": b.effective_weight,
         "inflight": b.inflight,
-        "requests": stats.requests if b.extra.get("stats") else b.started,
+        "requests": stats.requests if counted else b.started,
         "responses": stats.classes(),
-        "errors": stats.errors if b.extra.get("stats") else b.failures,
+        "errors": stats.errors if counted else b.failures,
         "failures": b.failures,
         "connect_errors": stats.connect_errors,
         "timeouts": stats.timeouts,
@@ -114,9 +131,9 @@ def backend_doc(pool, b, now: float, history: bool = True, *, source: str | None
         "bytes_out": stats.bytes_out,
         "latency": stats.percentiles(now),
         "ewma": b.ewma_cost(pool.clock(), pool.ewma_decay),
-        "last_probe": dict(probe) if isinstance(probe, dict) else None,
-        "probes": dict(b.extra["probes"]) if isinstance(b.extra.get("probes"), dict) else None,
-        "ejections": b.extra.get("ejections"),
+        "last_probe": dict(probe) if probe is not None else None,
+        "probes": probes,
+        "ejections": b.ejections or None,        # null until the first passive ejection
     }
     if history:
         doc["history"] = stats.series(now)

@@ -5,15 +5,28 @@ throughput; bare protocols with httptools on uvloop reach over 60%. So requests 
 responses flow through ``Protocol`` callbacks, bytes are written straight from one transport
 to the other, and back-pressure pauses the reading side when the writing side's buffer fills.
 
-    client.py    ClientConnection: parses requests, runs one handler task per connection
-    forward.py   one request's journey: route, select, connect, retry, status on failure
-    upstream.py  UpstreamConnection and the per-backend pools of idle keep-alive connections
-    framing.py   request/response heads: hop-by-hop stripping, X-Forwarded-*, re-derived framing
-    router.py    host/path routing, first match wins
-    runtime.py   the live state (config, router, pools) that a SIGHUP swaps atomically
-    members.py   a pool's membership changed between reloads (discovery, the admin API):
-                 survivors keep their state, newcomers ramp, the gone drain, then go
-    server.py    listening sockets, signals, graceful drain
+One request, followed through the modules (client -> exchange -> forward -> upstream)::
 
-aiohttp is used around the data plane (admin API, health probes, demo backends), not in it.
+    client.py    ClientConnection: parses requests into exchanges, queues them in order, runs
+                 one handler task per connection; flow control and timers
+    exchange.py  Exchange: everything about one request and its response, the response
+                 callbacks that relay it to the client, and the request body (``Body``)
+    forward.py   the request's journey: route, gateway, select, attempts, retries, the status
+                 on failure; each attempt ends with one ``Outcome``
+    upstream.py  UpstreamConnection (parses a response into its exchange) and the idle pools
+    framing.py   heads across the proxy: hop-by-hop stripping, X-Forwarded-*, and the
+                 response-framing decision (a pure function)
+    refusals.py  what the proxy refuses beyond the parser: framing, Host, the target grammar
+    paths.py     the canonical path, and the other readings backends make of it ([paths])
+    router.py    host/path routing, first match wins; a path read two ways is refused
+    runtime.py   the live state (config, router, pools, gateway, idle pools) a SIGHUP swaps
+    members.py   a pool's membership decided elsewhere (discovery, the admin API), applied to
+                 the live pool: survivors keep their state, newcomers ramp, the gone drain
+    deadline.py  per-connection deadlines re-armed without a timer per request
+    hooks.py     what the data plane reports to (``Hooks``: per attempt, per request, explain)
+    server.py    ProxyServer: the listener, its connections, the runtime swap and the drain
+
+This package is the data plane of one process and nothing more: health checks, discovery,
+the admin API, the access log and signals are wired around it by ``lbctl.serve``. aiohttp is used
+around the data plane (admin API, health probes, demo backends), not in it.
 """

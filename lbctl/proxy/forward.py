@@ -11,6 +11,10 @@ Retry rules (the same promises HAProxy and NGINX make):
 * nothing is retried once response bytes have reached the client;
 * at most ``retries`` extra attempts, each on a backend not tried yet, within the deadline.
 
+Each attempt ends with one ``Outcome`` (``lbctl.balancing``): it feeds the pool's load
+feedback, the pool's outcome sink (passive health) and the observer, and, when no response
+reached the client, ``may_retry`` decides from it whether another backend is tried.
+
 Statuses the proxy produces: 404 (no route), 502 (backend error or invalid response),
 503 with Retry-After (no eligible backend), 504 (no response head in time).
 """
@@ -20,96 +24,128 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from lbctl.balancing import Outcome
 from lbctl.proxy import framing
-from lbctl.proxy.client import ClientError
-from lbctl.proxy.upstream import IdlePool, UpstreamError
+from lbctl.proxy.exchange import ClientError
+from lbctl.proxy.router import AmbiguousPath
+from lbctl.proxy.upstream import UpstreamError
 
 if TYPE_CHECKING:
-    from lbctl.proxy.client import ClientConnection, Request
+    from lbctl.balancing import Backend
+    from lbctl.proxy.exchange import Exchange
+    from lbctl.proxy.runtime import PoolRuntime
+    from lbctl.proxy.upstream import IdlePool
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+OK = Outcome.OK
+SERVER_ERROR = Outcome.SERVER_ERROR
+CONNECT_ERROR = Outcome.CONNECT_ERROR
+RESET = Outcome.RESET
+TIMEOUT = Outcome.TIMEOUT
+INVALID = Outcome.INVALID
+CLIENT_ABORT = Outcome.CLIENT_ABORT
 
 
 class _Timeout(Exception):
     pass
 
 
-def _respond(conn: ClientConnection, req: Request, status: int, message: str,
-             request_id: bytes | None, extra=()) -> bool:
+def may_retry(outcome: Outcome, retry_on, replayable: bool) -> bool:
+    """Whether an attempt that put no response byte on the wire may be tried on another
+    backend (the caller checks attempts and backends left)."""
+    if outcome is CONNECT_ERROR:
+        return outcome in retry_on             # nothing was sent
+    if outcome is SERVER_ERROR:
+        return True                            # held back only when a retry was possible
+    if outcome is RESET or outcome is TIMEOUT:
+        # The backend may have acted on the request: only when sending it twice is safe.
+        return outcome in retry_on and replayable
+    return False                               # invalid answers, the client's own faults
+
+
+def _respond(exchange: Exchange, status: int, message: str, extra=()) -> bool:
     """Send a proxy-generated response; returns whether the connection stays open."""
+    conn = exchange.conn
+    body = exchange.body
     # A body we did not read to its end leaves the stream position unknown: close.
-    keep = req.keep_alive and not conn.last_before_close() and (req.body is None or req.body.done) \
-        and req.upgrade is None
-    conn.status = status
+    keep = exchange.keep_alive and not conn.last_before_close() and \
+        (body is None or body.done) and exchange.upgrade is None
+    exchange.status = status
     if conn.transport is not None and not conn.transport.is_closing():
         conn.transport.write(framing.error_response(
-            status, message, keep_alive=keep, request_id=request_id, extra=extra,
-            head_only=req.method == b"HEAD"))
+            status, message, keep_alive=keep, request_id=exchange.request_id, extra=extra,
+            head_only=exchange.method == b"HEAD"))
     return keep
 
 
-async def handle(conn: ClientConnection, req: Request) -> bool:
-    """Serve one request on ``conn``; returns whether the client connection stays open."""
-    observe = conn.server.observer.request      # None: nothing watches whole requests
+async def handle(exchange: Exchange) -> bool:
+    """Serve one request; returns whether the client connection stays open."""
+    observe = exchange.conn.server.observer.request    # None: nothing watches whole requests
     if observe is None:
-        return await _handle(conn, req)
-    return await observe(conn, req, _handle)
+        return await _handle(exchange)
+    return await observe(exchange, _handle)
 
 
-async def _handle(conn: ClientConnection, req: Request) -> bool:
+async def _handle(exchange: Exchange) -> bool:
+    conn = exchange.conn
     server = conn.server
-    if req.error is not None:
-        _respond(conn, req, req.error[0], req.error[1], None)
+    if exchange.error is not None:
+        _respond(exchange, exchange.error[0], exchange.error[1])
         return False
     runtime = server.runtime            # this request keeps this runtime to its end
-    request_id = conn.request_id = server.request_ids.resolve(req.header(b"x-request-id"))
-    route = runtime.router.match(req.host.decode("latin-1"), req.path)
+    exchange.request_id = server.request_ids.resolve(exchange.header(b"x-request-id"))
+    try:
+        route = runtime.router.match(exchange.host.decode("latin-1"), exchange.path)
+    except AmbiguousPath as exc:
+        exchange.error = (400, str(exc))    # refused like a malformed request: 400, close
+        exchange.keep_alive = False
+        _respond(exchange, 400, str(exc))
+        return False
     if route is None:
-        return _respond(conn, req, 404, "no route matches this request", request_id)
+        return _respond(exchange, 404, "no route matches this request")
     # Gateway duties (lbctl.gateway): client address, rate limits, auth, allow-lists.
-    refusal = runtime.gateway.admit(conn, req, route)
+    refusal = runtime.gateway.admit(exchange, route, conn.peer, server.tls is not None)
     if refusal is not None:
-        return _respond(conn, req, refusal.status, refusal.message, request_id,
-                        extra=refusal.headers)
+        return _respond(exchange, refusal.status, refusal.message, extra=refusal.headers)
     state = runtime.pools[route.pool]
     pool, pcfg = state.pool, state.config
-    key = state.key_of(conn, req) if state.key_of is not None else None
-    if req.expect_continue and req.body is not None and not req.body.done:
+    key = state.key_of(exchange) if state.key_of is not None else None
+    body = exchange.body
+    if exchange.expect_continue and body is not None and not body.done:
         conn.transport.write(CONTINUE)
 
-    loop = conn.loop
-    deadline = loop.time() + pcfg.timeouts.connect + pcfg.timeouts.response
+    deadline = conn.loop.time() + pcfg.timeouts.connect + pcfg.timeouts.response
     tried: list = []
-    failure = (502, "no backend could serve the request")
-    explain = server.observer.explain(conn, req, state)
+    explain = server.observer.explain(exchange, state)
+    idle = runtime.idle
     attempts = 1 + pcfg.retries
     for attempt in range(attempts):
         backend = pool.select(key, exclude=tried) if explain is None else explain(pool, key, tried)
         if backend is None:
             if not tried:
-                return _respond(conn, req, 503, f"no backend available in pool {pool.name!r}",
-                                request_id, extra=((b"Retry-After", b"1"),))
+                return _respond(exchange, 503, f"no backend available in pool {pool.name!r}",
+                                extra=((b"Retry-After", b"1"),))
             break
         tried.append(backend)
-        last = attempt == attempts - 1
-        result = await _attempt(conn, req, state, backend, request_id, deadline, last, tried)
-        if result is True or result is False:
-            return result
-        failure, retryable = result
-        if not retryable:
+        outcome = await _attempt(exchange, state, backend, idle[backend], deadline,
+                                 attempt == attempts - 1, tried)
+        if exchange.response_begun:
+            return exchange.response_keep
+        if not may_retry(outcome, pcfg.retry_on, exchange.replayable()):
             break
-    return _respond(conn, req, failure[0], failure[1], request_id)
+    return _respond(exchange, *exchange.failure)
 
 
-async def _attempt(conn: ClientConnection, req: Request, state, backend, request_id: bytes,
-                   deadline: float, last: bool, tried: list):
-    """One try on one backend. Returns keep-alive (bool) when a response was relayed, or
-    ``((status, message), retryable)`` when this backend failed before any response byte."""
+async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idle: IdlePool,
+                   deadline: float, last: bool, tried: list) -> Outcome:
+    """One try on one backend. When no response reached the client (``response_begun`` is
+    still False), ``exchange.failure`` says what the client gets if nothing else is tried."""
+    conn = exchange.conn
     loop = conn.loop
     pool, pcfg = state.pool, state.config
-    retry_on = pcfg.retry_on
-    outcome = "reset"             # what the passive health sink hears unless we learn better
-    idle: IdlePool = backend.extra["idle"]
+    outcome = RESET               # what the passive health sink hears unless we learn better
+    exchange.attempts += 1
     pool.on_start(backend)
     started = loop.time()
     ok = False
@@ -122,93 +158,93 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
             try:
                 up = await idle.connect(min(pcfg.timeouts.connect, max(remaining, 0.001)))
             except (OSError, asyncio.TimeoutError):
-                outcome = "connect"
-                return (502, "connect failed"), "connect" in retry_on
+                outcome = CONNECT_ERROR
+                exchange.failure = (502, "connect failed")
+                return outcome
         if conn.closed:
             raise asyncio.CancelledError
-        conn.upstream = up
-        conn.response_begun = False
-        conn.up_reusable = False
-        conn.head_waiter = loop.create_future()
-        conn.done_waiter = loop.create_future()
-        up.attach(conn, head_request=req.method == b"HEAD")
-        body = req.body
-        admitted = req.admitted
+        exchange.upstream = up
+        exchange.reusable = False
+        exchange.head_waiter = loop.create_future()
+        exchange.done_waiter = loop.create_future()
+        up.attach(exchange, head_request=exchange.method == b"HEAD")
+        body = exchange.body
+        admitted = exchange.admitted
         up.transport.write(framing.upstream_request_head(
-            req.method, req.target, req.headers,
+            exchange.method, exchange.target, exchange.headers,
             client_ip=admitted.forwarded_for if admitted else conn.peer,
             proto=admitted.proto if admitted else b"http",
-            host=req.host, request_id=request_id,
+            host=exchange.host, request_id=exchange.request_id,
             framing="none" if body is None else body.framing,
-            length=body.length if body is not None else 0, upgrade=req.upgrade,
+            length=body.length if body is not None else 0, upgrade=exchange.upgrade,
             strip=admitted.strip if admitted else (), add=admitted.add if admitted else ()))
-        if "5xx" in retry_on and not last and _replayable(req):
-            conn.retry_5xx = lambda: pool.has_alternative(tried)
+        if SERVER_ERROR in pcfg.retry_on and not last and exchange.replayable():
+            exchange.retry_5xx = lambda: pool.has_alternative(tried)
         # The response timeout counts from the end of the request: a long upload is governed
         # by the body idle timeout instead, so it is not cut off for being large.
-        timer = _ResponseTimer(conn, pcfg.timeouts.response)
+        timer = _ResponseTimer(exchange, pcfg.timeouts.response)
         if body is not None:
             body.attach(up.transport)
             if body.done:
                 timer.arm()
             else:
                 body.on_done = timer.arm
-                timer.watch_body(server_limits(conn).body_timeout)
+                timer.watch_body(_limits(exchange).body_timeout)
         else:
             timer.arm()
         try:
-            await conn.head_waiter
+            await exchange.head_waiter
         except UpstreamError as exc:
+            exchange.failure = (502, exc.reason)
             if exc.status:
-                outcome = "5xx"
-                return (502, exc.reason), True       # held back only when a retry was possible
-            outcome = "invalid" if not exc.before_response else "reset"
-            # Nothing reached the client; a retry is safe only if the backend cannot have
-            # acted on the request twice, and the body can be sent again.
-            return (502, exc.reason), exc.before_response and "reset" in retry_on and \
-                _replayable(req)
+                outcome = SERVER_ERROR
+            else:
+                outcome = RESET if exc.before_response else INVALID
+            return outcome
         except _Timeout:
-            outcome = "timeout"
-            return (504, "backend did not answer in time"), "timeout" in retry_on and \
-                _replayable(req)
+            outcome = TIMEOUT
+            exchange.failure = (504, "backend did not answer in time")
+            return outcome
         except ClientError as exc:
-            outcome = "client"          # the client's fault: not held against the backend
-            return (exc.status, exc.reason), False
+            outcome = CLIENT_ABORT      # the client's fault: not held against the backend
+            exchange.failure = (exc.status, exc.reason)
+            return outcome
         finally:
             timer.cancel()
-            conn.retry_5xx = None
+            exchange.retry_5xx = None
         latency = loop.time() - started
-        outcome = "5xx" if conn.status >= 500 else "ok"
+        outcome = SERVER_ERROR if exchange.status >= 500 else OK
 
         # A response that arrived whole with its head is already done: no watchdog needed.
-        watchdog = None if conn.done_waiter.done() else \
-            _Watchdog(conn, server_limits(conn).body_timeout)
+        watchdog = None if exchange.done_waiter.done() else \
+            _Watchdog(exchange, _limits(exchange).body_timeout)
         try:
-            await conn.done_waiter
+            await exchange.done_waiter
         except (UpstreamError, _Timeout) as exc:
             # Response bytes already went out: the client gets a truncated message and a
             # closed connection, never a clean end.
-            outcome = "timeout" if isinstance(exc, _Timeout) else "reset"
+            outcome = TIMEOUT if isinstance(exc, _Timeout) else RESET
+            exchange.response_keep = False
             if conn.transport is not None:
                 conn.transport.abort()
-            return False
+            return outcome
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-        ok = conn.status < 500
-        if conn.tunnel is not None:
-            await conn.tunnel_done
-            return False
-        return conn.resp_keep
+        ok = exchange.status < 500
+        if exchange.tunnel_done is not None:
+            await exchange.tunnel_done
+            exchange.response_keep = False
+        return outcome
     except asyncio.CancelledError:
         # The client went away before the backend answered: not the backend's failure.
         if latency is None:
-            outcome = "client"
+            outcome = CLIENT_ABORT
         raise
     finally:
         if up is not None:
-            body = req.body
-            clean = ok and conn.up_reusable and (body is None or body.done) and not up.closed
+            body = exchange.body
+            clean = ok and exchange.reusable and (body is None or body.done) and not up.closed
             if body is not None:
                 body.detach()
             if clean:
@@ -217,20 +253,15 @@ async def _attempt(conn: ClientConnection, req: Request, state, backend, request
                 up.close()
             if body is not None:
                 body.on_done = None
-        conn.upstream = None
-        conn.head_waiter = conn.done_waiter = None
+        exchange.upstream = None
+        exchange.head_waiter = exchange.done_waiter = None
         pool.on_end(backend, latency if latency is not None else loop.time() - started, ok)
         state.outcomes.record(backend, outcome)
-        conn.server.observer.attempt(conn, state, backend, outcome, started, latency)
+        conn.server.observer.attempt(exchange, state, backend, outcome, started, latency)
 
 
-def _replayable(req: Request) -> bool:
-    """Safe to send again: the backend cannot have acted on it twice, the body is at hand."""
-    return req.method in framing.IDEMPOTENT and (req.body is None or req.body.replayable())
-
-
-def server_limits(conn: ClientConnection):
-    return conn.server.runtime.config.limits
+def _limits(exchange: Exchange):
+    return exchange.conn.server.runtime.config.limits
 
 
 def _expire(waiter: asyncio.Future) -> None:
@@ -243,8 +274,8 @@ class _ResponseTimer:
     was fully sent. While the body is still streaming, the watchdog below governs instead.
     Uses the connection's reusable ``response_deadline``, not a timer per request."""
 
-    def __init__(self, conn: ClientConnection, timeout: float) -> None:
-        self.conn = conn
+    def __init__(self, exchange: Exchange, timeout: float) -> None:
+        self.exchange = exchange
         self.timeout = timeout
         self.armed = False
         self.watchdog: _Watchdog | None = None
@@ -253,17 +284,18 @@ class _ResponseTimer:
         if self.watchdog is not None:
             self.watchdog.cancel()
             self.watchdog = None
-        if not self.armed and self.conn.head_waiter is not None:
+        waiter = self.exchange.head_waiter
+        if not self.armed and waiter is not None:
             self.armed = True
-            self.conn.response_deadline.start(self.timeout, _expire, self.conn.head_waiter)
+            self.exchange.conn.response_deadline.start(self.timeout, _expire, waiter)
 
     def watch_body(self, body_timeout: float) -> None:
-        self.watchdog = _Watchdog(self.conn, body_timeout, self.conn.head_waiter,
+        self.watchdog = _Watchdog(self.exchange, body_timeout, self.exchange.head_waiter,
                                   lambda: ClientError(408, "request body not received in time"))
 
     def cancel(self) -> None:
         if self.armed:
-            self.conn.response_deadline.stop()
+            self.exchange.conn.response_deadline.stop()
         if self.watchdog is not None:
             self.watchdog.cancel()
 
@@ -271,14 +303,15 @@ class _ResponseTimer:
 class _Watchdog:
     """Fails the exchange when no body byte moved in either direction for ``timeout``."""
 
-    def __init__(self, conn: ClientConnection, timeout: float,
+    def __init__(self, exchange: Exchange, timeout: float,
                  waiter: asyncio.Future | None = None, error=_Timeout) -> None:
-        self.conn = conn
+        self.exchange = exchange
+        self.conn = exchange.conn
         self.timeout = timeout
         self.waiter = waiter
         self.error = error
-        self.seen = conn.progress
-        self.handle = conn.loop.call_later(timeout, self._check)
+        self.seen = self.conn.progress
+        self.handle = self.conn.loop.call_later(timeout, self._check)
 
     def _check(self) -> None:
         conn = self.conn
@@ -286,7 +319,7 @@ class _Watchdog:
             self.seen = conn.progress
             self.handle = conn.loop.call_later(self.timeout, self._check)
         else:
-            waiter = self.waiter or conn.done_waiter
+            waiter = self.waiter or self.exchange.done_waiter
             if waiter is not None and not waiter.done():
                 waiter.set_exception(self.error())
 

@@ -1,7 +1,8 @@
 """Message heads as they cross the proxy: what is stripped, what is added, how bodies are framed.
 
 Framing is re-derived, never copied: the proxy decides ``Content-Length`` or chunked for
-each hop from what it actually knows about the body. Hop-by-hop headers (RFC 9110 7.6.1:
+each hop from what it actually knows about the body (``response_framing`` is that decision
+for a response, a pure function of what the request and the response head say). Hop-by-hop headers (RFC 9110 7.6.1:
 ``Connection`` and every header it names, Keep-Alive, Proxy-Connection, TE, Trailer,
 Transfer-Encoding, Upgrade) never cross, in either direction; the proxy's own
 ``X-Forwarded-*`` headers replace whatever the client sent under those names.
@@ -97,9 +98,49 @@ def _framing_fields(out: list[bytes], framing: str, length: int, upgrade: bytes 
     return False
 
 
+def body_fields(headers: list[tuple[bytes, bytes]]) -> tuple[int, list[bytes]]:
+    """A response's Content-Length (-1: none) and its Transfer-Encoding values."""
+    length = -1
+    codings = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"content-length":
+            length = int(value)              # llhttp has validated it
+        elif lower == b"transfer-encoding":
+            codings.append(value)
+    return length, codings
+
+
+def response_framing(status: int, length: int, chunked: bool, head: bool, http10: bool,
+                     upgrade: bool, keep_alive: bool, must_close: bool
+                     ) -> tuple[str, str, bool, bool]:
+    """How a response crosses to the client: ``(announced, relayed, keep_alive, ends_at_close)``.
+
+    In: the response's status, its Content-Length (-1: none) and whether it is chunked;
+    whether the request was HEAD, came from an HTTP/1.0 client, asked for the Upgrade this
+    101 grants; whether the client wants the connection kept, and whether it must close
+    anyway (draining, or a request body the backend did not wait for).
+
+    ``announced`` is the framing the head declares ("none", "length", "chunked", "close");
+    ``relayed`` how body bytes are written ("none" for HEAD, no-body statuses and a 101:
+    "chunked" re-chunks them, "length" and "close" copy them); ``ends_at_close`` that the
+    backend's body ends only when it closes its connection (re-chunked for HTTP/1.1 clients).
+    """
+    if upgrade:
+        return "none", "none", not must_close, False   # the connection becomes a tunnel
+    keep = keep_alive and not must_close
+    if head or status in NO_BODY_STATUSES:
+        return ("length" if head and length >= 0 else "none"), "none", keep, False
+    if length >= 0 and not chunked:
+        return "length", "length", keep, False
+    if not http10:
+        return "chunked", "chunked", keep, not chunked
+    return "close", "close", False, not chunked        # HTTP/1.0 client, length unknown
+
+
 def client_response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *,
                          framing: str, length: int, keep_alive: bool, http10: bool,
-                         request_id: bytes | None, upgrade: bytes | None = None) -> bytes:
+                         upgrade: bytes | None = None) -> bytes:
     """The head sent to the client. ``framing``: "none", "length", "chunked" or "close"."""
     named = connection_tokens(headers)
     out = [b"HTTP/1.1 %d " % status, reason or _reason(status), b"\r\n"]

@@ -1,11 +1,17 @@
-"""The listening proxy: sockets, the live runtime, reload and graceful drain.
+"""The data plane of one process: the listening socket, its connections, the live runtime.
 
 ``ProxyServer`` owns what outlives a single connection: the current ``Runtime`` (swapped
-whole by ``reload``), the set of open client connections (for draining), request-id
-generation, a once-a-second sweep of expired idle upstream connections, the active health
-checks of the current runtime (restarted on reload, stopped on drain and close), and pool
-membership between reloads (``members``: discovery and the admin API's additions and
-removals, applied to the live pools by ``proxy/members.py``).
+whole by ``reload``), the listener's TLS, the set of open client connections (for the
+connection caps and for draining), request-id generation, and a once-a-second sweep that
+closes expired idle upstream connections, lets the pools apply what time changed (a ramp
+step, an ejection ending) with or without traffic, and drops backends that finished
+leaving. It reports to the ``Hooks`` it is given and knows nothing of health checks,
+discovery, the admin API, the access log or signals: ``lbctl.serve`` runs those around it.
+
+Membership decided outside (discovery, the admin API's additions and removals) comes in as
+data, two ways: ``reload(config, members)`` builds the new runtime from it, and
+``set_members(pool, members)`` applies one pool's new list to the live pool
+(``proxy/members.py``).
 """
 
 from __future__ import annotations
@@ -15,16 +21,16 @@ import errno
 import logging
 import random
 from collections import Counter
+from typing import Mapping, Sequence
 
-from lbctl.config.model import Config
+from lbctl.config.model import BackendConfig, Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.gateway.tls import Terminator
-from lbctl.health.active import HealthChecks
-from lbctl.observe.observer import Observer
 from lbctl.proxy.client import ClientConnection
 from lbctl.proxy.framing import RequestIds
-from lbctl.proxy.members import LiveMembership
+from lbctl.proxy.hooks import Hooks, NoHooks
+from lbctl.proxy.members import Change, apply_members, sweep
 from lbctl.proxy.runtime import Runtime, build_runtime
 
 log = logging.getLogger("lbctl.proxy")
@@ -32,68 +38,47 @@ log = logging.getLogger("lbctl.proxy")
 
 class ProxyServer:
     def __init__(self, config: Config, *, loop: asyncio.AbstractEventLoop | None = None,
-                 rng: random.Random | None = None, clock=None) -> None:
+                 rng: random.Random | None = None, clock=None, hooks: Hooks | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.rng = rng or random.Random()
         self.clock = clock or self.loop.time      # injected by tests (rate limits, ramps)
         self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng)
         tls = config.listen.tls                   # loaded once already by the config loader
         self.tls = Terminator(tls.cert, tls.key, tls.min_version) if tls is not None else None
-        # Probes draw their jitter from their own stream, so they never shift the balancer's.
-        self.health = HealthChecks(rng=random.Random(self.rng.getrandbits(64)))
+        self.observer: Hooks = hooks if hooks is not None else NoHooks()
         self.connections: set[ClientConnection] = set()
         self.per_client: Counter[str] = Counter()      # open connections per client address
         self.request_ids = RequestIds()
         self.default_host = str(config.listen.address).encode()
-        self.server: asyncio.AbstractServer | None = None
+        self.listener: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
-        self.observer = Observer(self)          # accounting, access log, explain
-        self.health.observer = self.observer.probe      # counts probes for /metrics
-        self.admin = None                       # the admin API, when [admin] is configured
-        self.members = LiveMembership(config, lambda: self.runtime,
-                                      on_change=lambda: self.health.sync(self.runtime))
+        self._drained: asyncio.Event | None = None    # set when draining and none are left
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port), useful when the config asked for port 0."""
-        sock = self.server.sockets[0]
+        sock = self.listener.sockets[0]
         return sock.getsockname()[:2]
 
     async def start(self) -> None:
+        """Listen; a port in use is a ``UserError`` (exit 1)."""
         addr = self.runtime.config.listen.address
-        if any(pool.discovery is not None for pool in self.runtime.config.pools.values()):
-            await self.members.start(self.runtime.config)     # the first lookups
-            self.runtime = build_runtime(self.runtime.config, clock=self.clock, rng=self.rng,
-                                         members=self.members.members())
-        # Initial health states are applied before the first connection can be accepted.
-        self.health.prepare(self.runtime)
-        if self.runtime.config.admin is not None:
-            # aiohttp and prometheus-client load only when there is an admin API to serve.
-            from lbctl.admin.api import start_admin
-            try:
-                self.admin = await start_admin(self)    # fails before anything else is started
-            except UserError:
-                await self.members.stop()
-                raise
         try:
-            self.server = await self.loop.create_server(
+            self.listener = await self.loop.create_server(
                 lambda: ClientConnection(self), addr.host, addr.port,
                 reuse_address=True, backlog=1024,
                 ssl=self.tls.front if self.tls is not None else None)
         except OSError as exc:
-            if self.admin is not None:
-                await self.admin.close()
-                self.admin = None
-            await self.members.stop()
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else \
                 (exc.strerror or str(exc))
             raise UserError(f"cannot listen on {addr}: {reason}", exit_code=Exit.RUNTIME) from None
         self._sweeper = self.loop.create_task(self._sweep())
-        self.health.start(self.runtime)
-        self.members.begin()
 
-    def reload(self, config: Config) -> None:
-        """Swap in a validated config; requests in flight finish under the old one."""
+    def reload(self, config: Config,
+               members: Mapping[str, Sequence[BackendConfig]] | None = None) -> Runtime:
+        """Swap in a validated config; requests in flight finish under the old one.
+        ``members``: each pool's whole membership, where it is more than the config file's
+        backends (what discovery and operators decided)."""
         old = self.runtime
         if config.listen.address != old.config.listen.address:
             log.warning("listen address changed to %s: takes effect after a restart; "
@@ -104,63 +89,86 @@ class ProxyServer:
                 log.info("TLS certificate reloaded from %s", tls.cert)
         elif (self.tls is None) != (config.listen.tls is None):
             log.warning("listen.tls changed: takes effect after a restart")
-        # Operators' run-time changes survive a reload (the event log says how).
         self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old,
-                                     members=self.members.reconfigure(config))
-        self.members.reconfigured(config)
-        if self.server is not None:
-            self.health.restart(self.runtime)
-        self.observer.configure(config)
-        if self.admin is not None:
-            self.admin.reconfigure(config.admin)
-        elif config.admin is not None:
-            log.warning("[admin] added: the admin API starts after a restart")
+                                     members=members)
+        return self.runtime
+
+    def set_members(self, pool: str, members: Sequence[BackendConfig]) -> Change:
+        """Make the live pool ``pool`` hold exactly ``members`` (survivors keep their state,
+        newcomers ramp, the gone leave: ``proxy/members.py``). Before ``start`` the pool takes
+        them as at startup, with no ramp. An unknown pool changes nothing."""
+        state = self.runtime.pools.get(pool)
+        if state is None:
+            return Change()
+        change = apply_members(state, members, self.runtime.idle,
+                               starting=self.listener is None)
+        inflight = {b.name: b.inflight for b in state.leaving}
+        for name in change.left:
+            if name in inflight:
+                log.info("pool %s: backend %s leaves: no new requests; %d in flight finish "
+                         "first", pool, name, inflight[name])
+        return change
+
+    def forget(self, conn: ClientConnection) -> None:
+        """A client connection closed."""
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.per_client[conn.peer] -= 1
+            if self.per_client[conn.peer] <= 0:
+                del self.per_client[conn.peer]
+            if not self.connections and self._drained is not None:
+                self._drained.set()
 
     def stop_listening(self) -> None:
         """Close the listening socket: new connections are refused from here on."""
-        if self.server is not None:
-            self.server.close()
+        if self.listener is not None:
+            self.listener.close()
 
-    async def drain(self, timeout: float) -> bool:
-        """Stop accepting, let requests in flight finish (up to ``timeout``), close the rest.
-        Returns True when every connection finished on its own."""
+    def start_drain(self) -> None:
+        """Stop accepting; each connection finishes its request in flight, then closes."""
         self.stop_listening()
+        self._drained = asyncio.Event()
         for conn in list(self.connections):
             conn.start_drain()
-        await self.health.stop()       # nothing new will be routed: verdicts no longer matter
-        deadline = self.loop.time() + timeout
-        while self.connections and self.loop.time() < deadline:
-            await asyncio.sleep(0.05)
+
+    async def wait_drained(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the connections to finish; abort the rest. True when
+        every connection finished on its own."""
+        if self._drained is None:
+            self.start_drain()
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
         clean = not self.connections
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
-        await self.close()
         return clean
 
     async def close(self) -> None:
-        if self.admin is not None:
-            await self.admin.close()
-            self.admin = None
-        await self.members.stop()
-        self.observer.close()
-        await self.health.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        if self.server is not None:
-            self.server.close()
+        if self.listener is not None:
+            self.listener.close()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
-        for backend in self.runtime.backends():
-            backend.extra["idle"].close_all()
+        for idle in self.runtime.idle.values():
+            idle.close_all()
         await asyncio.sleep(0)
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             now = self.loop.time()
-            for backend in self.runtime.backends():
-                backend.extra["idle"].sweep(now)
-            self.members.sweep()            # backends that finished leaving
+            for idle in self.runtime.idle.values():
+                idle.sweep(now)
+            for name, state in self.runtime.pools.items():
+                state.pool.advance()    # ramps and ejections end on time, traffic or not
+                if state.leaving:
+                    for b in sweep(state, self.runtime.idle):
+                        log.info("pool %s: backend %s left (its last request in flight "
+                                 "ended)", name, b.name)

@@ -1,11 +1,19 @@
 """Connections to backends: the response-parsing protocol and per-backend idle pools.
 
-An ``UpstreamConnection`` serves one exchange at a time for the client connection that
-holds it and reports parser events straight to that client (``response_head``,
-``response_body``...), so response bytes are written to the client inside the callback,
-without a hop through a task. A connection goes back to its backend's idle pool only after
-a clean, complete exchange; one that saw an error, a timeout, stray bytes or an incomplete
-message is closed, never reused.
+An ``UpstreamConnection`` serves one ``Exchange`` at a time and reports parser events
+straight to it (``response_head``, ``response_body``...), so response bytes are written to
+the client inside the callback, without a hop through a task. A connection goes back to its
+backend's idle pool only after a clean, complete exchange; one that saw an error, a timeout,
+stray bytes or an incomplete message is closed, never reused.
+
+A response head is held to ``[limits] max_response_header_size`` and ``max_response_headers``
+(like a request head): past either, the exchange fails as an invalid response (502) and the
+connection is closed, so a backend sending headers without end costs a bounded amount of
+memory. Bytes are counted as they arrive, not only as parsed headers, because the parser
+holds a header line that has not ended yet.
+
+The idle pools belong to the proxy's ``Runtime`` (one per backend, carried over a reload
+while the backend keeps its address).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import httptools
 from lbctl.balancing.backend import Backend
 
 if TYPE_CHECKING:
-    from lbctl.proxy.client import ClientConnection
+    from lbctl.proxy.exchange import Exchange
 
 
 class UpstreamError(Exception):
@@ -39,7 +47,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, idle_pool: "IdlePool") -> None:
         self.idle_pool = idle_pool
         self.transport: asyncio.Transport | None = None
-        self.client: ClientConnection | None = None
+        self.exchange: Exchange | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
@@ -51,11 +59,17 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False
         self.head_request = False
         self.exchanges = 0
+        self.head_open = False            # a response head is still arriving
+        self.head_bytes = 0               # bytes received while it was
+        self.header_bytes = 0             # parsed header lines, as the request side counts
+        self.header_count = 0
+        self.max_head = 0                 # [limits] max_response_header_size, per exchange
+        self.max_headers = 0
 
-    # ---- exchange lifecycle (called by the client side) --------------------------------
+    # ---- exchange lifecycle (called by forward.py) -----------------------------------
 
-    def attach(self, client: ClientConnection, head_request: bool) -> None:
-        self.client = client
+    def attach(self, exchange: Exchange, head_request: bool) -> None:
+        self.exchange = exchange
         self.response_started = False
         self.headers = []
         self.reason = b""
@@ -63,15 +77,20 @@ class UpstreamConnection(asyncio.Protocol):
         self.complete = False
         self.head_request = head_request
         self.exchanges += 1
+        limits = exchange.conn.server.runtime.config.limits
+        self.max_head, self.max_headers = limits.max_response_header_size, \
+            limits.max_response_headers
+        self.head_open = True
+        self.head_bytes = self.header_bytes = self.header_count = 0
 
     def detach(self) -> None:
-        self.client = None
+        self.exchange = None
 
     def close(self) -> None:
         """Abort: an upstream connection is closed only when it must not be reused."""
         if not self.closed:
             self.closed = True
-            self.client = None
+            self.exchange = None
             if self.transport is not None:
                 self.transport.abort()
 
@@ -81,58 +100,63 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        client = self.client
-        if client is None:
+        exchange = self.exchange
+        if exchange is None:
             # Bytes on an idle connection: the backend is confused; never reuse it.
             self.close()
             return
         if self.tunnel:
-            client.tunnel_from_upstream(data)
+            exchange.transport.write(data)
             return
         self.response_started = True
         # What the parser callbacks write to the client goes out as one write, after parsing.
-        client.hold_writes()
+        exchange.hold_writes()
         try:
+            if self.head_open:
+                self.head_bytes += len(data)
             self.parser.feed_data(data)
+            if self.head_open and self.head_bytes > self.max_head:
+                # Still no end of head: a line without end, or more than the limit in all.
+                self._fail_head()
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
-            if self.client is not None:
-                self.client.upstream_upgraded(data[offset:])
+            if self.exchange is not None:
+                self.exchange.upstream_upgraded(data[offset:])
         except httptools.HttpParserCallbackError:
             # Raised by our own callback (the client went away while writing): stop here.
             self.close()
         except httptools.HttpParserError as exc:
-            if self.client is not None:
-                self.client.upstream_failed(UpstreamError(f"invalid response: {exc}", False))
+            if self.exchange is not None:
+                self.exchange.upstream_failed(UpstreamError(f"invalid response: {exc}", False))
             self.close()
         finally:
             try:
-                client.flush_writes()
+                exchange.flush_writes()
             except Exception:
                 # The client went away: the same as a write failing inside a callback.
                 self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.parser = None                # a reference cycle through its callbacks (client.py)
+        self.parser = None                # a reference cycle through its callbacks (see client.py)
         self.idle_pool.discard(self)
-        client = self.client
-        self.client = None
-        if client is None:
+        exchange = self.exchange
+        self.exchange = None
+        if exchange is None:
             return
         if self.tunnel:
-            client.end_tunnel()
-            client.close()
+            exchange.end_tunnel()
+            exchange.conn.close()
         elif not self.complete:
-            client.upstream_lost(self)
+            exchange.upstream_lost(self)
 
     def pause_writing(self) -> None:
-        if self.client is not None:
-            self.client.pause_reading("upstream")
+        if self.exchange is not None:
+            self.exchange.conn.pause_reading("upstream")
 
     def resume_writing(self) -> None:
-        if self.client is not None:
-            self.client.resume_reading("upstream")
+        if self.exchange is not None:
+            self.exchange.conn.resume_reading("upstream")
 
     # ---- httptools callbacks -------------------------------------------------------------
 
@@ -148,37 +172,54 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.complete:
             self.headers.append((name, value))
+            self.header_count += 1
+            self.header_bytes += len(name) + len(value) + 4
+            if self.header_count > self.max_headers or self.header_bytes > self.max_head:
+                self._fail_head()
+                raise _StopParsing
+
+    def _fail_head(self) -> None:
+        """Over a response-head limit: a 502 for the client, and this connection closed."""
+        self.head_open = False
+        if self.exchange is not None:
+            self.exchange.upstream_failed(UpstreamError(
+                f"invalid response: head over the limits (max_response_header_size "
+                f"{self.max_head}, max_response_headers {self.max_headers})", False))
+        self.close()
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # Interim responses (100 Continue, 103) are not forwarded: the proxy answers
-            # Expect itself and the final response follows on this connection.
+            # Expect itself and the final response follows on this connection. Their bytes
+            # count toward the head limit, so endless 103s are bounded too.
             self.interim = True
             self.headers = []
+            self.header_count = 0
             return
-        if self.client is not None and not self.client.response_head(
-                self, status, self.reason, self.headers, self.parser.should_keep_alive()):
+        self.head_open = False
+        if self.exchange is not None and not self.exchange.response_head(
+                self, status, self.reason, self.headers):
             raise _StopParsing
         if self.head_request:
             # httptools cannot be told a response answers HEAD, so it would wait for the
             # declared body. The exchange ends at the head, and the connection is not reused.
             self.complete = True
-            if self.client is not None:
-                self.client.response_complete(self, reusable=False)
+            if self.exchange is not None:
+                self.exchange.response_complete(self, reusable=False)
             raise _StopParsing
 
     def on_body(self, body: bytes) -> None:
-        if self.client is not None:
-            self.client.response_body(body)
+        if self.exchange is not None:
+            self.exchange.response_body(body)
 
     def on_message_complete(self) -> None:
         if self.interim:
             self.interim = False
             return
         self.complete = True
-        if self.client is not None:
-            self.client.response_complete(self, reusable=self.parser.should_keep_alive())
+        if self.exchange is not None:
+            self.exchange.response_complete(self, reusable=self.parser.should_keep_alive())
 
 
 class _StopParsing(Exception):
@@ -191,6 +232,7 @@ class IdlePool:
     def __init__(self, backend: Backend, *, max_idle: int, idle_timeout: float,
                  ssl: ssl_module.SSLContext | None = None, server_name: str | None = None) -> None:
         self.backend = backend
+        self.address = (backend.scheme, backend.host, backend.port)   # connections go here
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.ssl = ssl
@@ -199,12 +241,16 @@ class IdlePool:
 
     async def connect(self, timeout: float) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
-        b = self.backend
+        _, host, port = self.address
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(self), b.host, b.port, ssl=self.ssl,
+            loop.create_connection(lambda: UpstreamConnection(self), host, port, ssl=self.ssl,
                                    server_hostname=self.server_name),
             timeout)
         return conn
+
+    def __len__(self) -> int:
+        """Idle connections held now."""
+        return len(self.idle)
 
     def take(self, now: float) -> UpstreamConnection | None:
         """A live idle connection, or None. Expired ones are closed on the way."""

@@ -15,9 +15,8 @@ The data flows one way::
     render.py    summaries -> rich tables and bar charts, and a one-sentence verdict
 """
 
-from lbctl.simulate.engine import simulate, run_algorithm
+from lbctl.simulate.engine import run_algorithm
 from lbctl.simulate.results import summarize
 from lbctl.simulate.scenario import Scenario, default_scenario, load_scenario
 
-__all__ = ["Scenario", "default_scenario", "load_scenario", "run_algorithm", "simulate",
-           "summarize"]
+__all__ = ["Scenario", "default_scenario", "load_scenario", "run_algorithm", "summarize"]

@@ -48,7 +48,7 @@ from functools import partial
 from math import log
 from typing import Callable
 
-from lbctl.balancing import ALGORITHMS, Backend, make_pool
+from lbctl.balancing import ALGORITHMS, Backend, Outcome, make_pool
 from lbctl.simulate.scenario import Scenario
 from lbctl.simulate.workload import service_sampler, streams
 
@@ -59,6 +59,9 @@ DONE, RETRY_DONE, FAIL, ATTEMPT_TIMEOUT, CLIENT_TIMEOUT, TIMELINE, END = range(7
 # The proxy's side of an attempt whose client already gave up: its outcome (in the key slot)
 # goes to passive ejection when the attempt really ends.
 ORPHAN = 7
+
+# What passive ejection is told of an attempt.
+OUTCOME_OK, SERVER_ERROR, TIMEOUT = Outcome.OK, Outcome.SERVER_ERROR, Outcome.TIMEOUT
 
 # Request outcomes (``Records.status``).
 OK, ERROR_5XX, ERROR_TIMEOUT, ERROR_NO_BACKEND = range(4)
@@ -120,7 +123,7 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         record = OutlierDetector(pool, proxy.outlier, clock=clock, logger=_QUIET).record
         ejected = rec.ejections.append
 
-        def report(b: Backend, outcome: str, now: float) -> None:
+        def report(b: Backend, outcome: Outcome, now: float) -> None:
             """Tell the detector; note the attempt that ejected ``b``."""
             was_out = b.ejected_until > now
             record(b, outcome)
@@ -222,7 +225,8 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             if deadline <= limit:
                 if detect and min(end, limit) < INF:
                     # The proxy's attempt goes on after the client left (see the docstring).
-                    outcome = ("5xx" if kind == FAIL else "ok") if end <= limit else "timeout"
+                    outcome = (SERVER_ERROR if kind == FAIL else OUTCOME_OK) if end <= limit \
+                        else TIMEOUT
                     push(heap, (min(end, limit), nxt(), ORPHAN, b, now, t0, (), outcome))
                 end, kind = deadline, CLIENT_TIMEOUT
             else:
@@ -255,14 +259,14 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             if kind == DONE:
                 on_end(b, now - ev[4])
                 if detect:
-                    report(b, "ok", now)
+                    report(b, OUTCOME_OK, now)
                 t0 = ev[5]
                 rec_arrival(t0), rec_latency(now - t0), rec_backend(b.index)
                 continue
             if kind == RETRY_DONE:
                 on_end(b, now - ev[4])
                 if detect:
-                    report(b, "ok", now)
+                    report(b, OUTCOME_OK, now)
                 t0 = ev[5]
                 note((count(), OK, len(ev[6]) + 1))
                 rec_arrival(t0), rec_latency(now - t0), rec_backend(b.index)
@@ -278,7 +282,7 @@ def run_algorithm(scenario: Scenario, algorithm: str,
                 continue
             on_end(b, now - ev[4], False)
             if detect and kind != CLIENT_TIMEOUT:
-                report(b, "5xx" if kind == FAIL else "timeout", now)
+                report(b, SERVER_ERROR if kind == FAIL else TIMEOUT, now)
             t0, tried = ev[5], ev[6]
             if (retry_fail if kind == FAIL else retry_timeout and kind == ATTEMPT_TIMEOUT) \
                     and len(tried) < retries:
@@ -360,16 +364,6 @@ def _apply(ev, pool, index, backends, scale, base_scale, expo, base_expo, fail, 
             scale[i], expo[i] = base_scale[i], base_expo[i]
             fail[i] = hole[i] = 0.0
         trouble[i] = bool(fail[i] or hole[i])
-
-
-def simulate(scenario: Scenario, progress: Callable[[str, int], None] | None = None
-             ) -> list[Records]:
-    """Run every algorithm of the scenario, in its order."""
-    out = []
-    for algorithm in scenario.algorithms:
-        cb = None if progress is None else partial(progress, algorithm)
-        out.append(run_algorithm(scenario, algorithm, cb))
-    return out
 
 
 def total_requests(scenario: Scenario) -> int | None:

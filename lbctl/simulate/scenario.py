@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from lbctl.balancing import ALGORITHMS
+from lbctl.balancing.backend import MAX_WEIGHT, MIN_WEIGHT
 from lbctl.config.model import Outlier
 from lbctl.errors import UserError
 from lbctl.units import DURATION_EXPECTED, parse_duration
@@ -512,7 +513,8 @@ def _parse_backends(r: _Reader, value: Any, pool_settings, base_dir: str
         concurrency = int(r.number(g.get("concurrency", 1), f"{path}.concurrency", minimum=1,
                                    integer=True))
         speed = float(r.number(g.get("speed", 1.0), f"{path}.speed", above=True))
-        weight = float(r.number(g.get("weight", 1.0), f"{path}.weight", above=True))
+        weight = float(r.number(g.get("weight", 1.0), f"{path}.weight", minimum=MIN_WEIGHT,
+                                maximum=MAX_WEIGHT))
         backup = g.get("backup", False)
         if not isinstance(backup, bool):
             raise r.fail(f"{path}.backup", f"expected true or false, not {_kind(backup)}")

@@ -1,4 +1,8 @@
-"""``lbctl serve``: load the config, listen, and run until SIGTERM/SIGINT; reload on SIGHUP."""
+"""``lbctl serve``: load the config, start an ``Instance``, run until SIGTERM/SIGINT.
+
+SIGHUP reloads the config file (an invalid one is logged and the running config kept);
+SIGUSR1 reopens the access log (the logrotate convention).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import signal
 
 from lbctl.config.loader import ConfigError, load_config
 from lbctl.exitcodes import Exit
-from lbctl.proxy.server import ProxyServer
+from lbctl.serve.instance import Instance
 
 log = logging.getLogger("lbctl")
 
@@ -30,30 +34,30 @@ def serve(path: str) -> int:
 
 async def _serve(path: str, config) -> int:
     loop = asyncio.get_running_loop()
-    server = ProxyServer(config)
+    instance = Instance(config)
     # Signals are handled before "listening" is announced: a supervisor that reloads as
     # soon as it sees the line must not kill the process with SIGHUP's default action.
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reload(server, path))
-    loop.add_signal_handler(signal.SIGUSR1, server.observer.reopen)   # logrotate convention
-    await server.start()
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload(instance, path))
+    loop.add_signal_handler(signal.SIGUSR1, instance.observer.reopen)   # logrotate convention
+    await instance.start()
     # Discovered backends included: the first lookups were done before listening.
     log.info("listening on %s: %d routes, %d pools, %d backends", config.listen.address,
              len(config.routes), len(config.pools),
-             sum(len(state.pool.backends) for state in server.runtime.pools.values()))
+             sum(len(state.pool.backends) for state in instance.runtime.pools.values()))
     await stop.wait()
-    timeout = server.runtime.config.limits.drain_timeout
-    server.stop_listening()
+    timeout = instance.runtime.config.limits.drain_timeout
+    instance.proxy.stop_listening()
     log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
-             len(server.connections), timeout)
-    clean = await server.drain(timeout)
+             len(instance.proxy.connections), timeout)
+    clean = await instance.drain(timeout)
     log.info("stopped%s", "" if clean else ": drain timeout reached, remaining connections closed")
     return Exit.OK
 
 
-def reload(server: ProxyServer, path: str) -> bool:
+def reload(instance: Instance, path: str) -> bool:
     """Re-read ``path``; keep serving the old config if the new one is invalid."""
     try:
         config = load_config(path)
@@ -63,6 +67,6 @@ def reload(server: ProxyServer, path: str) -> bool:
         log.error("reload rejected: %d problem(s); still serving the previous configuration",
                   len(exc.problems))
         return False
-    server.reload(config)
+    instance.reload(config)
     log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools))
     return True
