@@ -434,3 +434,33 @@ async def test_a_pool_whose_first_lookup_fails_starts_empty_and_fills_when_answe
     await proxy.discovery.watchers["api"].wait(lambda w: len(w.discovered) == 1,
                                                timeout=INTERVAL + MARGIN)
     assert await client.names(2) == {"b2": 2}
+
+
+async def test_a_request_from_before_a_reload_retries_onto_a_backend_added_since(
+        backends, session):
+    """A request keeps the runtime it started with; its retry may choose a backend that joined
+    the (shared) pool after a reload and a run-time addition. It is served, not dropped."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def reset_when_released(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        arrived.set()
+        await release.wait()
+        writer.transport.abort()                # closed before any response byte: a reset
+    port = await backends.start_raw(reset_when_released)
+    new = await backends.start("new")
+    cfg = with_admin(config({"api": [backend_config(f"http://127.0.0.1:{port}", "a")]}))
+    proxy = await backends.proxy(cfg)
+    client = Client(session, proxy)
+    # One raw request on its own connection: what the proxy answers, with no client retry.
+    pending = asyncio.ensure_future(support.raw_exchange(
+        proxy.address[1], b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        timeout=MARGIN))
+    await asyncio.wait_for(arrived.wait(), MARGIN)
+    proxy.reload(cfg)                           # the same pool object, a new runtime
+    status, _ = await client.admin("POST", "/pools/api/backends",
+                                   json={"url": new.url, "name": "new"})
+    assert status == 201
+    release.set()
+    [(status, headers, _)] = support.split_responses(await asyncio.wait_for(pending, MARGIN))
+    assert (status, headers.get("x-backend")) == (200, "new")
