@@ -24,6 +24,7 @@ from lbctl.observe.accounting import WINDOW, BackendStats
 
 if TYPE_CHECKING:
     from lbctl.discovery.service import Discovery
+    from lbctl.gateway.store import Store
     from lbctl.health.active import HealthChecks
     from lbctl.observe.observer import Observer
     from lbctl.proxy.runtime import PoolRuntime, Runtime
@@ -80,6 +81,9 @@ def snapshot(runtime: Runtime, observer: Observer | None, health: HealthChecks |
         "window": WINDOW,
         "pools": pools,
     }
+    gateway = runtime.gateway
+    if gateway is not None:
+        doc["store"] = store_doc(gateway.store)
     if observer is not None:
         front = observer.frontend
         doc["frontend"] = {"requests": front.requests, "responses": front.classes(),
@@ -91,6 +95,15 @@ def source_of(state: PoolRuntime, b) -> str:
     """Where ``b`` came from: static, dns, srv, file or admin (the settings it was built from)."""
     bcfg = state.configs.get(b)
     return bcfg.source if bcfg is not None else "static"
+
+
+def store_doc(store: Store) -> dict:
+    """Where rate-limit buckets live and whether it answers; the URL never has a password."""
+    config = store.config
+    doc = {"backend": config.backend, "up": store.up, "errors": store.errors}
+    if config.backend != "local":
+        doc.update(url=config.url, on_error=config.on_error)
+    return doc
 
 
 def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer | None = None,

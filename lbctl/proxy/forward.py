@@ -25,6 +25,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lbctl.balancing import Outcome
+from lbctl.gateway.policy import Refusal
 from lbctl.proxy import framing
 from lbctl.proxy.exchange import ClientError
 from lbctl.proxy.router import AmbiguousPath
@@ -106,6 +107,8 @@ async def _handle(exchange: Exchange) -> bool:
         return _respond(exchange, 404, "no route matches this request")
     # Gateway duties (lbctl.gateway): client address, rate limits, auth, allow-lists.
     refusal = runtime.gateway.admit(exchange, route, conn.peer, server.tls is not None)
+    if refusal is not None and refusal.__class__ is not Refusal:
+        refusal = await refusal         # the route's limit is in a shared store
     if refusal is not None:
         return _respond(exchange, refusal.status, refusal.message, extra=refusal.headers)
     state = runtime.pools[route.pool]

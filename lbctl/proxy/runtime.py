@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 from lbctl.balancing import DISCARD, Backend, OutcomeSink, Pool, make_pool
 from lbctl.config.model import BackendConfig, Config, PoolConfig
 from lbctl.gateway.policy import Gateway
+from lbctl.gateway.store import Store
 from lbctl.config.tls import client_context
 from lbctl.health.passive import OutlierDetector
 from lbctl.proxy.router import Router
@@ -66,11 +67,13 @@ class Runtime:
 
 def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Random,
                   previous: Runtime | None = None,
-                  members: Mapping[str, Sequence[BackendConfig]] | None = None) -> Runtime:
+                  members: Mapping[str, Sequence[BackendConfig]] | None = None,
+                  store: Store | None = None) -> Runtime:
     """Pools for ``config``, reusing live ``Backend`` objects (and their idle connections)
-    from ``previous``. ``members`` gives a pool's whole membership (static, discovered, added
-    at run time) where it is more than the config file's backends; backends ``previous`` had
-    leaving stay leaving, and so do those that leave now with requests in flight."""
+    from ``previous``; rate limits in ``store`` (default: this process's memory). ``members``
+    gives a pool's whole membership (static, discovered, added at run time) where it is more
+    than the config file's backends; backends ``previous`` had leaving stay leaving, and so do
+    those that leave now with requests in flight."""
     pools: dict[str, PoolRuntime] = {}
     old_idle = previous.idle if previous is not None else {}
     idle: dict[Backend, IdlePool] = {}
@@ -113,8 +116,8 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
     for b, connections in old_idle.items():
         if idle.get(b) is not connections:
             retire(connections)                # a backend gone, or moved to a new address
-    return Runtime(config, pools, idle, Gateway(config, clock, previous.gateway if previous else None),
-                   time.time())
+    gateway = Gateway(config, clock, previous.gateway if previous else None, store)
+    return Runtime(config, pools, idle, gateway, time.time())
 
 
 def _outcome_sink(pool: Pool, pcfg: PoolConfig, clock: Callable[[], float],
