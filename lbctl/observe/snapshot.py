@@ -143,6 +143,7 @@ def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer
         "bytes_in": stats.bytes_in,
         "bytes_out": stats.bytes_out,
         "latency": stats.percentiles(now),
+        "latency_histogram": stats.histogram(now),
         "ewma": b.ewma_cost(pool.clock(), pool.ewma_decay),
         "last_probe": dict(probe) if probe is not None else None,
         "probes": probes,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
 from lbctl.balancing import DISCARD, Backend, OutcomeSink, Pool, make_pool
+from lbctl.balancing.attempts import AttemptPolicy
 from lbctl.config.model import BackendConfig, Config, PoolConfig
 from lbctl.gateway.policy import Gateway
 from lbctl.gateway.store import Store
@@ -34,6 +35,7 @@ class PoolRuntime:
     pool: Pool
     key_of: Callable | None       # consistent_hash: exchange -> key (None: no key)
     outcomes: OutcomeSink = DISCARD   # where each attempt's outcome goes (passive health)
+    policy: AttemptPolicy | None = None   # retries: the rule lbctl simulate shares; built once
     # The settings each backend was built from, for the pool's members and the leaving ones:
     # static, discovered or added at run time (``source`` says which). ``config.backends``
     # holds only the config file's.
@@ -41,6 +43,10 @@ class PoolRuntime:
     # Backends that left the pool with requests still in flight: no new ones reach them; they
     # are dropped (and their connections closed) once the last one ends (``proxy/members.py``).
     leaving: list[Backend] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            self.policy = AttemptPolicy.of(self.config)
 
 
 class Runtime:
@@ -112,7 +118,7 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
         pools[name] = PoolRuntime(pcfg, pool, key_getter(pcfg.hash_key),
                                   _outcome_sink(pool, pcfg, clock,
                                                 old_state.outcomes if old_state else None),
-                                  configs, leaving)
+                                  configs=configs, leaving=leaving)
     for b, connections in old_idle.items():
         if idle.get(b) is not connections:
             retire(connections)                # a backend gone, or moved to a new address
