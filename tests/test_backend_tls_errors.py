@@ -173,3 +173,33 @@ async def test_health_probe_of_an_https_backend_says_why_it_failed(backends, ca,
     config = tls_config(tmp_path, [], [("bad", bad)], health='path = "/healthz"')
     result = await check(config, "--json")
     assert json.loads(result.stdout)["pools"][0]["backends"][0]["error"] == SELF_SIGNED
+
+
+async def test_a_discovered_https_backend_is_verified_under_the_name_it_was_found_by(
+        backends, ca, tmp_path, free_port, serve_process):
+    """DNS discovery gives an address; its certificate names the DNS name. lbctl check, the
+    health probes and the proxy all verify that name (as SNI), not the address."""
+    from tests.dns_support import DnsServer
+    port = await good(backends, ca, tmp_path, "found", host="api.test")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    listen = free_port()
+    with DnsServer() as zone:
+        zone.set_a("api.test", ["127.0.0.1"])
+        config = tmp_path / "lb.toml"
+        config.write_text(
+            f'[listen]\naddress = "127.0.0.1:{listen}"\n[[routes]]\npool = "api"\n'
+            f'[pools.api]\nca = "{tmp_path / "ca.pem"}"\n'
+            f'[pools.api.discovery]\ndns = "api.test:{port}"\nresolver = "{zone.address}"\n'
+            'scheme = "https"\n'
+            '[pools.api.health]\npath = "/healthz"\ninterval = "200ms"\ninitial = "down"\n'
+            'rise = 1\n')
+        result = await check(str(config), "--json")
+        assert result.exit_code == 0, result.stdout
+        [found] = json.loads(result.stdout)["pools"][0]["backends"]
+        assert (found["ok"], found["status"], found["error"]) == (True, 200, None)
+
+        proc = await serve_process("serve", "--log-format", "json", str(config))
+        await proc.wait_for_log('"event": "backend_state".*"state": "up"')   # a verified probe
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{listen}/") as resp:
+                assert resp.status == 200 and await resp.text() == "found"

@@ -159,6 +159,7 @@ EVERY_DURATION_QUOTED = {
     "pools.api.health.interval": "6", "pools.api.health.timeout": "0.25",
     "pools.api.outlier.ejection_time": "7", "pools.api.outlier.max_ejection_time": "301",
     "store.timeout": "0.2",
+    "pools.api.discovery.interval": "12", "pools.api.discovery.timeout": "1.5",
 }
 
 CONFIG = """
@@ -185,6 +186,7 @@ idle_timeout = "${pools.api.idle_timeout}"
 timeouts = { connect = "${pools.api.timeouts.connect}", response = "${pools.api.timeouts.response}" }
 health = { interval = "${pools.api.health.interval}", timeout = "${pools.api.health.timeout}" }
 outlier = { ejection_time = "${pools.api.outlier.ejection_time}", max_ejection_time = "${pools.api.outlier.max_ejection_time}" }
+discovery = { dns = "api.internal:8080", interval = "${pools.api.discovery.interval}", timeout = "${pools.api.discovery.timeout}" }
 
 [[pools.api.backends]]
 url = "http://127.0.0.1:9001"

@@ -125,3 +125,47 @@ async def test_store_state_lines_carry_their_fields(backends, tmp_path, free_por
         assert up["down_for"] > 0
     finally:
         await asyncio.to_thread(redis.cleanup)
+
+
+async def test_discovery_and_membership_lines_carry_their_fields(
+        backends, tmp_path, free_port, serve_process):
+    """A pool whose DNS name does not exist yet, then does; an operator adds and removes a
+    backend: each line a pipeline would alert on says which pool, what and why."""
+    from tests.dns_support import DnsServer
+    good = await backends.start("good")
+    port, admin = free_port(), free_port()
+    with DnsServer() as zone:
+        config = tmp_path / "lb.toml"
+        config.write_text(
+            f'[listen]\naddress = "127.0.0.1:{port}"\n'
+            f'[admin]\naddress = "127.0.0.1:{admin}"\ntoken = "{TOKEN}"\n'
+            '[[routes]]\npool = "api"\n'
+            f'[pools.api.discovery]\ndns = "api.test:{good.port}"\nresolver = "{zone.address}"\n'
+            'interval = "1s"\n')
+        proc = await serve_process("serve", "--log-format", "json", str(config))
+        await proc.wait_for_log('"event": "listening"')
+        empty = json.loads((await proc.wait_for_log(r'^\{.*"event": "discovery".*$')).group(0))
+        assert (empty["pool"], empty["source"], empty["target"], empty["state"]) == \
+            ("api", "dns", f"api.test:{good.port}", "empty")
+        assert empty["reason"] and empty["level"] == "warning"
+        mark = len(proc.lines)
+        zone.set_a("api.test", ["127.0.0.1"], ttl=1)
+        line = (await proc.wait_for_log(r'^\{.*"event": "discovery".*"joined".*$', start=mark))
+        found = json.loads(line.group(0))
+        assert (found["state"], found["backends"], found["joined"], found["left"]) == \
+            ("ok", 1, [f"127.0.0.1:{good.port}"], [])
+
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            base = f"http://127.0.0.1:{admin}/pools/api/backends"
+            async with session.post(base, json={"url": good.url, "name": "extra"}) as resp:
+                assert resp.status == 201
+            async with session.delete(f"{base}/extra") as resp:
+                assert resp.status in (200, 202)
+        await proc.wait_for_log('"state": "(removed|leaving)"')
+    actions = [json.loads(line) for line in proc.lines
+               if line.startswith("{") and '"admin_action"' in line]
+    assert [(a["pool"], a["backend"], a["state"]) for a in actions][:1] == \
+        [("api", "extra", "added")]
+    assert actions[0]["url"] == good.url
+    assert actions[1]["state"] in ("removed", "leaving")

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 def render_table(report: Report, *, ascii_only: bool = False) -> Table:
-    """One row per backend: pool, backend, result, status, latency, error."""
+    """One row per backend: pool, backend, result, status, latency, error; a pool's
+    discovery lookup is a row of its own before the backends it found."""
     from rich import box
     from rich.table import Table
     table = Table(box=box.ASCII if ascii_only else box.SIMPLE_HEAD, show_edge=not ascii_only)
@@ -22,6 +23,12 @@ def render_table(report: Report, *, ascii_only: bool = False) -> Table:
                             ("status", "right"), ("latency", "right"), ("error", "left")):
         table.add_column(column, justify=justify)
     for pool in report.pools:
+        found = pool.discovery
+        if found is not None:       # the lookup is a row of its own, before what it found
+            result = {"failed": "[red]LOOKUP FAILED[/]", "empty": "[yellow]none found[/]"}.get(
+                found.kind, f"[green]{found.found} found[/]")
+            table.add_row(pool.name, f"({found.source} {found.target})", result, "", "",
+                          found.reason)
         for b in pool.backends:
             result = "up" if b.up else "DOWN"
             if b.up != b.result.ok:      # a state file is holding the verdict for now

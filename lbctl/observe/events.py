@@ -10,8 +10,10 @@ package needs to import this one.
 Events: ``listening``, ``admin_listening``, ``stopping``, ``stopped``, ``reloaded``,
 ``reload_rejected``, ``backend_state`` (a health flip, an ejection or its end: ``state``
 is ``up``, ``down`` or ``ejected``), ``ejection_refused``, ``admin_action`` (``state``: the
-new admin state, or ``weight``), ``backend_error`` (a failed connect or TLS handshake, once
-per backend and cause), ``store_state`` (the rate-limit store up or down: ``store`` is its
+new admin state, ``weight``, or ``added``/``leaving``/``removed`` for run-time membership),
+``discovery`` (a pool's lookups: ``state`` ``failing``, ``ok`` or ``empty``, with
+``source``, ``target``, ``reason``, and who joined or left), ``backend_error`` (a failed
+connect or TLS handshake, once per backend and cause), ``store_state`` (the rate-limit store up or down: ``store`` is its
 URL without a password, ``state`` ``up`` or ``down``, with ``reason`` and ``on_error`` when
 down), ``tls_reloaded``, ``tls_reload_rejected``, ``access_log_reopened``,
 ``pid_file_stale``, ``config_warning``.

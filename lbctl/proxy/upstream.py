@@ -256,13 +256,15 @@ class IdlePool:
     """
 
     def __init__(self, backend: Backend, *, max_idle: int, idle_timeout: float,
-                 ssl: ssl_module.SSLContext | None = None, pool: str = "") -> None:
+                 ssl: ssl_module.SSLContext | None = None, server_name: str | None = None,
+                 pool: str = "") -> None:
         self.backend = backend
         self.pool = pool                  # its name, for the log
         self.address = (backend.scheme, backend.host, backend.port)   # connections go here
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.ssl = ssl
+        self.server_name = server_name      # https: SNI and the name verified; None = host
         self.idle: deque[UpstreamConnection] = deque()
         self.last_error: str | None = None
         self._logged: set[str] = set()
@@ -273,7 +275,7 @@ class IdlePool:
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: UpstreamConnection(self), host, port,
-                                       ssl=self.ssl),
+                                       ssl=self.ssl, server_hostname=self.server_name),
                 timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             self._failed(exc)

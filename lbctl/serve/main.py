@@ -62,9 +62,10 @@ async def _serve(path: str, config, pid_file: str | None = None) -> int:
                 await instance.close()      # no pid file: nothing is left serving
                 raise
         address = config.listen.address
+        # Discovered backends included: the first lookups were done before listening.
         log.info("listening on %s: %d routes, %d pools, %d backends", address,
                  len(config.routes), len(config.pools),
-                 sum(len(p.backends) for p in config.pools.values()),
+                 sum(len(state.pool.backends) for state in instance.runtime.pools.values()),
                  extra={"event": "listening", "address": str(address), "config": path})
         notifier.ready(f"listening on {address}")
         await stop.wait()
