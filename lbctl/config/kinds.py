@@ -425,7 +425,7 @@ class PathPrefix(Kind):
             char = chr(int(escape[1:], 16))
             if char in uri.UNRESERVED:
                 raise Invalid("a path without escapes of unreserved characters (requests are "
-                              f"routed with them decoded)", f"write {char!r} for {escape}")
+                              "routed with them decoded)", f"write {char!r} for {escape}")
             if escape != escape.upper():
                 raise Invalid("a path with upper-case escapes (requests are routed with them "
                               "upper-cased)", f"write {escape.upper()} for {escape}")
