@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from lbctl.config import model
 from lbctl.config.gateway import check_gateway, freeze_keys, read_keys
-from lbctl.config.kinds import Invalid, Name, is_loopback, split_backend_url
+from lbctl.config.kinds import Invalid, Name, is_loopback, loops_back, split_backend_url
 from lbctl.config.problems import Problem, Problems, describe, index_path, key_path, suggest
 from lbctl.config.schema import BACKEND, CONFIG, POOL, ROUTE
 from lbctl.config.store import check_store
@@ -108,6 +108,8 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     paths = top.values.get("paths", model.Paths())
     routes = _routes(data.get("routes"), declared, problems, paths)
     pools = _pools(raw_pools, problems, file)
+    if not problems:
+        _check_loops(pools, listen, admin, problems)
     config = model.Config(path=file, listen=listen, routes=tuple(routes),
                           pools=model.Config.freeze(pools), admin=admin, limits=limits,
                           keys=freeze_keys(keys), log=log, paths=paths, store=store)
@@ -158,6 +160,20 @@ def _check_token(token: str, from_env: bool, problems: Problems) -> None:
     elif len(token) < MIN_ADMIN_TOKEN:
         problems.add(where, f"expected at least {MIN_ADMIN_TOKEN} characters (e.g. the output "
                             f"of `openssl rand -hex 16`), found {len(token)}")
+
+
+def _check_loops(pools: dict[str, model.PoolConfig], listen: model.Listen,
+                 admin: model.Admin | None, problems: Problems) -> None:
+    """No backend may be lbctl's own listener or admin API (``loops_back``)."""
+    for name, pool in pools.items():
+        for i, b in enumerate(pool.backends):
+            for what, address in (("listen.address", listen.address),
+                                  ("admin.address", admin.address if admin else None)):
+                if loops_back(b.host, b.port, address):
+                    problems.add(f"{index_path(key_path(key_path('pools', name), 'backends'), i)}"
+                                 f".url", f"expected a backend other than lbctl itself, found "
+                                 f"{describe(b.url)}, the address of {what} ({address}): "
+                                 "each request would be sent back into lbctl")
 
 
 def _pools(raw: Any, problems: Problems, file: str = "") -> dict[str, model.PoolConfig]:

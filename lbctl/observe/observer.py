@@ -19,11 +19,11 @@ is ``None``: the benchmark's "metrics off" measures exactly that.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 
 from lbctl.balancing import Backend, Outcome
+from lbctl.config.keys import digest_of, same_secret
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.observe import explain as explaining
@@ -73,7 +73,8 @@ class Observer:
         """Apply ``config`` (at start and on every reload)."""
         self.metrics = config.admin.metrics if config.admin is not None else True
         token = config.admin.token if config.admin is not None else None
-        self.explain_token = token.encode() if token else None
+        # Its digest: compared by same_secret, in time independent of what is sent.
+        self.explain_token = digest_of(token) if token else None
         want = (config.log.access, config.log.format)
         current = (self.access.target, self.access.format_name) if self.access else ("off", None)
         if current != want and not (want[0] == "off" and self.access is None):
@@ -254,7 +255,7 @@ class Observer:
             req.headers = [(n, v) for n, v in req.headers
                            if n.lower() not in (b"x-lb-explain", b"x-lb-admin-token")]
             if asked.strip() not in (b"0", b"") and self.explain_token is not None and \
-                    hmac.compare_digest(token, self.explain_token):
+                    same_secret(token, self.explain_token):
                 wanted = True
         if not wanted:
             return None
