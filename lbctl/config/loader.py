@@ -14,7 +14,6 @@ import os
 import re
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Mapping
 
 from lbctl.config import model
@@ -24,6 +23,7 @@ from lbctl.config.problems import Problem, Problems, describe, index_path, key_p
 from lbctl.config.schema import BACKEND, CONFIG, POOL, ROUTE
 from lbctl.config.store import check_store
 from lbctl.errors import UserError
+from lbctl.files import FileProblem, read_bytes
 from lbctl.units import format_duration
 
 if sys.version_info >= (3, 11):
@@ -33,6 +33,8 @@ else:  # pragma: no cover
 
 ADMIN_TOKEN_ENV = "LBCTL_ADMIN_TOKEN"
 MIN_ADMIN_TOKEN = 16            # characters; 16 random hex digits are 64 bits
+# A config is a page or two of TOML; a file this large is a mistake (or /dev/zero).
+MAX_CONFIG_SIZE = 16 * 1024 * 1024
 
 # Health keys that only mean something for HTTP probes; with type = "tcp" they would be ignored.
 _HTTP_ONLY_HEALTH_KEYS = ("method", "path", "host", "expect_status", "expect_body")
@@ -63,13 +65,9 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
 def read_toml(file: str) -> dict[str, Any]:
     """The parsed TOML document, or ``ConfigError`` saying why the file cannot be read."""
     try:
-        raw = Path(file).read_bytes()
-    except FileNotFoundError:
-        raise _fatal(file, "", "cannot read the config file: it does not exist") from None
-    except IsADirectoryError:
-        raise _fatal(file, "", "cannot read the config file: it is a directory") from None
-    except OSError as exc:
-        raise _fatal(file, "", f"cannot read the config file: {exc.strerror or exc}") from None
+        raw = read_bytes(file, MAX_CONFIG_SIZE)
+    except FileProblem as exc:
+        raise _fatal(file, "", f"cannot read the config file: {exc}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
