@@ -333,6 +333,10 @@ def not_a_backend_address(host: str) -> str | None:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
+    # ::ffff:0.0.0.0 is 0.0.0.0 to a dual-stack socket: judged as the IPv4 address it maps.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
     if ip.is_unspecified:
         return f"{host} means any address to listen on, not a backend to connect to"
     if ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
