@@ -46,12 +46,14 @@ class Health:
 
 @dataclass(frozen=True)
 class Outlier:
-    """Passive ejection (``[pools.X.outlier]``), Envoy-style. Absent: off."""
+    """Passive ejection (``[pools.X.outlier]``), Envoy-style. Absent: only truncated responses
+    count, with these defaults (``lbctl.health.passive.TRUNCATIONS``)."""
     consecutive_failures: int = 5
     ejection_time: float = 30.0             # first ejection; doubles on each repeat
     max_ejection_time: float = 300.0
     max_ejection_percent: float = 50.0
-    failure_on: tuple[str, ...] = ("connect", "reset", "timeout", "5xx")   # also "invalid"
+    failure_on: tuple[str, ...] = ("connect", "reset", "timeout", "5xx", "truncated")
+                                            # also "invalid"
 
 
 @dataclass(frozen=True)

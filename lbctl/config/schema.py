@@ -237,7 +237,7 @@ OUTLIER = Section(
     ejection_time=Duration(positive=True),
     max_ejection_time=Duration(positive=True),
     max_ejection_percent=Percent(),
-    failure_on=ChoiceList(("connect", "reset", "timeout", "5xx", "invalid")),
+    failure_on=ChoiceList(("connect", "reset", "timeout", "5xx", "truncated", "invalid")),
 )
 
 BACKEND = Section(

@@ -16,7 +16,10 @@ feedback, the pool's outcome sink (passive health) and the observer, and, when n
 reached the client, ``may_retry`` decides from it whether another backend is tried.
 
 Statuses the proxy produces: 404 (no route), 502 (backend error or invalid response),
-503 with Retry-After (no eligible backend), 504 (no response head in time).
+503 with Retry-After (no eligible backend, or the proxy itself out of file descriptors,
+memory or local ports: an ``Outcome.LOCAL``, never held against the backend), 504 (no
+response head in time). When the request is explained, each of them carries
+``X-LB-Decision`` too, listing every attempt with its outcome.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lbctl.balancing import Outcome
+from lbctl.errors import local_resource_error
 from lbctl.proxy import framing
 from lbctl.proxy.exchange import ClientError
 from lbctl.proxy.router import AmbiguousPath
@@ -45,6 +49,8 @@ RESET = Outcome.RESET
 TIMEOUT = Outcome.TIMEOUT
 INVALID = Outcome.INVALID
 CLIENT_ABORT = Outcome.CLIENT_ABORT
+TRUNCATED = Outcome.TRUNCATED
+LOCAL = Outcome.LOCAL
 
 
 class _Timeout(Exception):
@@ -72,6 +78,8 @@ def _respond(exchange: Exchange, status: int, message: str, extra=()) -> bool:
     keep = exchange.keep_alive and not conn.last_before_close() and \
         (body is None or body.done) and exchange.upgrade is None
     exchange.status = status
+    if exchange.decision is not None:
+        extra = (*extra, (b"X-LB-Decision", exchange.decision))
     if conn.transport is not None and not conn.transport.is_closing():
         conn.transport.write(framing.error_response(
             status, message, keep_alive=keep, request_id=exchange.request_id, extra=extra,
@@ -132,9 +140,13 @@ async def _handle(exchange: Exchange) -> bool:
                                  attempt == attempts - 1, tried)
         if exchange.response_begun:
             return exchange.response_keep
+        if exchange.decision is not None:       # explained: the next attempt or our answer
+            exchange.decision += b"; outcome=" + outcome.value.encode()
         if not may_retry(outcome, pcfg.retry_on, exchange.replayable()):
             break
-    return _respond(exchange, *exchange.failure)
+    status, message = exchange.failure
+    return _respond(exchange, status, message,
+                    extra=((b"Retry-After", b"1"),) if status == 503 else ())
 
 
 async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idle: IdlePool,
@@ -157,7 +169,15 @@ async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idl
             remaining = deadline - started
             try:
                 up = await idle.connect(min(pcfg.timeouts.connect, max(remaining, 0.001)))
-            except (OSError, asyncio.TimeoutError):
+            except (OSError, asyncio.TimeoutError) as exc:
+                local = local_resource_error(exc)
+                if local is not None:
+                    # Our own descriptors (or memory, or ports) ran out: the backend is not
+                    # at fault and another one would fare no better.
+                    conn.server.out_of_resources(local, f"connecting to backend {backend.name}")
+                    outcome = LOCAL
+                    exchange.failure = (503, "the proxy is out of resources; try again")
+                    return outcome
                 outcome = CONNECT_ERROR
                 exchange.failure = (502, "connect failed")
                 return outcome
@@ -223,7 +243,7 @@ async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idl
         except (UpstreamError, _Timeout) as exc:
             # Response bytes already went out: the client gets a truncated message and a
             # closed connection, never a clean end.
-            outcome = TIMEOUT if isinstance(exc, _Timeout) else RESET
+            outcome = TIMEOUT if isinstance(exc, _Timeout) else TRUNCATED
             exchange.response_keep = False
             if conn.transport is not None:
                 conn.transport.abort()
@@ -255,7 +275,8 @@ async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idl
                 body.on_done = None
         exchange.upstream = None
         exchange.head_waiter = exchange.done_waiter = None
-        pool.on_end(backend, latency if latency is not None else loop.time() - started, ok)
+        pool.on_end(backend, latency if latency is not None else loop.time() - started,
+                    ok or outcome is LOCAL)
         state.outcomes.record(backend, outcome)
         conn.server.observer.attempt(exchange, state, backend, outcome, started, latency)
 

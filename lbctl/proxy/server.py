@@ -7,6 +7,13 @@ closes expired idle upstream connections and lets the pools apply what time chan
 step, an ejection ending) with or without traffic. It reports to the ``Hooks`` it is given
 and knows nothing of health checks, the admin API, the access log or signals:
 ``lbctl.serve`` runs those around it.
+
+File descriptors: each client connection may need one more for its backend, so the
+connection cap is ``max_connections`` or what the open-files limit leaves room for
+(``fd_cap``), whichever is lower. Past the cap a client gets a 503 at once, rather than the
+kernel refusing, or libuv silently dropping, connections the process cannot hold; running
+out anyway (descriptors held elsewhere) is a 503 as well (``Outcome.LOCAL``). Both are logged
+once per burst.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ import asyncio
 import errno
 import logging
 import random
+import resource
 from collections import Counter
 
 from lbctl.config.model import Config
-from lbctl.errors import UserError
+from lbctl.errors import Burst, UserError
 from lbctl.exitcodes import Exit
 from lbctl.gateway.tls import Terminator
 from lbctl.proxy.client import ClientConnection
@@ -27,6 +35,25 @@ from lbctl.proxy.hooks import Hooks, NoHooks
 from lbctl.proxy.runtime import Runtime, build_runtime
 
 log = logging.getLogger("lbctl.proxy")
+
+# Descriptors kept aside from client and upstream connections: the listener, the admin API
+# and its clients, log files, uvloop's own, and slack for health probes (one more per backend).
+FD_RESERVE = 64
+
+
+def fds_needed(config: Config) -> int:
+    """Open files for ``max_connections`` clients, an upstream connection each, and the rest."""
+    backends = sum(len(pool.backends) for pool in config.pools.values())
+    return 2 * config.limits.max_connections + FD_RESERVE + backends
+
+
+def fd_cap(config: Config) -> int | None:
+    """Client connections the current open-files limit has room for (None: no limit)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    backends = sum(len(pool.backends) for pool in config.pools.values())
+    return max((soft - FD_RESERVE - backends) // 2, 1)
 
 
 class ProxyServer:
@@ -42,6 +69,9 @@ class ProxyServer:
         self.connections: set[ClientConnection] = set()
         self.per_client: Counter[str] = Counter()      # open connections per client address
         self.request_ids = RequestIds()
+        self.max_connections, self.fd_bound = self._cap(config)
+        self.over_cap = Burst(self.loop.time)          # refusals at the connection cap
+        self.exhausted = Burst(self.loop.time)         # local resource failures
         self.default_host = str(config.listen.address).encode()
         self.listener: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
@@ -80,7 +110,36 @@ class ProxyServer:
         elif (self.tls is None) != (config.listen.tls is None):
             log.warning("listen.tls changed: takes effect after a restart")
         self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old)
+        self.max_connections, self.fd_bound = self._cap(config)
         return self.runtime
+
+    @staticmethod
+    def _cap(config: Config) -> tuple[int, bool]:
+        """The connection cap, and whether the open-files limit (not max_connections) set it."""
+        configured = config.limits.max_connections
+        room = fd_cap(config)
+        if room is not None and room < configured:
+            return room, True
+        return configured, False
+
+    def refused_over_cap(self) -> None:
+        """A connection got 503 at the cap: said once per burst, with what set the cap."""
+        if self.over_cap.new():
+            if self.fd_bound:
+                soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+                why = f"the open-files limit ({soft}) has room for no more"
+            else:
+                why = "max_connections"
+            log.warning("connection limit reached: %d client connections open (%s); new "
+                        "connections get 503 until some close", len(self.connections), why)
+
+    def out_of_resources(self, exc: OSError, doing: str) -> None:
+        """The process itself ran out of something (EMFILE...): said once per burst. It is
+        never a backend's failure; the client gets a 503."""
+        if self.exhausted.new():
+            log.error("out of resources while %s: %s (errno %s); clients get 503 (raise the "
+                      "open-files limit, or lower max_connections)", doing,
+                      exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno))
 
     def forget(self, conn: ClientConnection) -> None:
         """A client connection closed."""

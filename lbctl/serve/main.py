@@ -12,6 +12,8 @@ import signal
 
 from lbctl.config.loader import ConfigError, load_config
 from lbctl.exitcodes import Exit
+from lbctl.proxy.server import fds_needed
+from lbctl.serve import openfiles
 from lbctl.serve.instance import Instance
 
 log = logging.getLogger("lbctl")
@@ -32,8 +34,16 @@ def serve(path: str) -> int:
     return asyncio.run(_serve(path, config))
 
 
+def log_open_files(limit: openfiles.OpenFiles, instance: Instance, config) -> None:
+    enough, line = openfiles.describe(limit, config.limits.max_connections,
+                                      instance.proxy.max_connections)
+    (log.info if enough else log.warning)(line)
+
+
 async def _serve(path: str, config) -> int:
     loop = asyncio.get_running_loop()
+    # Before the data plane sizes its connection cap to the limit.
+    limit = openfiles.raise_open_files(fds_needed(config))
     instance = Instance(config)
     # Signals are handled before "listening" is announced: a supervisor that reloads as
     # soon as it sees the line must not kill the process with SIGHUP's default action.
@@ -43,6 +53,7 @@ async def _serve(path: str, config) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(instance, path))
     loop.add_signal_handler(signal.SIGUSR1, instance.observer.reopen)   # logrotate convention
     await instance.start()
+    log_open_files(limit, instance, config)
     log.info("listening on %s: %d routes, %d pools, %d backends", config.listen.address,
              len(config.routes), len(config.pools),
              sum(len(p.backends) for p in config.pools.values()))
@@ -66,6 +77,9 @@ def reload(instance: Instance, path: str) -> bool:
         log.error("reload rejected: %d problem(s); still serving the previous configuration",
                   len(exc.problems))
         return False
+    limit = openfiles.raise_open_files(fds_needed(config))
     instance.reload(config)
+    if limit.raised or instance.proxy.fd_bound:
+        log_open_files(limit, instance, config)
     log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools))
     return True
