@@ -191,6 +191,9 @@ class Listen:
     trusted_proxies: tuple[str, ...] = ()   # CIDRs whose client_ip_header is believed; none by default
     client_ip_header: str = "X-Forwarded-For"   # or "Forwarded": the one header read from them
     tls: ListenTls | None = None            # None: plain HTTP
+    # Protocols an Upgrade request may switch to, tunnelled after the backend's 101; any other
+    # Upgrade (h2c from curl --http2...) is forwarded as a plain request without it.
+    upgrades: tuple[str, ...] = ("websocket",)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from lbctl.config.kinds import (
     AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
     FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
     Kind, ListOf, Method, Name, Number, PathPrefix, Percent, RateKey, Regex, Size, StatusRanges,
-    Str, UrlPath,
+    Str, Upgrades, UrlPath,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -129,6 +129,7 @@ LISTEN = Section(
     trusted_proxies=Cidrs(),
     client_ip_header=Choice(("X-Forwarded-For", "Forwarded")),
     tls=LISTEN_TLS,
+    upgrades=Upgrades(),
 )
 
 KEY = Section(model.ApiKey, hash=KeyHash(), env=EnvName())

@@ -46,10 +46,14 @@ class BodyTooLarge(Exception):
 
 
 class Body:
-    """A request body arriving from the client. Framing toward the backend is re-derived."""
+    """A request body arriving from the client. Framing toward the backend is re-derived.
+
+    Pieces parsed from one slice of a read are collected in ``pending`` and written upstream
+    together by ``flush`` (the connection calls it after each slice): one write, and one
+    chunk when re-chunked, however many chunks the client cut them into."""
 
     __slots__ = ("conn", "exchange", "framing", "length", "chunks", "buffered", "done", "sink",
-                 "replay", "replay_size", "received", "sent_any", "on_done")
+                 "replay", "replay_size", "received", "sent_any", "on_done", "pending")
 
     def __init__(self, exchange: "Exchange", framing_: str, length: int) -> None:
         self.conn = exchange.conn         # flow control: reading pauses while the body waits
@@ -65,6 +69,7 @@ class Body:
         self.received = 0
         self.sent_any = False
         self.on_done = None               # called once the whole body has been received
+        self.pending: list[bytes] = []    # parsed for the attached upstream, not written yet
 
     def feed(self, data: bytes) -> None:
         self.received += len(data)
@@ -80,17 +85,26 @@ class Body:
             else:
                 self.replay = None        # too large to keep: not replayable once sent
         if self.sink is not None:
-            self._write(data)
+            self.pending.append(data)
+            self.conn.unflushed = self
         else:
             self.chunks.append(data)
             self.buffered += len(data)
             if self.buffered > BUFFER_HIGH:
                 self.conn.pause_reading("body")
 
+    def flush(self) -> None:
+        pending = self.pending
+        if pending and self.sink is not None:
+            self.pending = []
+            self._write(pending[0] if len(pending) == 1 else b"".join(pending))
+
     def finish(self) -> None:
         self.done = True
-        if self.sink is not None and self.framing == "chunked":
-            self.sink.write(b"0\r\n\r\n")
+        if self.sink is not None:
+            self.flush()
+            if self.framing == "chunked" and not self.sink.is_closing():
+                self.sink.write(b"0\r\n\r\n")
         if self.on_done is not None:
             self.on_done()
 
@@ -102,22 +116,29 @@ class Body:
         pending = self.chunks if not self.sent_any else (self.replay or [])
         self.chunks = []
         self.buffered = 0
+        self.pending = []
         self.sink = transport
         self.sent_any = True
-        for data in pending:
-            self._write(data)
+        if pending:
+            self._write(pending[0] if len(pending) == 1 else b"".join(pending))
         if self.done and self.framing == "chunked":
             transport.write(b"0\r\n\r\n")
         self.conn.resume_reading("body")
 
     def detach(self) -> None:
         self.sink = None
+        self.pending = []
 
     def _write(self, data: bytes) -> None:
+        sink = self.sink
+        if sink.is_closing():
+            # The backend went away (it may have answered early and closed): what is left
+            # of the upload is discarded, never written to a closed connection.
+            return
         if self.framing == "chunked":
-            self.sink.write(b"%x\r\n%s\r\n" % (len(data), data))
+            sink.write(b"%x\r\n%s\r\n" % (len(data), data))
         else:
-            self.sink.write(data)
+            sink.write(data)
 
 
 class Exchange:
@@ -272,6 +293,11 @@ class Exchange:
                                                False))
             return False
         upgrading = status == 101 and self.upgrade is not None
+        if status == 101 and not upgrading:
+            # Switching to a protocol nobody asked this backend for: never relayed.
+            self.upstream_failed(UpstreamError("invalid response: 101 to a request without "
+                                               "Upgrade", False))
+            return False
         body = self.body
         announced, self.relay, keep, self.ends_at_close = framing.response_framing(
             status, length, chunked, self.method == b"HEAD", self.http10, upgrading,

@@ -73,6 +73,7 @@ class ProxyServer:
         self.over_cap = Burst(self.loop.time)          # refusals at the connection cap
         self.exhausted = Burst(self.loop.time)         # local resource failures
         self.default_host = str(config.listen.address).encode()
+        self.upgrades = frozenset(u.encode() for u in config.listen.upgrades)
         self.listener: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
         self._drained: asyncio.Event | None = None    # set when draining and none are left
@@ -87,10 +88,11 @@ class ProxyServer:
         """Listen; a port in use is a ``UserError`` (exit 1)."""
         addr = self.runtime.config.listen.address
         try:
+            # No ssl= here: a TLS connection's handshake runs inside ClientConnection, so it
+            # is counted, capped and timed from the accept (see client.py).
             self.listener = await self.loop.create_server(
                 lambda: ClientConnection(self), addr.host, addr.port,
-                reuse_address=True, backlog=1024,
-                ssl=self.tls.front if self.tls is not None else None)
+                reuse_address=True, backlog=1024)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else \
                 (exc.strerror or str(exc))
@@ -111,6 +113,7 @@ class ProxyServer:
             log.warning("listen.tls changed: takes effect after a restart")
         self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old)
         self.max_connections, self.fd_bound = self._cap(config)
+        self.upgrades = frozenset(u.encode() for u in config.listen.upgrades)
         return self.runtime
 
     @staticmethod
