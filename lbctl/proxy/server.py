@@ -177,10 +177,16 @@ class ProxyServer:
             except asyncio.TimeoutError:
                 pass
         clean = not self.connections
-        for conn in list(self.connections):
+        self.abort_all()
+        return clean
+
+    def abort_all(self) -> int:
+        """Close every client connection now, whatever it is doing; how many there were."""
+        connections = list(self.connections)
+        for conn in connections:
             if conn.transport is not None:
                 conn.transport.abort()
-        return clean
+        return len(connections)
 
     async def close(self) -> None:
         if self._sweeper is not None:

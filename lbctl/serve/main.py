@@ -1,7 +1,9 @@
 """``lbctl serve``: load the config, start an ``Instance``, run until SIGTERM/SIGINT.
 
-SIGHUP reloads the config file (an invalid one is logged and the running config kept);
-SIGUSR1 reopens the access log (the logrotate convention).
+The first SIGTERM or SIGINT drains (up to ``drain_timeout``); a second one during the drain
+stops at once, closing what is left, as operators expect of a second Ctrl-C. SIGHUP reloads
+the config file (an invalid one is logged and the running config kept); SIGUSR1 reopens the
+access log (the logrotate convention).
 """
 
 from __future__ import annotations
@@ -60,10 +62,22 @@ async def _serve(path: str, config) -> int:
     await stop.wait()
     timeout = instance.runtime.config.limits.drain_timeout
     instance.proxy.stop_listening()
-    log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
-             len(instance.proxy.connections), timeout)
-    clean = await instance.drain(timeout)
-    log.info("stopped%s", "" if clean else ": drain timeout reached, remaining connections closed")
+    now = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, now.set)
+    log.info("stopping: no longer accepting; draining %d connections (up to %gs; signal "
+             "again to stop at once)", len(instance.proxy.connections), timeout)
+    drain = loop.create_task(instance.drain(timeout))
+    hurry = loop.create_task(now.wait())
+    await asyncio.wait((drain, hurry), return_when=asyncio.FIRST_COMPLETED)
+    hurried = not drain.done()
+    if hurried:
+        log.warning("second signal: stopping at once, closing %d connections",
+                    instance.proxy.abort_all())
+    hurry.cancel()
+    clean = await drain
+    log.info("stopped%s", "" if clean or hurried else
+             ": drain timeout reached, remaining connections closed")
     return Exit.OK
 
 
