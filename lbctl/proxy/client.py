@@ -65,6 +65,7 @@ PIECE_COST = 256               # a body piece (a Python callback, a list append)
 LINGER_TIME = 30.0             # lingering close: at most this long in all (NGINX's lingering_time)
 LINGER_IDLE = 5.0              # ...and this long without a byte (NGINX's lingering_timeout)
 DRAIN_GRACE = 1.0              # SIGTERM: how long an idle keep-alive connection may still send
+OVER_CAP_LINGER = 1.0          # a connection refused at the cap lingers this long at most
 
 
 class _StopParsing(Exception):
@@ -151,7 +152,11 @@ class ClientConnection(asyncio.Protocol):
                 transport.write(framing.error_response(503, "too many connections",
                                                        keep_alive=False,
                                                        extra=((b"Retry-After", b"1"),)))
-            transport.close()
+                # Its request is on its way: read and dropped, briefly, so that the 503
+                # is not destroyed by the reset that closing over unread bytes sends.
+                self._linger(transport, OVER_CAP_LINGER)
+            else:
+                transport.close()
             return
         if server.tls is not None:
             # The handshake is bounded by header_timeout, as NGINX bounds it by its
@@ -483,17 +488,18 @@ class ClientConnection(asyncio.Protocol):
         if up is not None:
             up.close()
 
-    def _linger(self, transport: asyncio.Transport) -> None:
+    def _linger(self, transport: asyncio.Transport, time: float = LINGER_TIME) -> None:
         """Say we are done (FIN after what is buffered), read and discard until the client
-        closes, for at most LINGER_TIME, less if it goes quiet for LINGER_IDLE."""
+        closes, for at most ``time``, less if it goes quiet for LINGER_IDLE."""
         self.stop_parsing = True
         self.backlog = None
         if transport.can_write_eof():
             transport.write_eof()
         self.read_pauses.clear()
         transport.resume_reading()
-        self.linger_until = self.loop.time() + LINGER_TIME
-        self.lingering = self.loop.call_later(LINGER_IDLE, self._linger_check, self.progress)
+        self.linger_until = self.loop.time() + time
+        self.lingering = self.loop.call_later(min(LINGER_IDLE, time), self._linger_check,
+                                              self.progress)
 
     def _linger_check(self, seen: int) -> None:
         transport = self.transport
