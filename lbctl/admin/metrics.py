@@ -17,6 +17,7 @@ from lbctl.observe.snapshot import backend_state
 
 if TYPE_CHECKING:
     from lbctl.admin.served import Served
+    from lbctl.discovery.service import Discovery
 
 STATES = ("up", "down", "ejected", "disabled", "draining", "slow_start")
 
@@ -106,8 +107,42 @@ class ProxyCollector:
         responses.add_metric(["aborted"], front.aborted)
         uptime = GaugeMetricFamily("lbctl_start_time_seconds", "Unix time the proxy started")
         uptime.add_metric([], observer.started_at)
+        store = served.runtime.gateway.store
+        store_up = GaugeMetricFamily("lbctl_store_up", "1 if the rate-limit store answers "
+                                     "(always 1 for the local store)", labels=["backend"])
+        store_up.add_metric([store.config.backend], 1 if store.up else 0)
+        store_errors = CounterMetricFamily("lbctl_store_errors", "Rate-limit store calls that "
+                                           "failed or timed out (probes while down included)",
+                                           labels=["backend"])
+        store_errors.add_metric([store.config.backend], store.errors)
         yield from (responses, requests, errors, retries, traffic, duration, up, state_g,
-                    inflight, weight, eff, ewma, probes, ejections, uptime)
+                    inflight, weight, eff, ewma, probes, ejections, uptime, store_up,
+                    store_errors)
+        yield from _discovery(served.discovery)
+
+
+def _discovery(discovery: Discovery):
+    """Per pool with [discovery]: lookups by result, the discovered set's size, and when the
+    last trustworthy answer came (alert on its age: the set in use may be stale)."""
+    watchers = discovery.watchers
+    if not watchers:
+        return
+    lookups = CounterMetricFamily(
+        "lbctl_discovery_lookups", "Discovery lookups by result (failed: the last good set "
+        "was kept)", labels=["pool", "source", "result"])
+    found = GaugeMetricFamily("lbctl_discovery_backends", "Backends in the discovered set",
+                              labels=["pool", "source"])
+    last = GaugeMetricFamily("lbctl_discovery_last_success_timestamp_seconds",
+                             "Unix time of the last lookup that could be trusted",
+                             labels=["pool", "source"])
+    for pool, w in watchers.items():
+        st = w.status
+        lookups.add_metric([pool, st.source, "ok"], st.resolutions - st.failures)
+        lookups.add_metric([pool, st.source, "failed"], st.failures)
+        found.add_metric([pool, st.source], st.backends)
+        if st.last_success is not None:
+            last.add_metric([pool, st.source], st.last_success)
+    yield from (lookups, found, last)
 
 
 def _le(bound: float) -> str:

@@ -66,6 +66,12 @@ def render_table(report: lib.Report, *, ascii_only: bool = False) -> "Table":
                             ("status", "right"), ("latency", "right"), ("error", "left")):
         table.add_column(column, justify=justify)
     for pool in report.pools:
+        found = pool.discovery
+        if found is not None:       # the lookup is a row of its own, before what it found
+            result = {"failed": "[red]LOOKUP FAILED[/]", "empty": "[yellow]none found[/]"}.get(
+                found.kind, f"[green]{found.found} found[/]")
+            table.add_row(pool.name, f"({found.source} {found.target})", result, "", "",
+                          found.reason)
         for b in pool.backends:
             result = "up" if b.up else "DOWN"
             if b.up != b.result.ok:      # a state file is holding the verdict for now
@@ -156,7 +162,8 @@ def _check(config_path, pools, timeout, thresholds, as_json, quiet, textfile, st
             click.echo(f"lbctl: {warning}", err=True)
     try:
         report = lib.run_check(config, pools=pools, timeout=timeout, concurrency=concurrency,
-                               thresholds=thresholds, state=state)
+                               thresholds=thresholds, state=state,
+                               store=_store(config.store, timeout))
     except UserError as exc:            # e.g. --pool names a pool that does not exist
         _unknown(str(exc), as_json, textfile)
         return CheckExit.UNKNOWN
@@ -193,7 +200,20 @@ def _check(config_path, pools, timeout, thresholds, as_json, quiet, textfile, st
         for pool in report.pools:
             for reason in pool.reasons:
                 click.echo(f"{pool.status.name}: {pool.name}: {reason}")
+        if report.store is not None:
+            click.echo(report.store.line())
     return report.status
+
+
+def _store(config, timeout: float | None):
+    """The shared store to try, if there is one. A fresh connection takes several round
+    trips (connect, AUTH, SELECT, the script), so it gets --timeout, or at least 1s."""
+    if config.backend != "redis":
+        return None
+    from dataclasses import replace
+
+    from lbctl.gateway.store import open_store
+    return open_store(replace(config, timeout=timeout or max(config.timeout, 1.0)))
 
 
 def _unknown(message: str, as_json: bool, textfile: str | None, details=()) -> None:

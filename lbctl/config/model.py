@@ -57,6 +57,20 @@ class Outlier:
 
 
 @dataclass(frozen=True)
+class Discovery:
+    """Where a pool finds backends at run time (``[pools.X.discovery]``). Absent: only the
+    static ``backends``. Exactly one of ``dns``, ``srv`` and ``file`` is set."""
+    dns: Address | None = None      # "api.internal:8080": every A/AAAA address, on that port
+    srv: str | None = None          # "_http._tcp.api.internal": host, port, weight, priority
+    file: str | None = None         # JSON list of {url, name?, weight?}; relative to the config
+    interval: float = 10.0          # re-resolve at min(TTL, interval); a file is checked every
+                                    # min(interval, 1s) and read again when it changed
+    timeout: float = 2.0            # one resolution, every nameserver tried; then it has failed
+    resolver: Address | None = None  # dns/srv: a nameserver "127.0.0.1:53"; None: the system's
+    scheme: str | None = None       # dns/srv: "http" | "https"; None = "http"
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     url: str                    # "http://127.0.0.1:9001"
     name: str                   # default: host:port
@@ -67,6 +81,12 @@ class BackendConfig:
     backup: bool = False        # takes traffic only when no primary is eligible
     ca: str | None = None       # https: PEM CA bundle to verify with; None: the pool's, else system
     tls_insecure_skip_verify: bool | None = None    # https: None = the pool's setting
+    # Where the backend comes from: "static" (the config file), "dns", "srv", "file" (a pool's
+    # discovery) or "admin" (added through the admin API). Not a config key.
+    source: str = "static"
+    # https: the name verified in the certificate and sent as SNI; None = host. Discovery sets
+    # it to the name it resolved, since host is then an address. Not a config key.
+    server_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,7 @@ class PoolConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     health: Health | None = None
     outlier: Outlier | None = None
+    discovery: Discovery | None = None      # None: the static backends only
     slow_start: float = 0.0                 # ramp after becoming eligible; 0 = off
     panic_threshold: float = 0.0            # percent; 0 = off: no eligible backend -> 503
     ewma_decay: float = 10.0                # ewma only: time constant of the latency average
@@ -128,6 +149,13 @@ class RateLimit:
     burst: int | None = None                # bucket size; None = rate rounded up
     per: float = 1.0                        # seconds
     key: str = "ip"                         # "ip" | "consumer" | "header:NAME"
+    # Names the limit in RateLimit headers and in the store (lbctl:rl:{name}:{key}); routes
+    # with the same name share buckets. None in the file = the route's host and path_prefix
+    # (filled in by the loader, so it is the same on every instance with the same routes).
+    name: str | None = None
+    headers: str = "ietf"                   # "ietf" (RateLimit-Policy, RateLimit: draft-11)
+                                            # | "legacy" (RateLimit-Limit/Remaining/Reset)
+                                            # | "both" | "off"; Retry-After on 429 always
 
 
 @dataclass(frozen=True)
@@ -220,6 +248,24 @@ class Log:
 
 
 @dataclass(frozen=True)
+class Store:
+    """Where rate-limit buckets live (``[store]``). Absent: this process's memory."""
+    backend: str = "local"                  # "local" (this process) | "redis" (shared)
+    url: str | None = None                  # redis: redis://[user@]host[:port][/db],
+                                            # rediss:// (TLS), unix:///path[?db=N];
+                                            # required for redis; a password in it is
+                                            # moved to `password` by the loader
+    password_env: str | None = None         # or the password in this env var, read at load
+    timeout: float = 0.05                   # the most one store call may add to a request
+    on_error: str = "local"                 # store down or slow: "local" (this instance's
+                                            # own buckets) | "open" (allow) | "closed" (503)
+    max_connections: int = 16               # pooled connections to the store
+    ca: str | None = None                   # rediss: PEM CA bundle; None = the system store
+    # From the url or password_env; never written by --effective, never logged.
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     listen: Listen
@@ -230,6 +276,7 @@ class Config:
     keys: Mapping[str, ApiKey] = field(default_factory=lambda: MappingProxyType({}))
     log: Log = field(default_factory=Log)
     paths: Paths = field(default_factory=Paths)
+    store: Store = field(default_factory=Store)
 
     @staticmethod
     def freeze(pools: dict[str, PoolConfig]) -> Mapping[str, PoolConfig]:

@@ -19,10 +19,10 @@ from lbctl.balancing import ALGORITHMS
 from lbctl.balancing.backend import MAX_WEIGHT, MIN_WEIGHT, WEIGHT_RANGE
 from lbctl.config import model
 from lbctl.config.kinds import (
-    AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
-    FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
-    Kind, ListOf, Method, Name, Number, PathPrefix, Percent, RateKey, Regex, Size, StatusRanges,
-    Str, Upgrades, UrlPath,
+    AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, DnsAddress, DnsName,
+    Duration, EnvName, FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int,
+    Invalid, KeyHash, Kind, LimitName, ListOf, Method, Name, Nameserver, Number, PathPrefix,
+    Percent, RateKey, Regex, Size, StatusRanges, StoreUrl, Str, Upgrades, UrlPath,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -77,7 +77,7 @@ class Section:
             try:
                 result.values[key] = spec.parse(value)
             except Invalid as exc:
-                problems.wrong(path, str(exc), value, exc.hint)
+                problems.wrong(path, str(exc), spec.shown(value), exc.hint)
                 result.bad.add(key)
         for key, spec in self.fields.items():
             if isinstance(spec, Kind) and spec.required and key not in data:
@@ -191,6 +191,8 @@ RATE_LIMIT = Section(
     burst=Int(min=1),
     per=Duration(positive=True),
     key=RateKey(),
+    name=LimitName(),
+    headers=Choice(("ietf", "legacy", "both", "off")),
 )
 
 PATHS = Section(
@@ -241,6 +243,17 @@ OUTLIER = Section(
     failure_on=ChoiceList(("connect", "reset", "timeout", "5xx", "truncated", "invalid")),
 )
 
+DISCOVERY = Section(
+    model.Discovery, optional=True,
+    dns=DnsAddress(),
+    srv=DnsName(),
+    file=FilePath("JSON file listing backends"),
+    interval=Duration(positive=True),
+    timeout=Duration(positive=True),
+    resolver=Nameserver(),
+    scheme=Choice(("http", "https")),
+)
+
 BACKEND = Section(
     model.BackendConfig,
     url=BackendUrl(required=True),
@@ -271,6 +284,18 @@ POOL = Section(
     timeouts=TIMEOUTS,
     health=HEALTH,
     outlier=OUTLIER,
+    discovery=DISCOVERY,
+)
+
+STORE = Section(
+    model.Store,
+    backend=Choice(("local", "redis")),
+    url=StoreUrl(),
+    password_env=EnvName(),
+    timeout=Duration(positive=True),
+    on_error=Choice(("local", "open", "closed")),
+    max_connections=Int(min=1, max=1024),
+    ca=FilePath("PEM CA bundle file"),
 )
 
 CONFIG = Section(
@@ -280,5 +305,6 @@ CONFIG = Section(
     limits=LIMITS,
     log=LOG,
     paths=PATHS,
+    store=STORE,
 )
 

@@ -9,6 +9,12 @@ Judgement, per pool: fewer than ``min_healthy`` backends up (default 1, i.e. non
 CRITICAL; any backend down is WARNING; a successful probe slower than ``crit_latency`` /
 ``warn_latency`` is CRITICAL / WARNING. The overall status is the worst pool's.
 
+A pool with ``[discovery]`` is resolved first (once, by the same sources ``serve`` uses) and
+its discovered backends are probed with the static ones. A failed lookup is its own line and
+counts like a backend down: WARNING, or CRITICAL when the pool then has fewer than
+``min_healthy`` up. An authoritative empty answer (NXDOMAIN, no records, ``[]``) is reported
+too, and judged by the counts alone: scaling to zero is not an error in itself.
+
 With a state file, "up" is the rise/fall verdict carried across runs (``HealthState``), not
 the single probe, so one lost probe does not page anyone; the JSON ``ok`` field is always
 the probe itself.
@@ -26,9 +32,9 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lbctl.config.model import BackendConfig, Config, Health, PoolConfig
 from lbctl.errors import UserError
@@ -92,12 +98,32 @@ class BackendCheck:
         return r.latency if r.ok or r.status is not None else None
 
 
+@dataclass(frozen=True)
+class DiscoveryCheck:
+    """One pool's discovery lookup: ``kind`` is found, empty or failed."""
+    source: str                 # dns | srv | file
+    target: str
+    kind: str
+    reason: str                 # empty/failed: why; found: ""
+    found: int                  # backends discovered
+
+    @property
+    def line(self) -> str:
+        what = f"discovery {self.source} {self.target}"
+        if self.kind == "failed":
+            return f"{what}: lookup failed ({self.reason})"
+        if self.kind == "empty":
+            return f"{what}: {self.reason}: no backends discovered"
+        return f"{what}: {self.found} backend{'s' if self.found != 1 else ''}"
+
+
 @dataclass
 class PoolCheck:
     name: str
     backends: list[BackendCheck]
     status: CheckExit = CheckExit.OK
     reasons: list[str] = field(default_factory=list)
+    discovery: DiscoveryCheck | None = None
 
     @property
     def healthy(self) -> int:
@@ -113,6 +139,43 @@ class PoolCheck:
         return max(values) if values else None
 
 
+class StoreProbe(Protocol):
+    """What the check needs of a shared rate-limit store (``gateway.redis_store.RedisStore``)."""
+    name: str                   # its URL, without a password
+
+    async def probe(self) -> str | None: ...     # None: it answered; else why not
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class StoreCheck:
+    """The shared store's reachability: down is WARNING, CRITICAL when on_error is "closed"
+    (every limited route then answers 503)."""
+    url: str
+    on_error: str
+    error: str | None
+    latency: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def status(self) -> CheckExit:
+        if self.ok:
+            return CheckExit.OK
+        return CheckExit.CRITICAL if self.on_error == "closed" else CheckExit.WARNING
+
+    def line(self) -> str:
+        if self.ok:
+            return f"store {self.url}: up ({self.latency * 1000:.1f}ms)"
+        effect = {"closed": "limited routes answer 503", "open": "limits are not enforced",
+                  "local": "each instance limits on its own"}[self.on_error]
+        return (f"{self.status.name}: store {self.url}: down ({self.error}); "
+                f'on_error = "{self.on_error}": {effect}')
+
+
 @dataclass
 class Report:
     status: CheckExit
@@ -120,6 +183,7 @@ class Report:
     thresholds: Thresholds = Thresholds()
     state: dict | None = None   # the state file's new content, when one is used
     at: float = 0.0             # Unix time of the run
+    store: StoreCheck | None = None     # [store] backend = "redis" only
 
 
 # ---- running ---------------------------------------------------------------------------
@@ -133,6 +197,43 @@ def select_pools(config: Config, names: list[str] | tuple[str, ...] = ()) -> lis
         raise UserError(f"no pool named {unknown[0]!r} in {config.path} "
                         f"(pools: {', '.join(config.pools)})")
     return [config.pools[n] for n in config.pools if n in names]
+
+
+async def discover(pools: list[PoolConfig]) -> tuple[list[PoolConfig], dict[str, DiscoveryCheck]]:
+    """Resolve every pool's discovery once: the pools with their discovered backends added
+    (a name the config already has stays the config's), and what each lookup said."""
+    from lbctl.discovery.dns import ResolverError
+    from lbctl.discovery.resolution import Resolution
+    from lbctl.discovery.sources import make_source
+
+    async def one(pool: PoolConfig) -> tuple[str, str, str, Resolution]:
+        d = pool.discovery
+        assert d is not None
+        try:
+            source = make_source(d)
+        except ResolverError as exc:
+            kind = "file" if d.file else ("srv" if d.srv else "dns")
+            return kind, d.file or d.srv or str(d.dns), pool.name, Resolution.failed(str(exc))
+        try:
+            r = await asyncio.wait_for(source.resolve(), 2 * d.timeout + 1.0)
+        except asyncio.TimeoutError:
+            r = Resolution.failed(f"timeout after {d.timeout:g}s")
+        return source.kind, source.target, pool.name, r
+
+    answers = await asyncio.gather(*(one(p) for p in pools if p.discovery is not None))
+    checks: dict[str, DiscoveryCheck] = {}
+    found: dict[str, tuple[BackendConfig, ...]] = {}
+    for kind, target, name, r in answers:
+        checks[name] = DiscoveryCheck(kind, target, r.kind, r.reason, len(r.backends))
+        found[name] = r.backends
+    out = []
+    for pool in pools:
+        if found.get(pool.name):
+            names = {b.name for b in pool.backends}
+            extra = tuple(b for b in found[pool.name] if b.name not in names)
+            pool = replace(pool, backends=pool.backends + extra)
+        out.append(pool)
+    return out, checks
 
 
 async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
@@ -157,7 +258,7 @@ async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
 
 def judge(pools: list[PoolConfig], results: dict[tuple[str, str], ProbeResult],
           thresholds: Thresholds = Thresholds(), state: dict | None = None,
-          at: float | None = None) -> Report:
+          at: float | None = None, discovery: dict[str, DiscoveryCheck] | None = None) -> Report:
     """Turn probe results into verdicts and statuses. With ``state`` (a loaded state file,
     possibly empty), verdicts follow rise/fall and the report carries the new state."""
     at = time.time() if at is None else at
@@ -186,7 +287,7 @@ def judge(pools: list[PoolConfig], results: dict[tuple[str, str], ProbeResult],
                 up = hs.healthy
                 new_state["backends"][key] = {"url": bcfg.url, **hs.to_dict(), "checked": at}
             backends.append(BackendCheck(bcfg.name, bcfg.url, result, up))
-        pool = PoolCheck(pcfg.name, backends)
+        pool = PoolCheck(pcfg.name, backends, discovery=(discovery or {}).get(pcfg.name))
         _judge_pool(pool, thresholds)
         checks.append(pool)
     status = max((p.status for p in checks), default=CheckExit.OK)
@@ -196,6 +297,13 @@ def judge(pools: list[PoolConfig], results: dict[tuple[str, str], ProbeResult],
 def _judge_pool(pool: PoolCheck, t: Thresholds) -> None:
     needed = t.needed(pool.total)
     statuses = [CheckExit.OK]
+    found = pool.discovery
+    if found is not None and found.kind == "failed":
+        # Like a backend down: the pool may be missing members nobody could see.
+        statuses.append(CheckExit.WARNING)
+        pool.reasons.append(found.line)
+    elif found is not None and found.kind == "empty":
+        pool.reasons.append(found.line)
     if pool.healthy < needed:
         statuses.append(CheckExit.CRITICAL)
         pool.reasons.append(f"{pool.healthy}/{pool.total} up, fewer than {needed}")
@@ -218,11 +326,36 @@ def _judge_pool(pool: PoolCheck, t: Thresholds) -> None:
 
 def run_check(config: Config, *, pools: list[str] | tuple[str, ...] = (),
               timeout: float | None = None, concurrency: int = DEFAULT_CONCURRENCY,
-              thresholds: Thresholds = Thresholds(), state: dict | None = None) -> Report:
-    """The whole check: select, probe concurrently, judge. Blocking (runs its own loop)."""
+              thresholds: Thresholds = Thresholds(), state: dict | None = None,
+              store: StoreProbe | None = None) -> Report:
+    """The whole check: select, probe concurrently (the store too, when given), judge.
+    Blocking (runs its own loop)."""
     selected = select_pools(config, pools)
-    results = asyncio.run(probe_pools(selected, timeout=timeout, concurrency=concurrency))
-    return judge(selected, results, thresholds, state)
+
+    async def run():
+        # Discovery first: what it finds is probed like the config's own backends.
+        expanded, found = await discover(selected)
+        backends = probe_pools(expanded, timeout=timeout, concurrency=concurrency)
+        if store is None:
+            return expanded, found, await backends, None
+        return expanded, found, *await asyncio.gather(
+            backends, probe_store(store, config.store.on_error))
+    expanded, found, results, store_check = asyncio.run(run())
+    report = judge(expanded, results, thresholds, state, discovery=found)
+    if store_check is not None:
+        report.store = store_check
+        report.status = max(report.status, store_check.status)
+    return report
+
+
+async def probe_store(store: StoreProbe, on_error: str) -> StoreCheck:
+    started = time.monotonic()
+    try:
+        error = await store.probe()
+    finally:
+        await store.close()
+    return StoreCheck(store.name, on_error, error,
+                      None if error is not None else time.monotonic() - started)
 
 
 # ---- outputs (pure) ----------------------------------------------------------------------
@@ -235,7 +368,10 @@ def status_line(report: Report, status: CheckExit | None = None, prefix: str = "
 
 
 def summary(report: Report) -> str:
-    return ", ".join(f"{p.name} {p.healthy}/{p.total} up" for p in report.pools) or "no pools"
+    parts = [f"{p.name} {p.healthy}/{p.total} up" for p in report.pools]
+    if report.store is not None:
+        parts.append("store up" if report.store.ok else "store down")
+    return ", ".join(parts) or "no pools"
 
 
 def perfdata(report: Report) -> str:
@@ -249,6 +385,10 @@ def perfdata(report: Report) -> str:
         if t.warn_latency is not None or t.crit_latency is not None:
             limits = f";{_num(t.warn_latency)};{_num(t.crit_latency)}"
         perf.append(f"{_perf_label(p.name + '_latency')}={value}{limits}")
+    store = report.store
+    if store is not None:
+        perf.append(f"store_up={int(store.ok)};;;0;1")
+        perf.append("store_latency=" + ("U" if store.latency is None else f"{store.latency:.6f}s"))
     return " ".join(perf)
 
 
@@ -268,11 +408,14 @@ def _perf_label(label: str) -> str:
 
 
 def to_json(report: Report) -> dict:
-    """SPEC.md's ``lbctl check --json`` document."""
-    return {
+    """SPEC.md's ``lbctl check --json`` document (and ``store`` when one is configured)."""
+    doc = {
         "status": report.status.name,
         "pools": [{
             "name": p.name, "healthy": p.healthy, "total": p.total,
+            **({"discovery": {"source": p.discovery.source, "target": p.discovery.target,
+                              "result": p.discovery.kind, "error": p.discovery.reason or None,
+                              "found": p.discovery.found}} if p.discovery else {}),
             "backends": [{
                 "name": b.name, "url": b.url, "ok": b.result.ok, "status": b.result.status,
                 "latency": None if b.latency is None else round(b.latency, 6),
@@ -280,6 +423,12 @@ def to_json(report: Report) -> dict:
             } for b in p.backends],
         } for p in report.pools],
     }
+    store = report.store
+    if store is not None:
+        doc["store"] = {"url": store.url, "ok": store.ok, "on_error": store.on_error,
+                        "status": store.status.name, "error": store.error,
+                        "latency": None if store.latency is None else round(store.latency, 6)}
+    return doc
 
 
 def unknown_json(message: str) -> dict:
@@ -307,6 +456,12 @@ def prometheus_text(report: Report | None, at: float | None = None) -> str:
                [({"pool": p.name}, p.total) for p in report.pools])
         metric("lbctl_check_pool_healthy_backends", "Backends of the pool judged up.",
                [({"pool": p.name}, p.healthy) for p in report.pools])
+        found = [p for p in report.pools if p.discovery is not None]
+        if found:
+            metric("lbctl_check_discovery_success", "1 when the pool's discovery lookup "
+                   "answered (found backends or an authoritative empty answer), else 0.",
+                   [({"pool": p.name, "source": p.discovery.source},
+                     int(p.discovery.kind != "failed")) for p in found])
         rows = [(p, b) for p in report.pools for b in p.backends]
         ids = [({"pool": p.name, "backend": b.name, "url": b.url}, b) for p, b in rows]
         metric("lbctl_check_backend_up", "1 when the backend is judged up (rise/fall with a "
@@ -317,6 +472,9 @@ def prometheus_text(report: Report | None, at: float | None = None) -> str:
                [(labels, b.latency) for labels, b in ids if b.latency is not None])
         metric("lbctl_check_probe_http_status", "HTTP status the probe received.",
                [(labels, b.result.status) for labels, b in ids if b.result.status is not None])
+        if report.store is not None:
+            metric("lbctl_check_store_up", "1 when the rate-limit store answered, else 0.",
+                   [({"url": report.store.url}, int(report.store.ok))])
     return "\n".join(out) + "\n"
 
 

@@ -3,10 +3,15 @@
 ``ProxyServer`` owns what outlives a single connection: the current ``Runtime`` (swapped
 whole by ``reload``), the listener's TLS, the set of open client connections (for the
 connection caps and for draining), request-id generation, and a once-a-second sweep that
-closes expired idle upstream connections and lets the pools apply what time changed (a ramp
-step, an ejection ending) with or without traffic. It reports to the ``Hooks`` it is given
-and knows nothing of health checks, the admin API, the access log or signals:
-``lbctl.serve`` runs those around it.
+closes expired idle upstream connections, lets the pools apply what time changed (a ramp
+step, an ejection ending) with or without traffic, and drops backends that finished
+leaving. It reports to the ``Hooks`` it is given and knows nothing of health checks,
+discovery, the admin API, the access log or signals: ``lbctl.serve`` runs those around it.
+
+Membership decided outside (discovery, the admin API's additions and removals) comes in as
+data, two ways: ``reload(config, members)`` builds the new runtime from it, and
+``set_members(pool, members)`` applies one pool's new list to the live pool
+(``proxy/members.py``).
 
 File descriptors: each client connection may need one more for its backend, so the
 connection cap is ``max_connections`` or what the open-files limit leaves room for
@@ -24,14 +29,17 @@ import logging
 import random
 import resource
 from collections import Counter
+from typing import Mapping, Sequence
 
-from lbctl.config.model import Config
+from lbctl.config.model import BackendConfig, Config
 from lbctl.errors import Burst, UserError
 from lbctl.exitcodes import Exit
+from lbctl.gateway.store import LocalStore, Store
 from lbctl.gateway.tls import Terminator
 from lbctl.proxy.client import ClientConnection
 from lbctl.proxy.framing import RequestIds
 from lbctl.proxy.hooks import Hooks, NoHooks
+from lbctl.proxy.members import Change, apply_members, sweep
 from lbctl.proxy.runtime import Runtime, build_runtime
 
 log = logging.getLogger("lbctl.proxy")
@@ -58,22 +66,27 @@ def fd_cap(config: Config) -> int | None:
 
 class ProxyServer:
     def __init__(self, config: Config, *, loop: asyncio.AbstractEventLoop | None = None,
-                 rng: random.Random | None = None, clock=None, hooks: Hooks | None = None) -> None:
+                 rng: random.Random | None = None, clock=None, hooks: Hooks | None = None,
+                 store: Store | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.rng = rng or random.Random()
         self.clock = clock or self.loop.time      # injected by tests (rate limits, ramps)
-        self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng)
+        # Where rate-limit buckets live: handed in by whoever runs this data plane (and
+        # started and closed there), this process's memory when nobody does.
+        self.store: Store = store if store is not None else LocalStore()
+        self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng,
+                                              store=self.store)
         tls = config.listen.tls                   # loaded once already by the config loader
         self.tls = Terminator(tls.cert, tls.key, tls.min_version) if tls is not None else None
         self.observer: Hooks = hooks if hooks is not None else NoHooks()
         self.connections: set[ClientConnection] = set()
         self.per_client: Counter[str] = Counter()      # open connections per client address
         self.request_ids = RequestIds()
+        self.default_host = str(config.listen.address).encode()
+        self.upgrades = frozenset(u.encode() for u in config.listen.upgrades)
         self.max_connections, self.fd_bound = self._cap(config)
         self.over_cap = Burst(self.loop.time)          # refusals at the connection cap
         self.exhausted = Burst(self.loop.time)         # local resource failures
-        self.default_host = str(config.listen.address).encode()
-        self.upgrades = frozenset(u.encode() for u in config.listen.upgrades)
         self.listener: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
         self._drained: asyncio.Event | None = None    # set when draining and none are left
@@ -99,8 +112,13 @@ class ProxyServer:
             raise UserError(f"cannot listen on {addr}: {reason}", exit_code=Exit.RUNTIME) from None
         self._sweeper = self.loop.create_task(self._sweep())
 
-    def reload(self, config: Config) -> Runtime:
-        """Swap in a validated config; requests in flight finish under the old one."""
+    def reload(self, config: Config,
+               members: Mapping[str, Sequence[BackendConfig]] | None = None,
+               store: Store | None = None) -> Runtime:
+        """Swap in a validated config (and a new rate-limit store, when [store] changed);
+        requests in flight finish under the old one. ``members``: each pool's whole
+        membership, where it is more than the config file's backends (what discovery and
+        operators decided)."""
         old = self.runtime
         if config.listen.address != old.config.listen.address:
             log.warning("listen address changed to %s: takes effect after a restart; "
@@ -111,7 +129,10 @@ class ProxyServer:
                 log.info("TLS certificate reloaded from %s", tls.cert)
         elif (self.tls is None) != (config.listen.tls is None):
             log.warning("listen.tls changed: takes effect after a restart")
-        self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old)
+        if store is not None:
+            self.store = store
+        self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old,
+                                     members=members, store=self.store)
         self.max_connections, self.fd_bound = self._cap(config)
         self.upgrades = frozenset(u.encode() for u in config.listen.upgrades)
         return self.runtime
@@ -143,6 +164,22 @@ class ProxyServer:
             log.error("out of resources while %s: %s (errno %s); clients get 503 (raise the "
                       "open-files limit, or lower max_connections)", doing,
                       exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno))
+
+    def set_members(self, pool: str, members: Sequence[BackendConfig]) -> Change:
+        """Make the live pool ``pool`` hold exactly ``members`` (survivors keep their state,
+        newcomers ramp, the gone leave: ``proxy/members.py``). Before ``start`` the pool takes
+        them as at startup, with no ramp. An unknown pool changes nothing."""
+        state = self.runtime.pools.get(pool)
+        if state is None:
+            return Change()
+        change = apply_members(state, members, self.runtime.idle,
+                               starting=self.listener is None)
+        inflight = {b.name: b.inflight for b in state.leaving}
+        for name in change.left:
+            if name in inflight:
+                log.info("pool %s: backend %s leaves: no new requests; %d in flight finish "
+                         "first", pool, name, inflight[name])
+        return change
 
     def forget(self, conn: ClientConnection) -> None:
         """A client connection closed."""
@@ -207,5 +244,9 @@ class ProxyServer:
             now = self.loop.time()
             for idle in self.runtime.idle.values():
                 idle.sweep(now)
-            for state in self.runtime.pools.values():
+            for name, state in self.runtime.pools.items():
                 state.pool.advance()    # ramps and ejections end on time, traffic or not
+                if state.leaving:
+                    for b in sweep(state, self.runtime.idle):
+                        log.info("pool %s: backend %s left (its last request in flight "
+                                 "ended)", name, b.name)

@@ -56,9 +56,10 @@ async def _serve(path: str, config) -> int:
     loop.add_signal_handler(signal.SIGUSR1, instance.observer.reopen)   # logrotate convention
     await instance.start()
     log_open_files(limit, instance, config)
+    # Discovered backends included: the first lookups were done before listening.
     log.info("listening on %s: %d routes, %d pools, %d backends", config.listen.address,
              len(config.routes), len(config.pools),
-             sum(len(p.backends) for p in config.pools.values()))
+             sum(len(state.pool.backends) for state in instance.runtime.pools.values()))
     await stop.wait()
     timeout = instance.runtime.config.limits.drain_timeout
     instance.proxy.stop_listening()
