@@ -66,6 +66,8 @@ LINGER_TIME = 30.0             # lingering close: at most this long in all (NGIN
 LINGER_IDLE = 5.0              # ...and this long without a byte (NGINX's lingering_timeout)
 DRAIN_GRACE = 1.0              # SIGTERM: how long an idle keep-alive connection may still send
 OVER_CAP_LINGER = 1.0          # a connection refused at the cap lingers this long at most
+# What feed_data raises when it stops before the end (an Upgrade is not a parser error).
+PARSER_STOPS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 class _StopParsing(Exception):
@@ -206,7 +208,33 @@ class ClientConnection(asyncio.Protocol):
         if self.stop_parsing:
             self.progress += 1              # lingering: discarded, but the client is alive
             return
-        self._parse(data)
+        if len(data) > SLICE or self.work >= TURN_BUDGET - SLICE:
+            self._parse(data)
+            return
+        # The usual read (a request, a body piece): one slice, well within the budget.
+        pieces = self.progress
+        try:
+            self.parser.feed_data(data)
+        except PARSER_STOPS as exc:
+            resume = self._stopped(exc, data, 0, len(data))
+            if resume < len(data):          # what follows an Upgrade nobody asked for
+                self._parse(memoryview(data)[resume:])
+                return
+        body = self.unflushed
+        if body is not None:
+            self.unflushed = None
+            body.flush()
+        self.work += len(data) + PIECE_COST * (self.progress - pieces)
+        if self.work >= TURN_BUDGET:        # a slice of tiny body pieces: yield the loop
+            self.work = 0
+            self.pause_reading("turn")
+            self.loop.call_soon(self.resume_reading, "turn")
+        if self.in_head and self.head_timer is None and not self.stop_parsing:
+            # A head that began in this read and is still incomplete: its deadline counts
+            # from now, the loop time of its first byte. A head that arrived whole (the usual
+            # case) never needs a timer at all.
+            limits = self.server.runtime.config.limits
+            self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
 
     def _parse(self, data: bytes | memoryview) -> None:
         """Parse ``data`` a slice at a time; keep what the budget or a pause leaves over."""
@@ -224,28 +252,8 @@ class ClientConnection(asyncio.Protocol):
             try:
                 self.parser.feed_data(piece)
                 start += len(piece)
-            except httptools.HttpParserUpgrade as exc:
-                offset = start + (exc.args[0] if exc.args else len(piece))
-                if self.upgrading is None:
-                    # An Upgrade nobody asked a backend for: an ordinary request, and what
-                    # follows it is the next one.
-                    start = offset
-                else:
-                    # The head is complete; what follows belongs to the tunnel, if the
-                    # backend agrees, or to the next request if it does not.
-                    self.upgrade_tail = bytes(data[offset:])
-                    self.stop_parsing = True
-                    self.pause_reading("upgrade")
-                    start = end
-            except httptools.HttpParserCallbackError:
-                if not self.stop_parsing:   # not one of our refusals: a bug in a callback
-                    log.exception("request parser callback failed for %s", self.peer)
-                    self._refuse(400, "malformed request")
-                start = end
-            except httptools.HttpParserError as exc:
-                if not self.stop_parsing:
-                    self._refuse(*refusals.parser_error(self.parser, exc))
-                start = end
+            except PARSER_STOPS as exc:
+                start = self._stopped(exc, data, start, len(piece))
             body = self.unflushed
             if body is not None:            # the slice's body pieces, as one upstream write
                 self.unflushed = None
@@ -264,11 +272,30 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reading("turn")
             self.loop.call_soon(self.resume_reading, "turn")
         if self.in_head and self.head_timer is None and not self.stop_parsing:
-            # A head that began in this read and is still incomplete: its deadline counts
-            # from now, the loop time of its first byte. A head that arrived whole (the usual
-            # case) never needs a timer at all.
             limits = self.server.runtime.config.limits
             self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
+
+    def _stopped(self, exc: Exception, data, start: int, size: int) -> int:
+        """``feed_data`` of ``size`` bytes from ``start`` raised ``exc``: where parsing of
+        ``data`` resumes (``len(data)``: it does not)."""
+        if isinstance(exc, httptools.HttpParserUpgrade):
+            offset = start + (exc.args[0] if exc.args else size)
+            if self.upgrading is None:
+                # An Upgrade nobody asked a backend for: an ordinary request, and what
+                # follows it is the next one.
+                return offset
+            # The head is complete; what follows belongs to the tunnel if the backend
+            # agrees, or to the next request if it does not.
+            self.upgrade_tail = bytes(data[offset:])
+            self.stop_parsing = True
+            self.pause_reading("upgrade")
+        elif isinstance(exc, httptools.HttpParserCallbackError):
+            if not self.stop_parsing:       # not one of our refusals: a bug in a callback
+                log.exception("request parser callback failed for %s", self.peer)
+                self._refuse(400, "malformed request")
+        elif not self.stop_parsing:
+            self._refuse(*refusals.parser_error(self.parser, exc))
+        return len(data)
 
     def _parse_backlog(self) -> None:
         self.backlog_due = False
