@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import resource
-import sys
 
 import aiohttp
 from aiohttp import web
@@ -20,10 +19,10 @@ from aiohttp import web
 from tests.process import ENV, LBCTL, LbctlProcess
 
 
-async def start_limited(path: str, nofile: int) -> LbctlProcess:
-    """``lbctl serve path`` with soft and hard RLIMIT_NOFILE at ``nofile``."""
+async def start_limited(path: str, soft: int, hard: int | None = None) -> LbctlProcess:
+    """``lbctl serve path`` with RLIMIT_NOFILE at ``soft`` (and ``hard``, by default the same)."""
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, soft if hard is None else hard))
     proc = await asyncio.create_subprocess_exec(
         LBCTL, "serve", path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=ENV, preexec_fn=limit)
@@ -198,22 +197,22 @@ async def test_running_out_of_descriptors_is_a_503_and_never_the_backends_fault(
     assert seen["connect_errors"] == 0 and seen["failures"] == 0, seen
 
 
-def test_the_limit_is_raised_toward_what_max_connections_needs(tmp_path, write_config,
-                                                              free_port):
+async def test_the_limit_is_raised_toward_what_max_connections_needs(tmp_path, write_config,
+                                                                    free_port):
     """Started with a soft limit below its needs and a hard limit above: raised, and said."""
-    import subprocess
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     assert hard == resource.RLIM_INFINITY or hard >= 6065     # room to raise it here
     path = write_config({"p": ["http://127.0.0.1:9"]}, port=free_port(),
                         extra="[limits]\nmax_connections = 3000\n")
-    code = ("import resource, subprocess, sys;"
-            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit("
-            "resource.RLIMIT_NOFILE)[1]));"
-            f"p = subprocess.Popen([{LBCTL!r}, 'serve', {path!r}], stderr=subprocess.PIPE, "
-            "text=True);"
-            "line = next(l for l in p.stderr if 'open files limit' in l);"
-            "p.kill(); p.wait(); print(line.strip())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=ENV, timeout=30)
-    assert "open files limit raised from 256 to 6065 (hard " in out.stdout, out
-    assert "): room for max_connections 3000 and an upstream connection each" in out.stdout
+    proc = await start_limited(path, 256, hard)
+    try:
+        line = await proc.wait_for_log("open files limit")
+        assert "open files limit raised from 256 to 6065 (hard " in line.string
+        assert line.string.endswith("): room for max_connections 3000 and an upstream "
+                                    "connection each")
+        with open(f"/proc/{proc.proc.pid}/limits") as limits:
+            row = next(r for r in limits if r.startswith("Max open files"))
+        assert row.split()[3] == "6065"
+    finally:
+        proc.kill()
+        await proc.proc.wait()
