@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import threading
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -452,3 +453,27 @@ def test_bad_input_gets_one_clear_line_and_the_documented_exit_code(context, cas
         assert 0 < len(lines) <= 5 or argv[0] == b"check", shown
     if case.stdout is not None:
         assert re.search(case.stdout, out), shown
+
+
+def test_stats_from_an_impostor_never_writes_its_escape_sequences(live):
+    """A /stats document with lbctl's layout whose names and states hold terminal escapes
+    (clear the screen, set the window title, blink) and a bidi override: shown with "?"."""
+    with urllib.request.urlopen(f"http://{live['admin']}/stats", timeout=5) as r:
+        doc = json.loads(r.read())
+    b = doc["pools"][0]["backends"][0]
+    b["name"], b["state"] = "\x1b[2J\x1b]0;owned\x07evil\u202eloop", "\x1b[5mup"
+    body = json.dumps(doc).encode()
+    IMPOSTOR["escapes-stats"] = (200, body)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Impostor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = subprocess.run([LBCTL, "stats", "--once", "--admin",
+                               f"http://127.0.0.1:{server.server_address[1]}/escapes-stats"],
+                              env=ENV, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    finally:
+        server.shutdown()
+        server.server_close()
+        del IMPOSTOR["escapes-stats"]
+    assert proc.returncode == 0, proc.stderr
+    assert "?[2J?]0;owned?evil?loop" in proc.stdout and "?[5mup" in proc.stdout
+    assert not [c for c in proc.stdout if not c.isprintable() and c != "\n"]

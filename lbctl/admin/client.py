@@ -161,7 +161,7 @@ class AdminClient:
             doc = json.loads(raw)
             if not isinstance(doc, dict):
                 raise ValueError("not a JSON object")
-            return doc
+            return printable(doc)
         except urllib.error.HTTPError as exc:
             try:
                 message = json.loads(exc.read(MAX_BODY_OF_ERROR)).get("error") or exc.reason
@@ -180,3 +180,20 @@ class AdminClient:
         except (ValueError, RecursionError):
             raise AdminError(f"admin API at {self.url} did not answer with a JSON object; "
                              "is this lbctl's admin address?") from None
+
+
+def printable(doc: dict) -> dict:
+    """``doc`` with every character that is not printable text, in keys and values, as "?":
+    what an admin address answers ends up in a terminal (names, states, URLs), and escape
+    sequences there would clear the screen, set the window title or hide lines. lbctl's own
+    names never hold such characters (``config.kinds.Name``), so only an impostor's change."""
+    def clean(value):
+        if isinstance(value, str):
+            return value if value.isprintable() else "".join(
+                c if c.isprintable() else "?" for c in value)
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+    return clean(doc)
