@@ -110,7 +110,7 @@ async def test_names_of_printable_text_are_accepted(backends, name):
     status, answer = await send(port, "POST", "/pools/api/backends", JSON,
                                 json.dumps({"url": "http://127.0.0.1:9", "name": name}).encode())
     assert status == 201 and answer["backend"]["name"] == name
-    status, head, body = await raw(port, f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
+    status, head, body = await raw(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
     assert status == 200 and name.encode() in body.replace(b'\\"', b'"')
 
 
