@@ -33,9 +33,11 @@ async def failing(request, body):
 
 
 async def start_serve(backends, tmp_path, free_port, serve_process,
-                      token: str | None = None, outlier: bool = False) -> dict:
+                      token: str | None = None, outlier: bool = False,
+                      workers: int = 1) -> dict:
     """``lbctl serve`` in front of backends "one" and "two" (round robin), admin API on;
-    with ``outlier``, "two" answers 500 and two failures in a row eject it."""
+    with ``outlier``, "two" answers 500 and two failures in a row eject it. One process by
+    default: the tests count a round robin's exact turns, and every worker has its own."""
     one = await backends.start("one")
     two = await backends.start("two", failing if outlier else None)
     outlier_table = ('[pools.p.outlier]\nconsecutive_failures = 2\nejection_time = "5m"\n\n'
@@ -44,7 +46,7 @@ async def start_serve(backends, tmp_path, free_port, serve_process,
     path = tmp_path / "lb.toml"
     token_line = f'token = "{token}"\n' if token else ""
     path.write_text(
-        f'[listen]\naddress = "127.0.0.1:{port}"\n\n'
+        f'[listen]\naddress = "127.0.0.1:{port}"\n\n[server]\nworkers = {workers}\n\n'
         f'[admin]\naddress = "127.0.0.1:{admin}"\n{token_line}\n'
         f'[[routes]]\npool = "p"\n\n[pools.p]\nalgorithm = "round_robin"\n\n{outlier_table}'
         f'[[pools.p.backends]]\nurl = "{one.url}"\nname = "one"\n\n'
@@ -57,8 +59,9 @@ async def start_serve(backends, tmp_path, free_port, serve_process,
 
 @pytest.fixture
 async def serve(backends, tmp_path, free_port, serve_process):
-    async def start(token: str | None = None, outlier: bool = False) -> dict:
-        return await start_serve(backends, tmp_path, free_port, serve_process, token, outlier)
+    async def start(token: str | None = None, outlier: bool = False, workers: int = 1) -> dict:
+        return await start_serve(backends, tmp_path, free_port, serve_process, token, outlier,
+                                 workers)
     return start
 
 

@@ -116,12 +116,17 @@ class AdminApi:
         # ?history=0 leaves out the per-second series (cheaper for very large pools).
         history = request.query.get("history", "1") not in ("0", "false", "no")
         served = self.served
+        await served.refresh()
         doc = snapshot(served.runtime, served.observer, served.health, served.loop.time(),
                        history=history)
+        workers = served.worker_rows()
+        if workers is not None:
+            doc["workers"] = workers
         return web.json_response(doc,
                                  dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
 
     async def metrics(self, request: web.Request) -> web.Response:
+        await self.served.refresh()
         body, content_type = exposition(self.registry)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -158,6 +163,7 @@ class AdminApi:
             old = backend.admin.value
             pool.set_admin(backend, ACTIONS[action])
             log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value)
+        served.changed()
         doc = backend_doc(pool, backend, served.loop.time(), history=False,
                           observer=served.observer, health=served.health)
         return web.json_response({"pool": pool_name, "backend": doc})

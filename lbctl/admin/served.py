@@ -3,6 +3,11 @@
 The admin API reads the live pools (``runtime``), the observer's counters, what the health
 checker knows, and the loop's clock (the one the counters are kept in); its actions call the
 pools' own state-changing methods.
+
+An instance with workers (``lbctl.serve.Master``) serves the same way: its ``observer``
+holds the workers' figures summed, brought up to date by ``refresh`` before each read; it
+is told of each operator action (``changed``) to pass it on to the workers; and
+``worker_rows`` gives ``/stats`` its per-worker ``workers`` list (None for a single process).
 """
 
 from __future__ import annotations
@@ -24,3 +29,9 @@ class Served(Protocol):
     observer: Observer
     health: HealthChecks
     loop: asyncio.AbstractEventLoop
+
+    async def refresh(self) -> None: ...          # figures up to date before a read
+
+    def changed(self) -> None: ...                # an operator changed a backend's state
+
+    def worker_rows(self) -> list[dict] | None: ...

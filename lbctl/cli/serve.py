@@ -21,11 +21,31 @@ def setup_logging(fmt: str = "text") -> None:
     root.propagate = False
 
 
+class WorkersType(click.ParamType):
+    name = "workers"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        from lbctl.config.kinds import MAX_WORKERS
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if not 1 <= count <= MAX_WORKERS:
+            self.fail(f'expected "auto" or an integer from 1 to {MAX_WORKERS}, found {value!r}',
+                      param, ctx)
+        return count
+
+
 @click.command()
 @click.argument("config", metavar="CONFIG")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Event log on stderr: human-readable text or JSON lines.")
-def command(config: str, log_format: str) -> None:
+@click.option("--workers", type=WorkersType(), default=None, metavar="N|auto",
+              help="Worker processes (overrides [server] workers): 1 runs a single process; "
+                   "N > 1 a master and N workers; auto one per usable CPU (the default).")
+def command(config: str, log_format: str, workers: int | str | None) -> None:
     """Run the proxy described by CONFIG until SIGTERM or SIGINT.
 
     SIGTERM/SIGINT stop accepting, let requests in flight finish (up to
@@ -33,14 +53,19 @@ def command(config: str, log_format: str) -> None:
     in atomically, an invalid one is logged and the old config keeps serving. SIGUSR1
     reopens the access log file (after logrotate moved it).
 
+    With several workers (--workers N, or [server] workers), this process is the master:
+    it runs the admin API and the health checks, and the workers serve the traffic.
+
     Exit codes: 0 clean stop, 2 bad config, 1 runtime failure (e.g. port in use).
 
     \b
     Example:
       lbctl serve lb.toml
+      lbctl serve --workers 4 lb.toml
       lbctl serve --log-format json lb.toml 2>events.jsonl
       kill -HUP $(pidof lbctl)    # reload
     """
     from lbctl.serve.main import serve
     setup_logging(log_format)
-    sys.exit(serve(config))
+    sys.exit(serve(config, workers, log_format))
+

@@ -215,6 +215,16 @@ class Log:
 
 
 @dataclass(frozen=True)
+class Server:
+    """How ``lbctl serve`` runs (``[server]``)."""
+    # Worker processes: "auto" = one per CPU this process may run on (os.sched_getaffinity),
+    # as Envoy's --concurrency and HAProxy's nbthread default to; 1 = a single process (no
+    # master); N > 1 = a master (config, signals, admin API, health checks) and N workers
+    # (the data plane), each costing about 20 MiB (README, "Workers").
+    workers: int | str = "auto"
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     listen: Listen
@@ -225,6 +235,7 @@ class Config:
     keys: Mapping[str, ApiKey] = field(default_factory=lambda: MappingProxyType({}))
     log: Log = field(default_factory=Log)
     paths: Paths = field(default_factory=Paths)
+    server: Server = field(default_factory=Server)
 
     @staticmethod
     def freeze(pools: dict[str, PoolConfig]) -> Mapping[str, PoolConfig]:

@@ -22,7 +22,7 @@ from lbctl.config.kinds import (
     AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
     FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
     Kind, ListOf, Method, Name, Number, PathPrefix, Percent, RateKey, Regex, Size, StatusRanges,
-    Str, UrlPath,
+    Str, UrlPath, Workers,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -272,6 +272,11 @@ POOL = Section(
     outlier=OUTLIER,
 )
 
+SERVER = Section(
+    model.Server,
+    workers=Workers(),
+)
+
 CONFIG = Section(
     model.Config, extra=("keys", "routes", "pools"),
     listen=LISTEN,
@@ -279,5 +284,6 @@ CONFIG = Section(
     limits=LIMITS,
     log=LOG,
     paths=PATHS,
+    server=SERVER,
 )
 

@@ -1,7 +1,8 @@
 """The event log's JSON form (``lbctl serve --log-format json``): one object per line.
 
 Events are state changes, reloads, admin actions and errors, on stderr. Fields: ``time``
-(UTC, ISO 8601), ``level``, ``logger``, ``message``, and ``exception`` when there is one.
+(UTC, ISO 8601), ``level``, ``logger``, ``message``, ``exception`` when there is one, and
+``worker`` (its index) on a line written by one of the workers of an instance.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {"time": iso_time(record.created), "level": record.levelname.lower(),
                "logger": record.name, "message": record.getMessage()}
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            doc["worker"] = worker
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=True, default=str)

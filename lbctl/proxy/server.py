@@ -15,6 +15,7 @@ import asyncio
 import errno
 import logging
 import random
+import socket
 from collections import Counter
 
 from lbctl.config.model import Config
@@ -53,14 +54,24 @@ class ProxyServer:
         sock = self.listener.sockets[0]
         return sock.getsockname()[:2]
 
-    async def start(self) -> None:
-        """Listen; a port in use is a ``UserError`` (exit 1)."""
+    async def start(self, *, sock: socket.socket | None = None, port: int | None = None,
+                    reuse_port: bool = False) -> None:
+        """Listen; a port in use is a ``UserError`` (exit 1).
+
+        One of several workers of an instance either listens on a socket it inherited
+        (``sock``) or binds the config's address itself with ``reuse_port`` (the kernel
+        spreads connections over the workers), on ``port`` when the config said 0."""
         addr = self.runtime.config.listen.address
+        ssl = self.tls.front if self.tls is not None else None
         try:
-            self.listener = await self.loop.create_server(
-                lambda: ClientConnection(self), addr.host, addr.port,
-                reuse_address=True, backlog=1024,
-                ssl=self.tls.front if self.tls is not None else None)
+            if sock is not None:
+                self.listener = await self.loop.create_server(
+                    lambda: ClientConnection(self), sock=sock, backlog=1024, ssl=ssl)
+            else:
+                self.listener = await self.loop.create_server(
+                    lambda: ClientConnection(self), addr.host,
+                    addr.port if port is None else port, reuse_address=True,
+                    reuse_port=reuse_port or None, backlog=1024, ssl=ssl)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else \
                 (exc.strerror or str(exc))

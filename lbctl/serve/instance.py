@@ -46,6 +46,16 @@ class Instance:
     def address(self) -> tuple[str, int]:
         return self.proxy.address
 
+    # What the admin API also asks of a master with workers; one process has nothing to do.
+    async def refresh(self) -> None:
+        pass
+
+    def changed(self) -> None:
+        pass
+
+    def worker_rows(self) -> None:
+        return None
+
     async def start(self) -> None:
         runtime = self.proxy.runtime
         # Initial health states are applied before the first connection can be accepted.

@@ -1,34 +1,47 @@
-"""``lbctl serve``: load the config, start an ``Instance``, run until SIGTERM/SIGINT.
+"""``lbctl serve``: load the config, start an ``Instance`` (or a ``Master`` and its workers),
+run until SIGTERM/SIGINT.
 
 SIGHUP reloads the config file (an invalid one is logged and the running config kept);
-SIGUSR1 reopens the access log (the logrotate convention).
+SIGUSR1 reopens the access log (the logrotate convention). With one worker (``[server]
+workers = 1``, or ``"auto"`` on one CPU) the instance is this process alone; with more, this
+process is the master and the workers are processes of their own (``master.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
-from lbctl.config.loader import ConfigError, load_config
+from lbctl.config.loader import ConfigError, load_config, read_text
 from lbctl.exitcodes import Exit
 from lbctl.serve.instance import Instance
+from lbctl.serve.loop import install_fast_loop
 
 log = logging.getLogger("lbctl")
 
 
-def install_fast_loop() -> None:
-    """uvloop where installed: the data plane is about twice as fast on it."""
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: taskset, cpusets, containers)."""
     try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
-def serve(path: str) -> int:
-    config = load_config(path)          # ConfigError is a UserError: exit 2, no traceback
+def worker_count(setting: int | str) -> int:
+    return usable_cpus() if setting == "auto" else int(setting)
+
+
+def serve(path: str, workers: int | str | None = None, log_format: str = "text") -> int:
+    """Run ``lbctl serve``; ``workers`` (the command line's) overrides ``[server] workers``."""
+    text = read_text(path)              # ConfigError is a UserError: exit 2, no traceback
+    config = load_config(path, text=text)
+    count = worker_count(config.server.workers if workers is None else workers)
     install_fast_loop()
+    if count > 1:
+        return asyncio.run(_serve_workers(path, config, text, count, log_format))
     return asyncio.run(_serve(path, config))
 
 
@@ -69,3 +82,35 @@ def reload(instance: Instance, path: str) -> bool:
     instance.reload(config)
     log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools))
     return True
+
+
+async def _serve_workers(path: str, config, text: str, count: int, log_format: str) -> int:
+    from lbctl.serve.master import Master
+    loop = asyncio.get_running_loop()
+    master = Master(config, text, count, log_format=log_format)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def reload_soon() -> None:
+        task = loop.create_task(master.reload(path))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+    loop.add_signal_handler(signal.SIGHUP, reload_soon)
+    loop.add_signal_handler(signal.SIGUSR1, master.reopen)
+    await master.start()
+    log.info("listening on %s: %d routes, %d pools, %d backends; %d workers (pids %s)",
+             config.listen.address, len(config.routes), len(config.pools),
+             sum(len(p.backends) for p in config.pools.values()), count,
+             ", ".join(str(w.pid) for w in master.workers.values()))
+    await stop.wait()
+    stop.clear()
+    for sig in (signal.SIGTERM, signal.SIGINT):   # a second signal: stop at once
+        loop.add_signal_handler(sig, master.stop_now)
+    timeout = master.config.limits.drain_timeout
+    await master.stop_accepting(timeout)
+    log.info("stopping: no longer accepting; draining %d workers (up to %gs)", count, timeout)
+    clean = await master.drain(timeout)
+    log.info("stopped%s", "" if clean else ": drain timeout reached, remaining connections closed")
+    return Exit.OK

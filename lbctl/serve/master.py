@@ -1,0 +1,444 @@
+"""The master of an instance with workers: one view, one state, N data planes.
+
+The master never accepts a client connection. It holds the config (validated here, sent to
+the workers as text), the listening address (``listen.claim``), the instance's pools, and
+everything that must happen once per instance rather than once per worker:
+
+* active health checks: one probe per backend per interval, on the master's pools;
+* operator actions through the admin API, which it alone serves;
+* passive ejection: the workers' outcomes (``outcomes.py``) replayed into the pools' own
+  ``OutlierDetector``;
+* slow start: a ramp begins when the master's pool says so, and workers ramp in step.
+
+Every change of a backend's state is pushed to every worker at the end of the loop's
+current turn (``changed``; ``state.py``), so workers apply it within milliseconds. ``/stats``
+and ``/metrics`` ask every worker for its figures first (``refresh``) and show their sum
+(``observe.merge``), with a row per worker (``workers``).
+
+Lifecycle: ``start`` binds the admin API and claims the address before any worker starts,
+then starts them all and waits until each is ready (or stops them all and fails with the
+first one's reason). A worker that exits unexpectedly is logged and replaced at once; one
+that keeps exiting soon after it starts is restarted after a delay that doubles, up to
+``MAX_BACKOFF``. ``reload`` asks every worker to load the new text first and swaps only when
+all of them could (``prepare`` then ``commit``). ``drain`` tells every worker to drain and
+returns when the last one has exited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from lbctl.config.loader import ConfigError, load_config, read_text
+from lbctl.config.model import Config
+from lbctl.errors import UserError
+from lbctl.exitcodes import Exit
+from lbctl.health.active import HealthChecks
+from lbctl.observe.merge import Merged
+from lbctl.proxy.runtime import Runtime, build_runtime
+from lbctl.serve import listen
+from lbctl.serve.forkserver import ForkServer
+from lbctl.serve.outcomes import replay
+from lbctl.serve.state import StateTracker
+from lbctl.serve.workers import WorkerFailed, WorkerProcess, describe_exit
+
+log = logging.getLogger("lbctl")
+
+# A worker that exits within this many seconds of starting counts towards a crash loop.
+STEADY = 10.0
+# Restart delays in a crash loop: the first replacement is immediate, then this, doubling.
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+# How long a worker may take to start (a fresh interpreter on a loaded machine).
+START_TIMEOUT = 30.0
+# How long /stats waits for a worker's figures before showing its last ones.
+STATS_TIMEOUT = 1.0
+# How long a reload waits for every worker to load the new config.
+PREPARE_TIMEOUT = 10.0
+
+
+class Master:
+    def __init__(self, config: Config, text: str, count: int, *, log_format: str = "text",
+                 rng: random.Random | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time
+        self.rng = rng or random.Random()
+        self.config = config
+        self.text = text
+        self.version = 1
+        self.count = count
+        self.log_format = log_format
+        self._runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng)
+        self.health = HealthChecks(rng=random.Random(self.rng.getrandbits(64)),
+                                   on_probe=self._probed)
+        self.observer = Merged(time.time())
+        self.observer.metrics = config.admin.metrics if config.admin is not None else True
+        self.tracker = StateTracker()
+        self.workers: dict[int, WorkerProcess] = {}
+        self.retired: list[dict] = []           # last figures of workers that have exited
+        self.restarts = 0
+        self.quick_exits: dict[int, int] = {}   # worker index -> exits soon after starting
+        self.claim: listen.Claim | None = None
+        self.forkserver = ForkServer(self._exited, self._forkserver_lost)
+        self.admin = None
+        self.stopping = False
+        self.running = False                    # every worker of the first start is ready
+        self._push_pending = False
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+
+    # ---- what the admin API serves (lbctl.admin.served.Served) ---------------------------
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.config.listen.address.host, self.claim.port
+
+    async def refresh(self) -> None:
+        """Ask every worker for its figures and sum them with those of exited workers."""
+        live = [w for w in self.workers.values() if w.state in ("serving", "draining")]
+        answers = await asyncio.gather(*(w.ask("stats", STATS_TIMEOUT) for w in live))
+        for worker, answer in zip(live, answers):
+            worker.answering = answer is not None
+            if answer is not None:
+                worker.figures = answer["figures"]
+        now = self.clock()
+        merged = self.observer
+        merged.reset(self._runtime, merged.metrics)
+        for worker in self.workers.values():
+            if worker.figures is not None:
+                merged.absorb(self._runtime, worker.figures, now)
+        for figures in self.retired:
+            merged.absorb(self._runtime, figures, now, live=False)
+
+    def changed(self) -> None:
+        """A backend's state changed here: tell every worker at the end of this turn."""
+        if not self._push_pending:
+            self._push_pending = True
+            self.loop.call_soon(self._push)
+
+    def worker_rows(self) -> list[dict]:
+        """Per worker, for ``/stats``'s ``workers`` (flat rows: the dashboard's table)."""
+        rows = []
+        for index in sorted(self.workers):
+            w = self.workers[index]
+            figures = w.figures or {}
+            state = w.state if w.answering or w.state != "serving" else "not answering"
+            pools = figures.get("pools", {})
+            rows.append({
+                "index": index, "pid": w.pid, "state": state,
+                "uptime": round(w.uptime, 1),
+                "requests": figures.get("frontend", {}).get("requests", 0),
+                "connections": figures.get("connections", 0),
+                "inflight": sum(b["inflight"] for backends in pools.values()
+                                for b in backends.values()),
+                "restarts": self.quick_exits.get(index, 0),
+            })
+        return rows
+
+    # ---- start ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.health.prepare(self._runtime)
+        if self.config.admin is not None:
+            from lbctl.admin.api import start_admin
+            self.admin = await start_admin(self)      # a taken admin port fails first
+        try:
+            self.claim = listen.claim(self.config.listen.address)
+            await self.forkserver.start(self.config.path, self.text)
+            started = [self._spawn(index) for index in range(1, self.count + 1)]
+            results = await asyncio.gather(*(self._started(w) for w in await asyncio.gather(
+                *started)), return_exceptions=True)
+            failure = next((r for r in results if isinstance(r, BaseException)), None)
+            if failure is not None:
+                raise failure
+        except BaseException as exc:
+            await self._stop_all()
+            await self.close()
+            if isinstance(exc, WorkerFailed):
+                raise UserError(str(exc), exit_code=Exit.RUNTIME) from None
+            raise
+        self.running = True
+        self.health.start(self._runtime)
+
+    async def _started(self, worker: WorkerProcess) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(worker.ready), START_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise WorkerFailed(f"worker {worker.index} did not start within "
+                               f"{START_TIMEOUT:g}s") from None
+
+    async def _spawn(self, index: int) -> WorkerProcess:
+        worker = WorkerProcess(index, self._message)
+        self.workers[index] = worker
+        worker.version = self.version
+        claim = self.claim
+        hello = {"index": index, "log_format": self.log_format, "path": self.config.path,
+                 "text": self.text, "state": StateTracker().changes(self._runtime, self.clock(),
+                                                                    full=True),
+                 "port": claim.port}
+        try:
+            await worker.spawn(self.forkserver.fork, hello,
+                               claim.shared.fileno() if claim.shared is not None else None)
+        except BaseException:
+            worker.mark_exited(None)
+            raise
+        self._track(self._watch(worker))
+        return worker
+
+    def _exited(self, pid: int, code: int) -> None:
+        """The fork server reaped one of the workers."""
+        for worker in self.workers.values():
+            if worker.pid == pid:
+                worker.mark_exited(code)
+                return
+
+    def _forkserver_lost(self) -> None:
+        if self.stopping:
+            return
+        log.error("the fork server exited; starting a new one (running workers are unaffected)")
+        self._track(self._restart_forkserver())
+
+    async def _restart_forkserver(self) -> None:
+        delay = FIRST_BACKOFF
+        while not self.stopping:
+            self.forkserver = ForkServer(self._exited, self._forkserver_lost)
+            try:
+                await self.forkserver.start(self.config.path, self.text)
+                return
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.error("cannot start the fork server (%s); trying again in %gs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    def _track(self, coro) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, worker: WorkerProcess) -> None:
+        """Follow one worker from its start to its end; replace it if it ends unasked."""
+        try:
+            await worker.ready
+            ready = True
+        except WorkerFailed as exc:
+            ready = False
+            if self.running:
+                log.error("worker %d could not start: %s", worker.index, exc)
+        if ready and worker.version != self.version and not self.stopping:
+            await self._catch_up(worker)
+        code = await worker.exited
+        await worker.close()
+        if worker.figures is not None:
+            self.retired.append(worker.figures)
+        if self.stopping or not self.running or self.workers.get(worker.index) is not worker:
+            return
+        quick = self.quick_exits.get(worker.index, 0) + 1 if worker.uptime < STEADY else 0
+        self.quick_exits[worker.index] = quick
+        self.restarts += 1
+        # The first replacement is immediate; a crash loop waits longer each time.
+        delay = 0.0 if quick <= 1 else min(FIRST_BACKOFF * 2 ** (quick - 2), MAX_BACKOFF)
+        later = f" in {delay:g}s: it keeps exiting soon after it starts" if delay else ""
+        if ready:
+            log.error("worker %d (pid %d) %s; starting a new one%s", worker.index, worker.pid,
+                      describe_exit(code), later)
+        elif delay:
+            log.error("worker %d: trying again%s", worker.index, later)
+        if delay:
+            await asyncio.sleep(delay)
+        if self.stopping:
+            return
+        try:
+            replacement = await self._spawn(worker.index)
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.error("worker %d: cannot start a process (%s); trying again", worker.index, exc)
+            self._track(self._watch(self.workers[worker.index]))
+            return
+        try:
+            await replacement.ready
+        except WorkerFailed:
+            return                      # its own watch logs it and tries again
+        log.info("worker %d replaced: pid %d", worker.index, replacement.pid)
+        self.changed()                  # anything decided while it started
+
+    # ---- messages from workers -----------------------------------------------------------
+
+    def _message(self, worker: WorkerProcess, message: dict) -> None:
+        if message["t"] == "outcomes":
+            if replay(self._runtime, message["batch"]):
+                self.changed()
+
+    def _probed(self, pool, backend, result, flipped: bool) -> None:
+        if flipped:
+            self.changed()
+
+    def _push(self) -> None:
+        self._push_pending = False
+        changes = self.tracker.changes(self._runtime, self.clock())
+        if changes:
+            for worker in self.workers.values():
+                if worker.version == self.version:
+                    worker.send("state", pools=changes)
+
+    # ---- reload --------------------------------------------------------------------------
+
+    async def reload(self, path: str) -> bool:
+        """Re-read ``path``; every worker swaps to it, or none does."""
+        async with self._reload_lock:
+            try:
+                text = read_text(path)
+                config = load_config(path, text=text)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("reload rejected: %s", problem)
+                log.error("reload rejected: %d problem(s); still serving the previous "
+                          "configuration", len(exc.problems))
+                return False
+            live = [w for w in self.workers.values() if w.state == "serving"]
+            answers = await asyncio.gather(*(w.ask("prepare", PREPARE_TIMEOUT, path=path,
+                                                   text=text) for w in live))
+            refusals = [(w, a) for w, a in zip(live, answers)
+                        if (a is None and w.state != "exited") or (a and a.get("error"))]
+            if refusals:
+                for w, answer in refusals:
+                    log.error("reload rejected: worker %d: %s", w.index,
+                              answer["error"] if answer else "did not answer in time")
+                for w, answer in zip(live, answers):
+                    if answer is not None:
+                        w.send("abort", id=answer["id"])
+                log.error("reload rejected; still serving the previous configuration")
+                return False
+            self._swap(config, text)
+            state = StateTracker().changes(self._runtime, self.clock(), full=True)
+            for w, answer in zip(live, answers):
+                if answer is not None:
+                    w.send("commit", id=answer["id"], state=state)
+                    w.version = self.version
+            log.info("reloaded %s: %d routes, %d pools; %d workers", path, len(config.routes),
+                     len(config.pools), len(live))
+            return True
+
+    def _swap(self, config: Config, text: str) -> None:
+        old = self.config
+        if config.listen.address != old.listen.address:
+            log.warning("listen address changed to %s: takes effect after a restart; "
+                        "still listening on %s", config.listen.address, old.listen.address)
+        if (config.listen.tls is None) != (old.listen.tls is None):
+            log.warning("listen.tls changed: takes effect after a restart")
+        elif config.listen.tls is not None:
+            # Every worker loaded it in ``prepare``; each swaps it in with the config.
+            log.info("TLS certificate reloaded from %s", config.listen.tls.cert)
+        if config.server.workers != old.server.workers:
+            log.warning("server.workers changed to %s: takes effect after a restart; still "
+                        "running %d workers", config.server.workers, self.count)
+        self._runtime = build_runtime(config, clock=self.clock, rng=self.rng,
+                                      previous=self._runtime)
+        self.config, self.text = config, text
+        self.version += 1
+        self.health.restart(self._runtime)
+        self.observer.metrics = config.admin.metrics if config.admin is not None else True
+        self.tracker = StateTracker()
+        self.tracker.changes(self._runtime, self.clock())
+        if self.admin is not None:
+            self.admin.reconfigure(config.admin)
+        elif config.admin is not None:
+            log.warning("[admin] added: the admin API starts after a restart")
+
+    async def _catch_up(self, worker: WorkerProcess) -> None:
+        """A worker that started during a reload runs the previous text: swap it too."""
+        async with self._reload_lock:
+            answer = await worker.ask("prepare", PREPARE_TIMEOUT, path=self.config.path,
+                                      text=self.text)
+            if answer is None or answer.get("error"):
+                log.error("worker %d cannot load the current configuration (%s); stopping it",
+                          worker.index, answer["error"] if answer else "no answer")
+                worker.kill()
+                return
+            worker.send("commit", id=answer["id"], state=StateTracker().changes(
+                self._runtime, self.clock(), full=True))
+            worker.version = self.version
+
+    # ---- signals -------------------------------------------------------------------------
+
+    def reopen(self) -> None:
+        """SIGUSR1: every worker reopens the access log."""
+        for worker in self.workers.values():
+            worker.send("reopen")
+        log.info("access log reopened by %d workers", len(self.workers))
+
+    @property
+    def connections(self) -> int:
+        return sum((w.figures or {}).get("connections", 0) for w in self.workers.values())
+
+    async def stop_accepting(self, timeout: float) -> None:
+        """Every worker closes its listener and finishes what it has (up to ``timeout``);
+        returns once none accepts any more."""
+        self.stopping = True
+        for worker in self.workers.values():
+            worker.send("drain", timeout=timeout)
+        waiting = [w.accepting for w in self.workers.values()]
+        await asyncio.wait(waiting, timeout=START_TIMEOUT)
+        for worker in self.workers.values():
+            if not worker.accepting.done():     # a worker starting still: it may never listen
+                worker.kill()
+
+    async def drain(self, timeout: float) -> bool:
+        """``stop_accepting`` (if not done yet), then wait for every worker to exit; True
+        when every one exited on its own in time."""
+        if not self.stopping:
+            await self.stop_accepting(timeout)
+        await self.health.stop()
+        clean = await self._wait_all(timeout + 5.0)
+        await self.close()
+        return clean
+
+    def stop_now(self) -> None:
+        """A second SIGTERM/SIGINT during a drain: every worker closes its connections now."""
+        self.stopping = True
+        for worker in self.workers.values():
+            worker.send("stop")
+
+    async def _wait_all(self, timeout: float) -> bool:
+        pending = [w.exited for w in self.workers.values() if not w.exited.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        clean = True
+        for worker in self.workers.values():
+            if not worker.exited.done():
+                log.error("worker %d (pid %d) did not stop; killing it", worker.index,
+                          worker.pid)
+                worker.kill()
+                clean = False
+        pending = [w.exited for w in self.workers.values() if not w.exited.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+        return clean and all(w.returncode == 0 for w in self.workers.values())
+
+    async def _stop_all(self) -> None:
+        self.stopping = True
+        for worker in self.workers.values():
+            worker.send("stop")
+        await self._wait_all(5.0)
+
+    async def close(self) -> None:
+        if self.admin is not None:
+            await self.admin.close()
+            self.admin = None
+        await self.health.stop()
+        for worker in self.workers.values():
+            await worker.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.forkserver.close()
+        if self.claim is not None:
+            self.claim.close()
+            self.claim = None
+        for idle in self._runtime.idle.values():
+            idle.close_all()
+
