@@ -163,7 +163,7 @@ class AdminApi:
             old = backend.admin.value
             pool.set_admin(backend, ACTIONS[action])
             log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value)
-        served.changed()
+        await served.changed()              # in effect in every worker before the answer
         doc = backend_doc(pool, backend, served.loop.time(), history=False,
                           observer=served.observer, health=served.health)
         return web.json_response({"pool": pool_name, "backend": doc})

@@ -6,7 +6,8 @@ pools' own state-changing methods.
 
 An instance with workers (``lbctl.serve.Master``) serves the same way: its ``observer``
 holds the workers' figures summed, brought up to date by ``refresh`` before each read; it
-is told of each operator action (``changed``) to pass it on to the workers; and
+is told of each operator action (``changed``, which returns once every worker applied it);
+and
 ``worker_rows`` gives ``/stats`` its per-worker ``workers`` list (None for a single process).
 """
 
@@ -32,6 +33,6 @@ class Served(Protocol):
 
     async def refresh(self) -> None: ...          # figures up to date before a read
 
-    def changed(self) -> None: ...                # an operator changed a backend's state
+    async def changed(self) -> None: ...          # an operator changed a backend's state
 
     def worker_rows(self) -> list[dict] | None: ...

@@ -50,7 +50,7 @@ class Instance:
     async def refresh(self) -> None:
         pass
 
-    def changed(self) -> None:
+    async def changed(self) -> None:
         pass
 
     def worker_rows(self) -> None:

@@ -91,14 +91,14 @@ async def _serve_workers(path: str, config, text: str, count: int, log_format: s
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task] = set()
+    tasks: set[asyncio.Task] = set()
 
-    def reload_soon() -> None:
-        task = loop.create_task(master.reload(path))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-    loop.add_signal_handler(signal.SIGHUP, reload_soon)
-    loop.add_signal_handler(signal.SIGUSR1, master.reopen)
+    def soon(coro) -> None:
+        task = loop.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    loop.add_signal_handler(signal.SIGHUP, lambda: soon(master.reload(path)))
+    loop.add_signal_handler(signal.SIGUSR1, lambda: soon(master.reopen()))
     await master.start()
     log.info("listening on %s: %d routes, %d pools, %d backends; %d workers (pids %s)",
              config.listen.address, len(config.routes), len(config.pools),

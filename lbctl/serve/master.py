@@ -11,7 +11,7 @@ everything that must happen once per instance rather than once per worker:
 * slow start: a ramp begins when the master's pool says so, and workers ramp in step.
 
 Every change of a backend's state is pushed to every worker at the end of the loop's
-current turn (``changed``; ``state.py``), so workers apply it within milliseconds. ``/stats``
+current turn (``push_soon``, ``changed``; ``state.py``), so workers apply it within milliseconds. ``/stats``
 and ``/metrics`` ask every worker for its figures first (``refresh``) and show their sum
 (``observe.merge``), with a row per worker (``workers``).
 
@@ -78,7 +78,7 @@ class Master:
         self.tracker = StateTracker()
         self.workers: dict[int, WorkerProcess] = {}
         self.retired: list[dict] = []           # last figures of workers that have exited
-        self.restarts = 0
+        self.restarts: dict[int, int] = {}      # worker index -> replacements so far
         self.quick_exits: dict[int, int] = {}   # worker index -> exits soon after starting
         self.claim: listen.Claim | None = None
         self.forkserver = ForkServer(self._exited, self._forkserver_lost)
@@ -116,8 +116,18 @@ class Master:
         for figures in self.retired:
             merged.absorb(self._runtime, figures, now, live=False)
 
-    def changed(self) -> None:
-        """A backend's state changed here: tell every worker at the end of this turn."""
+    async def changed(self) -> None:
+        """An operator changed a backend: returns once every worker has applied it (or did
+        not answer within ``STATS_TIMEOUT``)."""
+        changes = self.tracker.changes(self._runtime, self.clock())
+        if changes:
+            current = [w for w in self.workers.values() if w.version == self.version]
+            await asyncio.gather(*(w.ask("state", STATS_TIMEOUT, pools=changes)
+                                   for w in current))
+
+    def push_soon(self) -> None:
+        """A backend's state changed here (health, ejection): tell every worker at the end
+        of this turn of the loop, one message for every change made in it."""
         if not self._push_pending:
             self._push_pending = True
             self.loop.call_soon(self._push)
@@ -137,7 +147,7 @@ class Master:
                 "connections": figures.get("connections", 0),
                 "inflight": sum(b["inflight"] for backends in pools.values()
                                 for b in backends.values()),
-                "restarts": self.quick_exits.get(index, 0),
+                "restarts": self.restarts.get(index, 0),
             })
         return rows
 
@@ -145,11 +155,13 @@ class Master:
 
     async def start(self) -> None:
         self.health.prepare(self._runtime)
-        if self.config.admin is not None:
-            from lbctl.admin.api import start_admin
-            self.admin = await start_admin(self)      # a taken admin port fails first
+        # The listening address first, then the admin address: either one taken is one line
+        # and exit 1, before anything else has started.
+        self.claim = listen.claim(self.config.listen.address)
         try:
-            self.claim = listen.claim(self.config.listen.address)
+            if self.config.admin is not None:
+                from lbctl.admin.api import start_admin
+                self.admin = await start_admin(self)
             await self.forkserver.start(self.config.path, self.text)
             started = [self._spawn(index) for index in range(1, self.count + 1)]
             results = await asyncio.gather(*(self._started(w) for w in await asyncio.gather(
@@ -240,7 +252,7 @@ class Master:
             return
         quick = self.quick_exits.get(worker.index, 0) + 1 if worker.uptime < STEADY else 0
         self.quick_exits[worker.index] = quick
-        self.restarts += 1
+        self.restarts[worker.index] = self.restarts.get(worker.index, 0) + 1
         # The first replacement is immediate; a crash loop waits longer each time.
         delay = 0.0 if quick <= 1 else min(FIRST_BACKOFF * 2 ** (quick - 2), MAX_BACKOFF)
         later = f" in {delay:g}s: it keeps exiting soon after it starts" if delay else ""
@@ -264,18 +276,18 @@ class Master:
         except WorkerFailed:
             return                      # its own watch logs it and tries again
         log.info("worker %d replaced: pid %d", worker.index, replacement.pid)
-        self.changed()                  # anything decided while it started
+        self.push_soon()                # anything decided while it started
 
     # ---- messages from workers -----------------------------------------------------------
 
     def _message(self, worker: WorkerProcess, message: dict) -> None:
         if message["t"] == "outcomes":
             if replay(self._runtime, message["batch"]):
-                self.changed()
+                self.push_soon()
 
     def _probed(self, pool, backend, result, flipped: bool) -> None:
         if flipped:
-            self.changed()
+            self.push_soon()
 
     def _push(self) -> None:
         self._push_pending = False
@@ -365,11 +377,14 @@ class Master:
 
     # ---- signals -------------------------------------------------------------------------
 
-    def reopen(self) -> None:
-        """SIGUSR1: every worker reopens the access log."""
-        for worker in self.workers.values():
-            worker.send("reopen")
-        log.info("access log reopened by %d workers", len(self.workers))
+    async def reopen(self) -> None:
+        """SIGUSR1: every worker reopens the access log (lines it writes after the one
+        logged here go to the new file)."""
+        live = [w for w in self.workers.values() if w.state == "serving"]
+        answers = await asyncio.gather(*(w.ask("reopen", STATS_TIMEOUT) for w in live))
+        late = [w.index for w, answer in zip(live, answers) if answer is None]
+        log.info("access log reopened by %d workers%s", len(live) - len(late),
+                 f"; worker(s) {', '.join(map(str, late))} did not answer" if late else "")
 
     @property
     def connections(self) -> int:

@@ -139,6 +139,8 @@ class Worker:
 
     def on_state(self, message: dict) -> None:
         install(self.proxy.runtime, message["pools"], self.proxy.clock)
+        if "id" in message:                 # an operator waits until every worker has it
+            self.channel.send("applied", id=message["id"])
 
     def on_prepare(self, message: dict) -> None:
         try:
@@ -173,6 +175,7 @@ class Worker:
 
     def on_reopen(self, message: dict) -> None:
         self.reopen()
+        self.channel.send("reopened", id=message["id"])
 
     def on_drain(self, message: dict) -> None:
         self.drain(float(message["timeout"]))

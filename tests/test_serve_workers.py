@@ -1,0 +1,519 @@
+"""``lbctl serve`` with a master and 2 workers, as real processes on loopback.
+
+Which worker answered is read from the access log (``"worker": N``, written by the workers
+to the master's stdout, read here as a stream) or, for requests still in flight, from the
+X-Request-ID the proxy sends the backend: each worker's generated ids carry a prefix of
+their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.process import ENV, LBCTL, LbctlProcess
+
+
+class Served:
+    """A running ``lbctl serve --workers N`` and what it writes: the event log (stderr) and
+    the access log (JSON lines on stdout)."""
+
+    def __init__(self, proc: LbctlProcess, port: int, admin: int, path) -> None:
+        self.proc = proc
+        self.port = port
+        self.admin = admin
+        self.path = path
+        self.access: list[dict] = []
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        stdout = self.proc.proc.stdout
+        while line := await stdout.readline():
+            async with self._changed:
+                self.access.append(json.loads(line))
+                self._changed.notify_all()
+
+    async def logged(self, count: int, timeout: float = 10.0) -> list[dict]:
+        """The first ``count`` access-log lines, once written."""
+        async def enough():
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.access) >= count)
+        await asyncio.wait_for(enough(), timeout)
+        return self.access[:count]
+
+    async def logged_for(self, path: str, count: int, timeout: float = 10.0) -> list[dict]:
+        """The access-log lines of requests for ``path``, once there are ``count``."""
+        def found():
+            return [line for line in self.access if line["path"] == path]
+
+        async def enough():
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(found()) >= count)
+        await asyncio.wait_for(enough(), timeout)
+        return found()
+
+    async def stats(self, query: str = "?history=0") -> dict:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{self.admin}/stats{query}") as resp:
+                assert resp.status == 200
+                return await resp.json()
+
+    async def metrics(self) -> str:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{self.admin}/metrics") as resp:
+                assert resp.status == 200
+                return await resp.text()
+
+    async def act(self, pool: str, backend: str, action: str, body: dict | None = None) -> int:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                    f"http://127.0.0.1:{self.admin}/pools/{pool}/backends/{backend}/{action}",
+                    json=body if body is not None else {}) as resp:
+                return resp.status
+
+    def signal(self, sig: int) -> int:
+        """Send ``sig`` to the master; the event log's length before it (for ``start=``)."""
+        mark = len(self.proc.lines)
+        self.proc.proc.send_signal(sig)
+        return mark
+
+
+def write(path, port: int, admin: int, pools: dict[str, list[str]], *, workers: int = 2,
+          pool_extra: str = "", extra: str = "", route_extra: str = "") -> None:
+    """A config with [server] workers, an admin API and a JSON access log on stdout."""
+    lines = [f'[listen]\naddress = "127.0.0.1:{port}"\n',
+             f"[server]\nworkers = {workers}\n",
+             f'[admin]\naddress = "127.0.0.1:{admin}"\n',
+             '[log]\naccess = "stdout"\n', extra,
+             f'[[routes]]\npool = "{next(iter(pools))}"\n{route_extra}\n']
+    for pool, urls in pools.items():
+        lines.append(f'[pools.{pool}]\nalgorithm = "round_robin"\n{pool_extra}\n')
+        for i, url in enumerate(urls, 1):
+            lines.append(f'[[pools.{pool}.backends]]\nurl = "{url}"\nname = "{pool}-{i}"\n')
+    path.write_text("\n".join(lines))
+
+
+@pytest.fixture
+async def lb(serve_process, tmp_path, free_port):
+    """``await lb(pools, ...)``: write the config and start serve; returns a ``Served``."""
+    started: list[Served] = []
+
+    async def start(pools: dict[str, list[str]], **options) -> Served:
+        port, admin = free_port(), free_port()
+        path = tmp_path / "lb.toml"
+        write(path, port, admin, pools, **options)
+        proc = await serve_process("serve", str(path))
+        await proc.wait_for_log("listening on", timeout=30)
+        served = Served(proc, port, admin, path)
+        started.append(served)
+        return served
+    yield start
+    for served in started:
+        served._reader.cancel()
+
+
+async def fresh(port: int, path: str = "/", headers: dict | None = None) -> tuple[int, str]:
+    """One request on a new connection (so the kernel picks a worker for it)."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(f"http://127.0.0.1:{port}{path}", headers=headers) as resp:
+            return resp.status, await resp.text()
+
+
+def prefix(request_id: str) -> str:
+    """The generating worker's part of an X-Request-ID (``<prefix>-<counter>``)."""
+    return request_id.rpartition("-")[0]
+
+
+# ---- both workers serve; one view of them ----------------------------------------------------
+
+async def test_two_workers_both_serve_and_stats_count_every_request(backends, lb):
+    a, b = await backends.start("a"), await backends.start("b")
+    served = await lb({"p": [a.url, b.url]})
+    sent = 40
+    results = [await fresh(served.port) for _ in range(sent)]
+    assert {status for status, _ in results} == {200}
+
+    lines = await served.logged(sent)
+    by_worker = Counter(line["worker"] for line in lines)
+    assert set(by_worker) == {1, 2}, by_worker            # both workers served
+    # Request ids are generated per worker, so they never repeat across workers.
+    assert len({line["request_id"] for line in lines}) == sent
+
+    doc = await served.stats()
+    assert doc["pid"] == served.proc.proc.pid                # the master's view
+    assert doc["frontend"]["requests"] == sent
+    assert doc["frontend"]["responses"]["2xx"] == sent
+    assert sum(bk["requests"] for bk in doc["pools"][0]["backends"]) == sent
+    rows = {row["index"]: row for row in doc["workers"]}
+    assert set(rows) == {1, 2}
+    assert {i: rows[i]["requests"] for i in rows} == dict(by_worker)
+    assert served.proc.proc.pid not in {row["pid"] for row in rows.values()}
+    assert all(row["state"] == "serving" for row in rows.values())
+
+    metrics = await served.metrics()
+    assert f'lbctl_http_responses_total{{class="2xx"}} {float(sent)}' in metrics
+    attempts = sum(float(m) for m in re.findall(
+        r'^lbctl_requests_total\{.*class="2xx".*\} (\S+)$', metrics, re.M))
+    assert attempts == sent
+
+    # lbctl stats reads the same whole-instance figures.
+    result = await asyncio.to_thread(subprocess.run, [
+        LBCTL, "stats", "--once", "--json", "--admin", f"127.0.0.1:{served.admin}"],
+        capture_output=True, text=True, timeout=30, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["frontend"]["requests"] == sent
+
+
+async def test_health_probes_once_per_interval_for_the_instance(backends, lb):
+    probes: dict[str, list[float]] = {"a": [], "b": []}
+    enough = asyncio.Event()
+
+    def recording(name):
+        async def handler(request, body):
+            if request.path == "/healthz":
+                probes[name].append(time.monotonic())
+                if min(len(p) for p in probes.values()) >= 8:
+                    enough.set()
+            return web.Response(text=name)
+        return handler
+    a = await backends.start("a", recording("a"))
+    b = await backends.start("b", recording("b"))
+    interval = 0.2
+    served = await lb({"p": [a.url, b.url]},
+                      pool_extra=f'[pools.p.health]\ninterval = "{interval}s"\ntimeout = "1s"\n')
+    await asyncio.wait_for(enough.wait(), 30)
+    doc = await served.stats()
+    for backend, name in zip(doc["pools"][0]["backends"], ("a", "b")):
+        seen = len(probes[name])
+        # The master's own count of its probes is what each backend received (a probe may
+        # be on its way): no worker probes on its own.
+        assert seen - 1 <= backend["probes"]["ok"] <= seen, (backend["probes"], seen)
+    for times in probes.values():
+        # One prober: probes start an interval apart, give or take its 10% jitter (a busy
+        # machine only makes them later), so 8 probes span at least 7 x 0.9 intervals, less
+        # what a probe's arrival may lag its start. A prober per worker as well would fit
+        # them in under half of that.
+        assert times[7] - times[0] >= 7 * 0.9 * interval - 0.1, times
+
+
+async def test_admin_drain_reaches_every_worker(backends, lb):
+    a, b = await backends.start("a"), await backends.start("b")
+    served = await lb({"p": [a.url, b.url]})
+    # Draining p-1: when the POST has answered, no worker sends it anything new.
+    assert await served.act("p", "p-1", "drain") == 200
+    results = [await fresh(served.port) for _ in range(30)]
+    assert [text for _, text in results] == ["b"] * 30
+    lines = await served.logged(30)
+    assert {line["worker"] for line in lines} == {1, 2}
+    assert (await served.stats())["pools"][0]["backends"][0]["state"] == "draining"
+
+    assert await served.act("p", "p-1", "enable") == 200
+    results = [await fresh(served.port) for _ in range(30)]
+    assert {text for _, text in results} == {"a", "b"}
+
+
+async def test_admin_weight_reaches_every_worker(backends, lb, tmp_path):
+    a, b = await backends.start("a"), await backends.start("b")
+    served = await lb({"p": [a.url, b.url]})
+    served.path.write_text(served.path.read_text().replace('"round_robin"', '"weighted"'))
+    mark = served.signal(signal.SIGHUP)
+    await served.proc.wait_for_log("reloaded", start=mark)
+    # Weights 1000 and 1: smooth weighted round robin gives p-2 one turn in 1,001, so in
+    # each worker the next requests all go to p-1. A worker still at 1 and 1 would
+    # alternate.
+    assert await served.act("p", "p-1", "weight", {"weight": 1000}) == 200
+    results = [await fresh(served.port) for _ in range(30)]
+    lines = await served.logged(30)
+    assert {line["worker"] for line in lines} == {1, 2}
+    assert [text for _, text in results] == ["a"] * 30
+    backend = (await served.stats())["pools"][0]["backends"][0]
+    assert backend["weight"] == 1000
+
+
+# ---- lifecycle ---------------------------------------------------------------------------------
+
+async def load_loop(port: int, stop: asyncio.Event, *, clients: int = 8,
+                    max_requests: int = 5_000, new_connections: bool = False) -> list:
+    """Bounded load: at most ``max_requests``, ending when ``stop`` is set. Returns
+    (start time, outcome) per request, the outcome a status or an exception's name."""
+    results: list = []
+    budget = iter(range(max_requests))
+    timeout = aiohttp.ClientTimeout(total=10)
+    connector = aiohttp.TCPConnector(force_close=new_connections)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        async def client():
+            for _ in budget:
+                if stop.is_set():
+                    return
+                started = time.monotonic()
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/") as resp:
+                        await resp.read()
+                        results.append((started, resp.status))
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    results.append((started, type(exc).__name__))
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return results
+
+
+async def test_a_killed_worker_is_replaced_and_the_others_connections_are_untouched(
+        backends, lb):
+    ids: list[str] = []
+
+    async def echo(request, body):
+        ids.append(request.headers["X-Request-ID"])
+        return web.Response(text="a")
+    a = await backends.start("a", echo)
+    served = await lb({"p": [a.url]})
+    # A keep-alive connection, and which worker holds it.
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+
+    async def on_kept() -> bytes:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        return await reader.readexactly(1)
+    await on_kept()
+    kept_prefix = prefix(ids[-1])
+    doc = await served.stats()
+    kept_worker = next(row for row in doc["workers"] if row["connections"] == 1)
+    victim = next(row for row in doc["workers"] if row["index"] != kept_worker["index"])
+
+    stop = asyncio.Event()
+    load = asyncio.ensure_future(load_loop(served.port, stop, new_connections=True))
+    await served.logged(50)                                  # the load is flowing
+    mark = len(served.proc.lines)
+    os.kill(victim["pid"], signal.SIGKILL)
+    await served.proc.wait_for_log(
+        rf"worker {victim['index']} \(pid {victim['pid']}\) killed by SIGKILL", start=mark)
+    noticed = time.monotonic()
+    match = await served.proc.wait_for_log(rf"worker {victim['index']} replaced: pid (\d+)",
+                                           start=mark)
+    await served.logged(len(served.access) + 50)             # more after the replacement
+    stop.set()
+    results = await load
+
+    # Every request started once the master had seen the death was served; the few that
+    # failed were on the killed worker's connections at the time.
+    assert [r for t, r in results if t >= noticed and r != 200] == []
+    failed = [r for _, r in results if r != 200]
+    assert len(failed) <= 8, Counter(failed)
+    # The other worker's kept connection never noticed.
+    await on_kept()
+    assert prefix(ids[-1]) == kept_prefix
+    doc = await served.stats()
+    rows = {row["index"]: row for row in doc["workers"]}
+    assert rows[victim["index"]]["pid"] == int(match.group(1)) != victim["pid"]
+    assert rows[victim["index"]]["restarts"] == 1
+    assert rows[kept_worker["index"]]["pid"] == kept_worker["pid"]
+    # Both workers serve again.
+    for _ in range(20):
+        assert await fresh(served.port, "/after") == (200, "a")
+    assert {line["worker"] for line in await served.logged_for("/after", 20)} == {1, 2}
+    writer.close()
+    served.signal(signal.SIGTERM)
+    assert await served.proc.wait() == 0
+
+
+async def test_twenty_reloads_valid_and_invalid_under_load_lose_no_request(backends, lb):
+    a, b = await backends.start("a"), await backends.start("b")
+    served = await lb({"p": [a.url]})
+    good = served.path.read_text()
+    stop = asyncio.Event()
+    loads = [asyncio.ensure_future(load_loop(served.port, stop)),
+             asyncio.ensure_future(load_loop(served.port, stop, clients=4,
+                                             new_connections=True))]
+    current = a.url
+    try:
+        for i in range(20):
+            if i % 2:                   # odd: an invalid file, rejected by every worker
+                served.path.write_text(good.replace("round_robin", "round_robbin"))
+                mark = served.signal(signal.SIGHUP)
+                await served.proc.wait_for_log("still serving the previous configuration",
+                                               start=mark)
+            else:                       # even: the backend swaps between b and a
+                target = (b.url, a.url)[(i // 2) % 2]
+                good, current = good.replace(current, target), target
+                served.path.write_text(good)
+                mark = served.signal(signal.SIGHUP)
+                await served.proc.wait_for_log("reloaded", start=mark)
+    finally:
+        stop.set()
+        results = [r for load in loads for r in await load]
+    assert Counter(r for _, r in results) == {200: len(results)}
+    assert len(results) > 40
+    # The last valid config (backend a) is what every worker serves now.
+    texts = [(await fresh(served.port, "/after"))[1] for _ in range(20)]
+    assert texts == ["a"] * 20
+    assert {line["worker"] for line in await served.logged_for("/after", 20)} == {1, 2}
+    served.signal(signal.SIGTERM)
+    assert await served.proc.wait() == 0
+
+
+async def test_sigterm_drains_slow_requests_on_both_workers_and_exits_0(backends, lb):
+    release = asyncio.Event()
+    workers_holding: set[str] = set()
+    both = asyncio.Event()
+
+    async def slow(request, body):
+        workers_holding.add(prefix(request.headers["X-Request-ID"]))
+        if len(workers_holding) == 2:
+            both.set()
+        await release.wait()
+        return web.Response(text="finished")
+    a = await backends.start("a", slow)
+    served = await lb({"p": [a.url]})
+    in_flight = []
+    while not both.is_set() and len(in_flight) < 64:      # new connections until both hold one
+        in_flight.append(asyncio.ensure_future(fresh(served.port)))
+        try:
+            await asyncio.wait_for(asyncio.shield(both.wait()), 0.05)
+        except asyncio.TimeoutError:
+            pass
+    await asyncio.wait_for(both.wait(), 10)
+    mark = served.signal(signal.SIGTERM)
+    await served.proc.wait_for_log("no longer accepting", start=mark)
+    with pytest.raises(OSError):                             # nobody accepts any more
+        await asyncio.open_connection("127.0.0.1", served.port)
+    release.set()
+    results = await asyncio.wait_for(asyncio.gather(*in_flight), 15)
+    assert results == [(200, "finished")] * len(in_flight)
+    assert await served.proc.wait() == 0
+    await served.proc.wait_for_log("stopped$", start=mark)
+
+
+async def test_port_in_use_and_a_second_serve_fail_with_one_line(backends, lb, tmp_path,
+                                                                  free_port):
+    a = await backends.start("a")
+    # A port something else listens on.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "taken.toml"
+        write(path, port, free_port(), {"p": [a.url]})
+        result = await asyncio.to_thread(run_in_session, [LBCTL, "serve", str(path)])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"lbctl: cannot listen on 127.0.0.1:{port}: address already in use"]
+    # A second serve on the port of a running instance does not join its workers' group.
+    served = await lb({"p": [a.url]})
+    second = tmp_path / "second.toml"
+    write(second, served.port, free_port(), {"p": [a.url]})
+    for workers in ("2", "1"):
+        result = await asyncio.to_thread(run_in_session, [LBCTL, "serve", "--workers",
+                                                          workers, str(second)])
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1] == \
+            f"lbctl: cannot listen on 127.0.0.1:{served.port}: address already in use"
+    assert await fresh(served.port) == (200, "a")
+
+
+async def test_a_worker_that_cannot_start_is_one_line_and_exit_1(backends, tmp_path,
+                                                                free_port):
+    a = await backends.start("a")
+    path = tmp_path / "lb.toml"
+    write(path, free_port(), free_port(), {"p": [a.url]},
+          extra='[log]\naccess = "no/such/dir/access.log"\n')
+    path.write_text(path.read_text().replace('[log]\naccess = "stdout"\n', ""))
+    result = await asyncio.to_thread(run_in_session, [LBCTL, "serve", str(path)])
+    assert result.returncode == 1
+    # The admin API was up (and said so) before the workers started; then one line says
+    # what went wrong, and nothing is left running (run_in_session).
+    errors = [line for line in result.stderr.splitlines() if " INFO " not in line]
+    assert len(errors) == 1 and "cannot open the access log" in errors[0], result.stderr
+    assert errors[0].startswith("lbctl: ") and errors[0].endswith("No such file or directory")
+
+
+def run_in_session(argv: list[str]) -> subprocess.CompletedProcess:
+    """Run ``argv`` in a session of its own; after it exits, nothing of that session may be
+    left running (no worker, no fork server)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, start_new_session=True)
+    out, err = proc.communicate(timeout=60)
+    left = [pid for pid in _pids() if _sid(pid) == proc.pid]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"left running: {left}"
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+async def test_workers_end_when_the_master_is_killed(backends, tmp_path, free_port):
+    a = await backends.start("a")
+    path = tmp_path / "lb.toml"
+    port = free_port()
+    write(path, port, free_port(), {"p": [a.url]})
+    proc = subprocess.Popen([LBCTL, "serve", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+    try:
+        line = await asyncio.to_thread(proc.stderr.readline)
+        while "listening on" not in line:
+            assert line, "serve exited"
+            line = await asyncio.to_thread(proc.stderr.readline)
+        assert await fresh(port) == (200, "a")
+        proc.kill()
+        proc.wait(10)
+        # Every worker sees its channel close, drains (nothing in flight) and exits; the
+        # fork server too. The session empties.
+        deadline = time.monotonic() + 20
+        while [pid for pid in _pids() if _sid(pid) == proc.pid]:
+            assert time.monotonic() < deadline, "workers outlived their master"
+            await asyncio.sleep(0.05)
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+    finally:
+        for pid in [pid for pid in _pids() if _sid(pid) == proc.pid]:
+            os.kill(pid, signal.SIGKILL)
+        proc.stderr.close()
+
+
+async def test_sigusr1_reopens_the_access_log_in_every_worker(backends, lb, tmp_path):
+    a = await backends.start("a")
+    log_path = tmp_path / "access.log"
+    served = await lb({"p": [a.url]})
+    served.path.write_text(served.path.read_text().replace(
+        'access = "stdout"', f'access = "{log_path}"'))
+    mark = served.signal(signal.SIGHUP)
+    await served.proc.wait_for_log("reloaded", start=mark)
+    for _ in range(10):
+        assert await fresh(served.port) == (200, "a")
+    rotated = tmp_path / "access.log.1"
+    deadline = time.monotonic() + 10
+    while len(log_path.read_text().splitlines()) < 10:        # written every 50 ms
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    log_path.rename(rotated)
+    mark = served.signal(signal.SIGUSR1)
+    await served.proc.wait_for_log("access log reopened", start=mark)
+    sent = 0
+    while not log_path.exists() or {json.loads(line)["worker"] for line in
+                                    log_path.read_text().splitlines()} != {1, 2}:
+        assert sent < 200, "a worker still writes to the rotated file"
+        assert await fresh(served.port) == (200, "a")
+        sent += 1
+        await asyncio.sleep(0.01)
+    assert len(rotated.read_text().splitlines()) == 10
