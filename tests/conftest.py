@@ -107,3 +107,13 @@ def sends(monkeypatch):
 
     monkeypatch.setattr(Pool, "on_start", on_start)
     return log
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real redis-server (password required) for the whole session; stopped by PID."""
+    from tests.redis_support import RedisServer
+    server = RedisServer()
+    server.start()
+    yield server
+    server.cleanup()

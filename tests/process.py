@@ -24,9 +24,10 @@ class LbctlProcess:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def start(cls, *args: str) -> "LbctlProcess":
+    async def start(cls, *args: str, env: dict | None = None) -> "LbctlProcess":
         proc = await asyncio.create_subprocess_exec(
-            LBCTL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV)
+            LBCTL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**ENV, **(env or {})})
         return cls(proc)
 
     async def _read(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from lbctl.gateway.rate_limit import TokenBuckets
+from lbctl.gateway.rate_limit import Limit, LimitHeaders, TokenBuckets
 from tests.gateway_support import load, pool, sha256_hex
 from tests.support import ManualClock, raw_exchange, split_responses
 
@@ -30,8 +30,26 @@ def test_decision_numbers():
     buckets = TokenBuckets(rate=1.0, burst=5)
     d = buckets.allow("k", 0.0)
     assert (d.allowed, d.limit, d.remaining, d.reset) == (True, 5, 4, pytest.approx(1.0))
-    headers = dict(d.headers())
-    assert headers == {b"RateLimit-Limit": b"5", b"RateLimit-Remaining": b"4", b"RateLimit-Reset": b"1"}
+    legacy = dict(LimitHeaders(Limit("api", 1.0, 5), "legacy").fields(d))
+    assert legacy == {b"RateLimit-Limit": b"5", b"RateLimit-Remaining": b"4", b"RateLimit-Reset": b"1"}
+
+
+def test_ietf_draft_fields():
+    # rate 2/s, burst 5: the policy is 5 requests per 3 s (2.5 s, rounded up: never
+    # promises more than the limit gives); "t" is when one more request is possible.
+    limit = Limit("/v1", 2.0, 5)
+    buckets = TokenBuckets(limit.rate, limit.burst, limit=limit)
+    fields = LimitHeaders(limit, "ietf").fields
+    assert fields(buckets.allow("k", 0.0)) == [(b"RateLimit-Policy", b'"/v1";q=5;w=3'),
+                                               (b"RateLimit", b'"/v1";r=4;t=1')]
+    for _ in range(4):
+        buckets.allow("k", 0.0)
+    refused = dict(fields(buckets.allow("k", 0.2)))     # 0.4 tokens: the next one in 0.3 s
+    assert refused[b"RateLimit"] == b'"/v1";r=0;t=1' and refused[b"Retry-After"] == b"1"
+    both = dict(LimitHeaders(limit, "both").fields(buckets.allow("k", 0.5)))
+    assert set(both) == {b"RateLimit-Policy", b"RateLimit", b"RateLimit-Limit",
+                         b"RateLimit-Remaining", b"RateLimit-Reset"}
+    assert LimitHeaders(limit, "off").fields(buckets.allow("k", 0.5)) == [(b"Retry-After", b"1")]
 
 
 def test_keys_are_independent():
@@ -87,13 +105,12 @@ async def test_burst_429_with_headers_and_refill_with_a_stepped_clock(backends, 
     port = proxy.address[1]
     results = [await get(port) for _ in range(4)]
     assert [s for s, _ in results] == [200, 200, 200, 429]
-    # Successful responses carry the counters too.
-    assert [h["RateLimit-Remaining"] for _, h in results[:3]] == ["2", "1", "0"]
-    assert results[0][1]["RateLimit-Limit"] == "3"
+    # Successful responses carry the counters too (the route's name: its path prefix).
+    assert [h["RateLimit"] for _, h in results[:3]] == ['"/";r=2;t=1', '"/";r=1;t=1', '"/";r=0;t=1']
+    assert {h["RateLimit-Policy"] for _, h in results} == {'"/";q=3;w=3'}
     status, headers = results[3]
     assert headers["Retry-After"] == "1"
-    assert (headers["RateLimit-Limit"], headers["RateLimit-Remaining"], headers["RateLimit-Reset"]) \
-        == ("3", "0", "3")
+    assert "RateLimit-Limit" not in headers
     assert len(a.seen) == 3
     clock.advance(0.5)
     assert (await get(port))[0] == 429
@@ -102,6 +119,21 @@ async def test_burst_429_with_headers_and_refill_with_a_stepped_clock(backends, 
     assert (await get(port))[0] == 429
     clock.advance(60)                        # refills to the burst, no more
     assert [(await get(port))[0] for _ in range(4)] == [200, 200, 200, 429]
+
+
+async def test_legacy_fields_on_request(backends, tmp_path):
+    a = await backends.start("a")
+    proxy = await backends.proxy(limited_config(
+        tmp_path, a.url, '{ rate = 1, burst = 3, headers = "legacy", name = "api" }'),
+        clock=ManualClock())
+    port = proxy.address[1]
+    results = [await get(port) for _ in range(4)]
+    assert [h["RateLimit-Remaining"] for _, h in results[:3]] == ["2", "1", "0"]
+    status, headers = results[3]
+    assert status == 429 and headers["Retry-After"] == "1"
+    assert (headers["RateLimit-Limit"], headers["RateLimit-Remaining"], headers["RateLimit-Reset"]) \
+        == ("3", "0", "3")
+    assert "RateLimit" not in headers and "RateLimit-Policy" not in headers
 
 
 async def test_spoofed_forwarded_for_from_an_untrusted_peer_cannot_dodge_the_limit(backends, tmp_path):

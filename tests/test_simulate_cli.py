@@ -122,14 +122,14 @@ def test_usage_errors_are_one_line_exit_2(args, message):
     assert "Traceback" not in result.output
 
 
-def test_bad_scenario_is_one_line_exit_2(tmp_path):
+def test_bad_scenario_reads_like_validate_exit_2(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[[backends]]\nservice = { dist = "exponential", mean = "soon" }\n')
     result = run(str(path))
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"lbctl: {path}: backends[0].service.mean: expected a duration")
+    assert lines[0].startswith(f"{path}: backends[0].service.mean: expected a duration")
 
 
 def test_help_has_an_example():
@@ -153,3 +153,75 @@ def test_installed_command_in_a_subprocess(scenario):
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("lbctl: --algorithms: unknown algorithm 'nope'")
+
+
+def test_seeds_give_means_with_confidence_intervals(scenario):
+    result = run(scenario, "--json", "--seeds", "3", "--algorithms", "round_robin,p2c")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["seeds"] == [4, 5, 6]
+    for r in doc["results"]:
+        assert r["ci95"]["p99"] > 0 and "errors" in r["ci95"]
+        assert set(r) == {"algorithm", "latency", "errors", "backends", "fairness", "ci95"}
+    text = " ".join(run(scenario, "--seeds", "3").output.split())
+    assert "seeds 4-6 (means ± 95% confidence)" in text and " ±" in text
+
+
+def test_series_csv_has_a_row_per_algorithm_and_interval(scenario, tmp_path):
+    out = tmp_path / "series.csv"
+    result = run(scenario, "--series", str(out), "--interval", "2s",
+                 "--algorithms", "p2c,least_conn")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    # 3,000 requests at 200/s: 15 s of arrivals, 8 intervals of 2 s.
+    assert [r["algorithm"] for r in rows] == ["p2c"] * 8 + ["least_conn"] * 8
+    assert [float(r["start"]) for r in rows[:8]] == [0, 2, 4, 6, 8, 10, 12, 14]
+    assert sum(int(r["requests"]) for r in rows[:8]) == 3000
+    shares = [k for k in rows[0] if k.startswith("share_")]
+    assert shares == ["share_b1", "share_b2", "share_b3", "share_slow"]
+    for r in rows:
+        assert sum(float(r[k]) for k in shares) == pytest.approx(1, abs=1e-4)
+        assert float(r["p50"]) <= float(r["p99"])
+    # The terminal strip: one p99 line per algorithm.
+    assert "Over time:" in result.output
+
+
+def test_compare_runs_two_configs_on_the_same_workload(tmp_path):
+    for name, algorithm in (("old.toml", "round_robin"), ("new.toml", "least_conn")):
+        (tmp_path / name).write_text(
+            f'[[routes]]\npool = "api"\n[pools.api]\nalgorithm = "{algorithm}"\n'
+            + "".join(f'[[pools.api.backends]]\nurl = "http://127.0.0.1:{9000 + i}"\n'
+                      f'name = "api-{i}"\n' for i in (1, 2, 3)))
+    (tmp_path / "world.toml").write_text(
+        '[workload]\nload = 0.7\nrequests = 20000\n[[backends]]\nname = "api-1"\n'
+        '[[backends]]\nname = "api-3"\nspeed = 0.33\n')
+    result = run("--compare", str(tmp_path / "old.toml"), str(tmp_path / "new.toml"),
+                 str(tmp_path / "world.toml"))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "two configs compared" in text
+    assert "new.toml (least_conn) won with p99" in text and "for old.toml (round_robin)" in text
+    assert "the slowest backend, api-3," in text
+    doc = json.loads(run("--compare", str(tmp_path / "old.toml"), str(tmp_path / "new.toml"),
+                         "--json").output)
+    assert [r["algorithm"] for r in doc["results"]] == ["round_robin", "least_conn"]
+    bad = run("--compare", str(tmp_path / "old.toml"), str(tmp_path / "nope.toml"))
+    assert bad.exit_code == 2 and "nope.toml" in bad.output
+
+
+EXAMPLES = sorted(p for p in (REPO / "examples" / "simulate").glob("*.toml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_runs(example):
+    result = run(str(example), "--requests", "3000", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["results"]
+
+
+def test_the_compare_example_runs():
+    folder = REPO / "examples" / "simulate" / "compare"
+    result = run("--compare", str(folder / "lb.toml"), str(folder / "lb-new.toml"),
+                 str(folder / "world.toml"), "--requests", "5000")
+    assert result.exit_code == 0, result.output
+    assert "lb-new.toml (least_conn)" in result.output

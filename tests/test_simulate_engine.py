@@ -1,4 +1,4 @@
-"""The engine's mechanics: timeline events, timeouts and retries, streams, the real pool."""
+"""The driver's mechanics: faults and health checks, timeouts and retries, streams, the real pool."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import math
 
 import pytest
 
-from lbctl.simulate.engine import (ERROR_5XX, ERROR_NO_BACKEND, ERROR_TIMEOUT, OK,
-                                   run_algorithm)
+from lbctl.config.model import Health
+from lbctl.simulate.driver import (CLIENT_STATUS, ERROR_5XX, ERROR_CONNECT, ERROR_NO_BACKEND,
+                                   ERROR_TIMEOUT, OK, run_algorithm)
 from lbctl.simulate.results import summarize
-from lbctl.simulate.scenario import (BackendSpec, Event, Proxy, Scenario, Service, Workload)
+from lbctl.simulate.scenario import (BackendSpec, Event, Scenario, Service, Workload,
+                                     proxy_settings)
 
 CONSTANT = Service("constant", mean=0.010)
 
@@ -17,7 +19,7 @@ CONSTANT = Service("constant", mean=0.010)
 RETRY_ALL = ("connect", "reset", "timeout", "5xx")
 
 
-def pool(n=4, *, rate=100.0, requests=4000, timeline=(), proxy=Proxy(), client=math.inf,
+def pool(n=4, *, rate=100.0, requests=4000, timeline=(), proxy=proxy_settings(), client=math.inf,
          arrivals="uniform", service=CONSTANT, backup=()):
     backends = tuple(BackendSpec(f"b{i}", service, backup=f"b{i}" in backup)
                      for i in range(1, n + 1))
@@ -26,25 +28,50 @@ def pool(n=4, *, rate=100.0, requests=4000, timeline=(), proxy=Proxy(), client=m
 
 
 
+# Probes every second (+/- 10%), two failures to go down, two successes to come back: a
+# fault is noticed between 1 and 2.2 s after it starts (the second failed probe).
+HEALTH = Health(interval=1.0, timeout=0.5, rise=2, fall=2)
+DETECT = 2.3
+
+
 @pytest.mark.parametrize("algorithm", ["round_robin", "random", "least_conn", "p2c", "ewma",
                                        "weighted", "consistent_hash"])
-def test_down_backend_gets_nothing_until_it_is_up(sends, algorithm):
-    # 100 requests/s for 40 s; b2 is down from 10 s to 20 s.
-    sc = pool(rate=100.0, requests=4000, timeline=[Event(10.0, "down", ("b2",)),
-                                                   Event(20.0, "up", ("b2",))])
+def test_down_backend_fails_until_health_checks_notice_then_gets_nothing(sends, algorithm):
+    # 100 requests/s for 40 s; b2 refuses connections from 10 s to 20 s. Until two probes
+    # have failed it still gets traffic (each attempt refused and retried elsewhere, as
+    # serve's default retry_on "connect" does), then nothing until two probes pass again.
+    sc = pool(rate=100.0, requests=4000, proxy=proxy_settings(health=HEALTH),
+              timeline=[Event(10.0, "down", ("b2",)), Event(20.0, "up", ("b2",))])
     rec = run_algorithm(sc, algorithm)
-    during = [name for t, name in sends if 10.0 <= t < 20.0]
+    during = [name for t, name in sends if 10.0 + DETECT <= t < 20.0]
     assert during and "b2" not in during
-    assert any(name == "b2" for t, name in sends if t >= 20.0)
+    window = [t for t, name in sends if name == "b2" and 10.0 <= t < 10.0 + DETECT]
+    assert window                                       # the detection window is not free
+    assert any(name == "b2" for t, name in sends if t >= 20.0 + DETECT)
     assert any(name == "b2" for t, name in sends if t < 10.0)
-    assert summarize(rec).errors == 0
+    result = summarize(rec)
+    assert result.errors == 0 and result.retries == len(window)
+    down, up = [(t, healthy) for t, i, healthy in rec.flips]
+    assert 11.0 <= down[0] <= 10.0 + DETECT and not down[1]
+    assert 21.0 <= up[0] <= 20.0 + DETECT and up[1]
+
+
+def test_without_health_checks_a_down_backend_keeps_failing_as_in_serve(sends):
+    # No [health]: serve assumes backends are up, so b2 keeps getting its turn, every
+    # attempt refused and retried elsewhere; with retries = 0 each of those is a 502.
+    sc = pool(timeline=[Event(10.0, "down", ("b2",))], proxy=proxy_settings(retries=0))
+    rec = run_algorithm(sc, "round_robin")
+    to_b2 = sum(1 for t, name in sends if name == "b2" and t >= 10.0)
+    assert to_b2 == 750                             # a quarter of 3000 arrivals
+    assert rec.status.count(ERROR_CONNECT) == to_b2
+    assert {CLIENT_STATUS[code] for code in rec.status} == {200, 502}
 
 
 def test_blackhole_with_proxy_timeout_is_retried_elsewhere(sends):
     # b1 never answers; the proxy gives up on an attempt after 100 ms and retries once on
     # another backend, so no request fails but each one sent to b1 costs a retry and 100 ms.
     sc = pool(timeline=[Event(0.0, "blackhole", ("b1",))],
-              proxy=Proxy(retries=1, retry_on=RETRY_ALL, timeout=0.1), client=1.0)
+              proxy=proxy_settings(retries=1, retry_on=RETRY_ALL, timeout=0.1), client=1.0)
     result = summarize(rec := run_algorithm(sc, "round_robin"))
     to_b1 = sum(1 for _, name in sends if name == "b1")
     # Round-robin: a retry takes the turn of the backend after the one it skips, so b1 gets
@@ -58,7 +85,7 @@ def test_blackhole_with_proxy_timeout_is_retried_elsewhere(sends):
 
 def test_blackhole_without_retries_shows_as_timeouts():
     sc = pool(timeline=[Event(0.0, "blackhole", ("b1",))],
-              proxy=Proxy(retries=0, retry_on=RETRY_ALL, timeout=0.1), client=1.0)
+              proxy=proxy_settings(retries=0, retry_on=RETRY_ALL, timeout=0.1), client=1.0)
     rec = run_algorithm(sc, "round_robin")
     assert rec.status.count(ERROR_TIMEOUT) == 1000
     assert summarize(rec).errors == 1000 and summarize(rec).retries == 0
@@ -78,8 +105,8 @@ def test_client_timeout_ends_a_blackholed_request_without_retry():
 
 
 def test_fast_5xx_is_retried_and_counted_on_the_backend(sends):
-    sc = pool(timeline=[Event(0.0, "fail", ("b3",), latency=0.002)],
-              proxy=Proxy(retries=1, retry_on=RETRY_ALL))
+    sc = pool(timeline=[Event(0.0, "error", ("b3",), latency=0.002)],
+              proxy=proxy_settings(retries=1, retry_on=RETRY_ALL))
     rec = run_algorithm(sc, "round_robin")
     result = summarize(rec)
     to_b3 = sum(1 for _, name in sends if name == "b3")
@@ -93,8 +120,8 @@ def test_fast_5xx_is_retried_and_counted_on_the_backend(sends):
 
 
 def test_5xx_with_no_retry_left_is_an_error():
-    sc = pool(timeline=[Event(0.0, "fail", ("b1", "b2", "b3", "b4"))],
-              proxy=Proxy(retries=1, retry_on=RETRY_ALL))
+    sc = pool(timeline=[Event(0.0, "error", ("b1", "b2", "b3", "b4"))],
+              proxy=proxy_settings(retries=1, retry_on=RETRY_ALL))
     rec = run_algorithm(sc, "round_robin")
     assert rec.status.count(ERROR_5XX) == 4000
     assert summarize(rec).retries == 4000
@@ -112,17 +139,43 @@ def test_slow_event_and_recover():
 
 
 def test_backup_takes_over_only_when_primaries_are_down(sends):
-    sc = pool(n=3, backup=("b3",), timeline=[Event(10.0, "down", ("b1", "b2")),
-                                             Event(20.0, "up", ("b1", "b2"))])
-    run_algorithm(sc, "least_conn")
-    assert {name for t, name in sends if t < 10.0 or t >= 20.0} == {"b1", "b2"}
-    assert {name for t, name in sends if 10.0 <= t < 20.0} == {"b3"}
+    sc = pool(n=3, backup=("b3",), proxy=proxy_settings(health=HEALTH),
+              timeline=[Event(10.0, "down", ("b1", "b2")), Event(20.0, "up", ("b1", "b2"))])
+    rec = run_algorithm(sc, "least_conn")
+    assert {name for t, name in sends if t < 10.0 or t >= 20.0 + DETECT} == {"b1", "b2"}
+    assert {name for t, name in sends if 10.0 + DETECT <= t < 20.0} == {"b3"}
+    # Before the checks notice, a request tried on b1 and retried on b2 gets a 502.
+    assert rec.status.count(ERROR_CONNECT) > 0
+    assert all(10.0 <= t < 10.0 + DETECT for t, code in zip(rec.arrival, rec.status) if code)
 
 
-def test_no_eligible_backend_is_an_immediate_error():
-    sc = pool(n=2, timeline=[Event(5.0, "down", ("b1", "b2"))])
+def test_no_eligible_backend_is_an_immediate_503():
+    sc = pool(n=2, proxy=proxy_settings(health=HEALTH), timeline=[Event(5.0, "down", ("b1", "b2"))])
     rec = run_algorithm(sc, "p2c")
-    assert rec.status.count(ERROR_NO_BACKEND) == 3500
+    late = [code for t, code in zip(rec.arrival, rec.status) if t >= 5.0 + DETECT]
+    assert late and set(late) == {ERROR_NO_BACKEND}
+    assert all(lat == 0 for t, lat in zip(rec.arrival, rec.latency) if t >= 5.0 + DETECT)
+    early = {code for t, code in zip(rec.arrival, rec.status) if 5.0 <= t < 6.0}
+    assert early == {ERROR_CONNECT}                 # refused twice: a 502 each
+
+
+def test_panic_mode_spreads_over_down_backends_as_serve_does():
+    # Three of four refuse from the start; health checks take them out, leaving 25% of the
+    # primaries, under panic_threshold 50: the pool ignores health and spreads over all
+    # four. With one retry on "connect", a request fails when both attempts hit refusing
+    # backends: 3/4 x 2/3 = 1/2 of the requests get a 502 after detection.
+    backends = tuple(BackendSpec(f"b{i}", CONSTANT) for i in range(1, 5))
+    from dataclasses import replace
+    from lbctl.simulate.scenario import Fault
+    backends = tuple(replace(b, failure=Fault("refuse")) if b.name != "b4" else b
+                     for b in backends)
+    sc = Scenario(backends=backends, workload=Workload("uniform", rate=100.0, requests=4000),
+                  proxy=proxy_settings(health=HEALTH, panic_threshold=50), seed=4)
+    rec = run_algorithm(sc, "random")
+    late = [code for t, code in zip(rec.arrival, rec.status) if t >= DETECT]
+    share = late.count(ERROR_CONNECT) / len(late)
+    # 3,770 requests: the binomial standard deviation of the share is 0.008; 0.04 is five.
+    assert abs(share - 0.5) < 0.04 and set(late) == {OK, ERROR_CONNECT}
 
 
 def test_streams_are_separate_and_runs_repeat():
@@ -162,7 +215,7 @@ def test_utilization_with_late_retries_and_concurrency(sends):
     backends = tuple(BackendSpec(f"b{i}", CONSTANT, concurrency=2) for i in (1, 2))
     sc = Scenario(backends=backends, workload=Workload("uniform", rate=100.0, requests=1000),
                   timeline=(Event(9.0, "blackhole", ("b1",)),),
-                  proxy=Proxy(retries=1, retry_on=RETRY_ALL, timeout=0.5), seed=2)
+                  proxy=proxy_settings(retries=1, retry_on=RETRY_ALL, timeout=0.5), seed=2)
     rec = run_algorithm(sc, "round_robin")
     horizon = rec.horizon
     assert horizon == pytest.approx(10.0)
@@ -175,7 +228,7 @@ def test_utilization_with_late_retries_and_concurrency(sends):
 
 
 def test_by_default_a_fast_5xx_is_not_retried_as_in_serve():
-    sc = pool(timeline=[Event(0.0, "fail", ("b1",))], proxy=Proxy(retries=1))
+    sc = pool(timeline=[Event(0.0, "error", ("b1",))], proxy=proxy_settings(retries=1))
     rec = run_algorithm(sc, "round_robin")
     assert rec.status.count(ERROR_5XX) > 0          # relayed, as serve relays a 5xx
     assert max(rec.attempts) == 1                   # never a second attempt

@@ -4,14 +4,16 @@ is in range, and the same seed repeats the run exactly."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lbctl.balancing import ALGORITHMS
-from lbctl.simulate.engine import OK, run_algorithm
+from lbctl.config.model import Health
+from lbctl.simulate.driver import OK, run_algorithm
 from lbctl.simulate.results import summarize
-from lbctl.simulate.scenario import (BackendSpec, Event, Proxy, Scenario, Service, Workload)
+from lbctl.simulate.scenario import (BackendSpec, Event, proxy_settings, Scenario, Service, Workload)
 
 services = st.sampled_from([
     Service("exponential", mean=0.01), Service("constant", mean=0.02),
@@ -33,17 +35,19 @@ def scenarios(draw):
     names = [b.name for b in backends]
     events = draw(st.lists(st.builds(
         Event, at=st.floats(0, 3), action=st.sampled_from(
-            ["down", "up", "slow", "fail", "blackhole", "recover"]),
+            ["down", "up", "slow", "error", "refuse", "reset", "blackhole", "recover"]),
         backends=st.lists(st.sampled_from(names), min_size=1, max_size=2).map(tuple),
         factor=st.sampled_from([2.0, 4.0]), fraction=st.sampled_from([0.3, 1.0]),
         latency=st.just(0.001)), max_size=5))
-    proxy = Proxy(retries=draw(st.integers(0, 2)),
+    proxy = proxy_settings(retries=draw(st.integers(0, 2)),
                   retry_on=draw(st.sampled_from([("connect", "reset"), ("timeout",), ("5xx",),
                                                  ("connect", "reset", "timeout", "5xx")])),
                   timeout=draw(st.sampled_from([0.05, 0.5, math.inf])),
                   slow_start=draw(st.sampled_from([0.0, 1.0])),
                   panic_threshold=draw(st.sampled_from([0.0, 50.0])))
-    client = draw(st.sampled_from([0.2, 1.0])) if proxy.timeout == math.inf else \
+    if draw(st.booleans()):
+        proxy = replace(proxy, health=Health(interval=0.5, timeout=0.1, rise=1, fall=2))
+    client = draw(st.sampled_from([0.2, 1.0])) if proxy.timeouts.response == math.inf else \
         draw(st.sampled_from([0.2, 1.0, math.inf]))
     workload = Workload(draw(st.sampled_from(["poisson", "uniform"])),
                         rate=draw(st.sampled_from([20.0, 100.0, 400.0])),
@@ -61,7 +65,7 @@ def test_every_request_is_accounted_for(sc, algorithm):
     assert len(rec.latency) == len(rec.arrival) == len(rec.status) == n
     assert len(rec.attempts) == len(rec.backend) == n
     assert all(lat >= 0 for lat in rec.latency)
-    deadline = min(sc.client_timeout, (sc.proxy.retries + 1) * sc.proxy.timeout)
+    deadline = min(sc.client_timeout, (sc.proxy.retries + 1) * sc.proxy.timeouts.response)
     if deadline < math.inf:
         assert max(rec.latency) <= deadline + 1e-9
     assert all(a <= sc.proxy.retries + 1 for a in rec.attempts)

@@ -20,7 +20,7 @@ import math
 import statistics
 from pathlib import Path
 
-from lbctl.simulate.engine import run_algorithm
+from lbctl.simulate.driver import run_algorithm
 from lbctl.simulate.results import percentile, summarize
 from lbctl.simulate.scenario import BackendSpec, Scenario, Service, Workload, load_scenario
 

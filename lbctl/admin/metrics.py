@@ -106,8 +106,17 @@ class ProxyCollector:
         responses.add_metric(["aborted"], front.aborted)
         uptime = GaugeMetricFamily("lbctl_start_time_seconds", "Unix time the proxy started")
         uptime.add_metric([], observer.started_at)
+        store = served.runtime.gateway.store
+        store_up = GaugeMetricFamily("lbctl_store_up", "1 if the rate-limit store answers "
+                                     "(always 1 for the local store)", labels=["backend"])
+        store_up.add_metric([store.config.backend], 1 if store.up else 0)
+        store_errors = CounterMetricFamily("lbctl_store_errors", "Rate-limit store calls that "
+                                           "failed or timed out (probes while down included)",
+                                           labels=["backend"])
+        store_errors.add_metric([store.config.backend], store.errors)
         yield from (responses, requests, errors, retries, traffic, duration, up, state_g,
-                    inflight, weight, eff, ewma, probes, ejections, uptime)
+                    inflight, weight, eff, ewma, probes, ejections, uptime, store_up,
+                    store_errors)
 
 
 def _le(bound: float) -> str:

@@ -156,7 +156,8 @@ def _check(config_path, pools, timeout, thresholds, as_json, quiet, textfile, st
             click.echo(f"lbctl: {warning}", err=True)
     try:
         report = lib.run_check(config, pools=pools, timeout=timeout, concurrency=concurrency,
-                               thresholds=thresholds, state=state)
+                               thresholds=thresholds, state=state,
+                               store=_store(config.store, timeout))
     except UserError as exc:            # e.g. --pool names a pool that does not exist
         _unknown(str(exc), as_json, textfile)
         return CheckExit.UNKNOWN
@@ -193,7 +194,20 @@ def _check(config_path, pools, timeout, thresholds, as_json, quiet, textfile, st
         for pool in report.pools:
             for reason in pool.reasons:
                 click.echo(f"{pool.status.name}: {pool.name}: {reason}")
+        if report.store is not None:
+            click.echo(report.store.line())
     return report.status
+
+
+def _store(config, timeout: float | None):
+    """The shared store to try, if there is one. A fresh connection takes several round
+    trips (connect, AUTH, SELECT, the script), so it gets --timeout, or at least 1s."""
+    if config.backend != "redis":
+        return None
+    from dataclasses import replace
+
+    from lbctl.gateway.store import open_store
+    return open_store(replace(config, timeout=timeout or max(config.timeout, 1.0)))
 
 
 def _unknown(message: str, as_json: bool, textfile: str | None, details=()) -> None:

@@ -22,7 +22,9 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 def effective_document(config: Config) -> dict[str, Any]:
     """The config as plain TOML values, in the order a reader expects them."""
-    doc = CONFIG.dump(config)       # listen, admin, limits
+    doc = CONFIG.dump(config)       # listen, admin, limits, log, store
+    if config.store.backend == "local":
+        doc["store"] = {"backend": "local"}     # the other keys are the redis store's
     if config.keys:
         doc["keys"] = {name: KEY.dump(key) for name, key in config.keys.items()}
     doc["routes"] = [ROUTE.dump(route) for route in config.routes]
@@ -39,6 +41,10 @@ def effective_toml(config: Config, header: str = "") -> str:
     if config.admin is not None and config.admin.token is not None:
         # A secret does not belong in output that ends up in terminals, tickets and CI logs.
         lines.append("# admin.token is set but not shown; supply it again (or env LBCTL_ADMIN_TOKEN)")
+    store = config.store
+    if store.password is not None and store.password_env is None:
+        lines.append("# store.url had a password, not shown; supply it again "
+                     "(or use store.password_env)")
     chunks = ["\n".join(lines) + "\n"] if lines else []
     _write_table(effective_document(config), "", False, chunks)
     return "\n".join(chunks)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from lbctl.config import keys as key_material
 from lbctl.config import model
 from lbctl.config.keys import digest_of, parse_hash
-from lbctl.config.kinds import BackendUrl, Invalid, Name, split_backend_url
+from lbctl.config.kinds import BackendUrl, Invalid, Name, default_limit_name, split_backend_url
 from lbctl.config.problems import Problems, describe, index_path, key_path, suggest
 from lbctl.config.schema import KEY
 from lbctl.config.tls import client_context, load_error, server_context
@@ -31,6 +31,7 @@ from lbctl.units import format_duration
 log = logging.getLogger("lbctl.config")
 
 MAX_LEEWAY = 60.0
+MAX_RATE = 1_000_000.0      # rate_limit: tokens per second
 # Keys of an auth table that belong to one type only.
 _JWT_ONLY = ("algorithms", "secret_env", "public_key", "jwks", "audience", "issuer", "leeway",
              "forward_claims")
@@ -95,10 +96,43 @@ def check_gateway(config: model.Config, data: Mapping[str, Any], problems: Probl
         raw = raw_routes[index] if index < len(raw_routes) else {}
         routes.append(_route(route, raw, index_path("routes", index), base, problems, env,
                              declared_keys))
+    routes = _limit_names(routes, [index_path("routes", indexes[p] if p < len(indexes) else p)
+                                   for p in range(len(routes))], problems)
     raw_pools = data.get("pools") if isinstance(data.get("pools"), dict) else {}
     pools = {name: _pool(pool, raw_pools.get(name), key_path("pools", name), base, problems)
              for name, pool in config.pools.items()}
     return replace(config, listen=listen, routes=tuple(routes), pools=model.Config.freeze(pools))
+
+
+def _limit_names(routes: list[model.Route], wheres: list[str],
+                 problems: Problems) -> list[model.Route]:
+    """Every rate limit named (default: the route's host and path prefix). Routes may share
+    a name, and so their buckets, only with the same limit."""
+    first: dict[str, tuple[model.RateLimit, str]] = {}
+    out = []
+    for position, route in enumerate(routes):
+        limit = route.rate_limit
+        if limit is None:
+            out.append(route)
+            continue
+        explicit = limit.name is not None
+        if not explicit:
+            limit = replace(limit, name=default_limit_name(route.host, route.path_prefix))
+            route = replace(route, rate_limit=limit)
+        where = key_path(key_path(wheres[position], "rate_limit"), "name")
+        seen = first.get(limit.name)
+        if seen is None:
+            first[limit.name] = (limit, wheres[position])
+        elif replace(seen[0], headers=limit.headers) != limit:
+            other = seen[1]
+            if explicit:
+                problems.add(where, f"expected a name no other limit uses, or the same rate, per, "
+                                    f"burst and key as {other}.rate_limit, found {describe(limit.name)}")
+            else:
+                problems.missing(where, f"a name: this route's host and path_prefix give the same "
+                                        f"name as {other} ({describe(limit.name)}) with another limit")
+        out.append(route)
+    return out
 
 
 def _built(items: list, builds) -> list[int]:
@@ -176,6 +210,12 @@ def _route(route: model.Route, raw: dict, where: str, base: Path, problems: Prob
                          'expected auth = { type = "jwt", ... } on this route (claims come from '
                          "the token), found " + ("no auth" if auth is None else f'auth type "{auth.type}"'))
     limit = route.rate_limit
+    if limit is not None and limit.rate / limit.per > MAX_RATE:
+        # Buckets count in "now * rate" tokens (GCRA): past this a double can no longer
+        # count single tokens over years of uptime or Unix time.
+        problems.add(key_path(key_path(where, "rate_limit"), "rate"),
+                     f"expected at most {MAX_RATE:,.0f} per second (rate / per), found "
+                     f"{limit.rate / limit.per:,.10g} per second")
     if limit is not None and limit.key == "consumer" and auth is None:
         problems.add(key_path(key_path(where, "rate_limit"), "key"),
                      'expected "ip" or "header:NAME" on a route without auth (a consumer is '

@@ -14,8 +14,9 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from lbctl import units, uri
 from lbctl.config.model import Address
@@ -46,6 +47,10 @@ class Kind:
         return value
 
     def dump(self, value: Any) -> Any:
+        return value
+
+    def shown(self, value: Any) -> Any:
+        """The found value as a problem may quote it (a kind holding secrets hides them)."""
         return value
 
 
@@ -601,6 +606,115 @@ class HeaderMap(Kind):
 
     def dump(self, value: tuple[tuple[str, str], ...]) -> dict[str, str]:
         return dict(value)
+
+
+class LimitName(Kind):
+    """A rate limit's name: a quoted string in RateLimit headers and part of the store's keys."""
+
+    expected = ('a name of up to 200 printable ASCII characters without spaces, quotes, '
+                'backslashes or ":"')
+    _ok = re.compile(r'[\x21\x23-\x39\x3b-\x5b\x5d-\x7e]{1,200}')
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not self._ok.fullmatch(value):
+            raise Invalid(self.expected)
+        return value
+
+
+def default_limit_name(host: str | None, path_prefix: str) -> str:
+    """A route's limit name when the file gives none: its host and path prefix, with any
+    character a name cannot hold percent-encoded (so instances with the same routes agree)."""
+    text = (host or "") + path_prefix
+    out = []
+    for ch in text:
+        if LimitName._ok.fullmatch(ch) and ch != "%":
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
+    return "".join(out)[:200]
+
+
+class StoreUrl(Kind):
+    """Where the shared store listens: ``redis://``, ``rediss://`` (TLS) or ``unix://``."""
+
+    expected = ('a Redis URL like "redis://127.0.0.1:6379/0", "rediss://host:6380/0" (TLS) '
+                'or "unix:///run/redis/redis.sock?db=0"')
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise Invalid(self.expected)
+        split_store_url(value)
+        return value
+
+    def shown(self, value: Any) -> Any:
+        return redact_url(value) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class StoreAddress:
+    """A store URL taken apart; ``url`` is the URL without its password (safe to show)."""
+    scheme: str                     # "redis" | "rediss" | "unix"
+    host: str | None                # redis/rediss
+    port: int | None
+    path: str | None                # unix: the socket
+    db: int
+    username: str | None
+    password: str | None
+    url: str
+
+
+def split_store_url(url: str) -> StoreAddress:
+    """The parts of a store URL, or ``Invalid`` saying what is wrong (never quoting it)."""
+    expected = StoreUrl.expected
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise Invalid(expected, None if "://" in url else
+                      'add the scheme, like "redis://127.0.0.1:6379/0"')
+    if parts.fragment:
+        raise Invalid(expected)
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    user = quote(username, safe="") + "@" if username else ""
+    if parts.scheme == "unix":
+        if parts.hostname or parts.port or not parts.path.startswith("/") or parts.path == "/":
+            raise Invalid(expected, 'a socket path is absolute: "unix:///run/redis/redis.sock"')
+        db = 0
+        if parts.query:
+            name, sep, number = parts.query.partition("=")
+            if name != "db" or not sep or not number.isdigit():
+                raise Invalid(expected, 'the only query a unix:// URL takes is "?db=N"')
+            db = int(number)
+        query = f"?db={db}" if parts.query else ""
+        return StoreAddress("unix", None, None, parts.path, db, username, password,
+                            f"unix://{user}{parts.path}{query}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise Invalid(expected) from None
+    host = parts.hostname
+    if not host or port == 0:
+        raise Invalid(expected)
+    if ":" in host and not _is_ipv6(host) or ":" not in host and not _HOSTNAME.fullmatch(host):
+        raise Invalid(expected)
+    if parts.query:
+        raise Invalid(expected, 'the database number goes in the path: "redis://host:6379/0"')
+    db_text = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if db_text and not db_text.isdigit():
+        raise Invalid(expected, 'the path is the database number: "redis://host:6379/0"')
+    db = int(db_text) if db_text else 0
+    port = port or 6379
+    shown_host = f"[{host}]" if ":" in host else host
+    return StoreAddress(parts.scheme, host, port, None, db, username, password,
+                        f"{parts.scheme}://{user}{shown_host}:{port}/{db}")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with everything between "://" and the last "@" hidden: a password in a URL
+    that does not even parse must not reach a terminal or a log."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" not in rest:
+        return text
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 def _bounds(low: float | None, high: float | None) -> str:

@@ -22,6 +22,7 @@ from lbctl.config.gateway import check_gateway, freeze_keys, read_keys
 from lbctl.config.kinds import Invalid, Name, is_loopback, split_backend_url
 from lbctl.config.problems import Problem, Problems, describe, index_path, key_path, suggest
 from lbctl.config.schema import BACKEND, CONFIG, POOL, ROUTE
+from lbctl.config.store import check_store
 from lbctl.errors import UserError
 from lbctl.units import format_duration
 
@@ -111,6 +112,8 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     if token_from_env:
         admin = replace(admin, token=env[ADMIN_TOKEN_ENV])
     _check_admin(listen, admin, top.bad, problems, token_from_env)
+    store = check_store(top.values.get("store", model.Store()), data.get("store"), top.bad,
+                        problems, env, file)
 
     # Routes before pools: the order most files are written in, so problems read top-down.
     raw_pools = data.get("pools")
@@ -121,7 +124,7 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     pools = _pools(raw_pools, problems)
     config = model.Config(path=file, listen=listen, routes=tuple(routes),
                           pools=model.Config.freeze(pools), admin=admin, limits=limits,
-                          keys=freeze_keys(keys), log=log, paths=paths,
+                          keys=freeze_keys(keys), log=log, paths=paths, store=store,
                           server=top.values.get("server", model.Server()))
     # Keys, auth, TLS files: cross-checks and key material loaded once (config/gateway.py).
     raw_keys = data.get("keys")

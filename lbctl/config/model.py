@@ -126,6 +126,13 @@ class RateLimit:
     burst: int | None = None                # bucket size; None = rate rounded up
     per: float = 1.0                        # seconds
     key: str = "ip"                         # "ip" | "consumer" | "header:NAME"
+    # Names the limit in RateLimit headers and in the store (lbctl:rl:{name}:{key}); routes
+    # with the same name share buckets. None in the file = the route's host and path_prefix
+    # (filled in by the loader, so it is the same on every instance with the same routes).
+    name: str | None = None
+    headers: str = "ietf"                   # "ietf" (RateLimit-Policy, RateLimit: draft-11)
+                                            # | "legacy" (RateLimit-Limit/Remaining/Reset)
+                                            # | "both" | "off"; Retry-After on 429 always
 
 
 @dataclass(frozen=True)
@@ -215,6 +222,24 @@ class Log:
 
 
 @dataclass(frozen=True)
+class Store:
+    """Where rate-limit buckets live (``[store]``). Absent: this process's memory."""
+    backend: str = "local"                  # "local" (this process) | "redis" (shared)
+    url: str | None = None                  # redis: redis://[user@]host[:port][/db],
+                                            # rediss:// (TLS), unix:///path[?db=N];
+                                            # required for redis; a password in it is
+                                            # moved to `password` by the loader
+    password_env: str | None = None         # or the password in this env var, read at load
+    timeout: float = 0.05                   # the most one store call may add to a request
+    on_error: str = "local"                 # store down or slow: "local" (this instance's
+                                            # own buckets) | "open" (allow) | "closed" (503)
+    max_connections: int = 16               # pooled connections to the store
+    ca: str | None = None                   # rediss: PEM CA bundle; None = the system store
+    # From the url or password_env; never written by --effective, never logged.
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Server:
     """How ``lbctl serve`` runs (``[server]``)."""
     # Worker processes: "auto" = one per CPU this process may run on (os.sched_getaffinity),
@@ -235,6 +260,7 @@ class Config:
     keys: Mapping[str, ApiKey] = field(default_factory=lambda: MappingProxyType({}))
     log: Log = field(default_factory=Log)
     paths: Paths = field(default_factory=Paths)
+    store: Store = field(default_factory=Store)
     server: Server = field(default_factory=Server)
 
     @staticmethod

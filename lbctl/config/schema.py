@@ -21,8 +21,8 @@ from lbctl.config import model
 from lbctl.config.kinds import (
     AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
     FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
-    Kind, ListOf, Method, Name, Number, PathPrefix, Percent, RateKey, Regex, Size, StatusRanges,
-    Str, UrlPath, Workers,
+    Kind, LimitName, ListOf, Method, Name, Number, PathPrefix, Percent, RateKey, Regex, Size,
+    StatusRanges, StoreUrl, Str, UrlPath, Workers,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -77,7 +77,7 @@ class Section:
             try:
                 result.values[key] = spec.parse(value)
             except Invalid as exc:
-                problems.wrong(path, str(exc), value, exc.hint)
+                problems.wrong(path, str(exc), spec.shown(value), exc.hint)
                 result.bad.add(key)
         for key, spec in self.fields.items():
             if isinstance(spec, Kind) and spec.required and key not in data:
@@ -190,6 +190,8 @@ RATE_LIMIT = Section(
     burst=Int(min=1),
     per=Duration(positive=True),
     key=RateKey(),
+    name=LimitName(),
+    headers=Choice(("ietf", "legacy", "both", "off")),
 )
 
 PATHS = Section(
@@ -272,6 +274,17 @@ POOL = Section(
     outlier=OUTLIER,
 )
 
+STORE = Section(
+    model.Store,
+    backend=Choice(("local", "redis")),
+    url=StoreUrl(),
+    password_env=EnvName(),
+    timeout=Duration(positive=True),
+    on_error=Choice(("local", "open", "closed")),
+    max_connections=Int(min=1, max=1024),
+    ca=FilePath("PEM CA bundle file"),
+)
+
 SERVER = Section(
     model.Server,
     workers=Workers(),
@@ -284,6 +297,7 @@ CONFIG = Section(
     limits=LIMITS,
     log=LOG,
     paths=PATHS,
+    store=STORE,
     server=SERVER,
 )
 

@@ -5,8 +5,11 @@ runs between routing and pool selection, per route, in this order:
 
     client_ip.py   the client's address: the peer's, or read from X-Forwarded-For/Forwarded
                    only when the peer is a trusted proxy
-    rate_limit.py  token buckets keyed by client address or a header (before authentication,
-                   so failed attempts count too), or by consumer (right after it)
+    rate_limit.py  token buckets (GCRA) keyed by client address or a header (before
+                   authentication, so failed attempts count too), or by consumer (right
+                   after it); the RateLimit header fields
+    store.py       where the buckets live: this process (``local``), or
+    redis_store.py Redis, shared by every process that uses it, with on_error when it is down
     api_key.py     named API keys, compared as SHA-256 digests in constant time
     jwt_auth.py    JWTs (PyJWT) checked against keys loaded with the config, never fetched
     authorize.py   per-route allow-lists: consumers, claims, methods, client networks

@@ -5,23 +5,26 @@
 
     rate limit by ip/header -> authenticate -> rate limit by consumer -> authorize
 
-It returns a ``Refusal`` (401, 403 or 429, sent by the proxy) or None, having put an
-``Admission`` on the request: what the forwarded request carries instead of what the
-client sent (credentials and client-sent X-Consumer/claim headers removed, X-Consumer and
-claim headers added, X-Forwarded-For from the resolved chain) and the RateLimit-* headers
-added to the backend's response.
+It returns a ``Refusal`` (401, 403, 429, or 503 when a shared store is down and
+``on_error = "closed"``; sent by the proxy) or None, having put an ``Admission`` on the
+request: what the forwarded request carries instead of what the client sent (credentials
+and client-sent X-Consumer/claim headers removed, X-Consumer and claim headers added,
+X-Forwarded-For from the resolved chain) and the rate-limit header fields added to the
+backend's response. On a route whose limit lives in a shared store (``store.py``) the
+decision needs a round trip, so ``admit`` returns an awaitable of the same instead; every
+other route decides without waiting, as before.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from lbctl.gateway.api_key import DEFAULT_HEADER, KeyRing
 from lbctl.gateway.authorize import Allowance
 from lbctl.gateway.client_ip import ClientResolver
-from lbctl.gateway.rate_limit import RateLimiter, TokenBuckets
+from lbctl.gateway.rate_limit import Decision, Limit, LimitHeaders, RateLimiter, SharedRateLimiter
+from lbctl.gateway.store import LocalStore, Store
 
 if TYPE_CHECKING:
     from lbctl.config.model import Config, Route
@@ -62,29 +65,36 @@ class Refusal:
 
 class Gateway:
     def __init__(self, config: Config, clock: Callable[[], float],
-                 previous: Gateway | None = None) -> None:
+                 previous: Gateway | None = None, store: Store | None = None) -> None:
         self.clock = clock
+        self.store = store if store is not None else LocalStore()
         listen = config.listen
         self.resolver = ClientResolver(listen.trusted_proxies, listen.client_ip_header)
         keyring = KeyRing((name, key.digest) for name, key in config.keys.items())
-        self.limiters: dict[tuple, RateLimiter] = {}
+        self.limiters: dict[tuple, RateLimiter | SharedRateLimiter] = {}
         self.policies: dict[int, RoutePolicy] = {}
-        for index, route in enumerate(config.routes):
+        for route in config.routes:
             if route.auth is None and route.allow is None and route.rate_limit is None:
                 continue
             limiter = None
             if route.rate_limit is not None:
-                # Same route, same limit after a reload: the buckets carry on.
-                slot = (index, route.path_prefix, route.host, route.rate_limit)
-                limiter = previous.limiters.get(slot) if previous is not None else None
+                limit = Limit.of(route.rate_limit)
+                # Same limit, same store after a reload: the buckets carry on. Routes that
+                # share a limit's name share its buckets.
+                slot = (limit, route.rate_limit.key)
+                limiter = self.limiters.get(slot)
+                if limiter is None and previous is not None and previous.store is self.store:
+                    limiter = previous.limiters.get(slot)
                 if limiter is None:
-                    limiter = new_limiter(route.rate_limit)
+                    limiter = self.store.limiter(limit)
                 self.limiters[slot] = limiter
             self.policies[id(route)] = RoutePolicy(route, keyring, limiter)
 
-    def admit(self, req: Request, route: Route, peer: str, tls: bool) -> Refusal | None:
+    def admit(self, req: Request, route: Route, peer: str,
+              tls: bool) -> Refusal | Awaitable[Refusal | None] | None:
         """Decide on ``req``, matched to ``route``, from the peer address ``peer`` on a
-        listener that terminates TLS when ``tls``."""
+        listener that terminates TLS when ``tls``: a refusal, None to go on, or (on a route
+        limited through a shared store) an awaitable of either."""
         policy = self.policies.get(id(route))
         if policy is None and not self.resolver.networks and not tls:
             return None     # nothing to decide or rewrite: the plain proxy path
@@ -93,19 +103,16 @@ class Gateway:
         req.admitted = admission
         if policy is None:
             return None
+        if policy.shared:
+            return policy.decide_shared(req, admission, self.clock())
         return policy.decide(req, admission, self.clock())
-
-
-def new_limiter(limit) -> RateLimiter:
-    rate = limit.rate / limit.per
-    burst = limit.burst if limit.burst is not None else max(1, math.ceil(limit.rate))
-    return TokenBuckets(rate, burst)
 
 
 class RoutePolicy:
     """One route's auth, allow-list and rate limit, compiled once per config load."""
 
-    def __init__(self, route: Route, keyring: KeyRing, limiter: RateLimiter | None) -> None:
+    def __init__(self, route: Route, keyring: KeyRing,
+                 limiter: RateLimiter | SharedRateLimiter | None) -> None:
         auth = route.auth
         self.kind = auth.type if auth is not None else None
         self.keyring = keyring
@@ -131,32 +138,65 @@ class RoutePolicy:
         self.allowance = Allowance(route.allow) if route.allow is not None else None
         self.limiter = limiter
         limit = route.rate_limit
-        self.limit_key = limit.key if limit is not None else None
+        self.shared = limiter is not None and limiter.shared
+        by_consumer = limit is not None and limit.key == "consumer"
+        self.limit_first = limiter is not None and not by_consumer    # ip/header: before auth
+        self.limit_after_auth = limiter is not None and by_consumer
         self.limit_header = limit.key.partition(":")[2].lower().encode("latin-1") \
             if limit is not None and limit.key.startswith("header:") else None
+        self.limit_headers = LimitHeaders(Limit.of(limit), limit.headers) \
+            if limit is not None else None
 
     def decide(self, req: Request, admission: Admission, now: float) -> Refusal | None:
+        """The route's steps, with the limiter's buckets in reach (no waiting)."""
         admission.strip = admission.strip | self.strip
         decision = None
-        if self.limiter is not None and self.limit_key != "consumer":
+        if self.limit_first:
             decision = self.limiter.allow(self._limit_key(req, admission), now)
             if not decision.allowed:
-                return Refusal(429, "rate limit exceeded", tuple(decision.headers()))
-        if self.kind is not None:
-            refusal = self._authenticate(req, admission)
-            if refusal is not None:
-                return refusal
-        if self.limiter is not None and self.limit_key == "consumer":
+                return self._over(decision)
+        refusal = self._authenticate(req, admission) if self.kind is not None else None
+        if refusal is not None:
+            return refusal
+        if self.limit_after_auth:
             decision = self.limiter.allow("c:" + (admission.consumer or ""), now)
             if not decision.allowed:
-                return Refusal(429, "rate limit exceeded", tuple(decision.headers()))
+                return self._over(decision)
+        return self._finish(req, admission, decision)
+
+    async def decide_shared(self, req: Request, admission: Admission,
+                           now: float) -> Refusal | None:
+        """The same steps as ``decide``, waiting for a shared store's decision; None from the
+        limiter means the store is down and on_error is "open": no limit, no headers."""
+        admission.strip = admission.strip | self.strip
+        decision = None
+        if self.limit_first:
+            decision = await self.limiter.allow(self._limit_key(req, admission), now)
+            if decision is not None and not decision.allowed:
+                return self._over(decision)
+        refusal = self._authenticate(req, admission) if self.kind is not None else None
+        if refusal is not None:
+            return refusal
+        if self.limit_after_auth:
+            decision = await self.limiter.allow("c:" + (admission.consumer or ""), now)
+            if decision is not None and not decision.allowed:
+                return self._over(decision)
+        return self._finish(req, admission, decision)
+
+    def _over(self, decision: Decision) -> Refusal:
+        if decision.store_down:         # on_error = "closed": never a 500, never a guess
+            return Refusal(503, "rate limit store unavailable", ((b"Retry-After", b"1"),))
+        return Refusal(429, "rate limit exceeded", tuple(self.limit_headers.fields(decision)))
+
+    def _finish(self, req: Request, admission: Admission,
+                decision: Decision | None) -> Refusal | None:
         if self.allowance is not None:
             reason = self.allowance.denies(req.method, admission.client, admission.consumer,
                                            admission.claims)
             if reason is not None:
                 return Refusal(403, reason)
         if decision is not None:
-            admission.response_headers = decision.headers()
+            admission.response_headers = self.limit_headers.fields(decision)
         return None
 
     def _limit_key(self, req: Request, admission: Admission) -> str:

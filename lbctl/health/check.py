@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lbctl.config.model import BackendConfig, Config, Health, PoolConfig
 from lbctl.errors import UserError
@@ -113,6 +113,43 @@ class PoolCheck:
         return max(values) if values else None
 
 
+class StoreProbe(Protocol):
+    """What the check needs of a shared rate-limit store (``gateway.redis_store.RedisStore``)."""
+    name: str                   # its URL, without a password
+
+    async def probe(self) -> str | None: ...     # None: it answered; else why not
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class StoreCheck:
+    """The shared store's reachability: down is WARNING, CRITICAL when on_error is "closed"
+    (every limited route then answers 503)."""
+    url: str
+    on_error: str
+    error: str | None
+    latency: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def status(self) -> CheckExit:
+        if self.ok:
+            return CheckExit.OK
+        return CheckExit.CRITICAL if self.on_error == "closed" else CheckExit.WARNING
+
+    def line(self) -> str:
+        if self.ok:
+            return f"store {self.url}: up ({self.latency * 1000:.1f}ms)"
+        effect = {"closed": "limited routes answer 503", "open": "limits are not enforced",
+                  "local": "each instance limits on its own"}[self.on_error]
+        return (f"{self.status.name}: store {self.url}: down ({self.error}); "
+                f'on_error = "{self.on_error}": {effect}')
+
+
 @dataclass
 class Report:
     status: CheckExit
@@ -120,6 +157,7 @@ class Report:
     thresholds: Thresholds = Thresholds()
     state: dict | None = None   # the state file's new content, when one is used
     at: float = 0.0             # Unix time of the run
+    store: StoreCheck | None = None     # [store] backend = "redis" only
 
 
 # ---- running ---------------------------------------------------------------------------
@@ -218,11 +256,33 @@ def _judge_pool(pool: PoolCheck, t: Thresholds) -> None:
 
 def run_check(config: Config, *, pools: list[str] | tuple[str, ...] = (),
               timeout: float | None = None, concurrency: int = DEFAULT_CONCURRENCY,
-              thresholds: Thresholds = Thresholds(), state: dict | None = None) -> Report:
-    """The whole check: select, probe concurrently, judge. Blocking (runs its own loop)."""
+              thresholds: Thresholds = Thresholds(), state: dict | None = None,
+              store: StoreProbe | None = None) -> Report:
+    """The whole check: select, probe concurrently (the store too, when given), judge.
+    Blocking (runs its own loop)."""
     selected = select_pools(config, pools)
-    results = asyncio.run(probe_pools(selected, timeout=timeout, concurrency=concurrency))
-    return judge(selected, results, thresholds, state)
+
+    async def run():
+        backends = probe_pools(selected, timeout=timeout, concurrency=concurrency)
+        if store is None:
+            return await backends, None
+        return await asyncio.gather(backends, probe_store(store, config.store.on_error))
+    results, store_check = asyncio.run(run())
+    report = judge(selected, results, thresholds, state)
+    if store_check is not None:
+        report.store = store_check
+        report.status = max(report.status, store_check.status)
+    return report
+
+
+async def probe_store(store: StoreProbe, on_error: str) -> StoreCheck:
+    started = time.monotonic()
+    try:
+        error = await store.probe()
+    finally:
+        await store.close()
+    return StoreCheck(store.name, on_error, error,
+                      None if error is not None else time.monotonic() - started)
 
 
 # ---- outputs (pure) ----------------------------------------------------------------------
@@ -235,7 +295,10 @@ def status_line(report: Report, status: CheckExit | None = None, prefix: str = "
 
 
 def summary(report: Report) -> str:
-    return ", ".join(f"{p.name} {p.healthy}/{p.total} up" for p in report.pools) or "no pools"
+    parts = [f"{p.name} {p.healthy}/{p.total} up" for p in report.pools]
+    if report.store is not None:
+        parts.append("store up" if report.store.ok else "store down")
+    return ", ".join(parts) or "no pools"
 
 
 def perfdata(report: Report) -> str:
@@ -249,6 +312,10 @@ def perfdata(report: Report) -> str:
         if t.warn_latency is not None or t.crit_latency is not None:
             limits = f";{_num(t.warn_latency)};{_num(t.crit_latency)}"
         perf.append(f"{_perf_label(p.name + '_latency')}={value}{limits}")
+    store = report.store
+    if store is not None:
+        perf.append(f"store_up={int(store.ok)};;;0;1")
+        perf.append("store_latency=" + ("U" if store.latency is None else f"{store.latency:.6f}s"))
     return " ".join(perf)
 
 
@@ -268,8 +335,8 @@ def _perf_label(label: str) -> str:
 
 
 def to_json(report: Report) -> dict:
-    """SPEC.md's ``lbctl check --json`` document."""
-    return {
+    """SPEC.md's ``lbctl check --json`` document (and ``store`` when one is configured)."""
+    doc = {
         "status": report.status.name,
         "pools": [{
             "name": p.name, "healthy": p.healthy, "total": p.total,
@@ -280,6 +347,12 @@ def to_json(report: Report) -> dict:
             } for b in p.backends],
         } for p in report.pools],
     }
+    store = report.store
+    if store is not None:
+        doc["store"] = {"url": store.url, "ok": store.ok, "on_error": store.on_error,
+                        "status": store.status.name, "error": store.error,
+                        "latency": None if store.latency is None else round(store.latency, 6)}
+    return doc
 
 
 def unknown_json(message: str) -> dict:
@@ -317,6 +390,9 @@ def prometheus_text(report: Report | None, at: float | None = None) -> str:
                [(labels, b.latency) for labels, b in ids if b.latency is not None])
         metric("lbctl_check_probe_http_status", "HTTP status the probe received.",
                [(labels, b.result.status) for labels, b in ids if b.result.status is not None])
+        if report.store is not None:
+            metric("lbctl_check_store_up", "1 when the rate-limit store answered, else 0.",
+                   [({"url": report.store.url}, int(report.store.ok))])
     return "\n".join(out) + "\n"
 
 

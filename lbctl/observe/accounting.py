@@ -160,6 +160,12 @@ class BackendStats:
                     total[i] += row[i]
         return total
 
+    def histogram(self, now: float) -> dict[str, list]:
+        """Attempt durations over the last ``WINDOW`` seconds as bucket counts: ``le`` holds
+        each bucket's upper bound in seconds (None: +Inf), ``counts`` the attempts in it
+        (not cumulative). ``lbctl simulate --from-admin`` samples service times from it."""
+        return {"le": [*BOUNDS, None], "counts": self.window(now)}
+
     def percentiles(self, now: float, qs=(0.5, 0.9, 0.99)) -> dict[str, float | None]:
         counts = self.window(now)
         return {f"p{round(q * 100)}": quantile(counts, q) for q in qs}

@@ -19,6 +19,7 @@ from lbctl import __version__
 from lbctl.observe.accounting import WINDOW, BackendStats
 
 if TYPE_CHECKING:
+    from lbctl.gateway.store import Store
     from lbctl.health.active import HealthChecks
     from lbctl.observe.observer import Observer
     from lbctl.proxy.runtime import Runtime
@@ -65,10 +66,22 @@ def snapshot(runtime: Runtime, observer: Observer | None, health: HealthChecks |
         "window": WINDOW,
         "pools": pools,
     }
+    gateway = runtime.gateway
+    if gateway is not None:
+        doc["store"] = store_doc(gateway.store)
     if observer is not None:
         front = observer.frontend
         doc["frontend"] = {"requests": front.requests, "responses": front.classes(),
                            "client_aborts": front.aborted}
+    return doc
+
+
+def store_doc(store: Store) -> dict:
+    """Where rate-limit buckets live and whether it answers; the URL never has a password."""
+    config = store.config
+    doc = {"backend": config.backend, "up": store.up, "errors": store.errors}
+    if config.backend != "local":
+        doc.update(url=config.url, on_error=config.on_error)
     return doc
 
 
@@ -105,6 +118,7 @@ def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer
         "bytes_in": stats.bytes_in,
         "bytes_out": stats.bytes_out,
         "latency": stats.percentiles(now),
+        "latency_histogram": stats.histogram(now),
         "ewma": b.ewma_cost(pool.clock(), pool.ewma_decay),
         "last_probe": dict(probe) if probe is not None else None,
         "probes": probes,

@@ -1,6 +1,9 @@
 """One request's journey: route, pick a backend, connect, forward, retry when safe.
 
-Retry rules (the same promises HAProxy and NGINX make):
+Retry rules (the same promises HAProxy and NGINX make) are the pool's ``AttemptPolicy``
+(``lbctl.balancing.attempts``), the one object ``lbctl simulate`` asks too: which backend comes
+next, whether a failed attempt is tried again, whether a 5xx head is held back for a retry,
+and what the client gets when the attempts run out. In short:
 
 * a failed connect moves to the next backend, whatever the method (nothing was sent);
 * a backend that closes or resets before any response byte is retried only for idempotent
@@ -13,7 +16,7 @@ Retry rules (the same promises HAProxy and NGINX make):
 
 Each attempt ends with one ``Outcome`` (``lbctl.balancing``): it feeds the pool's load
 feedback, the pool's outcome sink (passive health) and the observer, and, when no response
-reached the client, ``may_retry`` decides from it whether another backend is tried.
+reached the client, the policy decides from it whether another backend is tried.
 
 Statuses the proxy produces: 404 (no route), 502 (backend error or invalid response),
 503 with Retry-After (no eligible backend), 504 (no response head in time).
@@ -25,6 +28,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lbctl.balancing import Outcome
+from lbctl.gateway.policy import Refusal
 from lbctl.proxy import framing
 from lbctl.proxy.exchange import ClientError
 from lbctl.proxy.router import AmbiguousPath
@@ -49,19 +53,6 @@ CLIENT_ABORT = Outcome.CLIENT_ABORT
 
 class _Timeout(Exception):
     pass
-
-
-def may_retry(outcome: Outcome, retry_on, replayable: bool) -> bool:
-    """Whether an attempt that put no response byte on the wire may be tried on another
-    backend (the caller checks attempts and backends left)."""
-    if outcome is CONNECT_ERROR:
-        return outcome in retry_on             # nothing was sent
-    if outcome is SERVER_ERROR:
-        return True                            # held back only when a retry was possible
-    if outcome is RESET or outcome is TIMEOUT:
-        # The backend may have acted on the request: only when sending it twice is safe.
-        return outcome in retry_on and replayable
-    return False                               # invalid answers, the client's own faults
 
 
 def _respond(exchange: Exchange, status: int, message: str, extra=()) -> bool:
@@ -106,6 +97,8 @@ async def _handle(exchange: Exchange) -> bool:
         return _respond(exchange, 404, "no route matches this request")
     # Gateway duties (lbctl.gateway): client address, rate limits, auth, allow-lists.
     refusal = runtime.gateway.admit(exchange, route, conn.peer, server.tls is not None)
+    if refusal is not None and refusal.__class__ is not Refusal:
+        refusal = await refusal         # the route's limit is in a shared store
     if refusal is not None:
         return _respond(exchange, refusal.status, refusal.message, extra=refusal.headers)
     state = runtime.pools[route.pool]
@@ -119,31 +112,31 @@ async def _handle(exchange: Exchange) -> bool:
     tried: list = []
     explain = server.observer.explain(exchange, state)
     idle = runtime.idle
-    attempts = 1 + pcfg.retries
-    for attempt in range(attempts):
-        backend = pool.select(key, exclude=tried) if explain is None else explain(pool, key, tried)
+    policy = state.policy
+    while True:
+        backend = policy.next_backend(pool, key, tried, explain)
         if backend is None:
             if not tried:
-                return _respond(exchange, 503, f"no backend available in pool {pool.name!r}",
+                return _respond(exchange, policy.client_status(None),
+                                f"no backend available in pool {pool.name!r}",
                                 extra=((b"Retry-After", b"1"),))
             break
         tried.append(backend)
-        outcome = await _attempt(exchange, state, backend, idle[backend], deadline,
-                                 attempt == attempts - 1, tried)
+        outcome = await _attempt(exchange, state, backend, idle[backend], deadline, tried)
         if exchange.response_begun:
             return exchange.response_keep
-        if not may_retry(outcome, pcfg.retry_on, exchange.replayable()):
+        if not policy.may_retry(outcome, len(tried), exchange.replayable()):
             break
     return _respond(exchange, *exchange.failure)
 
 
 async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idle: IdlePool,
-                   deadline: float, last: bool, tried: list) -> Outcome:
+                   deadline: float, tried: list) -> Outcome:
     """One try on one backend. When no response reached the client (``response_begun`` is
     still False), ``exchange.failure`` says what the client gets if nothing else is tried."""
     conn = exchange.conn
     loop = conn.loop
-    pool, pcfg = state.pool, state.config
+    pool, pcfg, policy = state.pool, state.config, state.policy
     outcome = RESET               # what the passive health sink hears unless we learn better
     exchange.attempts += 1
     pool.on_start(backend)
@@ -159,7 +152,7 @@ async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idl
                 up = await idle.connect(min(pcfg.timeouts.connect, max(remaining, 0.001)))
             except (OSError, asyncio.TimeoutError):
                 outcome = CONNECT_ERROR
-                exchange.failure = (502, "connect failed")
+                exchange.failure = (policy.client_status(outcome), "connect failed")
                 return outcome
         if conn.closed:
             raise asyncio.CancelledError
@@ -178,8 +171,10 @@ async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idl
             framing="none" if body is None else body.framing,
             length=body.length if body is not None else 0, upgrade=exchange.upgrade,
             strip=admitted.strip if admitted else (), add=admitted.add if admitted else ()))
-        if SERVER_ERROR in pcfg.retry_on and not last and exchange.replayable():
-            exchange.retry_5xx = lambda: pool.has_alternative(tried)
+        if SERVER_ERROR in policy.retry_on:
+            # Asked when a 5xx head arrives: hold it back for a retry, or relay it.
+            replayable = exchange.replayable()
+            exchange.retry_5xx = lambda: policy.hold_5xx(pool, tried, replayable)
         # The response timeout counts from the end of the request: a long upload is governed
         # by the body idle timeout instead, so it is not cut off for being large.
         timer = _ResponseTimer(exchange, pcfg.timeouts.response)
@@ -195,15 +190,15 @@ async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idl
         try:
             await exchange.head_waiter
         except UpstreamError as exc:
-            exchange.failure = (502, exc.reason)
             if exc.status:
-                outcome = SERVER_ERROR
+                outcome = SERVER_ERROR          # held back for a retry (hold_5xx)
             else:
                 outcome = RESET if exc.before_response else INVALID
+            exchange.failure = (policy.client_status(outcome), exc.reason)
             return outcome
         except _Timeout:
             outcome = TIMEOUT
-            exchange.failure = (504, "backend did not answer in time")
+            exchange.failure = (policy.client_status(outcome), "backend did not answer in time")
             return outcome
         except ClientError as exc:
             outcome = CLIENT_ABORT      # the client's fault: not held against the backend

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lbctl.balancing import DISCARD, Backend, OutcomeSink, Pool, make_pool
+from lbctl.balancing.attempts import AttemptPolicy
 from lbctl.config.model import BackendConfig, Config, PoolConfig
 from lbctl.gateway.policy import Gateway
+from lbctl.gateway.store import Store
 from lbctl.config.tls import client_context
 from lbctl.health.passive import OutlierDetector
 from lbctl.proxy.router import Router
@@ -33,6 +35,11 @@ class PoolRuntime:
     pool: Pool
     key_of: Callable | None       # consistent_hash: exchange -> key (None: no key)
     outcomes: OutcomeSink = DISCARD   # where each attempt's outcome goes (passive health)
+    policy: AttemptPolicy | None = None   # retries: the rule lbctl simulate shares; built once
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            self.policy = AttemptPolicy.of(self.config)
 
 
 class Runtime:
@@ -54,9 +61,9 @@ class Runtime:
 
 
 def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Random,
-                  previous: Runtime | None = None) -> Runtime:
+                  previous: Runtime | None = None, store: Store | None = None) -> Runtime:
     """Pools for ``config``, reusing live ``Backend`` objects (and their idle connections)
-    from ``previous``."""
+    from ``previous``; rate limits in ``store`` (default: this process's memory)."""
     pools: dict[str, PoolRuntime] = {}
     old_idle = previous.idle if previous is not None else {}
     idle: dict[Backend, IdlePool] = {}
@@ -85,8 +92,8 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
     for b, connections in old_idle.items():
         if idle.get(b) is not connections:
             connections.close_all()            # a backend gone, or moved to a new address
-    return Runtime(config, pools, idle, Gateway(config, clock, previous.gateway if previous else None),
-                   time.time())
+    gateway = Gateway(config, clock, previous.gateway if previous else None, store)
+    return Runtime(config, pools, idle, gateway, time.time())
 
 
 def _outcome_sink(pool: Pool, pcfg: PoolConfig, clock: Callable[[], float],

@@ -21,6 +21,7 @@ from collections import Counter
 from lbctl.config.model import Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
+from lbctl.gateway.store import LocalStore, Store
 from lbctl.gateway.tls import Terminator
 from lbctl.proxy.client import ClientConnection
 from lbctl.proxy.framing import RequestIds
@@ -32,11 +33,16 @@ log = logging.getLogger("lbctl.proxy")
 
 class ProxyServer:
     def __init__(self, config: Config, *, loop: asyncio.AbstractEventLoop | None = None,
-                 rng: random.Random | None = None, clock=None, hooks: Hooks | None = None) -> None:
+                 rng: random.Random | None = None, clock=None, hooks: Hooks | None = None,
+                 store: Store | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.rng = rng or random.Random()
         self.clock = clock or self.loop.time      # injected by tests (rate limits, ramps)
-        self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng)
+        # Where rate-limit buckets live: handed in by whoever runs this data plane (and
+        # started and closed there), this process's memory when nobody does.
+        self.store: Store = store if store is not None else LocalStore()
+        self.runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng,
+                                              store=self.store)
         tls = config.listen.tls                   # loaded once already by the config loader
         self.tls = Terminator(tls.cert, tls.key, tls.min_version) if tls is not None else None
         self.observer: Hooks = hooks if hooks is not None else NoHooks()
@@ -78,8 +84,9 @@ class ProxyServer:
             raise UserError(f"cannot listen on {addr}: {reason}", exit_code=Exit.RUNTIME) from None
         self._sweeper = self.loop.create_task(self._sweep())
 
-    def reload(self, config: Config) -> Runtime:
-        """Swap in a validated config; requests in flight finish under the old one."""
+    def reload(self, config: Config, store: Store | None = None) -> Runtime:
+        """Swap in a validated config (and a new rate-limit store, when [store] changed);
+        requests in flight finish under the old one."""
         old = self.runtime
         if config.listen.address != old.config.listen.address:
             log.warning("listen address changed to %s: takes effect after a restart; "
@@ -90,7 +97,10 @@ class ProxyServer:
                 log.info("TLS certificate reloaded from %s", tls.cert)
         elif (self.tls is None) != (config.listen.tls is None):
             log.warning("listen.tls changed: takes effect after a restart")
-        self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old)
+        if store is not None:
+            self.store = store
+        self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old,
+                                     store=self.store)
         return self.runtime
 
     def forget(self, conn: ClientConnection) -> None:

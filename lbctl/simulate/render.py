@@ -1,14 +1,16 @@
-"""Rendering: summaries in, rich renderables and plain sentences out. Pure: nothing prints here.
+"""Rendering for the terminal: a report in, rich renderables out. Pure: nothing prints here.
 
-The report ranks the algorithms (fewest errors first, then lowest p99, then lowest mean), draws
-each backend's share of the traffic under every algorithm (one bar per backend, in pool order)
-and the p99 of each algorithm as bar charts, and ends with one sentence saying which algorithm
-won and why. With passive ejection on, a table counts each backend's ejections per algorithm,
-and the verdict mentions them when the winner or the baseline had any.
+The screen ranks the algorithms (fewest errors first, then lowest p99, then lowest mean; with
+several seeds each figure carries its 95% confidence interval), breaks the errors down by
+cause, draws each backend's share of the attempts and each algorithm's p99, shows a strip of
+p99 and errors over time with the timeline's events marked, and ends with the verdict
+(``verdict.py``) and, when the pool came from a serve config, the change that would apply the
+winner.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from rich import box
@@ -17,41 +19,18 @@ from rich.table import Table
 from rich.text import Text
 
 from lbctl.simulate.results import AlgorithmResult
-from lbctl.simulate.scenario import Scenario
+from lbctl.simulate.run import Report
+from lbctl.simulate.scenario import Event, Scenario
+from lbctl.simulate.verdict import fmt_latency, name_of, ranked
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
-
-# Why an algorithm does well, when the shares alone do not tell.
-HOW = {
-    "round_robin": "strict rotation spaces each backend's requests evenly, which smooths "
-                   "arrivals at every backend",
-    "random": "independent random draws spread the load evenly on average",
-    "weighted": "smooth weighted rotation follows the configured weights",
-    "least_conn": "it sends every request to the backend with the fewest requests in flight, "
-                  "so no queue builds while another backend sits idle",
-    "p2c": "comparing the in-flight counts of two random backends avoids most queues at O(1) "
-           "cost per pick",
-    "ewma": "it steers by each backend's measured latency times its requests in flight",
-    "consistent_hash": "keys stay on their backend, which keeps caches warm",
-}
-
-
-def ranked(results: Sequence[AlgorithmResult]) -> list[AlgorithmResult]:
-    """Best first: fewest errors, then lowest p99, then lowest mean latency."""
-    return sorted(results, key=lambda r: (r.errors, r.latency["p99"], r.latency["mean"]))
-
-
-def fmt_latency(seconds: float) -> str:
-    if seconds >= 10:
-        return f"{seconds:.1f}s"
-    if seconds >= 1:
-        return f"{seconds:.2f}s"
-    ms = seconds * 1000
-    if ms >= 100:
-        return f"{ms:.0f}ms"
-    if ms >= 10:
-        return f"{ms:.1f}ms"
-    return f"{ms:.2f}ms"
+SPARKS = "▁▂▃▄▅▆▇█"
+MAX_SPARK = 48
+# Error causes as a user reads them, in the order they are shown.
+CAUSE_LABELS = (("5xx", "5xx from backend"), ("connect", "502 refused"),
+                ("reset", "502 reset"), ("5xx_retried", "502 (5xx, no retry left)"),
+                ("timeout", "504 timeout"), ("no_backend", "503 no backend"),
+                ("client_timeout", "client gave up"))
 
 
 def bar(fraction: float, width: int) -> str:
@@ -62,12 +41,28 @@ def bar(fraction: float, width: int) -> str:
     return ("█" * full + (EIGHTHS[part] if part else "")).ljust(width)
 
 
-def header(scenario: Scenario, requests: int) -> Text:
+def header(report: Report) -> Text:
+    scenario = report.scenario
     text = Text()
     text.append("lbctl simulate", style="bold")
-    text.append(f"  {scenario.title}\n", style="dim")
-    text.append(f"{requests:,} requests per algorithm at {scenario.workload.rate:,.1f}/s "
-                f"({scenario.load:.0%} of capacity), seed {scenario.seed}", style="dim")
+    text.append(f"  {scenario.title if report.source != 'compare' else 'two configs compared'}\n",
+                style="dim")
+    requests = report.results[0].requests if report.results else 0
+    seeds = report.seeds
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else \
+        f"seeds {seeds[0]}-{seeds[-1]} (means ± 95% confidence)"
+    rate = f"{scenario.workload.rate:,.1f}/s"
+    if scenario.workload.trace is None:
+        rate += f" ({scenario.load:.0%} of capacity)"
+    text.append(f"{requests:,} requests per run at {rate}, {seed_text}", style="dim")
+    return text
+
+
+def _ci(r: AlgorithmResult, key: str) -> str:
+    value = r.interval(key)
+    text = fmt_latency(value.mean)
+    if value.half is not None:
+        text += f" ±{fmt_latency(value.half)}"
     return text
 
 
@@ -75,13 +70,17 @@ def ranking_table(results: Sequence[AlgorithmResult], configured: str | None = N
                   width: int = 80) -> Table:
     """The algorithms, best first. Narrow consoles drop p90, max and max/mean first."""
     wide = width >= 100
+    seeds = results[0].seeds if results else 1
     table = Table(title="Algorithms, best first", title_justify="left", title_style="bold",
                   header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     if wide:
         table.add_column("#", justify="right")
     table.add_column("algorithm", no_wrap=True)
-    columns = ["mean", "p50", "p90", "p99", "p999", "max"] if wide else \
-        ["mean", "p50", "p99", "p999"]
+    if seeds > 1:
+        columns = ["mean", "p50", "p99", "p999"] if wide else ["mean", "p99"]
+    else:
+        columns = ["mean", "p50", "p90", "p99", "p999", "max"] if wide else \
+            ["mean", "p50", "p99", "p999"]
     for name in columns:
         table.add_column("p99.9" if name == "p999" else name, justify="right")
     table.add_column("errors", justify="right")
@@ -89,14 +88,14 @@ def ranking_table(results: Sequence[AlgorithmResult], configured: str | None = N
     if wide:
         table.add_column("max/mean", justify="right")
     table.add_column("fairness", justify="right")
-    order = ranked(results)
-    for rank, r in enumerate(order, 1):
-        lat = r.latency
-        name = r.algorithm + (" (config)" if r.algorithm == configured else "")
+    for rank, r in enumerate(ranked(results), 1):
+        name = name_of(r) + (" (config)" if r.algorithm == configured and not r.label else "")
         row = [str(rank)] if wide else []
         row.append(Text(name, style="bold green" if rank == 1 else ""))
-        row += [fmt_latency(lat[k]) for k in columns]
-        row += [Text(f"{r.errors:,}", style="red" if r.errors else ""), f"{r.retries:,}"]
+        row += [_ci(r, k) for k in columns]
+        errors = r.interval("errors")
+        err = f"{errors.mean:,.0f}" + (f" ±{errors.half:,.0f}" if errors.half is not None else "")
+        row += [Text(err, style="red" if r.errors else ""), f"{r.retries:,}"]
         if wide:
             row.append(f"{r.max_mean_load:.2f}")
         row.append(f"{r.fairness:.3f}")
@@ -104,16 +103,28 @@ def ranking_table(results: Sequence[AlgorithmResult], configured: str | None = N
     return table
 
 
-SPARKS = "▁▂▃▄▅▆▇█"
-MAX_SPARK = 48
+def error_table(results: Sequence[AlgorithmResult]) -> Table | None:
+    """Errors by cause, for the causes that happened."""
+    causes = [(key, label) for key, label in CAUSE_LABELS
+              if any(r.errors_by_cause.get(key) for r in results)]
+    if not causes:
+        return None
+    table = Table(title="Errors by cause (what the client got)", title_justify="left",
+                  title_style="bold", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("algorithm", no_wrap=True)
+    for _, label in causes:
+        table.add_column(label, justify="right")
+    for r in ranked(results):
+        table.add_row(name_of(r), *(f"{r.errors_by_cause.get(key, 0):,}" for key, _ in causes))
+    return table
 
 
-def sparkline(values: Sequence[float], top: float) -> str:
-    """One character per value (or per bucket of values, beyond MAX_SPARK), height ~ value."""
-    if len(values) > MAX_SPARK:
-        size = len(values) / MAX_SPARK
+def sparkline(values: Sequence[float], top: float, width: int = MAX_SPARK) -> str:
+    """One character per value (or per bucket of values, beyond ``width``), height ~ value."""
+    if len(values) > width:
+        size = len(values) / width
         values = [sum(values[int(k * size):int((k + 1) * size)]) /
-                  max(int((k + 1) * size) - int(k * size), 1) for k in range(MAX_SPARK)]
+                  max(int((k + 1) * size) - int(k * size), 1) for k in range(width)]
         top = max(values) or 1.0
     out = []
     for v in values:
@@ -126,23 +137,25 @@ def share_chart(results: Sequence[AlgorithmResult]) -> Table:
     """Each backend's share of the attempts under each algorithm: one bar per backend, in pool
     order, then the least and the most loaded backend by name."""
     order = ranked(results)
-    n = len(order[0].backends)
     top = max(b.share for r in order for b in r.backends) or 1.0
-    title = "Share of requests per backend"
+    n = max(len(r.backends) for r in order)
+    title = "Share of attempts per backend"
     if n > MAX_SPARK:
         title += f" (one bar per {n / MAX_SPARK:.3g} backends)"
     table = Table(title=title, title_justify="left", title_style="bold", header_style="bold",
                   box=box.SIMPLE_HEAD, pad_edge=False)
+    first = order[0].backends
+    same = all([b.name for b in r.backends] == [b.name for b in first] for r in order)
     table.add_column("algorithm", no_wrap=True)
-    table.add_column(f"{order[0].backends[0].name} .. {order[0].backends[-1].name}"
-                     if n > 1 else order[0].backends[0].name, no_wrap=True)
+    table.add_column((f"{first[0].name} .. {first[-1].name}" if len(first) > 1 else first[0].name)
+                     if same else "backends, in pool order", no_wrap=True)
     table.add_column("least", justify="right", no_wrap=True)
     table.add_column("most", justify="right", no_wrap=True)
     for r in order:
         shares = [b.share for b in r.backends]
         lo = min(r.backends, key=lambda b: b.share)
         hi = max(r.backends, key=lambda b: b.share)
-        table.add_row(r.algorithm, Text(sparkline(shares, top), style="cyan"),
+        table.add_row(name_of(r), Text(sparkline(shares, top), style="cyan"),
                       f"{lo.name} {lo.share:.1%}", f"{hi.name} {hi.share:.1%}")
     return table
 
@@ -152,15 +165,100 @@ def p99_chart(results: Sequence[AlgorithmResult], width: int = 40) -> Table:
     top = max(r.latency["p99"] for r in order) or 1.0
     table = Table(title="p99 latency", title_justify="left", title_style="bold",
                   show_header=False, box=None, pad_edge=False)
-
     table.add_column("algorithm")
     table.add_column("bar", no_wrap=True)
     table.add_column("p99", justify="right")
     for rank, r in enumerate(order):
         style = "green" if rank == 0 else ("red" if rank == len(order) - 1 else "yellow")
-        table.add_row(r.algorithm, Text(bar(r.latency["p99"] / top, width), style=style),
-                      fmt_latency(r.latency["p99"]))
+        table.add_row(name_of(r), Text(bar(r.latency["p99"] / top, width), style=style),
+                      _ci(r, "p99"))
     return table
+
+
+def describe_event(ev: Event) -> str:
+    """``20s b3 blackhole 50%``: a timeline event in a few words."""
+    who = ",".join(ev.backends) if len(ev.backends) <= 3 else \
+        f"{ev.backends[0]}+{len(ev.backends) - 1}"
+    what = ev.action
+    if ev.action == "down":
+        what = f"down ({ev.mode})"
+    elif ev.action == "slow":
+        what = f"slow x{ev.factor:g}"
+    elif ev.action in ("refuse", "reset", "blackhole", "error") and ev.fraction < 1:
+        what = f"{ev.action} {ev.fraction:.0%}"
+    return f"{ev.at:g}s {who} {what}"
+
+
+def _columns(values: Sequence[float | None], width: int, combine) -> list[float | None]:
+    """Squeeze a series into at most ``width`` columns."""
+    if len(values) <= width:
+        return list(values)
+    size = len(values) / width
+    out = []
+    for k in range(width):
+        chunk = [v for v in values[int(k * size):int((k + 1) * size)] if v is not None]
+        out.append(combine(chunk) if chunk else None)
+    return out
+
+
+def time_strip(report: Report, width: int = 80) -> Group | None:
+    """p99 (log scale, common to every algorithm) and errors over time, one column per
+    interval, with the timeline's events marked above."""
+    all_series = report.series
+    if not all_series or len(all_series[0].start) < 2:
+        return None
+    names = {id(s): name_of(r) for s, r in zip(all_series, report.results)}
+    # name, a space, then "p99 " or "err ": the strip starts at label_width.
+    name_width = min(max(len(n) for n in names.values()), 30) + 1
+    label_width = name_width + 4
+    room = max(min(width - label_width - 10, 100), 10)
+    first = all_series[0]
+    cols = min(len(first.start), room)
+    step = first.step * len(first.start) / cols
+    p99s = [v for s in all_series for v in s.p99 if v]
+    lo, hi = (min(p99s), max(p99s)) if p99s else (0.0, 0.0)
+    top_err = max((e for s in all_series for e in _columns(s.errors, cols, sum) if e), default=0)
+    lines: list[Text] = []
+    span = first.start[-1] + first.step
+    title = Text(f"Over time: 0-{span:g}s, one column per {step:g}s; p99 on a log scale "
+                 f"({fmt_latency(lo)} to {fmt_latency(hi)})", style="bold")
+    lines.append(title)
+    events = report.scenario.timeline
+    if events:
+        marks = [" "] * cols
+        for ev in events:
+            c = min(int(ev.at / step), cols - 1)
+            marks[c] = "▼"
+        lines.append(Text(" " * label_width + "".join(marks), style="magenta"))
+    for s in all_series:
+        p99 = _columns(s.p99, cols, max)
+        chars = []
+        for v in p99:
+            if v is None:
+                chars.append(" ")
+            elif hi <= lo:
+                chars.append(SPARKS[0])
+            else:
+                level = math.log(v / lo) / math.log(hi / lo) if lo > 0 else v / hi
+                chars.append(SPARKS[min(int(level * len(SPARKS)), len(SPARKS) - 1)])
+        line = Text(f"{names[id(s)][:name_width - 1]:<{name_width}}p99 ")
+        line.append("".join(chars), style="cyan")
+        peak = max((v for v in s.p99 if v is not None), default=0.0)
+        line.append(f"  max {fmt_latency(peak)}", style="dim")
+        lines.append(line)
+        errors = _columns(s.errors, cols, sum)
+        if any(errors):
+            line = Text(" " * name_width + "err ")
+            line.append("".join(
+                " " if not e else SPARKS[min(int(e / top_err * len(SPARKS)), len(SPARKS) - 1)]
+                for e in errors), style="red")
+            line.append(f"  {sum(s.errors):,} errors", style="dim")
+            lines.append(line)
+    if events:
+        legend = Text("▼ ", style="magenta")
+        legend.append("; ".join(describe_event(ev) for ev in events), style="dim")
+        lines.append(legend)
+    return Group(*lines)
 
 
 def ejection_table(results: Sequence[AlgorithmResult], width: int = 80) -> Table | Text:
@@ -171,9 +269,10 @@ def ejection_table(results: Sequence[AlgorithmResult], width: int = 80) -> Table
     if not any(r.ejections for r in order):
         return Text("Passive ejection: no backend was ejected.", style="dim")
     names = [b.name for b in order[0].backends]
-    totals = [sum(r.backends[i].ejections for r in order) for i in range(len(names))]
+    totals = [sum(r.backends[i].ejections for r in order if i < len(r.backends))
+              for i in range(len(names))]
     shown = sorted((i for i, t in enumerate(totals) if t), key=lambda i: (-totals[i], i))
-    room = width - max(len(r.algorithm) for r in order) - 10 - 8
+    room = width - max(len(name_of(r)) for r in order) - 10 - 8
     keep = []
     for i in shown:
         cost = max(len(names[i]), 3) + 2
@@ -191,102 +290,37 @@ def ejection_table(results: Sequence[AlgorithmResult], width: int = 80) -> Table
     if rest:
         table.add_column("others", justify="right")
     for r in order:
-        row = [r.algorithm, f"{r.ejections:,}"]
-        row += [f"{r.backends[i].ejections:,}" for i in keep]
+        row = [name_of(r), f"{r.ejections:,}"]
+        row += [f"{r.backends[i].ejections:,}" if i < len(r.backends) else "-" for i in keep]
         if rest:
-            row.append(f"{sum(r.backends[i].ejections for i in rest):,}")
+            row.append(f"{sum(r.backends[i].ejections for i in rest if i < len(r.backends)):,}")
         table.add_row(*row)
     return table
 
 
-def _ejections(r: AlgorithmResult) -> str:
-    """ "b3 4 times" or "b3 and 2 others 7 times": who passive ejection took out, how often."""
-    out = [b for b in r.backends if b.ejections]
-    most = max(out, key=lambda b: b.ejections)
-    who = most.name if len(out) == 1 else \
-        f"{most.name} and {len(out) - 1} other{'s' if len(out) > 2 else ''}"
-    return f"{who} {r.ejections:,} time{'s' if r.ejections != 1 else ''}"
-
-
-def verdict(results: Sequence[AlgorithmResult], scenario: Scenario) -> str:
-    """One sentence: who won, and why."""
-    order = ranked(results)
-    best = order[0]
-    if len(order) == 1:
-        out = (f"{best.algorithm}: p99 {fmt_latency(best.latency['p99'])}, mean "
-               f"{fmt_latency(best.latency['mean'])}, {best.errors:,} errors")
-        if best.ejections:
-            out += f"; passive ejection took out {_ejections(best)}"
-        return out + "."
-    # Compare with what the user would otherwise run: the config's algorithm, else the
-    # default (round_robin), else the last.
-    names = [r.algorithm for r in order]
-    baseline = scenario.configured if scenario.configured in names[1:] else \
-        "round_robin" if "round_robin" in names[1:] else names[-1]
-    worst = order[names.index(baseline)]
-    label = {scenario.configured: " (your config)", "round_robin": " (the default)"}
-    x, y = fmt_latency(best.latency["p99"]), fmt_latency(worst.latency["p99"])
-    against = f"{worst.algorithm}{label.get(worst.algorithm, '')}"
-    if worst.errors != best.errors:
-        lead = (f"{best.algorithm} won with p99 {x} and {best.errors:,} errors, against {y} "
-                f"and {worst.errors:,} errors for {against}")
-    else:
-        lead = f"{best.algorithm} won with p99 {x} against {y} for {against}"
-
-    # The backend whose share differs most between the winner and the loser tells the story.
-    diffs = [(abs(bw.share - bl.share), i)
-             for i, (bw, bl) in enumerate(zip(best.backends, worst.backends))]
-    diff, i = max(diffs)
-    # The slowest backend is the better story when its share moved nearly as much.
-    capacities = [b.capacity for b in scenario.backends]
-    low = min(capacities)
-    if capacities.count(low) == 1:
-        k = capacities.index(low)
-        if diffs[k][0] >= 0.5 * diff:
-            diff, i = diffs[k]
-    sw, sl = best.backends[i].share, worst.backends[i].share
-    if diff >= 0.01 and diff >= 0.25 * max(sw, sl):
-        spec = scenario.backends[i]
-        slowest = spec.capacity == min(capacities) and capacities.count(spec.capacity) == 1
-        what = spec.name
-        if slowest:
-            what = f"the slowest backend, {spec.name},"
-        elif spec.capacity == max(capacities) and capacities.count(spec.capacity) == 1:
-            what = f"the fastest backend, {spec.name},"
-        elif any(spec.name in ev.backends for ev in scenario.timeline):
-            what = f"{spec.name}, troubled by the timeline,"
-        why = (f"it sent {what} {sw:.1%} of the requests where {worst.algorithm} sent "
-               f"{sl:.1%}")
-        if slowest and sl > sw:
-            capacity_share = spec.capacity / sum(capacities)
-            why += f", though it can serve only {capacity_share:.1%} of the load"
-    else:
-        why = HOW.get(best.algorithm, "its picks kept the queues shortest")
-    if best.ejections or worst.ejections:
-        # Relevant only when passive ejection acted on the two runs the sentence compares.
-        if _ejections(best) == _ejections(worst) if best.ejections and worst.ejections \
-                else False:
-            why += f"; passive ejection took out {_ejections(best)} under both"
-        elif best.ejections and worst.ejections:
-            why += (f"; passive ejection took out {_ejections(best)} under {best.algorithm} "
-                    f"and {_ejections(worst)} under {worst.algorithm}")
-        else:
-            r = best if best.ejections else worst
-            why += f"; passive ejection took out {_ejections(r)} under {r.algorithm} only"
-    return f"{lead}: {why}."
-
-
 LEGEND = Text("Latency is what the client saw, errors included at the moment they came back; "
-              "retries are extra attempts after a timeout or a 5xx; fairness is Jain's index "
-              "over backend utilization (1 = even).", style="dim")
+              "retries are extra attempts (serve's retry_on); fairness is Jain's index over "
+              "backend utilization (1 = even).", style="dim")
 
 
-def report(scenario: Scenario, results: Sequence[AlgorithmResult], width: int = 80) -> Group:
-    """The whole screen: header, ranking, share chart, p99 chart, verdict."""
-    return Group(header(scenario, results[0].requests if results else 0), Text(""),
-                 ranking_table(results, scenario.configured, width), LEGEND, Text(""),
-                 share_chart(results),
-                 p99_chart(results, width=max(min(width - 30, 50), 10)), Text(""),
-                 *((ejection_table(results, width), Text(""))
-                   if scenario.proxy.outlier is not None else ()),
-                 Text(verdict(results, scenario), style="bold"))
+def report(rep: Report, width: int = 80) -> Group:
+    """The whole screen."""
+    results = rep.results
+    scenario: Scenario = rep.scenario
+    parts: list = [header(rep), Text(""),
+                   ranking_table(results, scenario.configured, width), LEGEND, Text("")]
+    errors = error_table(results)
+    if errors is not None:
+        parts += [errors, Text("")]
+    parts += [share_chart(results), p99_chart(results, width=max(min(width - 30, 50), 10)),
+              Text("")]
+    strip = time_strip(rep, width)
+    if strip is not None:
+        parts += [strip, Text("")]
+    if any(v.scenario.proxy.outlier is not None for v in rep.variants):
+        parts += [ejection_table(results, width), Text("")]
+    parts += [Text(sentence, style="bold" if k == 0 else "") for k, sentence in
+              enumerate(rep.verdict)]
+    if rep.suggestion:
+        parts += [Text(""), Text(rep.suggestion, style="yellow")]
+    return Group(*parts)

@@ -1,33 +1,32 @@
 """Scenarios: a TOML file (or a few CLI options) read into one validated, immutable ``Scenario``.
 
-Every problem is a ``UserError`` (exit 2) naming the file, the key path and what was expected,
-e.g. ``slow.toml: backends[0].service.mean: expected a duration such as "150ms" ...``. Durations
-use the config file's spelling (``lbctl.units``). Defaults are documented where each field is
-defined, below.
+A scenario is checked the way ``lbctl validate`` checks a config (the tables are declared in
+``schema.py`` with the config's own ``Section`` and kinds): every problem is collected, and the
+``ConfigError`` raised (exit 2) lists each as ``FILE: KEY.PATH: expected ..., found ...``.
+
+The proxy's side of a scenario is serve's own ``model.PoolConfig``: with no ``[proxy]``
+table (and no ``config``) every setting is serve's default, so an attempt times out after
+serve's 30 s, retries go to connect failures and resets, and there are no health checks.
+Defaults of the simulated world are documented where each field is defined, below.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from lbctl.balancing import ALGORITHMS
-from lbctl.balancing.backend import MAX_WEIGHT, MIN_WEIGHT
-from lbctl.config.model import Outlier
+from lbctl.config.loader import ConfigError, read_toml
+from lbctl.config.model import PoolConfig, Timeouts
+from lbctl.config.problems import Problem, Problems, describe, index_path, key_path, suggest
 from lbctl.errors import UserError
-from lbctl.units import DURATION_EXPECTED, parse_duration
+from lbctl.simulate import schema
+from lbctl.units import format_duration, parse_duration
 
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
-
-DISTRIBUTIONS = ("exponential", "constant", "uniform", "lognormal", "empirical")
-EVENTS = ("down", "up", "slow", "fail", "blackhole", "recover")
-ARRIVALS = ("poisson", "uniform")
+LOGNORMAL_MAX_RATIO = math.exp(2.3263478740408408 ** 2 / 2)
+MAX_REQUESTS = 100_000_000          # per run: the records of one run stay in memory
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,15 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """How a backend fails, for a share of the attempts sent to it."""
+    mode: str                               # refuse | reset | blackhole | error | slow
+    fraction: float = 1.0                   # share of attempts affected (slow: all)
+    latency: float = 0.001                  # refuse, reset, error: how soon it comes back
+    factor: float = 1.0                     # slow: service takes this many times longer
+
+
+@dataclass(frozen=True)
 class BackendSpec:
     """One simulated backend (groups are expanded into these)."""
     name: str
@@ -59,6 +67,7 @@ class BackendSpec:
     speed: float = 1.0                      # multiplies the service rate (3.0 = three times faster)
     weight: float = 1.0
     backup: bool = False
+    failure: Fault | None = None            # failing this way from the start; None = healthy
 
     @property
     def capacity(self) -> float:
@@ -68,38 +77,33 @@ class BackendSpec:
 
 @dataclass(frozen=True)
 class Workload:
-    arrivals: str = "poisson"               # "poisson" | "uniform" (constant spacing)
+    arrivals: str = "poisson"               # "poisson" | "uniform" (constant spacing) | "replay"
     rate: float = 100.0                     # requests per second, whole pool
     requests: int = 0                       # stop after this many arrivals...
     duration: float = 0.0                   # ...or after this much virtual time
     keys: int = 1000                        # distinct request keys, for consistent_hash
+    # A replayed access log (arrivals, keys, methods): see replay.py. None = synthetic.
+    trace: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Event:
     """A timeline event: at time ``at``, ``action`` happens to ``backends``."""
     at: float
-    action: str                             # down | up | slow | fail | blackhole | recover
+    action: str                 # down | up | refuse | reset | blackhole | error | slow | recover
     backends: tuple[str, ...]
-    factor: float = 1.0                     # slow: service takes ``factor`` times longer
-    fraction: float = 1.0                   # fail, blackhole: share of requests affected
-    latency: float = 0.001                  # fail: how fast the 5xx comes back
+    factor: float = 1.0         # slow: service takes ``factor`` times longer
+    fraction: float = 1.0       # refuse, reset, blackhole, error: share of attempts affected
+    latency: float = 0.001      # refuse, reset, error: how soon the failure comes back
+    mode: str = "refuse"        # down: how the backend fails until it is up again
 
 
-@dataclass(frozen=True)
-class Proxy:
-    """The proxy's side: what ``serve`` would do. Defaults follow ``lbctl.config.model``."""
-    retries: int = 1                        # extra attempts on another backend
-    # What retries are spent on, as serve's retry_on: "5xx" and "timeout" are opt-in there
-    # too ("connect"/"reset" never happen here: a down backend is not selected).
-    retry_on: tuple[str, ...] = ("connect", "reset")
-    timeout: float = math.inf               # per attempt (serve's timeouts.response); inf = none
-    slow_start: float = 0.0
-    panic_threshold: float = 0.0
-    ewma_decay: float = 10.0
-    # Passive ejection, read like serve's [pools.X.outlier] (same keys, same defaults) and
-    # run by the real OutlierDetector; None = off (serve's default too).
-    outlier: Outlier | None = None
+def proxy_settings(*, timeout: float | None = None, **changes: Any) -> PoolConfig:
+    """Serve's pool settings for a simulated pool: ``PoolConfig`` defaults, with ``changes``
+    (``timeout`` is a shorthand for ``timeouts=Timeouts(response=...)``)."""
+    if timeout is not None:
+        changes["timeouts"] = replace(changes.get("timeouts", Timeouts()), response=timeout)
+    return PoolConfig(name="sim", backends=(), **changes)
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,15 @@ class Scenario:
     workload: Workload = field(default_factory=Workload)
     algorithms: tuple[str, ...] = tuple(ALGORITHMS)   # default: all
     seed: int = 1
-    proxy: Proxy = field(default_factory=Proxy)
+    # Serve's settings for the pool: retries, retry_on, timeouts, health, outlier, slow
+    # start, panic threshold, ewma_decay (a config's pool, or [proxy] over serve's defaults).
+    proxy: PoolConfig = field(default_factory=proxy_settings)
     client_timeout: float = math.inf        # the client gives up (an error); inf = never
     timeline: tuple[Event, ...] = ()
     title: str = ""                         # one line for people: where this scenario came from
     configured: str | None = None           # the serve config's algorithm, when one was named
+    config_path: str | None = None          # that config file, for the suggested change
+    pool_name: str | None = None            # and its pool
 
     @property
     def capacity(self) -> float:
@@ -136,6 +144,15 @@ class Scenario:
             s = replace(s, seed=seed)
         if algorithms is not None:
             s = replace(s, algorithms=check_algorithms(algorithms, "--algorithms"))
+        if w.trace is not None:
+            if rate is not None or load is not None:
+                raise UserError("--rate and --load: a replay's arrivals come from its log; "
+                                "use --speedup to replay it faster")
+            if requests is not None or duration is not None:
+                trace = w.trace.cut(requests, duration)
+                w = replace(w, trace=trace, requests=len(trace.times),
+                            rate=len(trace.times) / trace.span if trace.span > 0 else w.rate)
+            return replace(s, workload=w)
         if requests is not None:
             w = replace(w, requests=requests, duration=0.0)
         if duration is not None:
@@ -171,7 +188,8 @@ def default_scenario() -> Scenario:
     s = Scenario(backends=tuple(backends),
                  workload=Workload(requests=40_000),
                  algorithms=("round_robin", "random", "least_conn", "p2c", "ewma"),
-                 proxy=Proxy(retries=1, timeout=1.0, retry_on=("connect", "reset", "timeout")),
+                 proxy=proxy_settings(retries=1, timeout=1.0,
+                                      retry_on=("connect", "reset", "timeout")),
                  client_timeout=2.0,
                  title="built-in: 10 backends, one 3x slower; 1s proxy timeout, 1 retry on "
                        "timeout")
@@ -205,396 +223,448 @@ def check_algorithms(names: Sequence[str], path: str) -> tuple[str, ...]:
         raise UserError(f"{path}: expected at least one algorithm")
     for name in names:
         if name not in ALGORITHMS:
-            raise UserError(f"{path}: unknown algorithm {name!r}{_suggest(name, ALGORITHMS)}; "
-                            f"expected one of {', '.join(ALGORITHMS)}")
+            hint = suggest(name, ALGORITHMS)
+            raise UserError(f"{path}: unknown algorithm {name!r}"
+                            f"{f' ({hint})' if hint else ''}; expected one of "
+                            f"{', '.join(ALGORITHMS)}")
     if len(set(names)) != len(names):
         raise UserError(f"{path}: an algorithm is named twice")
     return tuple(names)
 
 
-def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 # ---- reading a scenario file ------------------------------------------------------------
 
 
-class _Reader:
-    """Validation helpers that know the file name, so every error names file and key path."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, path: str, message: str) -> UserError:
-        return UserError(f"{self.source}: {path}: {message}")
-
-    def table(self, value: Any, path: str, allowed: Sequence[str]) -> Mapping[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(path, f"expected a table, not {_kind(value)}")
-        for key in value:
-            if key not in allowed:
-                prefix = f"{path}." if path else ""
-                raise self.fail(f"{prefix}{key}", f"unknown key{_suggest(key, allowed)}; "
-                                f"expected one of {', '.join(allowed)}")
-        return value
-
-    def number(self, value: Any, path: str, *, minimum: float = 0.0, above: bool = False,
-               maximum: float = math.inf, integer: bool = False) -> float:
-        what = "an integer" if integer else "a number"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                (integer and not isinstance(value, int)) or value != value:
-            raise self.fail(path, f"expected {what}, not {_kind(value)}")
-        if value < minimum or (above and value == minimum) or value > maximum:
-            bound = f"above {minimum:g}" if above else f"at least {minimum:g}"
-            if maximum != math.inf:
-                bound += f" and at most {maximum:g}"
-            raise self.fail(path, f"expected {what} {bound}, not {value!r}")
-        return value
-
-    def duration(self, value: Any, path: str, *, positive: bool = True) -> float:
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            raise self.fail(path, f"expected {exc}, not {value!r}") from None
-        if positive and seconds <= 0:
-            raise self.fail(path, f"expected {DURATION_EXPECTED} above zero, not {value!r}")
-        return seconds
-
-    def choice(self, value: Any, path: str, choices: Sequence[str]) -> str:
-        if not isinstance(value, str) or value not in choices:
-            hint = _suggest(value, choices) if isinstance(value, str) else ""
-            raise self.fail(path, f"expected one of {', '.join(map(repr, choices))}{hint}, "
-                                  f"not {value!r}")
-        return value
-
-    def string(self, value: Any, path: str) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.fail(path, f"expected a non-empty string, not {_kind(value)}")
-        return value
-
-
-def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: f"{value!r}",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def _read_toml(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
-
-
-def load_scenario(path: str) -> Scenario:
-    """Read and validate a scenario file."""
-    data = _read_toml(path)
-    return parse_scenario(data, path, base_dir=os.path.dirname(os.path.abspath(path)))
+def load_scenario(path: str, *, speedup: float | None = None, log_format: str | None = None,
+                  replay: str | None = None) -> Scenario:
+    """Read and validate a scenario file (a ``ConfigError`` lists every problem). The
+    options override the file's ``[workload]`` replay settings (the CLI's flags)."""
+    data = read_toml(path)
+    return parse_scenario(data, path, base_dir=os.path.dirname(os.path.abspath(path)),
+                          speedup=speedup, log_format=log_format, replay=replay)
 
 
 def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
-                   base_dir: str = ".") -> Scenario:
-    r = _Reader(source)
-    top = r.table(data, "", ["seed", "algorithms", "config", "pool", "workload", "backends",
-                             "timeline", "proxy", "client"])
+                   base_dir: str = ".", speedup: float | None = None,
+                   log_format: str | None = None, replay: str | None = None,
+                   pool: "PoolSettings | None" = None) -> Scenario:
+    """Check a parsed scenario document; raise ``ConfigError`` with every problem found.
+    ``pool`` supplies a serve config's pool directly (``--compare``) instead of the
+    document's ``config``/``pool`` keys."""
+    problems = Problems(source)
+    top = schema.SCENARIO.read(dict(data), "", problems)
+    values = top.values
 
-    seed = int(r.number(top.get("seed", 1), "seed", minimum=0, integer=True))
+    settings = pool
+    named = "config" in data or "pool" in data
+    if settings is None and named:
+        if "config" not in values or "pool" not in values:
+            missing = "config" if "config" not in data else "pool" if "pool" not in data else None
+            if missing:
+                problems.missing(missing, 'both config = "lb.toml" and pool = "NAME" (the serve '
+                                          'config whose pool to simulate)')
+        else:
+            config_path = values["config"]
+            if not os.path.isabs(config_path):
+                config_path = os.path.join(base_dir, config_path)
+            settings = pool_from_config(config_path, values["pool"], problems)
 
-    # A serve config's pool: names, weights and algorithm settings come from there.
-    pool_settings = None
-    if "config" in top or "pool" in top:
-        if "config" not in top or "pool" not in top:
-            missing = "config" if "config" not in top else "pool"
-            raise r.fail(missing, 'expected both config = "lb.toml" and pool = "NAME"')
-        config_path = r.string(top["config"], "config")
-        if not os.path.isabs(config_path):
-            config_path = os.path.join(base_dir, config_path)
-        pool_settings = pool_from_config(config_path, r.string(top["pool"], "pool"))
+    proxy = settings.pool if settings is not None else proxy_settings()
+    raw_proxy = data.get("proxy")
+    if isinstance(raw_proxy, dict) and "proxy" in values:
+        proxy = _proxy(proxy, values["proxy"], raw_proxy, top.bad, problems)
 
-    proxy = Proxy() if pool_settings is None else pool_settings.proxy
-    if "proxy" in top:
-        t = r.table(top["proxy"], "proxy",
-                    ["retries", "retry_on", "timeout", "slow_start", "panic_threshold",
-                     "ewma_decay", "outlier"])
-        changes: dict[str, Any] = {}
-        if "retries" in t:
-            changes["retries"] = int(r.number(t["retries"], "proxy.retries", integer=True,
-                                              maximum=10))
-        if "retry_on" in t:
-            changes["retry_on"] = _parse_retry_on(r, t["retry_on"])
-        if "timeout" in t:
-            changes["timeout"] = r.duration(t["timeout"], "proxy.timeout")
-        if "slow_start" in t:
-            changes["slow_start"] = r.duration(t["slow_start"], "proxy.slow_start",
-                                               positive=False)
-        if "panic_threshold" in t:
-            changes["panic_threshold"] = float(r.number(t["panic_threshold"],
-                                                        "proxy.panic_threshold", maximum=100))
-        if "ewma_decay" in t:
-            changes["ewma_decay"] = r.duration(t["ewma_decay"], "proxy.ewma_decay")
-        if "outlier" in t:
-            changes["outlier"] = _parse_outlier(r, t["outlier"], proxy.outlier)
-        proxy = replace(proxy, **changes)
+    client_timeout = values.get("client", {}).get("timeout", math.inf)
 
-    client_timeout = math.inf
-    if "client" in top:
-        t = r.table(top["client"], "client", ["timeout"])
-        if "timeout" in t:
-            client_timeout = r.duration(t["timeout"], "client.timeout")
+    backends, explicit = _backends(data.get("backends"), settings, base_dir, problems)
+    if named and settings is None and not backends:
+        # The config or its pool is the problem already reported; "missing backends" would
+        # only repeat it.
+        raise ConfigError(problems.items)
 
-    backends = _parse_backends(r, top.get("backends"), pool_settings, base_dir)
+    algorithms = values.get("algorithms", tuple(ALGORITHMS))
+    raw_workload = data.get("workload")
+    raw_workload = dict(raw_workload) if isinstance(raw_workload, dict) else {}
+    workload_values = dict(values.get("workload", {}))
+    # The CLI's --replay/--speedup/--log-format go where [workload] would have them.
+    for key, option in (("replay", replay), ("speedup", speedup), ("log_format", log_format)):
+        if option is not None:
+            workload_values[key] = raw_workload[key] = option
+    workload, backends = _workload(workload_values, raw_workload, backends, explicit, proxy,
+                                   base_dir, problems)
+
     names = [b.name for b in backends]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise r.fail("backends", f"backend name {dup!r} is used twice")
+    timeline = _timeline(data.get("timeline"), names, problems)
 
-    if "algorithms" in top:
-        algos = top["algorithms"]
-        if isinstance(algos, str):
-            algos = [algos]
-        if not isinstance(algos, list) or not all(isinstance(a, str) for a in algos):
-            raise r.fail("algorithms", "expected a list of algorithm names")
-        try:
-            algorithms = check_algorithms(algos, "algorithms")
-        except UserError as exc:
-            raise UserError(f"{source}: {exc}") from None
-    else:
-        algorithms = tuple(ALGORITHMS)
-
+    if problems:
+        raise ConfigError(problems.items)
     capacity = sum(b.capacity for b in backends if not b.backup) or \
         sum(b.capacity for b in backends)
-    workload = _parse_workload(r, top.get("workload", {}), capacity)
-    timeline = _parse_timeline(r, top.get("timeline", []), set(names))
-    for i, ev in enumerate(timeline):
-        if ev.action == "blackhole" and proxy.timeout == math.inf and client_timeout == math.inf:
-            raise r.fail(f"timeline[{i}].event", "a black hole never answers: set "
-                         "client.timeout or proxy.timeout so the requests sent to it end")
-
-    title = f"{source}: {len(backends)} backends, {workload.rate / capacity:.0%} load"
-    return Scenario(backends=backends, workload=workload, algorithms=algorithms, seed=seed,
-                    proxy=proxy, client_timeout=client_timeout, timeline=timeline, title=title,
-                    configured=pool_settings.algorithm if pool_settings else None)
-
-
-def _parse_retry_on(r: _Reader, value: Any) -> tuple[str, ...]:
-    """``proxy.retry_on``, read by the same kind as serve's ``pools.X.retry_on``."""
-    from lbctl.config.kinds import ChoiceList, Invalid
-    from lbctl.config.problems import describe
-    from lbctl.config.schema import RETRY_ON
-    kind = ChoiceList(RETRY_ON)
-    try:
-        return kind.parse(value)
-    except Invalid as exc:
-        hint = f"; did you mean {exc.hint!r}?" if getattr(exc, "hint", None) else ""
-        raise r.fail("proxy.retry_on", f"expected {kind.expected}, found {describe(value)}{hint}")
+    if workload.trace is not None:
+        title = (f"{source}: replay of {workload.trace.describe()}, {len(backends)} backends, "
+                 f"{workload.rate / capacity:.0%} load")
+    else:
+        title = f"{source}: {len(backends)} backends, {workload.rate / capacity:.0%} load"
+    return Scenario(backends=tuple(backends), workload=workload, algorithms=tuple(algorithms),
+                    seed=values.get("seed", 1), proxy=proxy, client_timeout=client_timeout,
+                    timeline=timeline, title=title,
+                    configured=settings.algorithm if settings else None,
+                    config_path=settings.path if settings else None,
+                    pool_name=settings.name if settings else None)
 
 
-def _parse_outlier(r: _Reader, value: Any, base: Outlier | None) -> Outlier:
-    """``[proxy.outlier]``: read by the serve config's own declaration of
-    ``[pools.X.outlier]`` (``lbctl.config.schema.OUTLIER``), so keys, kinds, defaults and
-    messages cannot drift from what ``serve`` accepts. The first problem is the error. Keys
-    not given keep the serve config's value when the scenario names one (``base``), else
-    the defaults of ``lbctl.config.model.Outlier``."""
-    from lbctl.config.problems import Problems, describe
-    from lbctl.config.schema import OUTLIER
-    from lbctl.units import format_duration
-    problems = Problems(r.source)
-    read = OUTLIER.read(value, "proxy.outlier", problems)
-    if problems:
-        raise UserError(str(problems.items[0]))
-    outlier = replace(base or Outlier(), **read.values)
-    # The same cross-check as the config loader's.
-    if outlier.max_ejection_time < outlier.ejection_time:
-        found = describe(value["max_ejection_time"]) if "max_ejection_time" in value else \
-            f"the default {format_duration(outlier.max_ejection_time)}"
-        raise r.fail("proxy.outlier.max_ejection_time",
-                     f"expected at least proxy.outlier.ejection_time "
-                     f"({format_duration(outlier.ejection_time)}), found {found}")
-    return outlier
+def _proxy(base: PoolConfig, values: dict, raw: dict, bad: set[str],
+           problems: Problems) -> PoolConfig:
+    """``[proxy]`` over ``base`` (serve's defaults, or a config's pool). A nested table given
+    here keeps the base's value for every key it does not set."""
+    changes = dict(values)
+    timeout = changes.pop("timeout", None)
+    for name in ("timeouts", "health", "outlier"):
+        if name in changes and getattr(base, name) is not None and isinstance(raw.get(name), dict):
+            given = {k: getattr(changes[name], k) for k in raw[name]
+                     if hasattr(changes[name], k)}
+            changes[name] = replace(getattr(base, name), **given)
+    if timeout is not None:
+        if "timeouts" in raw and isinstance(raw["timeouts"], dict) and \
+                "response" in raw["timeouts"]:
+            problems.add("proxy.timeout", "expected either timeout or timeouts.response, "
+                                          "not both (timeout is a shorthand for the other)")
+        changes["timeouts"] = replace(changes.get("timeouts", base.timeouts), response=timeout)
+    proxy = replace(base, **changes)
+    outlier = proxy.outlier
+    if outlier is not None and "outlier" in raw and \
+            not {"proxy.outlier.ejection_time", "proxy.outlier.max_ejection_time"} & \
+            {f"proxy.{b}" for b in bad}:
+        if outlier.max_ejection_time < outlier.ejection_time:
+            raw_max = raw["outlier"].get("max_ejection_time") \
+                if isinstance(raw["outlier"], dict) else None
+            found = describe(raw_max) if raw_max is not None else \
+                f"the default {format_duration(outlier.max_ejection_time)}"
+            problems.add("proxy.outlier.max_ejection_time",
+                         f"expected at least proxy.outlier.ejection_time "
+                         f"({format_duration(outlier.ejection_time)}), found {found}")
+    if proxy.hash_key is not None and "hash_key" in values and \
+            proxy.hash_key.startswith("cookie:"):
+        problems.add("proxy.hash_key", 'expected "ip", "path" or "header:NAME" (simulated '
+                                       f'requests carry no cookies), found "{proxy.hash_key}"')
+    return proxy
 
 
-def _parse_service(r: _Reader, value: Any, path: str, base_dir: str) -> Service:
-    t = r.table(value, path, ["dist", "mean", "p99", "min", "max", "file", "values"])
-    dist = r.choice(t.get("dist", "exponential"), f"{path}.dist", DISTRIBUTIONS)
-    allowed = {"exponential": {"dist", "mean"}, "constant": {"dist", "mean"},
-               "lognormal": {"dist", "mean", "p99"}, "uniform": {"dist", "min", "max"},
-               "empirical": {"dist", "file", "values"}}[dist]
-    for key in t:
-        if key not in allowed:
-            raise r.fail(f"{path}.{key}", f"not used by dist = {dist!r}; expected "
-                                          f"{', '.join(sorted(allowed - {'dist'}))}")
-
-    def need(key: str) -> Any:
-        if key not in t:
-            raise r.fail(f"{path}.{key}", f"missing; dist = {dist!r} needs it")
-        return t[key]
-
+def _service(raw: Any, values: dict, path: str, base_dir: str,
+             problems: Problems) -> Service | None:
+    """A ``service = {...}`` table whose keys were read by ``schema.SERVICE``: the keys its
+    distribution needs, and no others."""
+    if not isinstance(raw, dict):
+        return None
+    dist = values.get("dist", "exponential")
+    if "dist" in raw and "dist" not in values:
+        return None
+    needs = {"exponential": ("mean",), "constant": ("mean",), "lognormal": ("mean", "p99"),
+             "uniform": ("min", "max"), "empirical": ()}[dist]
+    allowed = {"exponential": {"mean"}, "constant": {"mean"}, "lognormal": {"mean", "p99"},
+               "uniform": {"min", "max"}, "empirical": {"file", "values"}}[dist]
+    ok = True
+    for key in raw:
+        if key != "dist" and key not in allowed and key in schema.SERVICE.fields:
+            problems.add(key_path(path, key), f"expected no {key} with dist = \"{dist}\" "
+                                              f"(it uses {', '.join(sorted(allowed))})")
+            ok = False
+    for key in needs:
+        if key not in raw:
+            problems.missing(key_path(path, key), f'a value: dist = "{dist}" needs '
+                                                  f'{" and ".join(needs)}')
+            ok = False
+        elif key not in values:
+            ok = False
+    if not ok:
+        return None
     if dist in ("exponential", "constant"):
-        return Service(dist, mean=r.duration(need("mean"), f"{path}.mean"))
+        return Service(dist, mean=values["mean"])
     if dist == "lognormal":
-        mean = r.duration(need("mean"), f"{path}.mean")
-        p99 = r.duration(need("p99"), f"{path}.p99")
+        mean, p99 = values["mean"], values["p99"]
         # A lognormal with mean m has p99/m = exp(2.326 s - s^2/2), at most e^(2.326^2/2) ~ 15.
         if not mean < p99 <= mean * LOGNORMAL_MAX_RATIO:
-            raise r.fail(f"{path}.p99", f"expected a duration above the mean and at most "
-                         f"{LOGNORMAL_MAX_RATIO:.1f} x the mean (a lognormal cannot be more "
-                         f"skewed), not {t['p99']!r}")
+            problems.wrong(key_path(path, "p99"), f"a duration above the mean and at most "
+                           f"{LOGNORMAL_MAX_RATIO:.1f} x the mean (a lognormal cannot be more "
+                           f"skewed)", raw["p99"])
+            return None
         return Service(dist, mean=mean, p99=p99)
     if dist == "uniform":
-        low = r.duration(need("min"), f"{path}.min", positive=False)
-        high = r.duration(need("max"), f"{path}.max")
+        low, high = values["min"], values["max"]
         if high < low:
-            raise r.fail(f"{path}.max", f"expected at least min ({t['min']!r}), not {t['max']!r}")
+            problems.wrong(key_path(path, "max"), f"at least min ({describe(raw['min'])})",
+                           raw["max"])
+            return None
         return Service(dist, mean=(low + high) / 2, low=low, high=high)
     # empirical: a list inline, or a file of one duration (or number of seconds) per line.
-    if ("file" in t) == ("values" in t):
-        raise r.fail(path, 'dist = "empirical" needs exactly one of file = "..." or values = [...]')
-    if "values" in t:
-        raw = t["values"]
-        if not isinstance(raw, list):
-            raise r.fail(f"{path}.values", f"expected a list of durations, not {_kind(raw)}")
-        values = tuple(r.duration(v, f"{path}.values[{i}]", positive=False)
-                       for i, v in enumerate(raw))
+    if ("file" in raw) == ("values" in raw):
+        problems.add(path, 'expected exactly one of file = "samples.txt" or values = [...] '
+                           'with dist = "empirical"')
+        return None
+    if "values" in raw:
+        if "values" not in values:
+            return None
+        samples = values["values"]
     else:
-        values = _read_samples(r, t["file"], f"{path}.file", base_dir)
-    if not values or sum(values) <= 0:
-        raise r.fail(path, "expected at least one sample above zero")
-    return Service(dist, mean=sum(values) / len(values), values=values)
+        if "file" not in values:
+            return None
+        samples = read_samples(values["file"], key_path(path, "file"), base_dir, problems)
+        if samples is None:
+            return None
+    if not samples or sum(samples) <= 0:
+        problems.add(path, "expected at least one sample above zero")
+        return None
+    return Service(dist, mean=sum(samples) / len(samples), values=tuple(samples))
 
 
-LOGNORMAL_MAX_RATIO = math.exp(2.3263478740408408 ** 2 / 2)
-
-
-def _read_samples(r: _Reader, name: Any, path: str, base_dir: str) -> tuple[float, ...]:
-    name = r.string(name, path)
+def read_samples(name: str, path: str, base_dir: str,
+                 problems: Problems) -> tuple[float, ...] | None:
+    """A samples file: one duration (or number of seconds) per line, ``#`` comments."""
     full = name if os.path.isabs(name) else os.path.join(base_dir, name)
     try:
-        with open(full, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        with open(full, "rb") as f:
+            raw = f.read()
     except OSError as exc:
-        raise r.fail(path, f"cannot read {name!r}: {exc.strerror or exc}") from None
+        problems.add(path, f"cannot read {describe(name)}: {exc.strerror or exc}")
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        problems.add(path, f"{name} line {line}: not valid UTF-8 (a samples file is UTF-8 "
+                           f"text, one duration per line)")
+        return None
     values = []
-    for n, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
+    for n, line in enumerate(text.splitlines(), 1):
+        item = line.split("#", 1)[0].strip()
+        if not item:
             continue
         try:
-            number: Any = float(text)
+            number: Any = float(item)
         except ValueError:
-            number = text
+            number = item
         try:
             values.append(parse_duration(number))
         except ValueError as exc:
-            raise r.fail(path, f"{name} line {n}: expected {exc}, not {text!r}") from None
+            problems.add(path, f"{name} line {n}: expected {exc}, found {describe(item)}")
+            return None
     return tuple(values)
 
 
-def _parse_backends(r: _Reader, value: Any, pool_settings, base_dir: str
-                    ) -> tuple[BackendSpec, ...]:
-    if value is None:
-        if pool_settings is None:
-            raise r.fail("backends", "missing; expected at least one [[backends]] group "
-                                     '(or config = "lb.toml" and pool = "NAME")')
-        value = [{}]
-    if not isinstance(value, list) or not value:
-        raise r.fail("backends", "expected one or more [[backends]] tables")
+def _fault(values: dict, raw: dict, path: str, problems: Problems) -> Fault | None:
+    """A ``failure = {...}`` table: keys that fit its mode."""
+    if "mode" not in values:
+        return None
+    mode = values["mode"]
+    allowed = {"slow": {"factor"}}.get(mode, {"fraction", "latency"})
+    if mode == "blackhole":
+        allowed = {"fraction"}
+    for key in ("fraction", "latency", "factor"):
+        if key in raw and key not in allowed:
+            problems.add(key_path(path, key), f'expected no {key} with mode = "{mode}"')
+    if mode == "slow" and "factor" not in raw:
+        problems.missing(key_path(path, "factor"), 'a factor with mode = "slow" (3 = three '
+                                                   'times slower)')
+        return None
+    return Fault(mode, values.get("fraction", 1.0), values.get("latency", 0.001),
+                 values.get("factor", 1.0))
+
+
+def _backends(raw: Any, settings: "PoolSettings | None", base_dir: str,
+              problems: Problems) -> tuple[list[BackendSpec], frozenset[str]]:
+    """The ``[[backends]]`` groups expanded; with a config's pool, its names, weights and
+    backup flags over the groups' behaviour (in the config's order). Also the names of the
+    backends whose group gives a ``service`` (a replay does not replace those)."""
+    if raw is None:
+        if settings is None:
+            # A replay may name them; otherwise _workload says "missing".
+            return [], frozenset()
+        raw = [{}]
+    if not isinstance(raw, list) or not raw:
+        problems.wrong("backends", "one or more [[backends]] tables", raw)
+        return [], frozenset()
     specs: list[BackendSpec] = []
+    explicit: list[bool] = []
     counter = 0
-    for gi, group in enumerate(value):
-        path = f"backends[{gi}]"
-        g = r.table(group, path, ["name", "count", "concurrency", "service", "speed",
-                                  "weight", "backup"])
-        default_count = len(pool_settings.backends) if (pool_settings and len(value) == 1) else 1
-        count = int(r.number(g.get("count", default_count), f"{path}.count", minimum=1,
-                             integer=True, maximum=100_000))
-        concurrency = int(r.number(g.get("concurrency", 1), f"{path}.concurrency", minimum=1,
-                                   integer=True))
-        speed = float(r.number(g.get("speed", 1.0), f"{path}.speed", above=True))
-        weight = float(r.number(g.get("weight", 1.0), f"{path}.weight", minimum=MIN_WEIGHT,
-                                maximum=MAX_WEIGHT))
-        backup = g.get("backup", False)
-        if not isinstance(backup, bool):
-            raise r.fail(f"{path}.backup", f"expected true or false, not {_kind(backup)}")
-        # No service table at all: exponential with a 10 ms mean (the Service defaults).
-        service = _parse_service(r, g["service"], f"{path}.service", base_dir) \
-            if "service" in g else Service()
-        prefix = r.string(g["name"], f"{path}.name") if "name" in g else None
+    for gi, group in enumerate(raw):
+        path = index_path("backends", gi)
+        read = schema.BACKENDS.read(group, path, problems)
+        if not isinstance(group, dict):
+            continue
+        v = read.values
+        default_count = len(settings.backends) if (settings and len(raw) == 1) else 1
+        count = v.get("count", default_count)
+        service = Service()
+        if "service" in group:
+            service = _service(group["service"], v.get("service") or {},
+                               key_path(path, "service"), base_dir, problems) or Service()
+        failure = None
+        if isinstance(group.get("failure"), dict) and "failure" in v:
+            failure = _fault(v["failure"], group["failure"], key_path(path, "failure"),
+                             problems)
+        prefix = v.get("name")
         for k in range(count):
             counter += 1
             if prefix is None:
                 name = f"b{counter}"
             else:
                 name = prefix if count == 1 else f"{prefix}{k + 1}"
-            specs.append(BackendSpec(name, service, concurrency, speed, weight, backup))
-    if pool_settings is not None:
-        # The config's pool decides names, weights and backup flags; the groups say how each
-        # backend behaves, in the config's order.
-        if len(specs) != len(pool_settings.backends):
-            raise r.fail("backends", f"the groups describe {len(specs)} backends but pool "
-                         f"{pool_settings.name!r} in {pool_settings.path} has "
-                         f"{len(pool_settings.backends)}")
+            specs.append(BackendSpec(name, service, v.get("concurrency", 1),
+                                     v.get("speed", 1.0), v.get("weight", 1.0),
+                                     v.get("backup", False), failure))
+            explicit.append("service" in group)
+    names = [b.name for b in specs]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None and settings is None:
+        problems.add("backends", f"expected unique backend names, found {describe(dup)} twice")
+    if settings is not None and specs:
+        if len(specs) != len(settings.backends):
+            problems.add("backends", f"expected groups describing {len(settings.backends)} "
+                                     f"backends (pool {settings.name!r} in {settings.path} has "
+                                     f"{len(settings.backends)}), found {len(specs)}")
+            return specs, frozenset()
         specs = [replace(s, name=name, weight=weight, backup=bk)
-                 for s, (name, weight, bk) in zip(specs, pool_settings.backends)]
-    return tuple(specs)
+                 for s, (name, weight, bk) in zip(specs, settings.backends)]
+    return specs, frozenset(s.name for s, e in zip(specs, explicit) if e)
 
 
-def _parse_workload(r: _Reader, value: Any, capacity: float) -> Workload:
-    t = r.table(value, "workload", ["arrivals", "rate", "load", "requests", "duration", "keys"])
-    arrivals = r.choice(t.get("arrivals", "poisson"), "workload.arrivals", ARRIVALS)
-    if "rate" in t and "load" in t:
-        raise r.fail("workload.load", "expected rate or load, not both")
-    if "rate" in t:
-        rate = float(r.number(t["rate"], "workload.rate", above=True))
-    else:
-        # Load is relative to what the primaries can serve flat out.
-        rate = float(r.number(t.get("load", 0.8), "workload.load", above=True)) * capacity
-    if "requests" in t and "duration" in t:
-        raise r.fail("workload.duration", "expected requests or duration, not both")
+def _workload(values: dict, raw: Any, backends: list[BackendSpec], explicit: frozenset[str],
+              proxy: PoolConfig, base_dir: str, problems: Problems
+              ) -> tuple[Workload, list[BackendSpec]]:
+    raw = raw if isinstance(raw, dict) else {}
+    trace = None
+    if "replay" in values:
+        for key in ("rate", "load", "arrivals", "keys"):
+            if key in raw:
+                problems.add(key_path("workload", key),
+                             f"expected no {key} with replay (arrivals and keys come from "
+                             f"the log; speedup replays it faster)")
+        from lbctl.simulate.replay import load_trace
+        name = values["replay"]
+        full = name if os.path.isabs(name) else os.path.join(base_dir, name)
+        key = values.get("key", proxy.hash_key or "path")
+        trace = load_trace(full, values.get("format", "auto"), values.get("log_format"),
+                           values.get("speedup", 1.0), key, problems, "workload.replay",
+                           requests=values.get("requests"), duration=values.get("duration"))
+        if trace is None:
+            return Workload(), backends
+        backends = _replayed(trace, backends, problems, explicit)
+        requests = len(trace.times)
+        duration = 0.0
+        rate = requests / trace.span if trace.span > 0 else float(requests)
+        return Workload("replay", rate, requests, duration, values.get("keys", 1000),
+                        trace), backends
+    for key in ("format", "log_format", "speedup", "key"):
+        if key in raw:
+            problems.add(key_path("workload", key), f"expected {key} only with replay = "
+                                                    f'"access.log"')
+    if not backends:
+        problems.missing("backends", 'at least one [[backends]] group (or config = "lb.toml" '
+                                     'and pool = "NAME", or [workload] replay = "access.log")')
+        return Workload(), backends
+    if "rate" in values and "load" in values:
+        problems.add("workload.load", "expected rate or load, not both")
+    capacity = sum(b.capacity for b in backends if not b.backup) or \
+        sum(b.capacity for b in backends)
+    rate = values["rate"] if "rate" in values else values.get("load", 0.8) * capacity
+    if "requests" in values and "duration" in values:
+        problems.add("workload.duration", "expected requests or duration, not both")
+    if values.get("requests", 0) > MAX_REQUESTS:
+        problems.wrong("workload.requests", f"at most {MAX_REQUESTS:,} requests",
+                       raw["requests"])
     requests, duration = 0, 0.0
-    if "duration" in t:
-        duration = r.duration(t["duration"], "workload.duration")
+    if "duration" in values:
+        duration = values["duration"]
     else:
-        requests = int(r.number(t.get("requests", 100_000), "workload.requests", minimum=1,
-                                integer=True, maximum=100_000_000))
-    keys = int(r.number(t.get("keys", 1000), "workload.keys", minimum=1, integer=True))
-    return Workload(arrivals, rate, requests, duration, keys)
+        requests = values.get("requests", 100_000)
+    return Workload(values.get("arrivals", "poisson"), rate, requests, duration,
+                    values.get("keys", 1000)), backends
 
 
-def _parse_timeline(r: _Reader, value: Any, names: set[str]) -> tuple[Event, ...]:
-    if not isinstance(value, list):
-        raise r.fail("timeline", "expected [[timeline]] tables")
+def _replayed(trace, specs: list[BackendSpec], problems: Problems,
+              explicit: frozenset[str]) -> list[BackendSpec]:
+    """The simulated backends of a replay: ``specs`` when given (each without a service of
+    its own takes the log's samples for its name), else one per backend the log names."""
+    if not specs:
+        names = trace.names()
+        if not names:
+            problems.add("workload.replay", "expected a log that names the backend of each "
+                         "request (lbctl's backend, nginx's $upstream_addr, HAProxy's server), "
+                         "or [[backends]] groups describing the pool")
+            return []
+        specs = [BackendSpec(name) for name in names]
+    out = []
+    for spec in specs:
+        measured = None if spec.name in explicit else trace.service(spec.name, spec.concurrency)
+        if measured is None:
+            if spec.name not in explicit:
+                trace.notes.append(f"{spec.name}: not in the log; its service is the "
+                                   f"scenario's ({spec.service.describe()})")
+            out.append(spec)
+            continue
+        samples, errors = measured
+        service = Service("empirical", mean=math.fsum(samples) / len(samples), values=samples)
+        failure = spec.failure
+        if failure is None and errors is not None:
+            failure = Fault("error", errors[0], errors[1])
+        out.append(replace(spec, service=service, speed=1.0, failure=failure))
+    return out
+
+
+# Which keys each timeline event reads (beyond at, backend, event).
+_EVENT_KEYS = {"down": {"mode"}, "slow": {"factor"}, "error": {"fraction", "latency"},
+               "fail": {"fraction", "latency"}, "refuse": {"fraction", "latency"},
+               "reset": {"fraction", "latency"}, "blackhole": {"fraction"}}
+
+
+def _timeline(raw: Any, names: list[str], problems: Problems) -> tuple[Event, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.wrong("timeline", "[[timeline]] tables", raw)
+        return ()
+    known = set(names)
     events = []
-    for i, item in enumerate(value):
-        path = f"timeline[{i}]"
-        t = r.table(item, path, ["at", "backend", "event", "factor", "fraction", "latency"])
-        if "at" not in t or "event" not in t or "backend" not in t:
-            missing = next(k for k in ("at", "backend", "event") if k not in t)
-            raise r.fail(f"{path}.{missing}", "missing")
-        at = r.duration(t["at"], f"{path}.at", positive=False)
-        action = r.choice(t["event"], f"{path}.event", EVENTS)
-        targets = t["backend"] if isinstance(t["backend"], list) else [t["backend"]]
+    for i, item in enumerate(raw):
+        path = index_path("timeline", i)
+        read = schema.EVENT.read(item, path, problems)
+        if not isinstance(item, dict):
+            continue
+        v = read.values
+        ok = not ({"at", "backend", "event"} & read.bad) and all(
+            k in v for k in ("at", "backend", "event"))
+        targets = v.get("backend", ())
         for k, name in enumerate(targets):
-            where = f"{path}.backend" + (f"[{k}]" if isinstance(t["backend"], list) else "")
-            if not isinstance(name, str) or name not in names:
-                hint = _suggest(name, names) if isinstance(name, str) else ""
-                raise r.fail(where, f"no backend named {name!r}{hint}")
-        allowed = {"slow": {"factor"}, "fail": {"fraction", "latency"},
-                   "blackhole": {"fraction"}}.get(action, set())
-        for key in ("factor", "fraction", "latency"):
-            if key in t and key not in allowed:
-                raise r.fail(f"{path}.{key}", f"not used by event = {action!r}")
-        factor = float(r.number(t.get("factor", 1.0), f"{path}.factor", above=True))
-        fraction = float(r.number(t.get("fraction", 1.0), f"{path}.fraction", maximum=1.0))
-        latency = r.duration(t.get("latency", 0.001), f"{path}.latency", positive=False)
-        if action == "slow" and "factor" not in t:
-            raise r.fail(f"{path}.factor", 'missing; event = "slow" needs it (3 = three '
-                                           'times slower)')
-        events.append(Event(at, action, tuple(targets), factor, fraction, latency))
+            if name not in known:
+                where = key_path(path, "backend") + \
+                    (f"[{k}]" if isinstance(item.get("backend"), list) else "")
+                problems.wrong(where, f"the name of a simulated backend "
+                                      f"({_list(names)})", name, suggest(name, names))
+                ok = False
+        action = v.get("event")
+        if action is not None:
+            allowed = _EVENT_KEYS.get(action, set())
+            for key in ("factor", "fraction", "latency", "mode"):
+                if key in item and key not in allowed:
+                    problems.add(key_path(path, key), f'expected no {key} with event = '
+                                                      f'"{action}"')
+                    ok = False
+            if action == "slow" and "factor" not in item:
+                problems.missing(key_path(path, "factor"), 'a factor with event = "slow" '
+                                                           '(3 = three times slower)')
+                ok = False
+        if not ok:
+            continue
+        action = "error" if action == "fail" else action
+        events.append(Event(v["at"], action, tuple(targets), v.get("factor", 1.0),
+                            v.get("fraction", 1.0), v.get("latency", 0.001),
+                            v.get("mode", "refuse")))
     # Stable: events at the same time apply in file order.
     return tuple(sorted(events, key=lambda e: e.at))
+
+
+def _list(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 6 else ", ".join(names[:5]) + ", ..."
 
 
 # ---- a serve config's pool ----------------------------------------------------------------
@@ -606,19 +676,25 @@ class PoolSettings:
     path: str
     algorithm: str
     backends: tuple[tuple[str, float, bool], ...]      # (name, weight, backup), config order
-    proxy: Proxy
+    pool: PoolConfig
 
 
-def pool_from_config(path: str, pool: str) -> PoolSettings:
-    """The simulation-relevant part of one pool of a serve config, read by the same loader
-    as ``lbctl serve`` (a ConfigError is a UserError: every problem listed, exit 2)."""
+def pool_from_config(path: str, pool: str, problems: Problems | None = None,
+                     where: str = "pool") -> PoolSettings | None:
+    """The simulation-relevant part of one pool of a serve config, read by the same loader as
+    ``lbctl serve``: a config with problems raises its own ``ConfigError`` (every problem
+    listed, exit 2); a pool it does not have is a problem at ``where``."""
     from lbctl.config.loader import load_config
     config = load_config(path)
     if pool not in config.pools:
-        raise _Reader(path).fail("pool", f"no pool {pool!r} in {path}"
-                                         f"{_suggest(pool, list(config.pools))}")
+        hint = suggest(pool, list(config.pools))
+        message = f"expected a pool of {path} ({', '.join(config.pools)}), found {describe(pool)}"
+        if hint:
+            message += f"; {hint}"
+        if problems is None:
+            raise ConfigError([Problem(path, where, message)])
+        problems.add(where, message)
+        return None
     pc = config.pools[pool]
     return PoolSettings(pool, path, pc.algorithm,
-                        tuple((b.name, b.weight, b.backup) for b in pc.backends),
-                        Proxy(pc.retries, pc.retry_on, pc.timeouts.response, pc.slow_start,
-                              pc.panic_threshold, pc.ewma_decay, pc.outlier))
+                        tuple((b.name, b.weight, b.backup) for b in pc.backends), pc)

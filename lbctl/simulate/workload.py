@@ -1,4 +1,4 @@
-"""Workload: the random streams, and service-time distributions as zero-argument samplers.
+"""Workload: the random streams, arrival times, request keys, and service-time samplers.
 
 Each sampler is bound to the ``random.Random`` stream it draws from (the engine keeps separate
 streams for arrivals, service times, failures, keys and the balancer), and is built from
@@ -13,10 +13,11 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from array import array
 from functools import partial
 from typing import Callable
 
-from lbctl.simulate.scenario import Service
+from lbctl.simulate.scenario import Service, Workload
 
 # Standard normal quantile at 0.99.
 Z99 = 2.3263478740408408
@@ -61,4 +62,49 @@ def streams(seed: int) -> dict[str, random.Random]:
     numbers: differences between algorithms are not sampling noise between workloads).
     """
     return {name: random.Random(f"lbctl-simulate:{seed}:{name}")
-            for name in ("arrivals", "service", "failures", "balancer", "keys")}
+            for name in ("arrivals", "service", "failures", "balancer", "keys", "health")}
+
+
+def arrival_times(workload: Workload, seed: int) -> array:
+    """Every arrival time of one run, in order: drawn once per seed and shared by every
+    algorithm (the engine reads them from this array), or a replayed log's own times."""
+    trace = workload.trace
+    if trace is not None:
+        return trace.times
+    rng = random.Random(f"lbctl-simulate:{seed}:arrivals")
+    rand = rng.random
+    spacing = 1.0 / workload.rate
+    total = workload.requests
+    stop = workload.duration if workload.duration else math.inf
+    out = array("d")
+    append = out.append
+    log = math.log
+    t = 0.0
+    if workload.arrivals == "poisson":
+        if total:
+            for _ in range(total):
+                t -= log(1.0 - rand()) * spacing
+                append(t)
+        else:
+            while True:
+                t -= log(1.0 - rand()) * spacing
+                if t > stop:
+                    break
+                append(t)
+    else:
+        n = total if total else int(stop / spacing + 1e-9)
+        out = array("d", (spacing * (k + 1) for k in range(n)))
+    return out
+
+
+def request_keys(workload: Workload, seed: int, count: int) -> list:
+    """The hash key of each request: a replayed log's, or drawn uniformly from
+    ``workload.keys`` distinct ones (only algorithms that use keys ask)."""
+    trace = workload.trace
+    if trace is not None and trace.keys is not None:
+        return trace.keys
+    rng = random.Random(f"lbctl-simulate:{seed}:keys")
+    names = [f"client-{k}" for k in range(workload.keys)]
+    n = workload.keys
+    draw = rng.random
+    return [names[int(draw() * n)] for _ in range(count)]
