@@ -517,3 +517,40 @@ async def test_sigusr1_reopens_the_access_log_in_every_worker(backends, lb, tmp_
         sent += 1
         await asyncio.sleep(0.01)
     assert len(rotated.read_text().splitlines()) == 10
+
+
+async def test_a_route_limit_holds_for_the_instance_not_per_worker(backends, lb):
+    a = await backends.start("a")
+    limit = 12
+    served = await lb({"p": [a.url]},
+                      route_extra=f'rate_limit = {{ rate = {limit}, per = "1h", burst = {limit} }}')
+    results = [await fresh(served.port, "/limited") for _ in range(3 * limit)]
+    lines = await served.logged_for("/limited", 3 * limit)
+    assert {line["worker"] for line in lines} == {1, 2}          # both workers decided
+    # Exactly the burst gets through, whichever worker each request reached; the rest are
+    # refused (a limit per worker would have let up to twice as many through).
+    assert [status for status, _ in results] == [200] * limit + [429] * (2 * limit)
+    by_worker = Counter((line["worker"], line["status"]) for line in lines)
+    assert by_worker[(1, 200)] + by_worker[(2, 200)] == limit
+
+
+async def test_a_route_limit_in_redis_holds_for_the_instance(backends, serve_process, tmp_path,
+                                                             free_port, redis_server):
+    from tests.redis_support import PASSWORD
+    client = redis_server.client()
+    await client.flushdb()
+    await client.aclose()
+    a = await backends.start("a")
+    limit = 12
+    path = tmp_path / "lb.toml"
+    port = free_port()
+    write(path, port, free_port(), {"p": [a.url]},
+          route_extra=f'rate_limit = {{ rate = {limit}, per = "1h", burst = {limit} }}',
+          extra=f'[store]\nbackend = "redis"\nurl = "{redis_server.url}"\ntimeout = "1s"\n')
+    proc = await serve_process("serve", str(path))
+    await proc.wait_for_log("listening on", timeout=30)
+    # One line for the instance, not one per worker.
+    assert sum(": up; rate limits are shared" in line for line in proc.lines) == 1
+    assert not any(PASSWORD in line for line in proc.lines)
+    statuses = [(await fresh(port))[0] for _ in range(3 * limit)]
+    assert statuses == [200] * limit + [429] * (2 * limit)

@@ -195,6 +195,9 @@ class RedisStore:
         self.closed = False
         self.pool: ConnectionPool | None = None
         self._prober: asyncio.Task | None = None
+        # Told of each change of health, ``(up, level, line)``, instead of the log when set:
+        # a serve worker passes them to its master, which logs one line for the instance.
+        self.on_health = None
 
     # ---- lifecycle ----
 
@@ -225,7 +228,8 @@ class RedisStore:
         error = await self.probe()
         self.checked = True
         if error is None:
-            log.info("store %s: up; rate limits are shared through it", self.name)
+            self._report(True, logging.INFO,
+                         f"store {self.name}: up; rate limits are shared through it")
         else:
             self._down(error, first=True)
 
@@ -293,8 +297,9 @@ class RedisStore:
 
     def _down(self, reason: str, first: bool = False) -> None:
         self.up = False
-        log.warning("store %s: %s (%s); rate limits %s until it is back", self.name,
-                    "unreachable" if first else "down", reason, FALLBACK_TEXT[self.on_error])
+        self._report(False, logging.WARNING,
+                     f"store {self.name}: {'unreachable' if first else 'down'} ({reason}); "
+                     f"rate limits {FALLBACK_TEXT[self.on_error]} until it is back")
         if self._prober is None or self._prober.done():
             self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
 
@@ -304,9 +309,16 @@ class RedisStore:
             await asyncio.sleep(PROBE_INTERVAL)
             if await self.probe() is None:
                 self.up = True
-                log.info("store %s: up again after %.1fs; rate limits are shared again",
-                         self.name, time.monotonic() - started)
+                self._report(True, logging.INFO,
+                             f"store {self.name}: up again after "
+                             f"{time.monotonic() - started:.1f}s; rate limits are shared again")
                 return
+
+    def _report(self, up: bool, level: int, line: str) -> None:
+        if self.on_health is not None:
+            self.on_health(up, level, line)
+        else:
+            log.log(level, line)
 
     # ---- limiters ----
 

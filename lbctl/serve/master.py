@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 
@@ -35,6 +36,8 @@ from lbctl.config.loader import ConfigError, load_config, read_text
 from lbctl.config.model import Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
+from lbctl.gateway.rate_limit import Limit, TokenBuckets
+from lbctl.gateway.shared_store import SharedTable
 from lbctl.health.active import HealthChecks
 from lbctl.observe.merge import Merged
 from lbctl.proxy.runtime import Runtime, build_runtime
@@ -70,7 +73,9 @@ class Master:
         self.version = 1
         self.count = count
         self.log_format = log_format
-        self._runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng)
+        self.store = WorkersStore(config.store)
+        self._runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng,
+                                               store=self.store)
         self.health = HealthChecks(rng=random.Random(self.rng.getrandbits(64)),
                                    on_probe=self._probed)
         self.observer = Merged(time.time())
@@ -82,6 +87,8 @@ class Master:
         self.quick_exits: dict[int, int] = {}   # worker index -> exits soon after starting
         self.claim: listen.Claim | None = None
         self.forkserver = ForkServer(self._exited, self._forkserver_lost)
+        # Rate-limit buckets every worker shares (``[store] backend = "local"``).
+        self.table = SharedTable.create()
         self.admin = None
         self.stopping = False
         self.running = False                    # every worker of the first start is ready
@@ -115,6 +122,10 @@ class Master:
                 merged.absorb(self._runtime, worker.figures, now)
         for figures in self.retired:
             merged.absorb(self._runtime, figures, now, live=False)
+        stores = [w.figures["store"] for w in self.workers.values()
+                  if w.figures is not None and "store" in w.figures]
+        self.store.up = all(store["up"] for store in stores) and not self.store.down
+        self.store.errors = sum(store["errors"] for store in stores)
 
     async def changed(self) -> None:
         """An operator changed a backend: returns once every worker has applied it (or did
@@ -195,7 +206,7 @@ class Master:
                                                                     full=True),
                  "port": claim.port}
         try:
-            await worker.spawn(self.forkserver.fork, hello,
+            await worker.spawn(self.forkserver.fork, hello, self.table,
                                claim.shared.fileno() if claim.shared is not None else None)
         except BaseException:
             worker.mark_exited(None)
@@ -281,9 +292,12 @@ class Master:
     # ---- messages from workers -----------------------------------------------------------
 
     def _message(self, worker: WorkerProcess, message: dict) -> None:
-        if message["t"] == "outcomes":
+        kind = message["t"]
+        if kind == "outcomes":
             if replay(self._runtime, message["batch"]):
                 self.push_soon()
+        elif kind == "store":
+            self.store.told(worker.index, message["up"], message["level"], message["line"])
 
     def _probed(self, pool, backend, result, flipped: bool) -> None:
         if flipped:
@@ -348,8 +362,10 @@ class Master:
         if config.server.workers != old.server.workers:
             log.warning("server.workers changed to %s: takes effect after a restart; still "
                         "running %d workers", config.server.workers, self.count)
+        if config.store != self.store.config:
+            self.store = WorkersStore(config.store)
         self._runtime = build_runtime(config, clock=self.clock, rng=self.rng,
-                                      previous=self._runtime)
+                                      previous=self._runtime, store=self.store)
         self.config, self.text = config, text
         self.version += 1
         self.health.restart(self._runtime)
@@ -451,9 +467,52 @@ class Master:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.forkserver.close()
+        if self.table is not None:
+            os.close(self.table)
+            self.table = None
         if self.claim is not None:
             self.claim.close()
             self.claim = None
         for idle in self._runtime.idle.values():
             idle.close_all()
 
+
+class WorkersStore:
+    """The instance's rate-limit store as ``/stats``, ``/metrics`` and the event log show
+    it: the workers' own stores (the shared table, or their connections to Redis), up when
+    every worker's is, with their errors summed. The master itself limits nothing.
+
+    Each worker tells of its store going down or coming back (``told``); the event log gets
+    one line when the first worker loses it and one when the last gets it back, as a single
+    process would log it."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.up = True
+        self.errors = 0
+        self.down: set[int] = set()         # workers whose store is down
+        self.announced = False
+
+    def told(self, worker: int, up: bool, level: int, line: str) -> None:
+        was_down = bool(self.down)
+        if up:
+            self.down.discard(worker)
+        else:
+            self.down.add(worker)
+        if not up and not was_down:
+            log.log(level, line)
+        elif up and was_down and not self.down:
+            log.log(level, line)
+        elif up and not was_down and not self.announced:
+            log.log(level, line)            # the first contact, said once
+        self.announced = True
+        self.up = not self.down
+
+    def limiter(self, limit: Limit) -> TokenBuckets:
+        return TokenBuckets(limit.rate, limit.burst, limit=limit)     # never asked to decide
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass

@@ -1,7 +1,8 @@
 """One worker of an instance: the data plane in a process of its own, run by the master.
 
 A worker is forked by the fork server (``forkserver.py``) and handed its end of the control
-channel (``channel.py``), and the listening socket when the workers share one. It has no
+channel (``channel.py``), the instance's rate-limit table (``gateway.shared_store``), and
+the listening socket when the workers share one. It has no
 health checks, no admin API and no signals of the operator's: it runs what the master tells
 it, in this order:
 
@@ -36,6 +37,7 @@ import sys
 
 from lbctl.config.loader import load_config
 from lbctl.errors import UserError
+from lbctl.gateway.shared_store import SharedStore, SharedTable
 from lbctl.observe.events import JsonFormatter
 from lbctl.observe.merge import export
 from lbctl.observe.observer import Observer
@@ -77,10 +79,26 @@ def setup_logging(fmt: str, index: int) -> None:
     root.propagate = False
 
 
+def open_store(config, table: SharedTable, channel: Channel):
+    """The rate-limit store of a worker: the instance's shared table for ``"local"`` (a
+    limit holds for the instance, not for each worker), Redis directly for ``"redis"``,
+    falling back to the shared table (``on_error = "local"``). Redis going down or coming
+    back is told to the master, which logs it once for the instance."""
+    if config.store.backend == "local":
+        return SharedStore(config.store, table)
+    from lbctl.gateway.redis_store import RedisStore
+    store = RedisStore(config.store, fallback=SharedStore(config.store, table))
+    store.on_health = lambda up, level, line: channel.send("store", up=up, level=level,
+                                                           line=line)
+    return store
+
+
 class Worker:
-    def __init__(self, fd: int, listen_fd: int | None = None) -> None:
+    def __init__(self, fd: int, table_fd: int, listen_fd: int | None = None) -> None:
         self.fd = fd
+        self.table = SharedTable(table_fd)
         self.listen_fd = listen_fd
+        self.store = None
         self.loop = asyncio.get_running_loop()
         self.channel: Channel | None = None
         self.proxy: ProxyServer | None = None
@@ -116,10 +134,12 @@ class Worker:
         with quiet():
             config = load_config(hello["path"], text=hello["text"])
             self.observer = Observer(config, worker=hello["index"])
-            self.proxy = ProxyServer(config, hooks=self.observer)
+            self.store = open_store(config, self.table, self.channel)
+            self.proxy = ProxyServer(config, hooks=self.observer, store=self.store)
         self.outbox = Outbox(self.loop, lambda batch: self.channel.send("outcomes", batch=batch))
         relay_outcomes(self.proxy.runtime, self.outbox)
         install(self.proxy.runtime, hello["state"], self.proxy.clock)
+        await self.store.start()                # first contact, before any request
         sock = socket.socket(fileno=self.listen_fd) if self.listen_fd is not None else None
         await self.proxy.start(sock=sock, port=hello["port"], reuse_port=sock is None)
 
@@ -156,22 +176,33 @@ class Worker:
         config = self.pending.pop(message["id"], None)
         if config is None:
             return
+        store = None
+        if config.store != self.store.config:
+            old, self.store = self.store, open_store(config, self.table, self.channel)
+            store = self.store
+            self.loop.create_task(self._swap_store(old))
         with quiet():
-            runtime = self.proxy.reload(config)
+            runtime = self.proxy.reload(config, store)
             self.observer.configure(config)
         relay_outcomes(runtime, self.outbox)
         self.observer.keep_only(runtime.backends())
         install(runtime, message["state"], self.proxy.clock)
         self.channel.send("committed", id=message["id"])
 
+    async def _swap_store(self, old) -> None:
+        """A reload changed [store]: contact the new one, let go of the old one."""
+        await self.store.start()
+        await old.close()
+
     def on_abort(self, message: dict) -> None:
         self.pending.pop(message["id"], None)
 
     def on_stats(self, message: dict) -> None:
         self.outbox.flush()             # outcomes first: ejections are decided on them
-        self.channel.send("stats", id=message["id"], figures=export(
-            self.proxy.runtime, self.observer, self.loop.time(),
-            connections=len(self.proxy.connections)))
+        figures = export(self.proxy.runtime, self.observer, self.loop.time(),
+                         connections=len(self.proxy.connections))
+        figures["store"] = {"up": self.store.up, "errors": self.store.errors}
+        self.channel.send("stats", id=message["id"], figures=figures)
 
     def on_reopen(self, message: dict) -> None:
         self.reopen()
@@ -211,6 +242,7 @@ class Worker:
         self.outbox.flush()
         self.observer.close()
         await self.proxy.close()
+        await self.store.close()
         self.finished.set()
 
     async def close_channel(self) -> None:
@@ -221,8 +253,8 @@ class Worker:
 
 
 def main(fds: list[str]) -> int:
-    """Run a worker on its channel (``fds[0]``) and, when the workers share one, the
-    listening socket (``fds[1]``)."""
+    """Run a worker on its channel (``fds[0]``), the instance's rate-limit table
+    (``fds[1]``) and, when the workers share one, the listening socket (``fds[2]``)."""
     # The operator's signals are the master's: Ctrl-C in a terminal reaches every process of
     # the group, and the master drains the workers in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -230,5 +262,6 @@ def main(fds: list[str]) -> int:
     install_fast_loop()
 
     async def run() -> int:
-        return await Worker(int(fds[0]), int(fds[1]) if len(fds) > 1 else None).run()
+        return await Worker(int(fds[0]), int(fds[1]),
+                            int(fds[2]) if len(fds) > 2 else None).run()
     return asyncio.run(run())

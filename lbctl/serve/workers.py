@@ -63,10 +63,11 @@ class WorkerProcess:
         self._waiting: dict[int, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
 
-    async def spawn(self, fork: Callable, hello: dict, listen_fd: int | None) -> None:
+    async def spawn(self, fork: Callable, hello: dict, table_fd: int,
+                    listen_fd: int | None) -> None:
         """Fork the process (``fork(index, fds)`` -> pid) and send it ``hello``."""
         ours, theirs = socket.socketpair()
-        fds = [theirs.fileno()] + ([listen_fd] if listen_fd is not None else [])
+        fds = [theirs.fileno(), table_fd] + ([listen_fd] if listen_fd is not None else [])
         try:
             self.pid = await fork(self.index, fds)
         except BaseException:
