@@ -554,3 +554,73 @@ async def test_a_route_limit_in_redis_holds_for_the_instance(backends, serve_pro
     assert not any(PASSWORD in line for line in proc.lines)
     statuses = [(await fresh(port))[0] for _ in range(3 * limit)]
     assert statuses == [200] * limit + [429] * (2 * limit)
+
+
+class Connection:
+    """One keep-alive client connection (so every request on it reaches the same worker)."""
+
+    def __init__(self, reader, writer) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> "Connection":
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def get(self, path: str) -> int:
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: lb\r\n\r\n".encode())
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        await self.reader.readexactly(length)
+        return int(head.split()[1])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def connection_per_worker(served: Served) -> dict[int, Connection]:
+    """A kept connection to each of the two workers, told apart by the access log."""
+    held: dict[int, Connection] = {}
+    for n in range(64):
+        conn = await Connection.open(served.port)
+        assert await conn.get(f"/probe/{n}") == 200
+        worker = (await served.logged_for(f"/probe/{n}", 1))[0]["worker"]
+        if worker in held:
+            conn.close()
+        else:
+            held[worker] = conn
+        if len(held) == 2:
+            return held
+    raise AssertionError("64 connections reached one worker")
+
+
+async def test_passive_ejection_is_decided_on_the_whole_instances_outcomes(backends, lb):
+    async def failing(request, body):
+        return web.Response(status=500, text="broken")
+    ok, broken = await backends.start("ok"), await backends.start("broken", failing)
+    served = await lb({"p": [broken.url], "probe": [ok.url]})
+    text = served.path.read_text()
+    # Requests for /probe/... go to a healthy pool; everything else to the broken backend,
+    # ejected after 3 failures in a row.
+    text = text.replace('[[routes]]\npool = "p"\n', '[[routes]]\npath_prefix = "/probe"\n'
+                        'pool = "probe"\n\n[[routes]]\npool = "p"\n')
+    text = text.replace('[pools.probe]', '[pools.p.outlier]\nconsecutive_failures = 3\n'
+                        'max_ejection_percent = 100\nejection_time = "5m"\n\n[pools.probe]')
+    served.path.write_text(text)
+    mark = served.signal(signal.SIGHUP)
+    await served.proc.wait_for_log("reloaded", start=mark)
+    held = await connection_per_worker(served)
+
+    # Two failures through worker 1, one through worker 2: neither worker saw three in a
+    # row, the instance did.
+    assert [await held[1].get("/x") for _ in range(2)] == [500, 500]
+    assert await held[2].get("/x") == 500
+    await served.proc.wait_for_log(r"backend p-1 EJECTED for 5m after 3 consecutive failures",
+                                   start=mark)
+    # Both workers know at once: no backend is left for the pool.
+    assert await held[1].get("/x") == 503
+    assert await held[2].get("/x") == 503
+    assert sum("EJECTED" in line for line in served.proc.lines) == 1
+    backend = (await served.stats())["pools"][0]["backends"][0]
+    assert (backend["state"], backend["ejections"], backend["requests"]) == ("ejected", 1, 3)
+    for conn in held.values():
+        conn.close()

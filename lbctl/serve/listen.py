@@ -3,11 +3,17 @@
 On Linux every worker binds the address itself with ``SO_REUSEPORT`` and the kernel spreads
 new connections over the workers' sockets. ``SO_REUSEPORT`` alone would also let a second
 ``lbctl serve`` on the same port silently join the group, so before any worker starts the
-master ``claim``s the address: it binds it *without* ``SO_REUSEPORT`` (that fails with
-"address already in use" while anything listens there), then holds it with a socket that
-is bound with ``SO_REUSEPORT`` but never listens. That socket takes no connection; it keeps
-the port the instance's own (a later ``lbctl serve`` still fails to bind, even while every
-worker is being replaced) and fixes the port when the config asks for port 0.
+master ``claim``s the address:
+
+* it binds it *without* ``SO_REUSEPORT``: that fails with "address already in use" while
+  anything listens there (another program, a single-process serve, another's workers);
+* it holds a lock named after the address, an abstract Unix socket (``\0lbctl listen
+  HOST:PORT``: no file, gone with the process, one per network namespace like the port),
+  so that a second master fails the same way even while none of the first one's workers
+  listens (they are starting, or all being replaced);
+* it keeps a socket bound to the port with ``SO_REUSEPORT`` that never listens (it takes
+  no connection): the port stays taken for the kernel's own choices, and is fixed when the
+  config asks for port 0.
 
 Elsewhere (no ``SO_REUSEPORT`` that balances, as on macOS and the BSDs), the master listens
 once and every worker accepts on the inherited socket (``Claim.shared``).
@@ -35,7 +41,7 @@ class Claim:
                  shared: socket.socket | None) -> None:
         self.address = address
         self.port = port                    # the bound port (the config's, unless it said 0)
-        self.holders = holders
+        self.holders = holders              # the lock and the bound socket
         self.shared = shared                # without SO_REUSEPORT: the one listening socket
 
     def close(self) -> None:
@@ -92,10 +98,18 @@ def claim(address: Address, *, reuse_port: bool = REUSE_PORT) -> Claim:
             raise _failure(address, exc) from None
         probe.setblocking(False)
         return Claim(address, port, [], probe)
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(f"\0lbctl listen {sockaddr[0]}:{port}")
+    except OSError as exc:        # another master holds this address
+        lock.close()
+        probe.close()
+        raise _failure(address, exc) from None
     probe.close()
     bound = (sockaddr[0], port, *sockaddr[2:])
     try:
         holder = _socket(family, bound, reuse_port=True)
     except OSError as exc:        # taken in the instant between the two binds
+        lock.close()
         raise _failure(address, exc) from None
-    return Claim(address, port, [holder], None)
+    return Claim(address, port, [lock, holder], None)

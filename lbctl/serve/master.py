@@ -39,6 +39,7 @@ from lbctl.exitcodes import Exit
 from lbctl.gateway.rate_limit import Limit, TokenBuckets
 from lbctl.gateway.shared_store import SharedTable
 from lbctl.health.active import HealthChecks
+from lbctl.health.passive import OutlierDetector
 from lbctl.observe.merge import Merged
 from lbctl.proxy.runtime import Runtime, build_runtime
 from lbctl.serve import listen
@@ -74,8 +75,10 @@ class Master:
         self.count = count
         self.log_format = log_format
         self.store = WorkersStore(config.store)
+        self.ejections = HeldLog(logging.getLogger("lbctl.health"))
         self._runtime: Runtime = build_runtime(config, clock=self.clock, rng=self.rng,
                                                store=self.store)
+        self._hold_ejection_logs()
         self.health = HealthChecks(rng=random.Random(self.rng.getrandbits(64)),
                                    on_probe=self._probed)
         self.observer = Merged(time.time())
@@ -289,19 +292,26 @@ class Master:
         log.info("worker %d replaced: pid %d", worker.index, replacement.pid)
         self.push_soon()                # anything decided while it started
 
+    def _hold_ejection_logs(self) -> None:
+        """Passive ejection logs through ``ejections``, flushed once the workers are told."""
+        for state in self._runtime.pools.values():
+            if isinstance(state.outcomes, OutlierDetector):
+                state.outcomes.log = self.ejections
+
     # ---- messages from workers -----------------------------------------------------------
 
     def _message(self, worker: WorkerProcess, message: dict) -> None:
         kind = message["t"]
         if kind == "outcomes":
             if replay(self._runtime, message["batch"]):
-                self.push_soon()
+                self._push()
+            self.ejections.flush()      # the log says "EJECTED" once the workers know
         elif kind == "store":
             self.store.told(worker.index, message["up"], message["level"], message["line"])
 
     def _probed(self, pool, backend, result, flipped: bool) -> None:
         if flipped:
-            self.push_soon()
+            self._push()
 
     def _push(self) -> None:
         self._push_pending = False
@@ -366,6 +376,7 @@ class Master:
             self.store = WorkersStore(config.store)
         self._runtime = build_runtime(config, clock=self.clock, rng=self.rng,
                                       previous=self._runtime, store=self.store)
+        self._hold_ejection_logs()
         self.config, self.text = config, text
         self.version += 1
         self.health.restart(self._runtime)
@@ -516,3 +527,24 @@ class WorkersStore:
 
     async def close(self) -> None:
         pass
+
+
+class HeldLog:
+    """A logger's ``info`` and ``warning`` kept until ``flush``: what a detector decides is
+    logged after the workers have been told of it, so a line that says a backend is out is
+    never older than the workers' knowing it."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.held: list[tuple[int, str, tuple]] = []
+
+    def info(self, message: str, *args) -> None:
+        self.held.append((logging.INFO, message, args))
+
+    def warning(self, message: str, *args) -> None:
+        self.held.append((logging.WARNING, message, args))
+
+    def flush(self) -> None:
+        held, self.held = self.held, []
+        for level, message, args in held:
+            self.logger.log(level, message, *args)
