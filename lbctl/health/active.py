@@ -324,14 +324,17 @@ class HealthChecks:
             record.failed += 1
         if flipped:
             pool.set_healthy(b, state.healthy)
+        if self.on_probe is not None:
+            # Before the log line: a listener that passes the verdict on (a serve master, to
+            # its workers) has done so when the line says the backend is up or down.
+            self.on_probe(pool, b, result, flipped)
+        if flipped:
             if state.healthy:
                 log.info("pool %s: backend %s is UP (%s)", pool.name, b.name,
                          _streak(state.streak, "successful probe", result.reason))
             else:
                 log.warning("pool %s: backend %s is DOWN (%s)", pool.name, b.name,
                             _streak(state.streak, "failed probe", result.reason))
-        if self.on_probe is not None:
-            self.on_probe(pool, b, result, flipped)
         return result
 
 
