@@ -168,6 +168,8 @@ async def test_two_workers_both_serve_and_stats_count_every_request(backends, lb
     attempts = sum(float(m) for m in re.findall(
         r'^lbctl_requests_total\{.*class="2xx".*\} (\S+)$', metrics, re.M))
     assert attempts == sent
+    assert 'lbctl_workers{state="serving"} 2.0' in metrics
+    assert 'lbctl_worker_restarts_total{worker="1"} 0.0' in metrics
 
     # lbctl stats reads the same whole-instance figures.
     result = await asyncio.to_thread(subprocess.run, [
@@ -319,6 +321,8 @@ async def test_a_killed_worker_is_replaced_and_the_others_connections_are_untouc
     assert rows[victim["index"]]["pid"] == int(match.group(1)) != victim["pid"]
     assert rows[victim["index"]]["restarts"] == 1
     assert rows[kept_worker["index"]]["pid"] == kept_worker["pid"]
+    assert f'lbctl_worker_restarts_total{{worker="{victim["index"]}"}} 1.0' in \
+        await served.metrics()
     # Both workers serve again.
     for _ in range(20):
         assert await fresh(served.port, "/after") == (200, "a")

@@ -220,3 +220,19 @@ def test_a_claimed_address_cannot_be_taken_and_workers_can_share_it():
         free.bind(("127.0.0.1", port))
         free.listen()
     listen.claim(Address("127.0.0.1", port)).close()
+
+
+# ---- lbctl stats says how many workers serve -------------------------------------------------
+
+def test_the_stats_header_counts_the_workers():
+    from lbctl.observe.render import header_chunks
+    doc = {"version": "0", "uptime": 1.0, "pools": [], "config": "lb.toml", "pid": 10,
+           "workers": [{"index": 1, "state": "serving"}, {"index": 2, "state": "serving"}]}
+    _, source = header_chunks(doc)
+    assert [t.plain for t in source][-1] == "2 workers"
+    doc["workers"][1]["state"] = "not answering"
+    _, source = header_chunks(doc)
+    assert source[-1].plain == "2 workers (1 serving)" and source[-1].style == "yellow"
+    del doc["workers"]
+    _, source = header_chunks(doc)
+    assert source[-1].plain == "pid 10"
