@@ -10,12 +10,13 @@ everything that must happen once per instance rather than once per worker:
   ``OutlierDetector``;
 * slow start: a ramp begins when the master's pool says so, and workers ramp in step.
 
-Every change of a backend's state is pushed to every worker at the end of the loop's
-current turn (``push_soon``, ``changed``; ``state.py``), so workers apply it within milliseconds. ``/stats``
-and ``/metrics`` ask every worker for its figures first (``refresh``) and show their sum
-(``observe.merge``), with a row per worker (``workers``).
+Every change of a backend's state is pushed to every worker as it happens (``state.py``):
+a health flip or an ejection before its line is logged, an operator's action before the
+admin API answers (``changed``). ``/stats`` and ``/metrics`` ask every worker for its figures
+first (``refresh``) and show their sum (``observe.merge``), with a row per worker
+(``worker_rows``).
 
-Lifecycle: ``start`` binds the admin API and claims the address before any worker starts,
+Lifecycle: ``start`` claims the address and binds the admin API before any worker starts,
 then starts them all and waits until each is ready (or stops them all and fails with the
 first one's reason). A worker that exits unexpectedly is logged and replaced at once; one
 that keeps exiting soon after it starts is restarted after a delay that doubles, up to
@@ -121,7 +122,8 @@ class Master:
         merged = self.observer
         merged.reset(self._runtime, merged.metrics)
         for worker in self.workers.values():
-            if worker.figures is not None:
+            # An exited worker's figures are among the retired ones already.
+            if worker.figures is not None and worker.state != "exited":
                 merged.absorb(self._runtime, worker.figures, now)
         for figures in self.retired:
             merged.absorb(self._runtime, figures, now, live=False)
