@@ -628,3 +628,32 @@ async def test_passive_ejection_is_decided_on_the_whole_instances_outcomes(backe
     assert (backend["state"], backend["ejections"], backend["requests"]) == ("ejected", 1, 3)
     for conn in held.values():
         conn.close()
+
+
+async def test_backends_added_and_removed_at_run_time_reach_every_worker(backends, lb):
+    a, b = await backends.start("a"), await backends.start("b")
+    served = await lb({"p": [a.url]})
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{served.admin}/pools/p/backends"
+        async with session.post(url, json={"url": b.url, "name": "added"}) as resp:
+            assert resp.status == 201
+        # Answered once every worker has it: both rotate over the two backends at once.
+        results = [await fresh(served.port, "/after-add") for _ in range(30)]
+        lines = await served.logged_for("/after-add", 30)
+        assert {line["worker"] for line in lines} == {1, 2}
+        for worker in (1, 2):
+            used = [line["backend"] for line in lines if line["worker"] == worker]
+            if len(used) >= 2:          # each worker's rotation takes in the newcomer
+                assert set(used) == {"p-1", "added"}, (worker, used)
+        assert {text for _, text in results} == {"a", "b"}
+        doc = await served.stats()
+        assert {bk["name"]: bk["source"] for bk in doc["pools"][0]["backends"]} == \
+            {"p-1": "static", "added": "admin"}
+        async with session.delete(f"{url}/added") as resp:
+            assert resp.status in (200, 202)
+        results = [await fresh(served.port, "/after-remove") for _ in range(20)]
+        assert {text for _, text in results} == {"a"}
+        lines = await served.logged_for("/after-remove", 20)
+        assert {line["worker"] for line in lines} == {1, 2}
+    doc = await served.stats()
+    assert [bk["name"] for bk in doc["pools"][0]["backends"]] == ["p-1"]

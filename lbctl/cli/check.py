@@ -66,6 +66,12 @@ def render_table(report: lib.Report, *, ascii_only: bool = False) -> "Table":
                             ("status", "right"), ("latency", "right"), ("error", "left")):
         table.add_column(column, justify=justify)
     for pool in report.pools:
+        found = pool.discovery
+        if found is not None:       # the lookup is a row of its own, before what it found
+            result = {"failed": "[red]LOOKUP FAILED[/]", "empty": "[yellow]none found[/]"}.get(
+                found.kind, f"[green]{found.found} found[/]")
+            table.add_row(pool.name, f"({found.source} {found.target})", result, "", "",
+                          found.reason)
         for b in pool.backends:
             result = "up" if b.up else "DOWN"
             if b.up != b.result.ok:      # a state file is holding the verdict for now

@@ -28,10 +28,12 @@ def effective_document(config: Config) -> dict[str, Any]:
     if config.keys:
         doc["keys"] = {name: KEY.dump(key) for name, key in config.keys.items()}
     doc["routes"] = [ROUTE.dump(route) for route in config.routes]
-    doc["pools"] = {
-        name: {**POOL.dump(pool), "backends": [BACKEND.dump(b) for b in pool.backends]}
-        for name, pool in config.pools.items()
-    }
+    doc["pools"] = {}
+    for name, pool in config.pools.items():
+        table = POOL.dump(pool)
+        if pool.backends:           # a pool may be discovered whole
+            table["backends"] = [BACKEND.dump(b) for b in pool.backends]
+        doc["pools"][name] = table
     return doc
 
 

@@ -206,7 +206,8 @@ class HealthChecks:
 
     ``start(runtime)`` applies the initial state of backends new to it and starts one task per
     backend; ``restart(runtime)`` (after a reload) does the same for the new runtime, keeping
-    the verdicts of backends that survived; ``stop()`` cancels everything. ``on_probe``, when
+    the verdicts of backends that survived; ``sync(runtime)`` (membership changed between
+    reloads) probes newcomers soon and stops probing those gone; ``stop()`` cancels everything. ``on_probe``, when
     given, hears every probe (tests wait on it instead of sleeping).
 
     What it learns of each backend is a ``BackendHealth`` in ``backends``, read through
@@ -221,6 +222,8 @@ class HealthChecks:
         self.on_probe = on_probe
         self.backends: dict[Backend, BackendHealth] = {}
         self.tasks: list[asyncio.Task] = []
+        self.probing: dict[Backend, asyncio.Task] = {}  # each backend's probe loop
+        self.running = False
         self.session: aiohttp.ClientSession | None = None
         # Bumped by every stop/restart. A probe loop also ends when its generation is over,
         # because a cancellation can be lost when it races a finishing wait_for (3.11).
@@ -252,20 +255,54 @@ class HealthChecks:
     def start(self, runtime) -> None:
         """Prepare and start probing (call with the event loop running)."""
         self.prepare(runtime)
+        self.running = True
         if not any(state.config.health for state in runtime.pools.values()):
             return                          # nothing to probe: no session, no aiohttp import
         if self.session is None or self.session.closed:
             self.session = make_session()
-        loop = asyncio.get_running_loop()
         for state in runtime.pools.values():
             health, pool = state.config.health, state.pool
             if health is None:
                 continue
             delays = first_delays(len(pool.backends), health.interval, self.rng)
             for b, delay in zip(pool.backends, delays):
-                self.tasks.append(loop.create_task(self._loop(pool, health, b, delay,
-                                                              self.generation),
-                                                   name=f"health {pool.name}/{b.name}"))
+                self._probe(pool, health, b, delay)
+
+    def sync(self, runtime) -> None:
+        """Membership changed between reloads (discovery, the admin API): give newcomers their
+        initial state and a probe loop (first probe within a second), and stop probing
+        backends that left. Backends that stayed keep their schedule and verdict."""
+        self.prepare(runtime)
+        if not self.running:
+            return
+        members: set[Backend] = set()
+        for state in runtime.pools.values():
+            health, pool = state.config.health, state.pool
+            if health is None:
+                continue
+            for b in pool.backends:
+                members.add(b)
+                if b not in self.probing:
+                    if self.session is None or self.session.closed:
+                        self.session = make_session()
+                    # Soon (within a second), not a whole interval: a newcomer with
+                    # initial = "down" waits for this probe before it gets traffic.
+                    self._probe(pool, health, b, self.rng.random() * min(health.interval, 1.0))
+        for b in [b for b in self.probing if b not in members]:
+            self.probing.pop(b).cancel()
+
+    def _probe(self, pool: Pool, health: Health, b: Backend, delay: float) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._loop(pool, health, b, delay, self.generation), name=f"health {pool.name}/{b.name}")
+        self.tasks.append(task)
+        self.probing[b] = task
+
+        def done(t: asyncio.Task) -> None:
+            if t in self.tasks:
+                self.tasks.remove(t)
+            if self.probing.get(b) is t:
+                del self.probing[b]
+        task.add_done_callback(done)
 
     def restart(self, runtime) -> None:
         """A reload swapped the runtime: probe the new membership with the new settings."""
@@ -282,6 +319,8 @@ class HealthChecks:
 
     def _cancel(self) -> list[asyncio.Task]:
         tasks, self.tasks = self.tasks, []
+        self.probing = {}
+        self.running = False
         self.generation += 1
         for task in tasks:
             task.cancel()
@@ -293,8 +332,8 @@ class HealthChecks:
         due = loop.time() + delay
         while generation == self.generation:
             await asyncio.sleep(max(due - loop.time(), 0.0))
-            if generation != self.generation:
-                return
+            if generation != self.generation or pool.by_name.get(b.name) is not b:
+                return          # stopped, reloaded, or the backend left the pool
             # Start to start: a slow probe does not push the schedule back.
             due = loop.time() + next_delay(health.interval, self.rng)
             await self.probe_backend(pool, health, b, generation)

@@ -26,7 +26,10 @@ def export(runtime, observer, now: float, *, connections: int) -> dict:
     for name, state in runtime.pools.items():
         pool = state.pool
         backends = {}
-        for b in pool.backends:
+        # Leaving backends too (still answering requests here): the master keeps showing
+        # them until no worker has any in flight.
+        leaving = [b for b in getattr(state, "leaving", ()) if b.name not in pool.by_name]
+        for b in (*pool.backends, *leaving):
             counted = observer.stats.get(b)
             backends[b.name] = {
                 "inflight": b.inflight, "started": b.started, "failures": b.failures,
@@ -78,8 +81,9 @@ class Merged:
             if state is None:
                 continue
             pool = state.pool
+            leaving = {b.name: b for b in getattr(state, "leaving", ())}
             for name, figures in backends.items():
-                b = pool.by_name.get(name)
+                b = pool.by_name.get(name) or leaving.get(name)
                 if b is None:
                     continue
                 b.started += figures["started"]

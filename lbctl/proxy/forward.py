@@ -122,7 +122,15 @@ async def _handle(exchange: Exchange) -> bool:
                                 extra=((b"Retry-After", b"1"),))
             break
         tried.append(backend)
-        outcome = await _attempt(exchange, state, backend, idle[backend], deadline, tried)
+        connections = idle.get(backend)
+        if connections is None:
+            # A pool outlives a reload that keeps its settings, so a retry of a request from
+            # before it may pick a backend that joined since: its connections are the newer
+            # runtime's. One that left again since is not tried.
+            connections = server.runtime.idle.get(backend)
+            if connections is None:
+                continue
+        outcome = await _attempt(exchange, state, backend, connections, deadline, tried)
         if exchange.response_begun:
             return exchange.response_keep
         if not policy.may_retry(outcome, len(tried), exchange.replayable()):

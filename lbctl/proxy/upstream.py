@@ -230,19 +230,21 @@ class IdlePool:
     """Idle keep-alive connections to one backend, most recently used first."""
 
     def __init__(self, backend: Backend, *, max_idle: int, idle_timeout: float,
-                 ssl: ssl_module.SSLContext | None = None) -> None:
+                 ssl: ssl_module.SSLContext | None = None, server_name: str | None = None) -> None:
         self.backend = backend
         self.address = (backend.scheme, backend.host, backend.port)   # connections go here
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.ssl = ssl
+        self.server_name = server_name      # https: SNI and the name verified; None = host
         self.idle: deque[UpstreamConnection] = deque()
 
     async def connect(self, timeout: float) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         _, host, port = self.address
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(self), host, port, ssl=self.ssl),
+            loop.create_connection(lambda: UpstreamConnection(self), host, port, ssl=self.ssl,
+                                   server_hostname=self.server_name),
             timeout)
         return conn
 

@@ -56,9 +56,10 @@ async def _serve(path: str, config) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(instance, path))
     loop.add_signal_handler(signal.SIGUSR1, instance.observer.reopen)   # logrotate convention
     await instance.start()
+    # Discovered backends included: the first lookups were done before listening.
     log.info("listening on %s: %d routes, %d pools, %d backends", config.listen.address,
              len(config.routes), len(config.pools),
-             sum(len(p.backends) for p in config.pools.values()))
+             sum(len(state.pool.backends) for state in instance.runtime.pools.values()))
     await stop.wait()
     timeout = instance.runtime.config.limits.drain_timeout
     instance.proxy.stop_listening()
@@ -100,9 +101,10 @@ async def _serve_workers(path: str, config, text: str, count: int, log_format: s
     loop.add_signal_handler(signal.SIGHUP, lambda: soon(master.reload(path)))
     loop.add_signal_handler(signal.SIGUSR1, lambda: soon(master.reopen()))
     await master.start()
+    # Discovered backends included: the first lookups were done before listening.
     log.info("listening on %s: %d routes, %d pools, %d backends; %d workers (pids %s)",
              config.listen.address, len(config.routes), len(config.pools),
-             sum(len(p.backends) for p in config.pools.values()), count,
+             sum(len(state.pool.backends) for state in master.runtime.pools.values()), count,
              ", ".join(str(w.pid) for w in master.workers.values()))
     await stop.wait()
     stop.clear()

@@ -5,6 +5,8 @@ the workers as text), the listening address (``listen.claim``), the instance's p
 everything that must happen once per instance rather than once per worker:
 
 * active health checks: one probe per backend per interval, on the master's pools;
+* discovery (``lbctl.discovery``): who is in each pool; every pool's new membership is sent
+  to every worker as data, which each applies with ``ProxyServer.set_members``;
 * operator actions through the admin API, which it alone serves;
 * passive ejection: the workers' outcomes (``outcomes.py``) replayed into the pools' own
   ``OutlierDetector``;
@@ -32,9 +34,13 @@ import logging
 import os
 import random
 import time
+from dataclasses import asdict
 
+from lbctl.balancing import Backend
 from lbctl.config.loader import ConfigError, load_config, read_text
-from lbctl.config.model import Config
+from lbctl.config.model import BackendConfig, Config
+from lbctl.discovery.membership import MembershipError
+from lbctl.discovery.service import Discovery
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.gateway.rate_limit import Limit, TokenBuckets
@@ -42,6 +48,7 @@ from lbctl.gateway.shared_store import SharedTable
 from lbctl.health.active import HealthChecks
 from lbctl.health.passive import OutlierDetector
 from lbctl.observe.merge import Merged
+from lbctl.proxy.members import apply_members, sweep
 from lbctl.proxy.runtime import Runtime, build_runtime
 from lbctl.serve import listen
 from lbctl.serve.forkserver import ForkServer
@@ -82,6 +89,8 @@ class Master:
         self._hold_ejection_logs()
         self.health = HealthChecks(rng=random.Random(self.rng.getrandbits(64)),
                                    on_probe=self._probed)
+        # Who is in each pool between reloads: decided here, applied by every worker.
+        self.discovery = Discovery(config, self.set_members)
         self.observer = Merged(time.time())
         self.observer.metrics = config.admin.metrics if config.admin is not None else True
         self.tracker = StateTracker()
@@ -127,6 +136,9 @@ class Master:
                 merged.absorb(self._runtime, worker.figures, now)
         for figures in self.retired:
             merged.absorb(self._runtime, figures, now, live=False)
+        for state in self._runtime.pools.values():
+            if state.leaving:
+                sweep(state, self._runtime.idle)    # left every worker: gone here too
         stores = [w.figures["store"] for w in self.workers.values()
                   if w.figures is not None and "store" in w.figures]
         self.store.up = all(store["up"] for store in stores) and not self.store.down
@@ -170,11 +182,14 @@ class Master:
     # ---- start ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.health.prepare(self._runtime)
         # The listening address first, then the admin address: either one taken is one line
         # and exit 1, before anything else has started.
         self.claim = listen.claim(self.config.listen.address)
         try:
+            # The first lookups, so that the first requests find the discovered backends;
+            # then every backend's initial health state.
+            await self.discovery.start(self.config)
+            self.health.prepare(self._runtime)
             if self.config.admin is not None:
                 from lbctl.admin.api import start_admin
                 self.admin = await start_admin(self)
@@ -207,8 +222,8 @@ class Master:
         worker.version = self.version
         claim = self.claim
         hello = {"index": index, "log_format": self.log_format, "path": self.config.path,
-                 "text": self.text, "state": StateTracker().changes(self._runtime, self.clock(),
-                                                                    full=True),
+                 "text": self.text, "members": self._members(),
+                 "state": StateTracker().changes(self._runtime, self.clock(), full=True),
                  "port": claim.port}
         try:
             await worker.spawn(self.forkserver.fork, hello, self.table,
@@ -218,6 +233,45 @@ class Master:
             raise
         self._track(self._watch(worker))
         return worker
+
+    def _members(self, members=None) -> dict[str, list[dict]]:
+        """Every pool's membership as workers take it (``worker.members_of``)."""
+        members = self.discovery.members() if members is None else members
+        return {pool: [asdict(b) for b in backends] for pool, backends in members.items()}
+
+    # ---- membership between reloads ------------------------------------------------------
+
+    def set_members(self, pool: str, members: tuple[BackendConfig, ...]) -> None:
+        """A pool's membership changed (discovery, the admin API): the master's pool takes
+        it (the health checker probes newcomers), then every worker's, then the newcomers'
+        states follow."""
+        state = self._runtime.pools.get(pool)
+        if state is None:
+            return
+        change = apply_members(state, members, self._runtime.idle, starting=not self.running)
+        if not change:
+            return
+        self.health.sync(self._runtime)
+        wire = [asdict(b) for b in members]
+        for worker in self.workers.values():
+            if worker.version == self.version:
+                worker.send("members", pool=pool, members=wire)
+        self._push()
+
+    def add_backend(self, pool: str, backend: BackendConfig) -> Backend:
+        """The admin API's add: decided by discovery, applied here and in every worker;
+        ``MembershipError`` (404, 409) when it cannot be done."""
+        self.discovery.add(pool, backend)
+        return self._runtime.pools[pool].pool.by_name[backend.name]
+
+    def remove_backend(self, pool: str, name: str) -> tuple[Backend, BackendConfig]:
+        """The admin API's remove: the backend leaves every worker (drains, then goes)."""
+        state = self._runtime.pools.get(pool)
+        backend = state.pool.by_name.get(name) if state is not None else None
+        removed = self.discovery.remove(pool, name)
+        if backend is None:
+            raise MembershipError(404, f"pool {pool!r} has no backend named {name!r}")
+        return backend, removed
 
     def _exited(self, pid: int, code: int) -> None:
         """The fork server reaped one of the workers."""
@@ -351,17 +405,18 @@ class Master:
                         w.send("abort", id=answer["id"])
                 log.error("reload rejected; still serving the previous configuration")
                 return False
-            self._swap(config, text)
+            members = self._swap(config, text)
             state = StateTracker().changes(self._runtime, self.clock(), full=True)
             for w, answer in zip(live, answers):
                 if answer is not None:
-                    w.send("commit", id=answer["id"], state=state)
+                    w.send("commit", id=answer["id"], members=members, state=state)
                     w.version = self.version
             log.info("reloaded %s: %d routes, %d pools; %d workers", path, len(config.routes),
                      len(config.pools), len(live))
             return True
 
-    def _swap(self, config: Config, text: str) -> None:
+    def _swap(self, config: Config, text: str) -> dict[str, list[dict]]:
+        """The master takes ``config``; returns every pool's membership for the workers."""
         old = self.config
         if config.listen.address != old.listen.address:
             log.warning("listen address changed to %s: takes effect after a restart; "
@@ -376,8 +431,12 @@ class Master:
                         "running %d workers", config.server.workers, self.count)
         if config.store != self.store.config:
             self.store = WorkersStore(config.store)
+        # Discovery takes the new file first: it says what became of operators' changes and
+        # gives every pool's membership.
+        members = self.discovery.reconfigure(config)
         self._runtime = build_runtime(config, clock=self.clock, rng=self.rng,
-                                      previous=self._runtime, store=self.store)
+                                      previous=self._runtime, members=members,
+                                      store=self.store)
         self._hold_ejection_logs()
         self.config, self.text = config, text
         self.version += 1
@@ -389,6 +448,7 @@ class Master:
             self.admin.reconfigure(config.admin)
         elif config.admin is not None:
             log.warning("[admin] added: the admin API starts after a restart")
+        return self._members(members)
 
     async def _catch_up(self, worker: WorkerProcess) -> None:
         """A worker that started during a reload runs the previous text: swap it too."""
@@ -400,8 +460,8 @@ class Master:
                           worker.index, answer["error"] if answer else "no answer")
                 worker.kill()
                 return
-            worker.send("commit", id=answer["id"], state=StateTracker().changes(
-                self._runtime, self.clock(), full=True))
+            worker.send("commit", id=answer["id"], members=self._members(),
+                        state=StateTracker().changes(self._runtime, self.clock(), full=True))
             worker.version = self.version
 
     # ---- signals -------------------------------------------------------------------------
@@ -425,6 +485,7 @@ class Master:
         self.stopping = True
         for worker in self.workers.values():
             worker.send("drain", timeout=timeout)
+        await self.discovery.stop()         # nothing new will be routed: nor membership
         waiting = [w.accepting for w in self.workers.values()]
         await asyncio.wait(waiting, timeout=START_TIMEOUT)
         for worker in self.workers.values():
@@ -470,6 +531,7 @@ class Master:
         await self._wait_all(5.0)
 
     async def close(self) -> None:
+        await self.discovery.stop()
         if self.admin is not None:
             await self.admin.close()
             self.admin = None

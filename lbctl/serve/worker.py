@@ -13,6 +13,8 @@ it, in this order:
 * ``prepare`` / ``commit`` / ``abort``: a reload in two steps, so that every worker swaps
   or none does: the new text is loaded and checked (``prepared``, or the problem), then
   swapped in with the states of its backends;
+* ``members``: a pool's whole membership, as discovery and operators decided it in the
+  master (``ProxyServer.set_members``);
 * ``state``: backends' states decided in the master (health, operator actions, ejections,
   slow start); ``stats``: this worker's figures (``observe.merge.export``); ``reopen``: the
   access log (SIGUSR1); ``drain``: stop accepting, finish what is in flight, exit 0;
@@ -36,6 +38,7 @@ import socket
 import sys
 
 from lbctl.config.loader import load_config
+from lbctl.config.model import BackendConfig
 from lbctl.errors import UserError
 from lbctl.gateway.shared_store import SharedStore, SharedTable
 from lbctl.observe.events import JsonFormatter
@@ -61,6 +64,15 @@ def quiet():
         yield
     finally:
         root.setLevel(level)
+
+
+def backends_of(wire: list[dict]) -> tuple[BackendConfig, ...]:
+    """A pool's membership as the master sends it (``dataclasses.asdict`` of each)."""
+    return tuple(BackendConfig(**fields) for fields in wire)
+
+
+def members_of(wire: dict[str, list[dict]]) -> dict[str, tuple[BackendConfig, ...]]:
+    return {pool: backends_of(members) for pool, members in wire.items()}
 
 
 def setup_logging(fmt: str, index: int) -> None:
@@ -137,6 +149,10 @@ class Worker:
             self.store = open_store(config, self.table, self.channel)
             self.proxy = ProxyServer(config, hooks=self.observer, store=self.store)
         self.outbox = Outbox(self.loop, lambda batch: self.channel.send("outcomes", batch=batch))
+        # Who is in each pool (discovery and operators decide it in the master), then what
+        # state each backend is in; both before the first request.
+        for pool, members in hello["members"].items():
+            self.proxy.set_members(pool, backends_of(members))
         relay_outcomes(self.proxy.runtime, self.outbox)
         install(self.proxy.runtime, hello["state"], self.proxy.clock)
         await self.store.start()                # first contact, before any request
@@ -162,6 +178,12 @@ class Worker:
         if "id" in message:                 # an operator waits until every worker has it
             self.channel.send("applied", id=message["id"])
 
+    def on_members(self, message: dict) -> None:
+        """A pool's whole membership changed (discovery, an operator's add or remove)."""
+        change = self.proxy.set_members(message["pool"], backends_of(message["members"]))
+        if change:
+            self.observer.keep_only(self.proxy.runtime.backends())
+
     def on_prepare(self, message: dict) -> None:
         try:
             with quiet():
@@ -182,7 +204,7 @@ class Worker:
             store = self.store
             self.loop.create_task(self._swap_store(old))
         with quiet():
-            runtime = self.proxy.reload(config, store)
+            runtime = self.proxy.reload(config, members_of(message["members"]), store=store)
             self.observer.configure(config)
         relay_outcomes(runtime, self.outbox)
         self.observer.keep_only(runtime.backends())
