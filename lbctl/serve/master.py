@@ -145,13 +145,13 @@ class Master:
         self.store.errors = sum(store["errors"] for store in stores)
 
     async def changed(self) -> None:
-        """An operator changed a backend: returns once every worker has applied it (or did
-        not answer within ``STATS_TIMEOUT``)."""
+        """An operator changed a backend or a pool: returns once every worker has applied it
+        (or did not answer within ``STATS_TIMEOUT``). Always a round trip: a worker answers
+        in order, so its answer also means it applied the membership sent before."""
         changes = self.tracker.changes(self._runtime, self.clock())
-        if changes:
-            current = [w for w in self.workers.values() if w.version == self.version]
-            await asyncio.gather(*(w.ask("state", STATS_TIMEOUT, pools=changes)
-                                   for w in current))
+        current = [w for w in self.workers.values() if w.version == self.version]
+        await asyncio.gather(*(w.ask("state", STATS_TIMEOUT, pools=changes)
+                               for w in current))
 
     def push_soon(self) -> None:
         """A backend's state changed here (health, ejection): tell every worker at the end
