@@ -150,8 +150,11 @@ class Master:
         in order, so its answer also means it applied the membership sent before."""
         changes = self.tracker.changes(self._runtime, self.clock())
         current = [w for w in self.workers.values() if w.version == self.version]
+        for worker in current:
+            if worker.state == "starting":      # reads it once started: nothing to wait for
+                worker.send("state", pools=changes)
         await asyncio.gather(*(w.ask("state", STATS_TIMEOUT, pools=changes)
-                               for w in current))
+                               for w in current if w.state != "starting"))
 
     def push_soon(self) -> None:
         """A backend's state changed here (health, ejection): tell every worker at the end
