@@ -45,7 +45,7 @@ from lbctl.observe.events import JsonFormatter
 from lbctl.observe.merge import export
 from lbctl.observe.observer import Observer
 from lbctl.proxy.server import ProxyServer
-from lbctl.serve.channel import Channel
+from lbctl.serve.channel import Channel, ChannelError
 from lbctl.serve.loop import install_fast_loop
 from lbctl.serve.outcomes import Outbox, relay_outcomes
 from lbctl.serve.state import install
@@ -161,15 +161,24 @@ class Worker:
 
     async def read(self) -> None:
         while True:
-            message = await self.channel.receive()
+            try:
+                message = await self.channel.receive()
+            except ChannelError as exc:
+                log.error("the master sent %s; draining and exiting", exc)
+                message = None
             if message is None:
                 # The master is gone: nobody will tell us to stop, reload or report.
-                log.warning("the master process is gone; draining and exiting")
+                if not self.channel.closed:
+                    log.warning("the master process is gone; draining and exiting")
                 self.drain(self.proxy.runtime.config.limits.drain_timeout)
                 return
             handler = getattr(self, "on_" + message["t"], None)
-            if handler is not None:
+            if handler is None:
+                continue
+            try:
                 handler(message)
+            except Exception:       # noqa: BLE001 - a worker that stops reading is deaf
+                log.exception("worker: cannot apply the master's %r message", message["t"])
 
     # ---- messages ------------------------------------------------------------------------
 
