@@ -657,3 +657,47 @@ async def test_backends_added_and_removed_at_run_time_reach_every_worker(backend
         assert {line["worker"] for line in lines} == {1, 2}
     doc = await served.stats()
     assert [bk["name"] for bk in doc["pools"][0]["backends"]] == ["p-1"]
+
+
+async def test_pid_file_reload_and_systemd_speak_for_the_master(backends, tmp_path, free_port):
+    from tests.test_process_control import NotifySocket
+    a, b = await backends.start("a"), await backends.start("b")
+    path = tmp_path / "lb.toml"
+    port = free_port()
+    write(path, port, free_port(), {"p": [a.url]})
+    pid_file = tmp_path / "lb.pid"
+    notify = NotifySocket(tmp_path, abstract=True)
+    try:
+        proc = LbctlProcess(await asyncio.create_subprocess_exec(
+            LBCTL, "serve", "--pid-file", str(pid_file), str(path),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            env={**ENV, "NOTIFY_SOCKET": notify.env}))
+        ready = await notify.receive()
+        assert ready["READY"] == "1" and "with 2 workers" in ready["STATUS"]
+        await proc.wait_for_log("listening on")
+        # The pid file names the master, the one to signal; no worker may notify systemd.
+        assert int(pid_file.read_text()) == proc.proc.pid
+        worker_pids = [int(p) for p in re.search(r"\(pids ([\d, ]+)\)",
+                                                 "\n".join(proc.lines)).group(1).split(", ")]
+        assert len(worker_pids) == 2 and proc.proc.pid not in worker_pids
+        for pid in worker_pids:
+            assert b"NOTIFY_SOCKET" not in open(f"/proc/{pid}/environ", "rb").read()
+
+        # lbctl reload finds the master through the pid file; every worker swaps.
+        path.write_text(path.read_text().replace(a.url, b.url))
+        mark = len(proc.lines)
+        done = await asyncio.to_thread(subprocess.run, [
+            LBCTL, "reload", str(path), "--pid-file", str(pid_file)],
+            capture_output=True, text=True, timeout=30, env=ENV)
+        assert done.returncode == 0, done.stderr
+        assert (await notify.receive())["RELOADING"] == "1"
+        assert (await notify.receive())["STATUS"].startswith("reloaded")
+        await proc.wait_for_log("reloaded", start=mark)
+        assert {(await fresh(port))[1] for _ in range(20)} == {"b"}
+
+        proc.proc.send_signal(signal.SIGTERM)
+        assert (await notify.receive())["STOPPING"] == "1"
+        assert await proc.wait() == 0
+        assert not pid_file.exists()
+    finally:
+        notify.close()

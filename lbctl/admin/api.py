@@ -90,7 +90,8 @@ class AdminApi:
             raise UserError(f"cannot listen on admin address {self.address}: {reason}",
                             exit_code=Exit.RUNTIME) from None
         log.info("admin API on http://%s%s", self.address,
-                 " (token required)" if self.token else "")
+                 " (token required)" if self.token else "",
+                 extra={"event": "admin_listening", "address": str(self.address)})
 
     @property
     def bound(self) -> tuple[str, int]:
@@ -168,15 +169,20 @@ class AdminApi:
                                    f"{describe(body.get('weight'))}")
             old = backend.weight
             pool.set_weight(backend, weight)
-            log.info("admin: %s/%s weight %g -> %g", pool_name, name, old, weight)
+            log.info("admin: %s/%s weight %g -> %g", pool_name, name, old, weight,
+                     extra={"event": "admin_action", "pool": pool_name, "backend": name,
+                            "state": "weight", "weight": weight, "previous": old})
         else:
             old = backend.admin.value
             pool.set_admin(backend, ACTIONS[action])
-            log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value)
+            log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value,
+                     extra={"event": "admin_action", "pool": pool_name, "backend": name,
+                            "state": backend.admin.value, "previous": old})
         await served.changed()              # in effect in every worker before the answer
         doc = backend_doc(pool, backend, served.loop.time(), history=False,
                           observer=served.observer, health=served.health,
-                          source=source_of(state, backend))
+                          source=source_of(state, backend),
+                          upstream=served.runtime.idle.get(backend))
         return web.json_response({"pool": pool_name, "backend": doc})
 
     # ---- membership ---------------------------------------------------------------------
@@ -204,11 +210,14 @@ class AdminApi:
             return _error(exc.status, str(exc))
         await served.changed()              # in every worker's pool before the answer
         log.info("admin: %s/%s added (%s, weight %g); a reload keeps it, a restart forgets it",
-                 pool_name, bcfg.name, bcfg.url, bcfg.weight)
+                 pool_name, bcfg.name, bcfg.url, bcfg.weight,
+                 extra={"event": "admin_action", "pool": pool_name, "backend": bcfg.name,
+                        "state": "added", "url": bcfg.url, "weight": bcfg.weight})
         state = served.runtime.pools[pool_name]
         doc = backend_doc(state.pool, backend, served.loop.time(), history=False,
                           observer=served.observer, health=served.health,
-                          source=source_of(state, backend))
+                          source=source_of(state, backend),
+                          upstream=served.runtime.idle.get(backend))
         return web.json_response({"pool": pool_name, "backend": doc}, status=201)
 
     async def backend(self, request: web.Request) -> web.Response:
@@ -227,7 +236,8 @@ class AdminApi:
             if backend is None:
                 return _error(404, f"pool {pool_name!r} has no backend named {name!r}")
             doc = backend_doc(state.pool, backend, now, history=False,
-                              source=source_of(state, backend), **seen)
+                              source=source_of(state, backend),
+                              upstream=served.runtime.idle.get(backend), **seen)
             return web.json_response({"pool": pool_name, "backend": doc})
         try:
             backend, removed = served.remove_backend(pool_name, name)
@@ -237,7 +247,9 @@ class AdminApi:
         state = served.runtime.pools[pool_name]
         leaving = any(b is backend for b in state.leaving)
         log.info("admin: %s/%s removed%s", pool_name, name,
-                 f"; {backend.inflight} request(s) in flight finish first" if leaving else "")
+                 f"; {backend.inflight} request(s) in flight finish first" if leaving else "",
+                 extra={"event": "admin_action", "pool": pool_name, "backend": name,
+                        "state": "leaving" if leaving else "removed"})
         doc = backend_doc(state.pool, backend, now, history=False, source=removed.source,
                           leaving=leaving, **seen)
         if not leaving:

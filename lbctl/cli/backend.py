@@ -11,7 +11,7 @@ from lbctl.balancing.backend import checked_weight
 _admin = click.option("--admin", "url", default=None, metavar="ADDRESS",
                       help="Admin API as host:port (like the config's [admin] address) or a URL "
                            "(default: from --config, else 127.0.0.1:9900).")
-_config = click.option("--config", "config_path", default=None, metavar="FILE",
+_config = click.option("--config", "config_path", type=click.Path(), default=None, metavar="FILE",
                        help="Read the admin address and token from this config's [admin].")
 _token = click.option("--token", default=None, metavar="TOKEN",
                       help="Bearer token (default: the config's, else env LBCTL_ADMIN_TOKEN).")

@@ -56,7 +56,7 @@ def _write_table(table: dict[str, Any], name: str, in_array: bool, chunks: list[
     """One ``[name]`` (or ``[[name]]``) chunk, then its sub-tables.
 
     tomli-w writes the values (it gets TOML's escaping right); the table layout is ours,
-    because tomli-w inlines short arrays of tables and SPEC.md writes ``[[routes]]``.
+    because tomli-w inlines short arrays of tables and the README writes ``[[routes]]``.
     """
     values = {k: v for k, v in table.items() if not isinstance(v, dict) and not _is_table_array(v)}
     body = "".join(f"{_key(k)} = {_literal(v)}\n" for k, v in values.items())

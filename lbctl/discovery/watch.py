@@ -85,13 +85,14 @@ class Watcher:
                 kept = f"keeping the last good set of {_count(len(self.discovered))}" \
                     if st.last_success is not None or self.discovered \
                     else "no backends discovered yet"
-                log.warning("%s: lookup failed (%s); %s", self.what, r.reason, kept)
+                log.warning("%s: lookup failed (%s); %s", self.what, r.reason, kept,
+                            extra=self._fields("failing", r.reason))
                 self._logged_failure = r.reason
             st.state = "failing"
             return False
         if st.state == "failing":
             log.info("%s: answering again after %s", self.what,
-                     _count(self._streak, "failed lookup"))
+                     _count(self._streak, "failed lookup"), extra=self._fields("ok"))
         self._streak = 0
         self._logged_failure = None
         st.last_error = None
@@ -100,7 +101,7 @@ class Watcher:
         if r.kind == EMPTY and st.state != "empty":
             gone = f"; {_count(len(self.discovered))} leave the pool" if self.discovered else ""
             log.warning("%s: %s: the discovered part of the pool is empty%s",
-                        self.what, r.reason, gone)
+                        self.what, r.reason, gone, extra=self._fields("empty", r.reason))
         st.state = "ok" if r.kind == FOUND else "empty"
         if backends == self.discovered:
             return False
@@ -115,9 +116,19 @@ class Watcher:
         if joined or left or changed:
             parts = [f"+{n}" for n in joined] + [f"-{n}" for n in left] + \
                 [f"~{n}" for n in changed]
-            log.info("%s: %s (%s)", self.what, _count(len(backends)), " ".join(parts))
+            log.info("%s: %s (%s)", self.what, _count(len(backends)), " ".join(parts),
+                     extra={**self._fields("ok"), "backends": len(backends), "joined": joined,
+                            "left": left, "changed": changed})
         self.on_change(self.pool, backends)
         return True
+
+    def _fields(self, state: str, reason: str | None = None) -> dict:
+        """The event log's fields for a line about this pool's discovery."""
+        fields = {"event": "discovery", "pool": self.pool, "source": self.source.kind,
+                  "target": self.source.target, "state": state}
+        if reason is not None:
+            fields["reason"] = reason
+        return fields
 
     # ---- running ------------------------------------------------------------------------
 

@@ -195,7 +195,8 @@ class RedisStore:
         self.closed = False
         self.pool: ConnectionPool | None = None
         self._prober: asyncio.Task | None = None
-        # Told of each change of health, ``(up, level, line)``, instead of the log when set:
+        # Told of each change of health, ``(up, level, line, fields)``, instead of the log
+        # when set:
         # a serve worker passes them to its master, which logs one line for the instance.
         self.on_health = None
 
@@ -229,7 +230,8 @@ class RedisStore:
         self.checked = True
         if error is None:
             self._report(True, logging.INFO,
-                         f"store {self.name}: up; rate limits are shared through it")
+                         f"store {self.name}: up; rate limits are shared through it",
+                         {"event": "store_state", "store": self.name, "state": "up"})
         else:
             self._down(error, first=True)
 
@@ -299,7 +301,9 @@ class RedisStore:
         self.up = False
         self._report(False, logging.WARNING,
                      f"store {self.name}: {'unreachable' if first else 'down'} ({reason}); "
-                     f"rate limits {FALLBACK_TEXT[self.on_error]} until it is back")
+                     f"rate limits {FALLBACK_TEXT[self.on_error]} until it is back",
+                     {"event": "store_state", "store": self.name, "state": "down",
+                      "reason": reason, "on_error": self.on_error})
         if self._prober is None or self._prober.done():
             self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
 
@@ -309,16 +313,18 @@ class RedisStore:
             await asyncio.sleep(PROBE_INTERVAL)
             if await self.probe() is None:
                 self.up = True
+                down_for = time.monotonic() - started
                 self._report(True, logging.INFO,
-                             f"store {self.name}: up again after "
-                             f"{time.monotonic() - started:.1f}s; rate limits are shared again")
+                             f"store {self.name}: up again after {down_for:.1f}s; rate limits "
+                             f"are shared again", {"event": "store_state", "store": self.name,
+                                                   "state": "up", "down_for": down_for})
                 return
 
-    def _report(self, up: bool, level: int, line: str) -> None:
+    def _report(self, up: bool, level: int, line: str, fields: dict) -> None:
         if self.on_health is not None:
-            self.on_health(up, level, line)
+            self.on_health(up, level, line, fields)
         else:
-            log.log(level, line)
+            log.log(level, line, extra=fields)
 
     # ---- limiters ----
 

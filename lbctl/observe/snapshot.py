@@ -9,7 +9,8 @@ Counters count attempts on a backend since it joined (they survive reloads); ``l
 percentiles and ``history`` cover the last ``window`` seconds. What the active health
 checker knows of a backend (``HealthChecks.of``: the last probe, with ok, time, status,
 error and latency, and the probe counts) and the passive ejections counted on it are shown
-once there is something to show.
+once there is something to show; so is ``last_error``, why the last connect or TLS handshake
+to the backend failed (kept by the proxy's idle pool, cleared by the next good connect).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from lbctl.health.active import HealthChecks
     from lbctl.observe.observer import Observer
     from lbctl.proxy.runtime import PoolRuntime, Runtime
+    from lbctl.proxy.upstream import IdlePool
 
 
 def backend_state(pool, b) -> tuple[str, float | None]:
@@ -50,11 +52,12 @@ def snapshot(runtime: Runtime, observer: Observer | None, health: HealthChecks |
     for name, state in runtime.pools.items():
         pool = state.pool
         backends = [backend_doc(pool, b, now, history, observer=observer, health=health,
-                                source=source_of(state, b))
+                                source=source_of(state, b), upstream=runtime.idle.get(b))
                     for b in pool.backends]
         # Backends that left with requests in flight, until the last one ends.
         backends += [backend_doc(pool, b, now, history, observer=observer, health=health,
-                                 source=source_of(state, b), leaving=True)
+                                 source=source_of(state, b), leaving=True,
+                                 upstream=runtime.idle.get(b))
                      for b in state.leaving]
         doc = {
             "name": name,
@@ -108,7 +111,9 @@ def store_doc(store: Store) -> dict:
 
 def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer | None = None,
                 health: HealthChecks | None = None, source: str = "static",
-                leaving: bool = False) -> dict:
+                leaving: bool = False, upstream: IdlePool | None = None) -> dict:
+    """One backend's entry; ``upstream`` is its idle pool in the proxy's runtime (where a
+    failed connect leaves ``last_error``)."""
     state, progress = backend_state(pool, b)
     if leaving:
         state, progress = "leaving", None
@@ -148,6 +153,8 @@ def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer
         "last_probe": dict(probe) if probe is not None else None,
         "probes": probes,
         "ejections": b.ejections or None,        # null until the first passive ejection
+        # Why the last connect or TLS handshake failed; None once one succeeds.
+        "last_error": upstream.last_error if upstream is not None else None,
     }
     if history:
         doc["history"] = stats.series(now)

@@ -13,7 +13,8 @@ One request, followed through the modules (client -> exchange -> forward -> upst
                  callbacks that relay it to the client, and the request body (``Body``)
     forward.py   the request's journey: route, gateway, select, attempts, retries, the status
                  on failure; each attempt ends with one ``Outcome``
-    upstream.py  UpstreamConnection (parses a response into its exchange) and the idle pools
+    upstream.py  UpstreamConnection (parses a response into its exchange) and the idle pools,
+                 which make new connections and keep why the last one failed (``last_error``)
     framing.py   heads across the proxy: hop-by-hop stripping, X-Forwarded-*, and the
                  response-framing decision (a pure function)
     refusals.py  what the proxy refuses beyond the parser: framing, Host, the target grammar

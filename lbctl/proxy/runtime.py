@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
@@ -19,9 +18,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 from lbctl.balancing import DISCARD, Backend, OutcomeSink, Pool, make_pool
 from lbctl.balancing.attempts import AttemptPolicy
 from lbctl.config.model import BackendConfig, Config, PoolConfig
+from lbctl.config.tls import backend_context
 from lbctl.gateway.policy import Gateway
 from lbctl.gateway.store import Store
-from lbctl.config.tls import client_context
 from lbctl.health.passive import OutlierDetector
 from lbctl.proxy.router import Router
 from lbctl.proxy.upstream import IdlePool
@@ -163,12 +162,12 @@ def _backend(bcfg: BackendConfig, old: Backend | None, pool_name: str = "") -> B
 
 def _idle_pool(b: Backend, bcfg: BackendConfig, pcfg: PoolConfig, old: IdlePool | None) -> IdlePool:
     """The backend's idle connections: the previous ones while its address is unchanged."""
-    context = upstream_ssl(bcfg, pcfg)
+    context = backend_context(bcfg, pcfg)
     # A discovered https backend's host is an address: verify the name it was found under.
     server_name = bcfg.server_name if context is not None else None
     if old is None or old.address != (b.scheme, b.host, b.port):
         return IdlePool(b, max_idle=pcfg.max_idle_connections, idle_timeout=pcfg.idle_timeout,
-                        ssl=context, server_name=server_name)
+                        ssl=context, server_name=server_name, pool=pcfg.name)
     old.max_idle, old.idle_timeout = pcfg.max_idle_connections, pcfg.idle_timeout
     old.ssl = context          # a changed ca applies to new connections
     old.server_name = server_name
@@ -187,17 +186,6 @@ def _reloaded_weight(bcfg: BackendConfig, old: Backend | None, pool_name: str) -
     log.warning("pool %s: backend %s weight %g (set by an operator) replaced by %s %g",
                 pool_name, bcfg.name, old.weight, new, bcfg.weight)
     return bcfg.weight
-
-
-def upstream_ssl(bcfg: BackendConfig, pcfg: PoolConfig) -> ssl.SSLContext | None:
-    """https backends are verified (the backend's ca, else the pool's, else the system
-    store) unless tls_insecure_skip_verify is set on the backend or, failing that, the pool."""
-    if bcfg.scheme != "https":
-        return None
-    insecure = bcfg.tls_insecure_skip_verify
-    if insecure is None:
-        insecure = pcfg.tls_insecure_skip_verify
-    return client_context(bcfg.ca or pcfg.ca, insecure)
 
 
 def key_getter(spec: str | None) -> Callable | None:

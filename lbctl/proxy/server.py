@@ -105,7 +105,8 @@ class ProxyServer:
         if self.tls is not None and config.listen.tls is not None:
             tls = config.listen.tls
             if self.tls.reload(tls.cert, tls.key, tls.min_version):
-                log.info("TLS certificate reloaded from %s", tls.cert)
+                log.info("TLS certificate reloaded from %s", tls.cert,
+                         extra={"event": "tls_reloaded", "path": tls.cert})
         elif (self.tls is None) != (config.listen.tls is None):
             log.warning("listen.tls changed: takes effect after a restart")
         if store is not None:

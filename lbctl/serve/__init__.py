@@ -7,7 +7,9 @@
                    (``admin``); start, reload, drain and close in the right order
     main.py        the ``serve`` command's process: load the config, install uvloop
                    (``loop.py``), signals (SIGTERM/SIGINT drain, SIGHUP reload, SIGUSR1
-                   reopens the access log); one ``Instance``, or a ``Master`` and its workers
+                   reopens the access log), the pid file and systemd's notifications
+                   (``lbctl.control``), the event log's lines for each step; one
+                   ``Instance``, or a ``Master`` and its workers
 
 With several workers (``[server] workers``), one instance is several processes:
 

@@ -161,9 +161,12 @@ class ForkServer:
         self.loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
+            # systemd's notification socket is the master's alone: no worker may report
+            # READY or STOPPING for the service.
+            env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "lbctl.serve.forkserver", str(theirs.fileno()),
-                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),))
+                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=env)
         except BaseException:
             ours.close()
             raise

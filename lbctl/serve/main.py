@@ -4,7 +4,14 @@ run until SIGTERM/SIGINT.
 SIGHUP reloads the config file (an invalid one is logged and the running config kept);
 SIGUSR1 reopens the access log (the logrotate convention). With one worker (``[server]
 workers = 1``, or ``"auto"`` on one CPU) the instance is this process alone; with more, this
-process is the master and the workers are processes of their own (``master.py``).
+process is the master and the workers are processes of their own (``master.py``): the pid
+file holds the master's pid, and the master alone speaks to systemd.
+
+Around the instance's life, what supervisors read: the pid file (``--pid-file``: refused when
+a live serve holds it, written once listening, removed on exit), systemd's notifications
+(READY once listening, RELOADING then READY around a reload, STOPPING on the way out), and
+the event log's lines for each step (``listening``, ``reloaded``, ``reload_rejected``,
+``stopping``, ``stopped``).
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import os
 import signal
 
 from lbctl.config.loader import ConfigError, load_config, read_text
+from lbctl.control.notify import Notifier
+from lbctl.control.pidfile import check_pid_file, remove_pid_file, write_pid_file
 from lbctl.exitcodes import Exit
 from lbctl.serve.instance import Instance
 from lbctl.serve.loop import install_fast_loop
@@ -34,60 +43,93 @@ def worker_count(setting: int | str) -> int:
     return usable_cpus() if setting == "auto" else int(setting)
 
 
-def serve(path: str, workers: int | str | None = None, log_format: str = "text") -> int:
+def serve(path: str, pid_file: str | None = None, workers: int | str | None = None,
+          log_format: str = "text") -> int:
     """Run ``lbctl serve``; ``workers`` (the command line's) overrides ``[server] workers``."""
     text = read_text(path)              # ConfigError is a UserError: exit 2, no traceback
     config = load_config(path, text=text)
+    if pid_file is not None:
+        check_pid_file(pid_file)        # a live serve holds it: refused before binding
     count = worker_count(config.server.workers if workers is None else workers)
     install_fast_loop()
     if count > 1:
-        return asyncio.run(_serve_workers(path, config, text, count, log_format))
-    return asyncio.run(_serve(path, config))
+        return asyncio.run(_serve_workers(path, config, text, count, log_format, pid_file))
+    return asyncio.run(_serve(path, config, pid_file))
 
 
-async def _serve(path: str, config) -> int:
+async def _serve(path: str, config, pid_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
+    notifier = Notifier()
     instance = Instance(config)
     # Signals are handled before "listening" is announced: a supervisor that reloads as
     # soon as it sees the line must not kill the process with SIGHUP's default action.
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reload(instance, path))
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload(instance, path, notifier))
     loop.add_signal_handler(signal.SIGUSR1, instance.observer.reopen)   # logrotate convention
     await instance.start()
-    # Discovered backends included: the first lookups were done before listening.
-    log.info("listening on %s: %d routes, %d pools, %d backends", config.listen.address,
-             len(config.routes), len(config.pools),
-             sum(len(state.pool.backends) for state in instance.runtime.pools.values()))
-    await stop.wait()
-    timeout = instance.runtime.config.limits.drain_timeout
-    instance.proxy.stop_listening()
-    log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
-             len(instance.proxy.connections), timeout)
-    clean = await instance.drain(timeout)
-    log.info("stopped%s", "" if clean else ": drain timeout reached, remaining connections closed")
-    return Exit.OK
+    try:
+        if pid_file is not None:
+            try:
+                write_pid_file(pid_file)
+            except BaseException:
+                await instance.close()      # no pid file: nothing is left serving
+                raise
+        address = config.listen.address
+        # Discovered backends included: the first lookups were done before listening.
+        log.info("listening on %s: %d routes, %d pools, %d backends", address,
+                 len(config.routes), len(config.pools),
+                 sum(len(state.pool.backends) for state in instance.runtime.pools.values()),
+                 extra={"event": "listening", "address": str(address), "config": path})
+        notifier.ready(f"listening on {address}")
+        await stop.wait()
+        timeout = instance.runtime.config.limits.drain_timeout
+        connections = len(instance.proxy.connections)
+        instance.proxy.stop_listening()
+        notifier.stopping(f"draining {connections} connections")
+        log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
+                 connections, timeout, extra={"event": "stopping", "connections": connections})
+        clean = await instance.drain(timeout)
+        log.info("stopped%s", "" if clean else
+                 ": drain timeout reached, remaining connections closed",
+                 extra={"event": "stopped", "clean": clean})
+        return Exit.OK
+    finally:
+        if pid_file is not None:
+            remove_pid_file(pid_file)
 
 
-def reload(instance: Instance, path: str) -> bool:
+def reload(instance: Instance, path: str, notifier: Notifier | None = None) -> bool:
     """Re-read ``path``; keep serving the old config if the new one is invalid."""
+    if notifier is not None:
+        notifier.reloading()
     try:
         config = load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
-            log.error("reload rejected: %s", problem)
+            log.error("reload rejected: %s", problem,
+                      extra={"event": "reload_rejected", "config": path, "reason": str(problem)})
         log.error("reload rejected: %d problem(s); still serving the previous configuration",
-                  len(exc.problems))
+                  len(exc.problems), extra={"event": "reload_rejected", "config": path,
+                                            "problems": len(exc.problems)})
+        if notifier is not None:
+            notifier.ready(f"reload rejected ({len(exc.problems)} problems); "
+                           f"serving the previous configuration")
         return False
     instance.reload(config)
-    log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools))
+    log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools),
+             extra={"event": "reloaded", "config": path})
+    if notifier is not None:
+        notifier.ready(f"reloaded; listening on {instance.runtime.config.listen.address}")
     return True
 
 
-async def _serve_workers(path: str, config, text: str, count: int, log_format: str) -> int:
+async def _serve_workers(path: str, config, text: str, count: int, log_format: str,
+                         pid_file: str | None = None) -> int:
     from lbctl.serve.master import Master
     loop = asyncio.get_running_loop()
+    notifier = Notifier()
     master = Master(config, text, count, log_format=log_format)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,21 +140,48 @@ async def _serve_workers(path: str, config, text: str, count: int, log_format: s
         task = loop.create_task(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    loop.add_signal_handler(signal.SIGHUP, lambda: soon(master.reload(path)))
+
+    async def reload_workers() -> None:
+        notifier.reloading()
+        if await master.reload(path):
+            notifier.ready(f"reloaded; listening on {master.config.listen.address}")
+        else:
+            notifier.ready("reload rejected; serving the previous configuration")
+    loop.add_signal_handler(signal.SIGHUP, lambda: soon(reload_workers()))
     loop.add_signal_handler(signal.SIGUSR1, lambda: soon(master.reopen()))
     await master.start()
-    # Discovered backends included: the first lookups were done before listening.
-    log.info("listening on %s: %d routes, %d pools, %d backends; %d workers (pids %s)",
-             config.listen.address, len(config.routes), len(config.pools),
-             sum(len(state.pool.backends) for state in master.runtime.pools.values()), count,
-             ", ".join(str(w.pid) for w in master.workers.values()))
-    await stop.wait()
-    stop.clear()
-    for sig in (signal.SIGTERM, signal.SIGINT):   # a second signal: stop at once
-        loop.add_signal_handler(sig, master.stop_now)
-    timeout = master.config.limits.drain_timeout
-    await master.stop_accepting(timeout)
-    log.info("stopping: no longer accepting; draining %d workers (up to %gs)", count, timeout)
-    clean = await master.drain(timeout)
-    log.info("stopped%s", "" if clean else ": drain timeout reached, remaining connections closed")
-    return Exit.OK
+    try:
+        if pid_file is not None:
+            try:
+                write_pid_file(pid_file)    # the master's pid: the one to signal
+            except BaseException:
+                await master.drain(0.0)     # no pid file: nothing is left serving
+                raise
+        address = config.listen.address
+        pids = [w.pid for w in master.workers.values()]
+        # Discovered backends included: the first lookups were done before listening.
+        log.info("listening on %s: %d routes, %d pools, %d backends; %d workers (pids %s)",
+                 address, len(config.routes), len(config.pools),
+                 sum(len(state.pool.backends) for state in master.runtime.pools.values()),
+                 count, ", ".join(map(str, pids)),
+                 extra={"event": "listening", "address": str(address), "config": path,
+                        "workers": count, "worker_pids": pids})
+        notifier.ready(f"listening on {address} with {count} workers")
+        await stop.wait()
+        for sig in (signal.SIGTERM, signal.SIGINT):   # a second signal: stop at once
+            loop.add_signal_handler(sig, master.stop_now)
+        timeout = master.config.limits.drain_timeout
+        connections = master.connections
+        await master.stop_accepting(timeout)
+        notifier.stopping(f"draining {count} workers")
+        log.info("stopping: no longer accepting; draining %d workers (up to %gs)", count,
+                 timeout, extra={"event": "stopping", "workers": count,
+                                 "connections": connections})
+        clean = await master.drain(timeout)
+        log.info("stopped%s", "" if clean else
+                 ": drain timeout reached, remaining connections closed",
+                 extra={"event": "stopped", "clean": clean})
+        return Exit.OK
+    finally:
+        if pid_file is not None:
+            remove_pid_file(pid_file)

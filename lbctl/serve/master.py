@@ -331,7 +331,9 @@ class Master:
         later = f" in {delay:g}s: it keeps exiting soon after it starts" if delay else ""
         if ready:
             log.error("worker %d (pid %d) %s; starting a new one%s", worker.index, worker.pid,
-                      describe_exit(code), later)
+                      describe_exit(code), later,
+                      extra={"event": "worker_exited", "index": worker.index, "pid": worker.pid,
+                             "code": code, "reason": describe_exit(code), "delay": delay})
         elif delay:
             log.error("worker %d: trying again%s", worker.index, later)
         if delay:
@@ -348,7 +350,9 @@ class Master:
             await replacement.ready
         except WorkerFailed:
             return                      # its own watch logs it and tries again
-        log.info("worker %d replaced: pid %d", worker.index, replacement.pid)
+        log.info("worker %d replaced: pid %d", worker.index, replacement.pid,
+                 extra={"event": "worker_replaced", "index": worker.index,
+                        "pid": replacement.pid, "previous_pid": worker.pid})
         self.push_soon()                # anything decided while it started
 
     def _hold_ejection_logs(self) -> None:
@@ -366,7 +370,8 @@ class Master:
                 self._push()
             self.ejections.flush()      # the log says "EJECTED" once the workers know
         elif kind == "store":
-            self.store.told(worker.index, message["up"], message["level"], message["line"])
+            self.store.told(worker.index, message["up"], message["level"], message["line"],
+                            message.get("fields") or {})
 
     def _probed(self, pool, backend, result, flipped: bool) -> None:
         if flipped:
@@ -390,9 +395,13 @@ class Master:
                 config = load_config(path, text=text)
             except ConfigError as exc:
                 for problem in exc.problems:
-                    log.error("reload rejected: %s", problem)
+                    log.error("reload rejected: %s", problem,
+                              extra={"event": "reload_rejected", "config": path,
+                                     "reason": str(problem)})
                 log.error("reload rejected: %d problem(s); still serving the previous "
-                          "configuration", len(exc.problems))
+                          "configuration", len(exc.problems),
+                          extra={"event": "reload_rejected", "config": path,
+                                 "problems": len(exc.problems)})
                 return False
             live = [w for w in self.workers.values() if w.state == "serving"]
             answers = await asyncio.gather(*(w.ask("prepare", PREPARE_TIMEOUT, path=path,
@@ -401,12 +410,15 @@ class Master:
                         if (a is None and w.state != "exited") or (a and a.get("error"))]
             if refusals:
                 for w, answer in refusals:
-                    log.error("reload rejected: worker %d: %s", w.index,
-                              answer["error"] if answer else "did not answer in time")
+                    reason = answer["error"] if answer else "did not answer in time"
+                    log.error("reload rejected: worker %d: %s", w.index, reason,
+                              extra={"event": "reload_rejected", "config": path,
+                                     "index": w.index, "reason": reason})
                 for w, answer in zip(live, answers):
                     if answer is not None:
                         w.send("abort", id=answer["id"])
-                log.error("reload rejected; still serving the previous configuration")
+                log.error("reload rejected; still serving the previous configuration",
+                          extra={"event": "reload_rejected", "config": path})
                 return False
             members = self._swap(config, text)
             state = StateTracker().changes(self._runtime, self.clock(), full=True)
@@ -415,7 +427,7 @@ class Master:
                     w.send("commit", id=answer["id"], members=members, state=state)
                     w.version = self.version
             log.info("reloaded %s: %d routes, %d pools; %d workers", path, len(config.routes),
-                     len(config.pools), len(live))
+                     len(config.pools), len(live), extra={"event": "reloaded", "config": path})
             return True
 
     def _swap(self, config: Config, text: str) -> dict[str, list[dict]]:
@@ -428,7 +440,8 @@ class Master:
             log.warning("listen.tls changed: takes effect after a restart")
         elif config.listen.tls is not None:
             # Every worker loaded it in ``prepare``; each swaps it in with the config.
-            log.info("TLS certificate reloaded from %s", config.listen.tls.cert)
+            log.info("TLS certificate reloaded from %s", config.listen.tls.cert,
+                     extra={"event": "tls_reloaded", "path": config.listen.tls.cert})
         if config.server.workers != old.server.workers:
             log.warning("server.workers changed to %s: takes effect after a restart; still "
                         "running %d workers", config.server.workers, self.count)
@@ -476,7 +489,8 @@ class Master:
         answers = await asyncio.gather(*(w.ask("reopen", STATS_TIMEOUT) for w in live))
         late = [w.index for w, answer in zip(live, answers) if answer is None]
         log.info("access log reopened by %d workers%s", len(live) - len(late),
-                 f"; worker(s) {', '.join(map(str, late))} did not answer" if late else "")
+                 f"; worker(s) {', '.join(map(str, late))} did not answer" if late else "",
+                 extra={"event": "access_log_reopened", "workers": len(live) - len(late)})
 
     @property
     def connections(self) -> int:
@@ -571,18 +585,15 @@ class WorkersStore:
         self.down: set[int] = set()         # workers whose store is down
         self.announced = False
 
-    def told(self, worker: int, up: bool, level: int, line: str) -> None:
+    def told(self, worker: int, up: bool, level: int, line: str, fields: dict) -> None:
         was_down = bool(self.down)
         if up:
             self.down.discard(worker)
         else:
             self.down.add(worker)
-        if not up and not was_down:
-            log.log(level, line)
-        elif up and was_down and not self.down:
-            log.log(level, line)
-        elif up and not was_down and not self.announced:
-            log.log(level, line)            # the first contact, said once
+        if (not up and not was_down) or (up and was_down and not self.down) or \
+                (up and not was_down and not self.announced):   # the first contact: once
+            log.log(level, line, extra=fields)
         self.announced = True
         self.up = not self.down
 
@@ -603,15 +614,15 @@ class HeldLog:
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        self.held: list[tuple[int, str, tuple]] = []
+        self.held: list[tuple[int, str, tuple, dict]] = []
 
-    def info(self, message: str, *args) -> None:
-        self.held.append((logging.INFO, message, args))
+    def info(self, message: str, *args, **kwargs) -> None:
+        self.held.append((logging.INFO, message, args, kwargs))
 
-    def warning(self, message: str, *args) -> None:
-        self.held.append((logging.WARNING, message, args))
+    def warning(self, message: str, *args, **kwargs) -> None:
+        self.held.append((logging.WARNING, message, args, kwargs))
 
     def flush(self) -> None:
         held, self.held = self.held, []
-        for level, message, args in held:
-            self.logger.log(level, message, *args)
+        for level, message, args, kwargs in held:
+            self.logger.log(level, message, *args, **kwargs)

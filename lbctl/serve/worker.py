@@ -100,8 +100,8 @@ def open_store(config, table: SharedTable, channel: Channel):
         return SharedStore(config.store, table)
     from lbctl.gateway.redis_store import RedisStore
     store = RedisStore(config.store, fallback=SharedStore(config.store, table))
-    store.on_health = lambda up, level, line: channel.send("store", up=up, level=level,
-                                                           line=line)
+    store.on_health = lambda up, level, line, fields: channel.send(
+        "store", up=up, level=level, line=line, fields=fields)
     return store
 
 

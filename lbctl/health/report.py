@@ -1,9 +1,11 @@
-"""``lbctl check``: probe every backend once, judge the pools, and say so in the formats that
-cron, Nagios-style monitors and node_exporter read.
+"""The report behind ``lbctl check``: probe every backend once, judge the pools, and say so
+in the formats that cron, Nagios-style monitors and node_exporter read.
 
 Each pool is probed with its own ``[health]`` settings (the same ``active.probe`` that
 ``serve`` runs); a pool without ``[health]`` gets a plain TCP connect, since ``serve``
-assumes its backends up and a connect is the least a reachable backend can do.
+assumes its backends up and a connect is the least a reachable backend can do. For an
+https backend that connect is a TLS handshake, verified as the proxy verifies it: a
+certificate the proxy would refuse is a failed check with the reason.
 
 Judgement, per pool: fewer than ``min_healthy`` backends up (default 1, i.e. none up) is
 CRITICAL; any backend down is WARNING; a successful probe slower than ``crit_latency`` /
@@ -20,7 +22,8 @@ the single probe, so one lost probe does not page anyone; the JSON ``ok`` field 
 the probe itself.
 
 Outputs (all pure functions of a ``Report``): the monitoring-plugin status line, the JSON
-document of SPEC.md, and Prometheus text format for node_exporter's textfile collector.
+document the README shows, and Prometheus text format for node_exporter's textfile collector; the
+table for people is ``render.render_table``.
 """
 
 from __future__ import annotations
@@ -240,6 +243,7 @@ async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
                       concurrency: int = DEFAULT_CONCURRENCY) -> dict[tuple[str, str], ProbeResult]:
     """Every backend of ``pools`` probed once, at most ``concurrency`` at a time."""
     # Imported here: aiohttp is heavy, and `lbctl --help` should not pay for it.
+    from lbctl.config.tls import backend_context
     from lbctl.health.active import make_session, probe
     gate = asyncio.Semaphore(max(concurrency, 1))
     session = make_session(limit=max(concurrency, 1))
@@ -247,8 +251,11 @@ async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
     async def one(pool: PoolConfig, b: BackendConfig) -> tuple[tuple[str, str], ProbeResult]:
         # The timeout starts inside the gate: waiting for a turn is not the backend's fault.
         async with gate:
+            # An https backend is reached as the proxy would: a TCP check is a TLS handshake.
             return (pool.name, b.name), await probe(b, pool.health or TCP_CONNECT, session,
-                                                    timeout=timeout)
+                                                    timeout=timeout,
+                                                    ssl=backend_context(b, pool),
+                                                    server_name=b.server_name)
     try:
         pairs = await asyncio.gather(*(one(p, b) for p in pools for b in p.backends))
     finally:
@@ -408,7 +415,8 @@ def _perf_label(label: str) -> str:
 
 
 def to_json(report: Report) -> dict:
-    """SPEC.md's ``lbctl check --json`` document (and ``store`` when one is configured)."""
+    """The ``lbctl check --json`` document (its shape is part of the interface), with
+    ``store`` when one is configured."""
     doc = {
         "status": report.status.name,
         "pools": [{
