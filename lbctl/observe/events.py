@@ -16,8 +16,8 @@ new admin state, ``weight``, or ``added``/``leaving``/``removed`` for run-time m
 connect or TLS handshake, once per backend and cause), ``store_state`` (the rate-limit store up or down: ``store`` is its
 URL without a password, ``state`` ``up`` or ``down``, with ``reason`` and ``on_error`` when
 down), ``tls_reloaded``, ``tls_reload_rejected``, ``access_log_reopened``,
-``pid_file_stale``, ``config_warning``; with workers, ``worker_exited`` and
-``worker_replaced``. A line one of the workers of an instance writes itself carries
+``pid_file_stale``, ``config_warning``; with workers, ``workers_ready``, ``worker_exited``
+and ``worker_replaced``. A line one of the workers of an instance writes itself carries
 ``worker`` (its index).
 """
 

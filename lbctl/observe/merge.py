@@ -6,7 +6,8 @@ its balancer keeps (in flight, attempts started, failures, the EWMA estimate). T
 sums every worker's latest answer with ``Merged.absorb`` into an object that reads like an
 ``Observer`` (``stats``, ``frontend``, ``metrics``, ``started_at``), so the same
 ``snapshot`` and ``/metrics`` code shows the whole instance; the live figures are written
-onto the master's own ``Backend`` objects, which never carry traffic themselves.
+onto the master's own ``Backend`` objects and idle pools (``last_error``), which never carry
+traffic themselves.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ def export(runtime, observer, now: float, *, connections: int) -> dict:
         leaving = [b for b in getattr(state, "leaving", ()) if b.name not in pool.by_name]
         for b in (*pool.backends, *leaving):
             counted = observer.stats.get(b)
+            upstream = runtime.idle.get(b)
             backends[b.name] = {
                 "inflight": b.inflight, "started": b.started, "failures": b.failures,
                 "ewma": b.ewma_cost(pool.clock(), pool.ewma_decay),
+                "last_error": upstream.last_error if upstream is not None else None,
                 "stats": counted.export(now) if counted is not None else None}
         pools[name] = backends
     return {"pid": os.getpid(), "now": now, "time": time.time(), "metrics": observer.metrics,
@@ -66,6 +69,8 @@ class Merged:
         for b in runtime.backends():
             b.inflight = b.started = b.failures = 0
             b.ewma = 0.0
+        for upstream in runtime.idle.values():
+            upstream.last_error = None
 
     def absorb(self, runtime, doc: dict, now: float, *, live: bool = True) -> None:
         """Add one process's ``export``. ``live`` False: the figures of a worker that has
@@ -94,5 +99,9 @@ class Merged:
                     # careful balancer would act on.
                     if figures["ewma"] > b.ewma_cost(pool.clock(), pool.ewma_decay):
                         b.ewma, b.ewma_stamp = figures["ewma"], pool.clock()
+                    # Why a worker's last connect failed, until one succeeds there.
+                    upstream = runtime.idle.get(b)
+                    if figures.get("last_error") and upstream is not None:
+                        upstream.last_error = figures["last_error"]
                 if figures["stats"] is not None:
                     self.stats_of(b).absorb(figures["stats"], shift)

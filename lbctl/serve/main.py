@@ -159,13 +159,15 @@ async def _serve_workers(path: str, config, text: str, count: int, log_format: s
                 raise
         address = config.listen.address
         pids = [w.pid for w in master.workers.values()]
+        log.info("%d workers ready (pids %s)", count, ", ".join(map(str, pids)),
+                 extra={"event": "workers_ready", "workers": count, "pids": pids})
+        # The same line as one process's: what reads it need not know about workers.
         # Discovered backends included: the first lookups were done before listening.
-        log.info("listening on %s: %d routes, %d pools, %d backends; %d workers (pids %s)",
-                 address, len(config.routes), len(config.pools),
+        log.info("listening on %s: %d routes, %d pools, %d backends", address,
+                 len(config.routes), len(config.pools),
                  sum(len(state.pool.backends) for state in master.runtime.pools.values()),
-                 count, ", ".join(map(str, pids)),
                  extra={"event": "listening", "address": str(address), "config": path,
-                        "workers": count, "worker_pids": pids})
+                        "workers": count})
         notifier.ready(f"listening on {address} with {count} workers")
         await stop.wait()
         for sig in (signal.SIGTERM, signal.SIGINT):   # a second signal: stop at once

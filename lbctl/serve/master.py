@@ -69,6 +69,8 @@ START_TIMEOUT = 30.0
 STATS_TIMEOUT = 1.0
 # How long a reload waits for every worker to load the new config.
 PREPARE_TIMEOUT = 10.0
+# A line the workers pass on (``worker.RELAYED``) is logged once in this many seconds.
+RELAYED_QUIET = 60.0
 
 
 class Master:
@@ -106,6 +108,7 @@ class Master:
         self.stopping = False
         self.running = False                    # every worker of the first start is ready
         self._push_pending = False
+        self._relayed: dict[tuple[str, str], float] = {}
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
 
@@ -369,9 +372,25 @@ class Master:
             if replay(self._runtime, message["batch"]):
                 self._push()
             self.ejections.flush()      # the log says "EJECTED" once the workers know
+        elif kind == "log":
+            self._relayed_log(message)
         elif kind == "store":
             self.store.told(worker.index, message["up"], message["level"], message["line"],
                             message.get("fields") or {})
+
+    def _relayed_log(self, message: dict) -> None:
+        """A line every worker would write about the same thing (a backend it cannot
+        connect to, for the same reason): logged once, when the first worker sends it; the
+        others' copies within ``RELAYED_QUIET`` seconds are the same news."""
+        key = (message["logger"], message["message"])
+        now = time.monotonic()
+        if now - self._relayed.get(key, -RELAYED_QUIET) < RELAYED_QUIET:
+            return
+        if len(self._relayed) > 10_000:
+            self._relayed.clear()
+        self._relayed[key] = now
+        logging.getLogger(message["logger"]).log(message["level"], message["message"],
+                                                 extra=message.get("fields") or {})
 
     def _probed(self, pool, backend, result, flipped: bool) -> None:
         if flipped:

@@ -75,11 +75,24 @@ def members_of(wire: dict[str, list[dict]]) -> dict[str, tuple[BackendConfig, ..
     return {pool: backends_of(members) for pool, members in wire.items()}
 
 
-def setup_logging(fmt: str, index: int) -> None:
-    """The event log on the inherited stderr, each line saying which worker wrote it."""
+# Events every worker would log about the same thing (a backend it cannot connect to):
+# passed to the master, which logs them once for the instance. Their fields go along.
+RELAYED = {"backend_error": ("pool", "backend", "reason")}
+
+
+def setup_logging(fmt: str, index: int, channel: Channel) -> None:
+    """The event log on the inherited stderr, each line saying which worker wrote it (but
+    for the ``RELAYED`` events, which go to the master)."""
     handler = logging.StreamHandler(sys.stderr)
 
     def tag(record: logging.LogRecord) -> bool:
+        event = getattr(record, "event", None)
+        if event in RELAYED:
+            fields = {"event": event}
+            fields.update((key, getattr(record, key, None)) for key in RELAYED[event])
+            channel.send("log", logger=record.name, level=record.levelno,
+                         message=record.getMessage(), fields=fields)
+            return False
         record.worker = index
         return True
     handler.addFilter(tag)
@@ -125,7 +138,7 @@ class Worker:
         hello = await self.channel.receive()
         if hello is None or hello["t"] != "start":
             return 1
-        setup_logging(hello.get("log_format", "text"), hello["index"])
+        setup_logging(hello.get("log_format", "text"), hello["index"], self.channel)
         try:
             await self.start(hello)
         except UserError as exc:

@@ -116,15 +116,23 @@ class WorkerProcess:
             await asyncio.wait_for(asyncio.shield(self.exited), EXIT_REPORT)
         except asyncio.TimeoutError:
             self.mark_exited(None)
+        # Every message it sent has been read: if none said why it could not start, its
+        # exit is the reason.
+        self._not_ready(f"worker {self.index} {describe_exit(self.returncode)} before it was "
+                        "ready")
+
+    def _not_ready(self, reason: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(WorkerFailed(reason))
 
     def mark_exited(self, code: int | None) -> None:
         if self.exited.done():
             return
         self.returncode = code
         self.state = "exited"
-        if not self.ready.done():
-            self.ready.set_exception(WorkerFailed(f"worker {self.index} {describe_exit(code)} "
-                                                  "before it was ready"))
+        if self._reader is None or self._reader.done():
+            # No channel left to read a reason from (otherwise its end says it: ``_read``).
+            self._not_ready(f"worker {self.index} {describe_exit(code)} before it was ready")
         if not self.accepting.done():
             self.accepting.set_result(None)
         for future in self._waiting.values():
