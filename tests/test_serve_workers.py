@@ -701,3 +701,28 @@ async def test_pid_file_reload_and_systemd_speak_for_the_master(backends, tmp_pa
         assert not pid_file.exists()
     finally:
         notify.close()
+
+
+async def test_a_worker_that_keeps_dying_is_restarted_later_each_time(backends, lb):
+    a = await backends.start("a")
+    served = await lb({"p": [a.url]})
+    doc = await served.stats()
+    pid = next(row["pid"] for row in doc["workers"] if row["index"] == 1)
+    delays = []
+    for _ in range(3):
+        mark = len(served.proc.lines)
+        os.kill(pid, signal.SIGKILL)
+        died = await served.proc.wait_for_log(
+            rf"worker 1 \(pid {pid}\) killed by SIGKILL; starting a new one(?: in (\S+)s)?",
+            start=mark)
+        delays.append(died.group(1))
+        pid = int((await served.proc.wait_for_log(r"worker 1 replaced: pid (\d+)",
+                                                  start=mark)).group(1))
+    # The first replacement is at once; one that dies soon after it started waits, longer
+    # each time.
+    assert delays == [None, "0.5", "1"]
+    assert sum("it keeps exiting soon after it starts" in line
+               for line in served.proc.lines) == 2
+    assert await fresh(served.port) == (200, "a")
+    rows = {row["index"]: row for row in (await served.stats())["workers"]}
+    assert rows[1]["restarts"] == 3 and rows[1]["pid"] == pid and rows[2]["restarts"] == 0
