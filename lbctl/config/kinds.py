@@ -443,8 +443,8 @@ class PathPrefix(Kind):
         for escape in re.findall(r"%[0-9A-Fa-f]{2}", value):
             char = chr(int(escape[1:], 16))
             if char in uri.UNRESERVED:
-                raise Invalid(f"a path without escapes of unreserved characters (requests are "
-                              f"routed with them decoded)", f"write {char!r} for {escape}")
+                raise Invalid("a path without escapes of unreserved characters (requests are "
+                              "routed with them decoded)", f"write {char!r} for {escape}")
             if escape != escape.upper():
                 raise Invalid("a path with upper-case escapes (requests are routed with them "
                               "upper-cased)", f"write {escape.upper()} for {escape}")

@@ -73,6 +73,7 @@ def probe_url(target: Target, health: Health) -> "yarl.URL":
 
 if TYPE_CHECKING:
     import aiohttp
+    import yarl
 
 # aiohttp is imported where a probe needs it, not at module load: a proxy without [health]
 # tables never pays its ~24 MiB.
