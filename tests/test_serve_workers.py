@@ -91,10 +91,11 @@ class Served:
 
 
 def write(path, port: int, admin: int, pools: dict[str, list[str]], *, workers: int = 2,
-          pool_extra: str = "", extra: str = "", route_extra: str = "") -> None:
+          pool_extra: str = "", extra: str = "", route_extra: str = "",
+          server_extra: str = "") -> None:
     """A config with [server] workers, an admin API and a JSON access log on stdout."""
     lines = [f'[listen]\naddress = "127.0.0.1:{port}"\n',
-             f"[server]\nworkers = {workers}\n",
+             f"[server]\nworkers = {workers}\n{server_extra}",
              f'[admin]\naddress = "127.0.0.1:{admin}"\n',
              '[log]\naccess = "stdout"\n', extra,
              f'[[routes]]\npool = "{next(iter(pools))}"\n{route_extra}\n']
@@ -726,3 +727,33 @@ async def test_a_worker_that_keeps_dying_is_restarted_later_each_time(backends, 
     assert await fresh(served.port) == (200, "a")
     rows = {row["index"]: row for row in (await served.stats())["workers"]}
     assert rows[1]["restarts"] == 3 and rows[1]["pid"] == pid and rows[2]["restarts"] == 0
+
+
+async def test_workers_sharing_the_masters_socket(backends, lb, tmp_path, free_port):
+    # reuse_port = false: the master listens and every worker accepts from its socket.
+    a = await backends.start("a")
+    served = await lb({"p": [a.url]}, server_extra="reuse_port = false\n")
+    results = [await fresh(served.port, "/shared") for _ in range(20)]
+    assert results == [(200, "a")] * 20
+    doc = await served.stats()
+    assert doc["frontend"]["requests"] == 20
+    assert sum(row["requests"] for row in doc["workers"]) == 20
+    # The socket is the master's: a second serve cannot take the port...
+    second = tmp_path / "second.toml"
+    write(second, served.port, free_port(), {"p": [a.url]})
+    result = await asyncio.to_thread(run_in_session, [LBCTL, "serve", str(second)])
+    assert result.returncode == 1 and "address already in use" in result.stderr
+    # ...and a worker's death loses no connection not yet accepted: the other one takes them.
+    stop = asyncio.Event()
+    load = asyncio.ensure_future(load_loop(served.port, stop, new_connections=True))
+    await served.logged_for("/", 20)
+    victim = doc["workers"][0]
+    mark = len(served.proc.lines)
+    os.kill(victim["pid"], signal.SIGKILL)
+    await served.proc.wait_for_log(rf"worker {victim['index']} replaced", start=mark)
+    noticed = time.monotonic()
+    await served.logged(len(served.access) + 20)
+    stop.set()
+    results = await load
+    assert [r for t, r in results if t >= noticed and r != 200] == []
+    assert len([r for _, r in results if r != 200]) <= 8

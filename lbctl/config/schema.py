@@ -300,6 +300,7 @@ STORE = Section(
 SERVER = Section(
     model.Server,
     workers=Workers(),
+    reuse_port=Bool(),
 )
 
 CONFIG = Section(

@@ -190,7 +190,8 @@ class Master:
     async def start(self) -> None:
         # The listening address first, then the admin address: either one taken is one line
         # and exit 1, before anything else has started.
-        self.claim = listen.claim(self.config.listen.address)
+        self.claim = listen.claim(self.config.listen.address,
+                                  reuse_port=self.config.server.reuse_port and listen.REUSE_PORT)
         try:
             # The first lookups, so that the first requests find the discovered backends;
             # then every backend's initial health state.
@@ -464,6 +465,9 @@ class Master:
         if config.server.workers != old.server.workers:
             log.warning("server.workers changed to %s: takes effect after a restart; still "
                         "running %d workers", config.server.workers, self.count)
+        if config.server.reuse_port != old.server.reuse_port:
+            log.warning("server.reuse_port changed to %s: takes effect after a restart",
+                        str(config.server.reuse_port).lower())
         if config.store != self.store.config:
             self.store = WorkersStore(config.store)
         # Discovery takes the new file first: it says what became of operators' changes and
