@@ -19,7 +19,10 @@ feedback, the pool's outcome sink (passive health) and the observer, and, when n
 reached the client, the policy decides from it whether another backend is tried.
 
 Statuses the proxy produces: 404 (no route), 502 (backend error or invalid response),
-503 with Retry-After (no eligible backend), 504 (no response head in time).
+503 with Retry-After (no eligible backend, or the proxy itself out of file descriptors,
+memory or local ports: an ``Outcome.LOCAL``, never held against the backend), 504 (no
+response head in time). When the request is explained, each of them carries
+``X-LB-Decision`` too, listing every attempt with its outcome.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lbctl.balancing import Outcome
+from lbctl.errors import local_resource_error
 from lbctl.gateway.policy import Refusal
 from lbctl.proxy import framing
 from lbctl.proxy.exchange import ClientError
@@ -49,6 +53,8 @@ RESET = Outcome.RESET
 TIMEOUT = Outcome.TIMEOUT
 INVALID = Outcome.INVALID
 CLIENT_ABORT = Outcome.CLIENT_ABORT
+TRUNCATED = Outcome.TRUNCATED
+LOCAL = Outcome.LOCAL
 
 
 class _Timeout(Exception):
@@ -63,6 +69,8 @@ def _respond(exchange: Exchange, status: int, message: str, extra=()) -> bool:
     keep = exchange.keep_alive and not conn.last_before_close() and \
         (body is None or body.done) and exchange.upgrade is None
     exchange.status = status
+    if exchange.decision is not None:
+        extra = (*extra, (b"X-LB-Decision", exchange.decision))
     if conn.transport is not None and not conn.transport.is_closing():
         conn.transport.write(framing.error_response(
             status, message, keep_alive=keep, request_id=exchange.request_id, extra=extra,
@@ -133,9 +141,13 @@ async def _handle(exchange: Exchange) -> bool:
         outcome = await _attempt(exchange, state, backend, connections, deadline, tried)
         if exchange.response_begun:
             return exchange.response_keep
+        if exchange.decision is not None:       # explained: the next attempt or our answer
+            exchange.decision += b"; outcome=" + outcome.value.encode()
         if not policy.may_retry(outcome, len(tried), exchange.replayable()):
             break
-    return _respond(exchange, *exchange.failure)
+    status, message = exchange.failure
+    return _respond(exchange, status, message,
+                    extra=((b"Retry-After", b"1"),) if status == 503 else ())
 
 
 async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idle: IdlePool,
@@ -158,7 +170,16 @@ async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idl
             remaining = deadline - started
             try:
                 up = await idle.connect(min(pcfg.timeouts.connect, max(remaining, 0.001)))
-            except (OSError, asyncio.TimeoutError):
+            except (OSError, asyncio.TimeoutError) as exc:
+                local = local_resource_error(exc)
+                if local is not None:
+                    # Our own descriptors (or memory, or ports) ran out: the backend is not
+                    # at fault and another one would fare no better.
+                    conn.server.out_of_resources(local, f"connecting to backend {backend.name}")
+                    outcome = LOCAL
+                    exchange.failure = (policy.client_status(outcome),
+                                        "the proxy is out of resources; try again")
+                    return outcome
                 outcome = CONNECT_ERROR
                 exchange.failure = (policy.client_status(outcome), "connect failed")
                 return outcome
@@ -226,7 +247,7 @@ async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idl
         except (UpstreamError, _Timeout) as exc:
             # Response bytes already went out: the client gets a truncated message and a
             # closed connection, never a clean end.
-            outcome = TIMEOUT if isinstance(exc, _Timeout) else RESET
+            outcome = TIMEOUT if isinstance(exc, _Timeout) else TRUNCATED
             exchange.response_keep = False
             if conn.transport is not None:
                 conn.transport.abort()
@@ -258,7 +279,8 @@ async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idl
                 body.on_done = None
         exchange.upstream = None
         exchange.head_waiter = exchange.done_waiter = None
-        pool.on_end(backend, latency if latency is not None else loop.time() - started, ok)
+        pool.on_end(backend, latency if latency is not None else loop.time() - started,
+                    ok or outcome is LOCAL)
         state.outcomes.record(backend, outcome)
         conn.server.observer.attempt(exchange, state, backend, outcome, started, latency)
 

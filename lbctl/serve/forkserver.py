@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import json
 import logging
 import os
@@ -56,8 +57,8 @@ def serve(fd: int) -> int:
         signal.signal(sig, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     # Everything a worker imports, imported once here and shared by every fork.
-    import uvloop  # noqa: F401
-    import lbctl.serve.worker  # noqa: F401
+    for module in ("uvloop", "lbctl.serve.worker"):
+        importlib.import_module(module)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)

@@ -1,11 +1,18 @@
 """``lbctl serve``: load the config, start an ``Instance`` (or a ``Master`` and its workers),
 run until SIGTERM/SIGINT.
 
-SIGHUP reloads the config file (an invalid one is logged and the running config kept);
-SIGUSR1 reopens the access log (the logrotate convention). With one worker (``[server]
-workers = 1``, or ``"auto"`` on one CPU) the instance is this process alone; with more, this
-process is the master and the workers are processes of their own (``master.py``): the pid
-file holds the master's pid, and the master alone speaks to systemd.
+The first SIGTERM or SIGINT drains (up to ``drain_timeout``); a second one during the drain
+stops at once, closing what is left, as operators expect of a second Ctrl-C. SIGHUP reloads
+the config file (an invalid one is logged and the running config kept); SIGUSR1 reopens the
+access log (the logrotate convention). At start (and on a reload that needs more) the
+open-files limit is raised toward what ``max_connections`` needs (``openfiles.py``).
+
+With one worker (``[server] workers = 1``, or ``"auto"`` on one CPU) the instance is this
+process alone; with more, this process is the master and the workers are processes of their
+own (``master.py``): the pid file holds the master's pid, and the master alone speaks to
+systemd. The master raises the open-files limit before any worker exists (they inherit it)
+and each worker raises its own on a reload that needs more; a second signal reaches every
+worker through the master.
 
 Around the instance's life, what supervisors read: the pid file (``--pid-file``: refused when
 a live serve holds it, written once listening, removed on exit), systemd's notifications
@@ -25,6 +32,8 @@ from lbctl.config.loader import ConfigError, load_config, read_text
 from lbctl.control.notify import Notifier
 from lbctl.control.pidfile import check_pid_file, remove_pid_file, write_pid_file
 from lbctl.exitcodes import Exit
+from lbctl.proxy.server import fds_needed
+from lbctl.serve import openfiles
 from lbctl.serve.instance import Instance
 from lbctl.serve.loop import install_fast_loop
 
@@ -57,9 +66,17 @@ def serve(path: str, pid_file: str | None = None, workers: int | str | None = No
     return asyncio.run(_serve(path, config, pid_file))
 
 
+def log_open_files(limit: openfiles.OpenFiles, instance: Instance, config) -> None:
+    enough, line = openfiles.describe(limit, config.limits.max_connections,
+                                      instance.proxy.max_connections)
+    (log.info if enough else log.warning)(line)
+
+
 async def _serve(path: str, config, pid_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     notifier = Notifier()
+    # Before the data plane sizes its connection cap to the limit.
+    limit = openfiles.raise_open_files(fds_needed(config))
     instance = Instance(config)
     # Signals are handled before "listening" is announced: a supervisor that reloads as
     # soon as it sees the line must not kill the process with SIGHUP's default action.
@@ -69,6 +86,7 @@ async def _serve(path: str, config, pid_file: str | None = None) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(instance, path, notifier))
     loop.add_signal_handler(signal.SIGUSR1, instance.observer.reopen)   # logrotate convention
     await instance.start()
+    log_open_files(limit, instance, config)
     try:
         if pid_file is not None:
             try:
@@ -88,10 +106,22 @@ async def _serve(path: str, config, pid_file: str | None = None) -> int:
         connections = len(instance.proxy.connections)
         instance.proxy.stop_listening()
         notifier.stopping(f"draining {connections} connections")
-        log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
-                 connections, timeout, extra={"event": "stopping", "connections": connections})
-        clean = await instance.drain(timeout)
-        log.info("stopped%s", "" if clean else
+        now = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, now.set)
+        log.info("stopping: no longer accepting; draining %d connections (up to %gs; signal "
+                 "again to stop at once)", connections, timeout,
+                 extra={"event": "stopping", "connections": connections})
+        drain = loop.create_task(instance.drain(timeout))
+        hurry = loop.create_task(now.wait())
+        await asyncio.wait((drain, hurry), return_when=asyncio.FIRST_COMPLETED)
+        hurried = not drain.done()
+        if hurried:
+            log.warning("second signal: stopping at once, closing %d connections",
+                        instance.proxy.abort_all(), extra={"event": "stopping_now"})
+        hurry.cancel()
+        clean = await drain
+        log.info("stopped%s", "" if clean or hurried else
                  ": drain timeout reached, remaining connections closed",
                  extra={"event": "stopped", "clean": clean})
         return Exit.OK
@@ -117,7 +147,10 @@ def reload(instance: Instance, path: str, notifier: Notifier | None = None) -> b
             notifier.ready(f"reload rejected ({len(exc.problems)} problems); "
                            f"serving the previous configuration")
         return False
+    limit = openfiles.raise_open_files(fds_needed(config))
     instance.reload(config)
+    if limit.raised or instance.proxy.fd_bound:
+        log_open_files(limit, instance, config)
     log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools),
              extra={"event": "reloaded", "config": path})
     if notifier is not None:
@@ -130,6 +163,8 @@ async def _serve_workers(path: str, config, text: str, count: int, log_format: s
     from lbctl.serve.master import Master
     loop = asyncio.get_running_loop()
     notifier = Notifier()
+    # Before the fork server starts: it and every worker forked from it inherit the limit.
+    limit = openfiles.raise_open_files(fds_needed(config))
     master = Master(config, text, count, log_format=log_format)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -150,6 +185,7 @@ async def _serve_workers(path: str, config, text: str, count: int, log_format: s
     loop.add_signal_handler(signal.SIGHUP, lambda: soon(reload_workers()))
     loop.add_signal_handler(signal.SIGUSR1, lambda: soon(master.reopen()))
     await master.start()
+    master.log_open_files(limit)
     try:
         if pid_file is not None:
             try:
@@ -176,11 +212,11 @@ async def _serve_workers(path: str, config, text: str, count: int, log_format: s
         connections = master.connections
         await master.stop_accepting(timeout)
         notifier.stopping(f"draining {count} workers")
-        log.info("stopping: no longer accepting; draining %d workers (up to %gs)", count,
-                 timeout, extra={"event": "stopping", "workers": count,
-                                 "connections": connections})
+        log.info("stopping: no longer accepting; draining %d workers (up to %gs; signal "
+                 "again to stop at once)", count, timeout,
+                 extra={"event": "stopping", "workers": count, "connections": connections})
         clean = await master.drain(timeout)
-        log.info("stopped%s", "" if clean else
+        log.info("stopped%s", "" if clean or master.hurried else
                  ": drain timeout reached, remaining connections closed",
                  extra={"event": "stopped", "clean": clean})
         return Exit.OK

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
@@ -50,7 +51,8 @@ from lbctl.health.passive import OutlierDetector
 from lbctl.observe.merge import Merged
 from lbctl.proxy.members import apply_members, sweep
 from lbctl.proxy.runtime import Runtime, build_runtime
-from lbctl.serve import listen
+from lbctl.proxy.server import fd_cap, fds_needed
+from lbctl.serve import listen, openfiles
 from lbctl.serve.forkserver import ForkServer
 from lbctl.serve.outcomes import replay
 from lbctl.serve.state import StateTracker
@@ -106,6 +108,8 @@ class Master:
         self.table = SharedTable.create()
         self.admin = None
         self.stopping = False
+        self.hurried = False                    # a second signal stopped the drain
+        self._hurry: asyncio.Task | None = None
         self.running = False                    # every worker of the first start is ready
         self._push_pending = False
         self._relayed: dict[tuple[str, str], float] = {}
@@ -423,6 +427,9 @@ class Master:
                           extra={"event": "reload_rejected", "config": path,
                                  "problems": len(exc.problems)})
                 return False
+            # The master's own limit, for what it says; each worker raises its own as it
+            # commits (what it inherited at its start may be short of the new needs).
+            limit = openfiles.raise_open_files(fds_needed(config))
             live = [w for w in self.workers.values() if w.state == "serving"]
             answers = await asyncio.gather(*(w.ask("prepare", PREPARE_TIMEOUT, path=path,
                                                    text=text) for w in live))
@@ -446,6 +453,8 @@ class Master:
                 if answer is not None:
                     w.send("commit", id=answer["id"], members=members, state=state)
                     w.version = self.version
+            if limit.raised or (fd_cap(config) or math.inf) < config.limits.max_connections:
+                self.log_open_files(limit)
             log.info("reloaded %s: %d routes, %d pools; %d workers", path, len(config.routes),
                      len(config.pools), len(live), extra={"event": "reloaded", "config": path})
             return True
@@ -539,14 +548,37 @@ class Master:
             await self.stop_accepting(timeout)
         await self.health.stop()
         clean = await self._wait_all(timeout + 5.0)
+        if self._hurry is not None:
+            await self._hurry               # says how many connections a second signal closed
         await self.close()
         return clean
 
+    def log_open_files(self, limit: openfiles.OpenFiles) -> bool:
+        """The open-files line of a single process, said once for the instance: the limit
+        is each worker's (inherited from the master, or raised by each on a reload), and so
+        is the cap it sets. True when it leaves room for ``max_connections``."""
+        wanted = self.config.limits.max_connections
+        room = fd_cap(self.config)
+        enough, line = openfiles.describe(limit, wanted, wanted if room is None else
+                                          min(room, wanted), workers=self.count)
+        (log.info if enough else log.warning)(line)
+        return enough
+
     def stop_now(self) -> None:
-        """A second SIGTERM/SIGINT during a drain: every worker closes its connections now."""
-        self.stopping = True
-        for worker in self.workers.values():
-            worker.send("stop")
+        """A second SIGTERM/SIGINT during a drain: every worker closes its connections now;
+        the event log says how many, as a single process's does."""
+        self.stopping = self.hurried = True
+        if self._hurry is None:
+            self._hurry = self.loop.create_task(self._stop_now())
+
+    async def _stop_now(self) -> None:
+        live = [w for w in self.workers.values() if w.state != "exited"]
+        answers = await asyncio.gather(*(w.ask("stop", STATS_TIMEOUT) for w in live))
+        closed = sum(answer["connections"] for answer in answers if answer is not None)
+        late = [w.index for w, answer in zip(live, answers) if answer is None]
+        log.warning("second signal: stopping at once, closing %d connections%s", closed,
+                    f"; worker(s) {', '.join(map(str, late))} did not answer" if late else "",
+                    extra={"event": "stopping_now", "connections": closed})
 
     async def _wait_all(self, timeout: float) -> bool:
         pending = [w.exited for w in self.workers.values() if not w.exited.done()]

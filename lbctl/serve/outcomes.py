@@ -1,8 +1,9 @@
 """Passive outcomes from the workers to the master, where ejection is decided once.
 
-In a worker, a pool with ``[outlier]`` reports its attempts' outcomes into an
-``OutcomeRelay`` instead of an ``OutlierDetector``: the worker must not eject on its share
-of the traffic alone. The relay keeps, per backend, the outcomes in order as runs (five
+In a worker, every pool reports its attempts' outcomes into an ``OutcomeRelay`` instead of
+an ``OutlierDetector``: the worker must not eject on its share of the traffic alone. That is
+every pool, not only those with ``[outlier]``: without one, truncated responses still count
+(``health.passive.TRUNCATIONS``), and five in a row across the instance eject. The relay keeps, per backend, the outcomes in order as runs (five
 ``reset`` in a row travel as ``["reset", 5]``; successes only reset a failure streak, so a
 run of them travels as one), and the ``Outbox`` sends them to the master: at once (at the
 end of the loop's current turn) when a failure is among them, otherwise within ``DELAY``.
@@ -16,6 +17,7 @@ import asyncio
 from typing import Callable
 
 from lbctl.balancing import Backend, Outcome
+from lbctl.health.passive import TRUNCATIONS
 
 # Successes only: how long they may wait to share a message with others.
 DELAY = 0.01
@@ -75,10 +77,11 @@ class OutcomeRelay:
 
 
 def relay_outcomes(runtime, outbox: Outbox) -> None:
-    """Point every pool with ``[outlier]`` of a freshly built runtime at the master."""
+    """Point every pool of a freshly built runtime at the master: its ``[outlier]``'s kinds
+    of failure, or truncations alone (as the master's detector for that pool counts)."""
     for name, state in runtime.pools.items():
-        if state.config.outlier is not None:
-            state.outcomes = OutcomeRelay(name, state.config.outlier.failure_on, outbox)
+        policy = state.config.outlier if state.config.outlier is not None else TRUNCATIONS
+        state.outcomes = OutcomeRelay(name, policy.failure_on, outbox)
 
 
 def replay(runtime, batch: list) -> bool:

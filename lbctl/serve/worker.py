@@ -17,8 +17,12 @@ it, in this order:
   master (``ProxyServer.set_members``);
 * ``state``: backends' states decided in the master (health, operator actions, ejections,
   slow start); ``stats``: this worker's figures (``observe.merge.export``); ``reopen``: the
-  access log (SIGUSR1); ``drain``: stop accepting, finish what is in flight, exit 0;
-  ``stop``: close everything now.
+  access log (SIGUSR1); ``drain``: stop accepting, finish what is in flight (an idle
+  keep-alive connection gets the data plane's short grace), exit 0; ``stop`` (the
+  operator's second signal): close every connection now, and say how many there were.
+
+Its open-files limit is the master's, inherited; a reload whose ``max_connections`` needs
+more raises it here too (``openfiles.py``), before the data plane sizes its cap to it.
 
 Passive outcomes go the other way (``outcomes.py``). SIGINT and SIGHUP are the master's
 (a terminal's Ctrl-C reaches the whole process group); SIGTERM, as from a service manager
@@ -44,7 +48,8 @@ from lbctl.gateway.shared_store import SharedStore, SharedTable
 from lbctl.observe.events import JsonFormatter
 from lbctl.observe.merge import export
 from lbctl.observe.observer import Observer
-from lbctl.proxy.server import ProxyServer
+from lbctl.proxy.server import ProxyServer, fds_needed
+from lbctl.serve import openfiles
 from lbctl.serve.channel import Channel, ChannelError
 from lbctl.serve.loop import install_fast_loop
 from lbctl.serve.outcomes import Outbox, relay_outcomes
@@ -158,6 +163,7 @@ class Worker:
     async def start(self, hello: dict) -> None:
         with quiet():
             config = load_config(hello["path"], text=hello["text"])
+            openfiles.raise_open_files(fds_needed(config))  # the master's already, as a rule
             self.observer = Observer(config, worker=hello["index"])
             self.store = open_store(config, self.table, self.channel)
             self.proxy = ProxyServer(config, hooks=self.observer, store=self.store)
@@ -225,6 +231,7 @@ class Worker:
             old, self.store = self.store, open_store(config, self.table, self.channel)
             store = self.store
             self.loop.create_task(self._swap_store(old))
+        openfiles.raise_open_files(fds_needed(config))     # before the cap is sized to it
         with quiet():
             runtime = self.proxy.reload(config, members_of(message["members"]), store=store)
             self.observer.configure(config)
@@ -256,7 +263,10 @@ class Worker:
         self.drain(float(message["timeout"]))
 
     def on_stop(self, message: dict) -> None:
+        connections = len(self.proxy.connections)
         self.drain(0.0)
+        if "id" in message:                 # the master says how many were closed
+            self.channel.send("stopped", id=message["id"], connections=connections)
 
     # ---- signals and the end -------------------------------------------------------------
 
@@ -273,9 +283,7 @@ class Worker:
         if self.draining is not None:
             if timeout == 0.0:
                 self.proxy.stop_listening()
-                for conn in list(self.proxy.connections):
-                    if conn.transport is not None:
-                        conn.transport.abort()
+                self.proxy.abort_all()
             return
         self.draining = self.loop.create_task(self._drain(timeout))
 

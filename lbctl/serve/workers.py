@@ -110,6 +110,9 @@ class WorkerProcess:
                     future.set_result(message)
             else:
                 self.on_message(self, message)
+        self._unanswered()
+        if self.channel is not None:
+            self.channel.close()
         # The channel closed: the process is ending. Its exit status comes from the fork
         # server; without it (the server died), the end of the channel is the news.
         try:
@@ -135,16 +138,22 @@ class WorkerProcess:
             self._not_ready(f"worker {self.index} {describe_exit(code)} before it was ready")
         if not self.accepting.done():
             self.accepting.set_result(None)
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_result(None)
-        self._waiting.clear()
-        if self.channel is not None:
-            self.channel.close()
+        if self._reader is None or self._reader.done():
+            self._unanswered()
+            if self.channel is not None:
+                self.channel.close()
+        # Otherwise the channel may still hold answers the worker sent before it exited
+        # (how many connections a stop closed): ``_read`` reads them, then gives up on the rest.
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
         self.exited.set_result(code)
+
+    def _unanswered(self) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result(None)
+        self._waiting.clear()
 
     def send(self, kind: str, **fields) -> bool:
         return self.channel is not None and self.channel.send(kind, **fields)
@@ -184,6 +193,9 @@ class WorkerProcess:
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
+        self._unanswered()
+        if self.channel is not None:
+            self.channel.close()
 
 
 class WorkerFailed(Exception):
