@@ -757,3 +757,168 @@ async def test_workers_sharing_the_masters_socket(backends, lb, tmp_path, free_p
     results = await load
     assert [r for t, r in results if t >= noticed and r != 200] == []
     assert len([r for _, r in results if r != 200]) <= 8
+
+
+# ---- the data plane's hardening, in every worker ----------------------------------------------
+
+async def test_a_second_sigterm_stops_the_workers_drain_at_once(backends, lb):
+    """The first SIGTERM drains every worker; a second one closes what they hold now, says
+    how many connections, and the master exits 0 long before drain_timeout."""
+    holders: set[str] = set()
+    both, release = asyncio.Event(), asyncio.Event()
+    arrived: asyncio.Queue = asyncio.Queue()
+
+    async def hold(request, body):
+        holders.add(prefix(request.headers["X-Request-ID"]))
+        if len(holders) == 2:
+            both.set()
+        arrived.put_nowait(None)
+        await release.wait()                    # only after the test: a stop must end it
+        return web.Response(text="late")
+    a = await backends.start("a", hold)
+    served = await lb({"p": [a.url]}, extra='[limits]\ndrain_timeout = "5m"\n')
+    clients = []
+    while not both.is_set() and len(clients) < 64:     # until both workers hold one
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        clients.append((reader, writer))
+        await asyncio.wait_for(arrived.get(), 10)       # held at the backend
+    assert both.is_set()
+    mark = served.signal(signal.SIGTERM)
+    await served.proc.wait_for_log("no longer accepting; draining 2 workers", start=mark)
+    served.signal(signal.SIGTERM)
+    await served.proc.wait_for_log(
+        f"second signal: stopping at once, closing {len(clients)} connections$", start=mark)
+    assert await served.proc.wait(15) == 0              # not the five minutes of the drain
+    for reader, writer in clients:
+        try:
+            assert await asyncio.wait_for(reader.read(-1), 5) == b""
+        except ConnectionError:
+            pass                                        # aborted: a reset is an EOF too
+        writer.close()
+    release.set()
+    assert any(re.search(r"stopped$", line) for line in served.proc.lines[mark:])
+
+
+async def on_worker(served: Served, index: int) -> Connection:
+    """A new connection that worker ``index`` accepted (told by the access log)."""
+    for _ in range(64):
+        conn = await Connection.open(served.port)
+        path = f"/probe/{time.monotonic_ns()}"
+        assert await conn.get(path) == 200
+        if (await served.logged_for(path, 1))[0]["worker"] == index:
+            return conn
+        conn.close()
+    raise AssertionError(f"64 connections and none reached worker {index}")
+
+
+async def test_truncated_responses_eject_on_the_instances_outcomes_without_outlier(
+        backends, lb):
+    """No [outlier]: five truncated responses in a row eject, counted across the workers
+    (three through one worker, two through the other: neither saw five)."""
+    async def cut(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        await writer.drain()
+        writer.close()
+    cutting = await backends.start_raw(cut)
+    ok = await backends.start("ok")
+    served = await lb({"p": [f"http://127.0.0.1:{cutting}", ok.url], "probe": [ok.url]})
+    text = served.path.read_text()
+    # /probe/... goes to a healthy pool (to find the worker); the rest to p, whose second
+    # backend is a backup: every request reaches p-1 while it is in.
+    text = text.replace('[[routes]]\npool = "p"\n', '[[routes]]\npath_prefix = "/probe"\n'
+                        'pool = "probe"\n\n[[routes]]\npool = "p"\n')
+    text = text.replace('name = "p-2"\n', 'name = "p-2"\nbackup = true\n')
+    assert "outlier" not in text
+    served.path.write_text(text)
+    mark = served.signal(signal.SIGHUP)
+    await served.proc.wait_for_log("reloaded", start=mark)
+
+    async def truncated_through(index: int) -> None:
+        conn = await on_worker(served, index)
+        conn.writer.write(b"GET /x HTTP/1.1\r\nHost: lb\r\n\r\n")
+        try:
+            answer = await asyncio.wait_for(conn.reader.read(-1), 10)
+        except ConnectionError:
+            answer = b""
+        conn.close()
+        assert answer.startswith(b"HTTP/1.1 200 ") and not answer.endswith(b"\r\n\r\n")
+        assert len(answer.partition(b"\r\n\r\n")[2]) < 100          # cut short, then closed
+    for index in (1, 1, 2, 2):
+        await truncated_through(index)
+    assert not [line for line in served.proc.lines[mark:] if "EJECTED" in line]
+    await truncated_through(1)
+    await served.proc.wait_for_log(r"backend p-1 EJECTED for 30s after 5 consecutive "
+                                   r"failures \(last: truncated\)", start=mark)
+    # Both workers know: the backup answers, whole, on either.
+    for index in (1, 2):
+        conn = await on_worker(served, index)
+        assert await conn.get("/after") == 200
+        conn.close()
+    after = await served.logged_for("/after", 2)
+    assert sorted((line["worker"], line["backend"]) for line in after) == \
+        [(1, "p-2"), (2, "p-2")]
+    assert sum("EJECTED" in line for line in served.proc.lines) == 1
+    cut_lines = [line for line in served.access if line["path"] == "/x"]
+    assert Counter(line["termination"] for line in cut_lines) == {"upstream_truncated": 5}
+
+
+async def test_each_worker_keeps_within_its_open_files_limit(backends, tmp_path, free_port):
+    """Started with a soft and hard limit of 128: the master says the cap once, each worker
+    holds that many client connections, and the instance answers 503 past both."""
+    holding: asyncio.Queue = asyncio.Queue()
+    release = asyncio.Event()
+
+    async def hold(request, body):
+        holding.put_nowait(None)
+        await release.wait()
+        return web.Response(text="held")
+    a = await backends.start("a", hold)
+    port, admin = free_port(), free_port()
+    path = tmp_path / "lb.toml"
+    write(path, port, admin, {"p": [a.url]})
+
+    def limit() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+    proc = LbctlProcess(await asyncio.create_subprocess_exec(
+        LBCTL, "serve", str(path), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, env=ENV, preexec_fn=limit))
+    clients = []
+    try:
+        match = await proc.wait_for_log(
+            r"open files limit 128 \(hard 128\) is below the \d+ that max_connections 10000 "
+            r"needs: at most (\d+) client connections at once in each of the 2 workers")
+        cap = int(match.group(1))
+        await proc.wait_for_log("listening on", timeout=30)
+        held = refused = 0
+        for _ in range(8 * cap):                # bounded: the kernel picks each one's worker
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            clients.append((reader, writer))
+            got = asyncio.ensure_future(holding.get())
+            answered = asyncio.ensure_future(reader.read(65536))
+            done, _ = await asyncio.wait((got, answered), timeout=10,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            assert done, "neither held nor answered"
+            if got in done:
+                answered.cancel()
+                held += 1
+            else:
+                got.cancel()
+                assert answered.result().startswith(b"HTTP/1.1 503 ")
+                refused += 1
+                if held == 2 * cap and refused >= 16:
+                    break
+        # Each worker held its cap, never more; past that every connection got a 503.
+        assert held == 2 * cap, (held, cap)
+        warnings = [line for line in proc.lines if "connection limit reached" in line]
+        assert sorted(re.search(r"worker (\d+): ", line).group(1) for line in warnings) == \
+            ["1", "2"], warnings                # once per worker, each for its own cap
+    finally:
+        release.set()
+        for _, writer in clients:
+            writer.close()
+        proc.kill()
+        await proc.proc.wait()
