@@ -922,3 +922,48 @@ async def test_each_worker_keeps_within_its_open_files_limit(backends, tmp_path,
             writer.close()
         proc.kill()
         await proc.proc.wait()
+
+
+def open_files_soft(pid: int) -> int:
+    with open(f"/proc/{pid}/limits") as limits:
+        return int(next(r for r in limits if r.startswith("Max open files")).split()[3])
+
+
+async def test_a_reload_that_needs_more_open_files_raises_every_workers_limit(
+        backends, tmp_path, free_port):
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard == resource.RLIM_INFINITY or hard >= 6065     # room to raise it here
+    a = await backends.start("a")
+    port, admin = free_port(), free_port()
+    path = tmp_path / "lb.toml"
+    write(path, port, admin, {"p": [a.url]}, extra="[limits]\nmax_connections = 100\n")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+    proc = LbctlProcess(await asyncio.create_subprocess_exec(
+        LBCTL, "serve", str(path), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, env=ENV, preexec_fn=limit))
+    served = Served.__new__(Served)             # the admin API and signals only
+    served.proc, served.port, served.admin, served.path = proc, port, admin, path
+    try:
+        # 2 x 100 client and upstream connections, 64 kept aside, one per backend.
+        line = await proc.wait_for_log("open files limit raised from 200 to 265 \\(hard ")
+        assert line.string.endswith("an upstream connection each (in each of the 2 workers)")
+        await proc.wait_for_log("listening on", timeout=30)
+        pids = [row["pid"] for row in (await served.stats())["workers"]]
+        assert [open_files_soft(pid) for pid in pids] == [265, 265]
+        path.write_text(path.read_text().replace("max_connections = 100",
+                                                 "max_connections = 3000"))
+        mark = served.signal(signal.SIGHUP)
+        await proc.wait_for_log("reloaded", start=mark)
+        await proc.wait_for_log("open files limit raised from 265 to 6065", start=mark)
+        await served.stats()        # answered after the reload's commit: both have applied it
+        assert [open_files_soft(pid) for pid in pids] == [6065, 6065]
+        assert await fresh(port) == (200, "a")
+        served.signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+    finally:
+        if proc.proc.returncode is None:
+            proc.kill()
+            await proc.proc.wait()

@@ -46,11 +46,12 @@ def describe(limit: OpenFiles, max_connections: int, cap: int,
     def n(value: int) -> str:
         return "unlimited" if value == resource.RLIM_INFINITY else str(value)
     got = f"raised from {n(limit.before)} to {n(limit.soft)}" if limit.raised else n(limit.soft)
-    each = f" in each of the {workers} workers" if workers > 1 else ""
+    each = f"in each of the {workers} workers" if workers > 1 else ""
     if cap >= max_connections:
         return True, (f"open files limit {got} (hard {n(limit.hard)}): room for max_connections "
-                      f"{max_connections} and an upstream connection each{each}")
+                      f"{max_connections} and an upstream connection each"
+                      + (f" ({each})" if each else ""))
     return False, (f"open files limit {got} (hard {n(limit.hard)}) is below the {limit.needed} "
                    f"that max_connections {max_connections} needs: at most {cap} client "
-                   f"connections at once{each}, the rest get 503; raise the hard limit "
+                   f"connections at once{' ' + each if each else ''}, the rest get 503; raise the hard limit "
                    f"(ulimit -Hn, or LimitNOFILE= in a systemd unit)")
