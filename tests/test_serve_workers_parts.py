@@ -13,6 +13,7 @@ import pytest
 from lbctl.balancing import AdminState, Backend, Outcome, make_pool
 from lbctl.config.model import Address, Outlier
 from lbctl.health.passive import OutlierDetector
+from lbctl.observe import merge
 from lbctl.observe.accounting import WINDOW, BackendStats
 from lbctl.serve import listen
 from lbctl.serve.channel import Channel
@@ -170,6 +171,37 @@ def test_window_figures_add_up_across_processes():
     assert series["requests"][-2:] == [1, 2] and series["errors"][-2:] == [0, 1]
     assert sum(series["requests"]) == 3
     assert total.percentiles(101.9) == {"p50": 0.005, "p90": 0.25, "p99": 0.25}
+
+
+def test_exited_workers_figures_fold_into_one_document():
+    def last_figures(requests, at, *records):
+        stats = BackendStats()
+        for record in records:
+            stats.record(*record)
+        return {"now": at, "time": at + 1000.0, "frontend": {"requests": requests, "by_class": [0, 0, requests, 0, 0, 0],
+                                        "aborted": 1},
+                "pools": {"api": {"a": {"inflight": 3, "started": requests, "failures": 1,
+                                        "ewma": 0.5, "last_error": "refused",
+                                        "stats": stats.export(at)}}}}
+
+    # The workers' clocks run 50 s behind the master's (time of day - 1000 vs - 950), and
+    # their last figures are a few seconds old when they are folded in: the seconds land
+    # where they were on the master's clock (99 and 109), not at the time of folding.
+    first = last_figures(2, 50.0, (49.5, 200, Outcome.OK, 0.004, False, 1, 2),
+                         (49.5, 502, Outcome.SERVER_ERROR, 0.2, False, 0, 0))
+    second = last_figures(1, 60.0, (59.8, 200, Outcome.OK, 0.004, False, 1, 2))
+    total = merge.fold(None, first, 104.0, 1054.0)
+    total = merge.fold(total, second, 112.0, 1062.0)
+    assert total["now"] == 112.0
+    assert total["frontend"] == {"requests": 3, "by_class": [0, 0, 3, 0, 0, 0], "aborted": 2}
+    a = total["pools"]["api"]["a"]
+    # Nothing of an exited worker is in flight, and its estimate and error are not carried.
+    assert (a["inflight"], a["started"], a["failures"], a["last_error"]) == (0, 3, 2, None)
+    stats = BackendStats()
+    stats.absorb(a["stats"])
+    assert (stats.requests, stats.errors, stats.bytes_in) == (3, 1, 2)
+    series = stats.series(112.0)["requests"]
+    assert series[-14:] == [2] + [0] * 9 + [1, 0, 0, 0]
 
 
 # ---- the channel -----------------------------------------------------------------------------

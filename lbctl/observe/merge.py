@@ -46,6 +46,40 @@ def export(runtime, observer, now: float, *, connections: int) -> dict:
             "pools": pools}
 
 
+def fold(total: dict | None, doc: dict, now: float, wall: float) -> dict:
+    """An exited worker's last ``export`` added into ``total``, the sum of those that exited
+    before it, so the master keeps one document however many workers came and went (a crash
+    loop would otherwise grow its memory by one document per exit). ``now`` and ``wall``: the
+    master's clock and the time of day; the sum's seconds are kept on the master's clock."""
+    if total is None:
+        classes = [0] * len(doc["frontend"]["by_class"])
+        total = {"now": now, "time": wall, "pools": {},
+                 "frontend": {"requests": 0, "by_class": classes, "aborted": 0}}
+    front, add = total["frontend"], doc["frontend"]
+    front["requests"] += add["requests"]
+    front["aborted"] += add["aborted"]
+    for i, n in enumerate(add["by_class"]):
+        front["by_class"][i] += n
+    # The document may be old (the worker's last answer before it exited): the offset
+    # between the two clocks is taken through the time of day, not from the age.
+    shift = round((now - wall) - (doc["now"] - doc["time"]))
+    for pool_name, backends in doc["pools"].items():
+        kept = total["pools"].setdefault(pool_name, {})
+        for name, figures in backends.items():
+            have = kept.setdefault(name, {"inflight": 0, "started": 0, "failures": 0, "ewma": 0.0,
+                                          "last_error": None, "stats": None})
+            have["started"] += figures["started"]
+            have["failures"] += figures["failures"]
+            if figures["stats"] is not None:
+                stats = BackendStats()
+                if have["stats"] is not None:
+                    stats.absorb(have["stats"])
+                stats.absorb(figures["stats"], shift)
+                have["stats"] = stats.export(now)
+    total["now"], total["time"] = now, wall
+    return total
+
+
 class Merged:
     """The instance's figures, as an ``Observer`` presents them to readers."""
 
@@ -72,15 +106,19 @@ class Merged:
         for upstream in runtime.idle.values():
             upstream.last_error = None
 
-    def absorb(self, runtime, doc: dict, now: float, *, live: bool = True) -> None:
-        """Add one process's ``export``. ``live`` False: the figures of a worker that has
-        exited (its counts stay in the totals; nothing of it is in flight any more)."""
+    def absorb(self, runtime, doc: dict, now: float, *, live: bool = True,
+               shift: int | None = None) -> None:
+        """Add one process's ``export``. ``live`` False: the figures of exited workers
+        (``fold``: their counts stay in the totals; nothing of them is in flight any more).
+        ``shift``: seconds from ``doc``'s clock to ``now``'s, when not ``now`` less its own
+        (a fresh answer's)."""
         front = doc["frontend"]
         self.frontend.requests += front["requests"]
         self.frontend.aborted += front["aborted"]
         for i, n in enumerate(front["by_class"]):
             self.frontend.by_class[i] += n
-        shift = round(now - doc["now"])         # 0 where both clocks are the boot clock
+        if shift is None:
+            shift = round(now - doc["now"])     # 0 where both clocks are the boot clock
         for pool_name, backends in doc["pools"].items():
             state = runtime.pools.get(pool_name)
             if state is None:

@@ -48,7 +48,7 @@ from lbctl.gateway.rate_limit import Limit, TokenBuckets
 from lbctl.gateway.shared_store import SharedTable
 from lbctl.health.active import HealthChecks
 from lbctl.health.passive import OutlierDetector
-from lbctl.observe.merge import Merged
+from lbctl.observe.merge import Merged, fold
 from lbctl.proxy.members import apply_members, sweep
 from lbctl.proxy.runtime import Runtime, build_runtime
 from lbctl.proxy.server import fd_cap, fds_needed
@@ -99,7 +99,7 @@ class Master:
         self.observer.metrics = config.admin.metrics if config.admin is not None else True
         self.tracker = StateTracker()
         self.workers: dict[int, WorkerProcess] = {}
-        self.retired: list[dict] = []           # last figures of workers that have exited
+        self.retired: dict | None = None        # the last figures of exited workers, summed
         self.restarts: dict[int, int] = {}      # worker index -> replacements so far
         self.quick_exits: dict[int, int] = {}   # worker index -> exits soon after starting
         self.claim: listen.Claim | None = None
@@ -141,8 +141,8 @@ class Master:
             # An exited worker's figures are among the retired ones already.
             if worker.figures is not None and worker.state != "exited":
                 merged.absorb(self._runtime, worker.figures, now)
-        for figures in self.retired:
-            merged.absorb(self._runtime, figures, now, live=False)
+        if self.retired is not None:
+            merged.absorb(self._runtime, self.retired, now, live=False, shift=0)
         for state in self._runtime.pools.values():
             if state.leaving:
                 sweep(state, self._runtime.idle)    # left every worker: gone here too
@@ -328,7 +328,7 @@ class Master:
         code = await worker.exited
         await worker.close()
         if worker.figures is not None:
-            self.retired.append(worker.figures)
+            self.retired = fold(self.retired, worker.figures, self.clock(), time.time())
         if self.stopping or not self.running or self.workers.get(worker.index) is not worker:
             return
         quick = self.quick_exits.get(worker.index, 0) + 1 if worker.uptime < STEADY else 0
