@@ -6,6 +6,8 @@
 #
 # The config must listen on 0.0.0.0 (or [::]) to be reachable from outside the container;
 # an [admin] address other than loopback needs a token (-e LBCTL_ADMIN_TOKEN=...).
+# serve runs a worker per CPU the container may run on (--cpuset-cpus); a CPU quota
+# (--cpus) is not counted: with one, set [server] workers (or add --workers N to CMD).
 
 # ---- build: install lbctl and its dependencies into a virtualenv ------------------------
 FROM python:3.12-slim AS build

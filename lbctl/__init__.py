@@ -18,7 +18,7 @@ other (``tests/test_layering.py`` holds every import to this)::
     observe/    accounting, the access log, explained decisions, ``/stats``, dashboards
     admin/      the admin API (``/stats``, ``/metrics``, backend actions) and its client
     serve/      the composition root of ``lbctl serve``: proxy, health checks, discovery,
-                observer and admin API wired together; signals
+                observer and admin API wired together; signals; a master and its workers
     demo/       ``lbctl demo``: demo backends, traffic and the live dashboard
     cli/        thin click commands: parse, call one library function, render
 

@@ -33,9 +33,11 @@ async def failing(request, body):
 
 
 async def start_serve(backends, tmp_path, free_port, serve_process,
-                      token: str | None = None, outlier: bool = False) -> dict:
+                      token: str | None = None, outlier: bool = False,
+                      workers: int = 1) -> dict:
     """``lbctl serve`` in front of backends "one" and "two" (round robin), admin API on;
-    with ``outlier``, "two" answers 500 and two failures in a row eject it."""
+    with ``outlier``, "two" answers 500 and two failures in a row eject it. One process by
+    default: the tests count a round robin's exact turns, and every worker has its own."""
     one = await backends.start("one")
     two = await backends.start("two", failing if outlier else None)
     outlier_table = ('[pools.p.outlier]\nconsecutive_failures = 2\nejection_time = "5m"\n\n'
@@ -44,7 +46,7 @@ async def start_serve(backends, tmp_path, free_port, serve_process,
     path = tmp_path / "lb.toml"
     token_line = f'token = "{token}"\n' if token else ""
     path.write_text(
-        f'[listen]\naddress = "127.0.0.1:{port}"\n\n'
+        f'[listen]\naddress = "127.0.0.1:{port}"\n\n[server]\nworkers = {workers}\n\n'
         f'[admin]\naddress = "127.0.0.1:{admin}"\n{token_line}\n'
         f'[[routes]]\npool = "p"\n\n[pools.p]\nalgorithm = "round_robin"\n\n{outlier_table}'
         f'[[pools.p.backends]]\nurl = "{one.url}"\nname = "one"\n\n'
@@ -57,8 +59,9 @@ async def start_serve(backends, tmp_path, free_port, serve_process,
 
 @pytest.fixture
 async def serve(backends, tmp_path, free_port, serve_process):
-    async def start(token: str | None = None, outlier: bool = False) -> dict:
-        return await start_serve(backends, tmp_path, free_port, serve_process, token, outlier)
+    async def start(token: str | None = None, outlier: bool = False, workers: int = 1) -> dict:
+        return await start_serve(backends, tmp_path, free_port, serve_process, token, outlier,
+                                 workers)
     return start
 
 
@@ -331,3 +334,42 @@ async def test_an_ejected_backend_is_shown_in_its_colour_with_its_ejection_count
         assert console_entries(browser) == []
 
     await asyncio.wait_for(asyncio.to_thread(steps), 60)
+
+
+async def test_with_workers_the_page_shows_the_instance_and_a_row_per_worker(serve, browser):
+    live = await serve(workers=2)
+
+    def steps():
+        from selenium.webdriver.common.by import By
+        browser.get(live["admin"] + "/")
+        wait_until(browser, lambda d: cell(d, "one", "requests") == "0", "rows drawn")
+        note = browser.find_element(By.ID, "workers-note").text
+        assert note.startswith("2 workers")
+        table = browser.find_element(By.ID, "workers-table")
+        assert table.is_displayed()
+        heads = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+        assert heads[:4] == ["index", "pid", "state", "uptime"] and "requests" in heads
+        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        pids = {w["pid"] for w in admin_stats(live)["workers"]}
+        assert [row[0] for row in rows] == ["1", "2"]
+        assert {int(row[1].replace(",", "")) for row in rows} == pids
+        assert {row[2] for row in rows} == {"serving"}
+
+        # Requests through both workers are counted once, in the instance's totals.
+        assert send_requests(live, 10) == [200] * 10
+        wait_until(browser, lambda d: int(cell(d, "one", "requests")) +
+                   int(cell(d, "two", "requests")) == 10, "the instance's requests counted")
+        column = heads.index("requests")
+        wait_until(browser, lambda d: sum(
+            int(tr.find_elements(By.TAG_NAME, "td")[column].text.replace(",", ""))
+            for tr in d.find_elements(By.CSS_SELECTOR, "#workers-table tbody tr")) == 10,
+            "each worker's requests")
+        # A drain from the page reaches every worker: no request goes to "one".
+        click(browser, "one", "drain")
+        wait_until(browser, lambda d: row_state(d, "one") == "draining", "drained")
+        before = backend_stats(live, "one")["requests"]
+        assert send_requests(live, 10) == [200] * 10
+        assert backend_stats(live, "one")["requests"] == before
+        assert console_entries(browser) == []
+    await asyncio.wait_for(asyncio.to_thread(steps), 90)

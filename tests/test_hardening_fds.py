@@ -4,6 +4,9 @@ Real ``lbctl serve`` processes with a low open-files limit: set before it starts
 is then what caps its connections, and it says so), or lowered while it runs with
 ``prlimit`` (then its own connects to a healthy backend fail with EMFILE). Either way no
 backend is marked down, ejected or charged with a failure, and clients get 503.
+
+These run one process (``workers = 1``): the limit and the cap are a process's. With
+workers, each worker has them for itself (``test_serve_workers.py``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ def serve_config(path, port: int, admin: int, backend: str) -> str:
     path.write_text(f'''
 [listen]
 address = "127.0.0.1:{port}"
+
+[server]
+workers = 1
 
 [admin]
 address = "127.0.0.1:{admin}"
@@ -203,7 +209,7 @@ async def test_the_limit_is_raised_toward_what_max_connections_needs(tmp_path, w
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     assert hard == resource.RLIM_INFINITY or hard >= 6065     # room to raise it here
     path = write_config({"p": ["http://127.0.0.1:9"]}, port=free_port(),
-                        extra="[limits]\nmax_connections = 3000\n")
+                        extra="[server]\nworkers = 1\n[limits]\nmax_connections = 3000\n")
     proc = await start_limited(path, 256, hard)
     try:
         line = await proc.wait_for_log("open files limit")

@@ -109,7 +109,8 @@ async def test_connections_count_toward_the_caps_from_the_accept(backends, tmp_p
 
 
 async def test_the_same_under_lbctl_serve_on_uvloop(backends, serve_process, tmp_path, free_port):
-    """The serve process runs uvloop, whose TLS layer is its own: the same limits hold."""
+    """The serve process runs uvloop, whose TLS layer is its own: the same limits hold.
+    One process (``workers = 1``): with workers, ``max_connections`` is each worker's."""
     ca = trustme.CA()
     write_pair(ca, tmp_path)
     a = await backends.start("a")
@@ -118,6 +119,9 @@ async def test_the_same_under_lbctl_serve_on_uvloop(backends, serve_process, tmp
 [listen]
 address = "127.0.0.1:{port}"
 tls = {{ cert = "server.pem", key = "server-key.pem" }}
+
+[server]
+workers = 1
 
 [limits]
 header_timeout = "300ms"

@@ -198,7 +198,10 @@ async def test_replaying_serves_own_log_reproduces_the_known_workload(
     port = free_port()
     log = tmp_path / "access.log"
     config = tmp_path / "lb.toml"
-    config.write_text(f'[listen]\naddress = "127.0.0.1:{port}"\n[log]\naccess = "{log}"\n'
+    # One process: its round robin alternates strictly, as the replayed single pool does
+    # (with workers, each keeps its own rotation: [proxy] workers models that).
+    config.write_text(f'[listen]\naddress = "127.0.0.1:{port}"\n[server]\nworkers = 1\n'
+                      f'[log]\naccess = "{log}"\n'
                       f'[[routes]]\npool = "p"\n[pools.p]\nalgorithm = "round_robin"\n'
                       f'[[pools.p.backends]]\nurl = "{b1.url}"\nname = "b1"\n'
                       f'[[pools.p.backends]]\nurl = "{b2.url}"\nname = "b2"\n')

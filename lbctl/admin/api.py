@@ -154,12 +154,17 @@ class AdminApi:
         # ?history=0 leaves out the per-second series (cheaper for very large pools).
         history = request.query.get("history", "1") not in ("0", "false", "no")
         served = self.served
+        await served.refresh()
         doc = snapshot(served.runtime, served.observer, served.health, served.loop.time(),
                        discovery=served.discovery, history=history)
+        workers = served.worker_rows()
+        if workers is not None:
+            doc["workers"] = workers
         return web.json_response(doc,
                                  dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
 
     async def metrics(self, request: web.Request) -> web.Response:
+        await self.served.refresh()
         body, content_type = exposition(self.registry)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -200,6 +205,7 @@ class AdminApi:
             log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value,
                      extra={"event": "admin_action", "pool": pool_name, "backend": name,
                             "state": backend.admin.value, "previous": old})
+        await served.changed()              # in effect in every worker before the answer
         doc = backend_doc(pool, backend, served.loop.time(), history=False,
                           observer=served.observer, health=served.health,
                           source=source_of(state, backend),
@@ -243,6 +249,7 @@ class AdminApi:
             backend = served.add_backend(pool_name, bcfg)
         except MembershipError as exc:
             return _error(exc.status, str(exc))
+        await served.changed()              # in every worker's pool before the answer
         log.info("admin: %s/%s added (%s, weight %g); a reload keeps it, a restart forgets it",
                  pool_name, bcfg.name, bcfg.url, bcfg.weight,
                  extra={"event": "admin_action", "pool": pool_name, "backend": bcfg.name,
@@ -277,6 +284,7 @@ class AdminApi:
             backend, removed = served.remove_backend(pool_name, name)
         except MembershipError as exc:
             return _error(exc.status, str(exc))
+        await served.changed()              # out of every worker's pool before the answer
         state = served.runtime.pools[pool_name]
         leaving = any(b is backend for b in state.leaving)
         log.info("admin: %s/%s removed%s", pool_name, name,

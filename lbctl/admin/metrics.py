@@ -119,6 +119,21 @@ class ProxyCollector:
                     inflight, weight, eff, ewma, probes, ejections, uptime, store_up,
                     store_errors)
         yield from _discovery(served.discovery)
+        rows = served.worker_rows()
+        if rows is not None:
+            yield from _worker_metrics(rows)
+
+
+def _worker_metrics(rows: list[dict]):
+    """With several workers: how many are in each state, and how often each was replaced."""
+    workers = GaugeMetricFamily("lbctl_workers", "Worker processes by state", labels=["state"])
+    for state in ("starting", "serving", "draining", "not answering"):
+        workers.add_metric([state], sum(1 for row in rows if row["state"] == state))
+    restarts = CounterMetricFamily("lbctl_worker_restarts", "Times the worker with this index "
+                                   "was replaced after it exited", labels=["worker"])
+    for row in rows:
+        restarts.add_metric([str(row["index"])], row["restarts"])
+    yield from (workers, restarts)
 
 
 def _discovery(discovery: Discovery):

@@ -95,6 +95,24 @@ class Pool:
         self.algorithm.set_members(self.backends)
         self.refresh()
 
+    def install(self, states: Iterable[tuple[Backend, bool, AdminState, float, float,
+                                             float | None]]) -> None:
+        """States decided by another driver of the same pool (a serve master's), applied at
+        once: ``(backend, healthy, admin, weight, ejected_until, eligible_since)``, times on
+        this pool's clock. ``eligible_since``, when not None, is when the backend's
+        slow-start ramp began, so a worker that learns of it late ramps in step."""
+        weights = False
+        for b, healthy, admin, weight, ejected_until, since in states:
+            b.healthy, b.admin, b.ejected_until = healthy, admin, ejected_until
+            if b.weight != weight:
+                b.weight, weights = weight, True
+            if since is not None and healthy and admin is AdminState.ENABLED \
+                    and not ejected_until:
+                b.eligible, b.eligible_since = True, since    # refresh keeps this start
+        if weights:
+            self.algorithm.set_members(self.backends)
+        self.refresh()
+
     def refresh(self) -> None:
         """Re-derive eligibility, effective weights and the active set; rebuild the algorithm."""
         now = self.clock()

@@ -40,7 +40,7 @@ def command(config_path: str | None, load: float, duration: float | None) -> Non
     from rich.console import Console
 
     from lbctl.demo.run import packaged_config, run_demo
-    from lbctl.serve.main import install_fast_loop
+    from lbctl.serve.loop import install_fast_loop
     install_fast_loop()
     sys.exit(asyncio.run(run_demo(config_path or packaged_config(), load=load,
                                   duration=duration, console=Console(),

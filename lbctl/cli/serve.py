@@ -21,6 +21,23 @@ def setup_logging(fmt: str = "text") -> None:
     root.propagate = False
 
 
+class WorkersType(click.ParamType):
+    name = "workers"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        from lbctl.config.kinds import MAX_WORKERS
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if not 1 <= count <= MAX_WORKERS:
+            self.fail(f'expected "auto" or an integer from 1 to {MAX_WORKERS}, found {value!r}',
+                      param, ctx)
+        return count
+
+
 @click.command()
 @click.argument("config", metavar="CONFIG", type=click.Path())
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
@@ -29,7 +46,11 @@ def setup_logging(fmt: str = "text") -> None:
               help="Write the pid to PATH once listening (for lbctl reload, logrotate, "
                    "systemd's PIDFile=); removed on exit. Refused while a live process holds "
                    "it; a stale one is taken over.")
-def command(config: str, log_format: str, pid_file: str | None) -> None:
+@click.option("--workers", type=WorkersType(), default=None, metavar="N|auto",
+              help="Worker processes (overrides [server] workers): 1 runs a single process; "
+                   "N > 1 a master and N workers; auto one per usable CPU (the default).")
+def command(config: str, log_format: str, pid_file: str | None,
+            workers: int | str | None) -> None:
     """Run the proxy described by CONFIG until SIGTERM or SIGINT.
 
     SIGTERM/SIGINT stop accepting, let requests in flight finish (up to
@@ -38,12 +59,17 @@ def command(config: str, log_format: str, pid_file: str | None) -> None:
     reopens the access log file (after logrotate moved it). Under systemd (Type=notify)
     it reports READY, RELOADING and STOPPING to $NOTIFY_SOCKET itself.
 
+    With several workers (--workers N, or [server] workers), this process is the master:
+    it runs the admin API and the health checks, and the workers serve the traffic; the
+    pid file holds the master's pid.
+
     Exit codes: 0 clean stop, 2 bad config, 1 runtime failure (e.g. port in use, or
     --pid-file held by a running lbctl).
 
     \b
     Example:
       lbctl serve lb.toml
+      lbctl serve --workers 4 lb.toml
       lbctl serve --log-format json lb.toml 2>events.jsonl
       lbctl serve --pid-file /run/lbctl/lbctl.pid lb.toml
       lbctl reload lb.toml                         # validate, then SIGHUP that serve
@@ -51,4 +77,4 @@ def command(config: str, log_format: str, pid_file: str | None) -> None:
     """
     from lbctl.serve.main import serve
     setup_logging(log_format)
-    sys.exit(serve(config, pid_file))
+    sys.exit(serve(config, pid_file, workers, log_format))

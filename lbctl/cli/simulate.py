@@ -71,6 +71,9 @@ def _output(path: str | None):
 @click.option("--interval", type=Duration(positive=True),
               help="Length of one interval of the series over time (default: about 50 "
                    "intervals per run).")
+@click.option("--workers", type=click.IntRange(min=1, max=256), metavar="N",
+              help="Model serve with N workers, each balancing with its own in-flight counts "
+                   "and latency estimates (overrides the scenario's [proxy] workers).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (see the README) and nothing else.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), metavar="FILE",
@@ -81,7 +84,7 @@ def _output(path: str | None):
               help="Also write a self-contained HTML report (works offline) to FILE.")
 def command(scenario, seed, seeds, algorithms, backends, load, rate, requests, duration, mean,
             concurrency, service, no_outlier, replay, speedup, log_format, from_admin, token,
-            pool, compare, interval, as_json, csv_path, series_path, html_path):
+            pool, compare, interval, workers, as_json, csv_path, series_path, html_path):
     """Compare balancing algorithms on a simulated pool, in virtual time.
 
     The simulator drives the same balancer code and the same retry rule as `lbctl
@@ -98,6 +101,7 @@ def command(scenario, seed, seeds, algorithms, backends, load, rate, requests, d
       lbctl simulate --replay access.log --speedup 2  # your own traffic, twice as fast
       lbctl simulate --from-admin http://127.0.0.1:9900 --token "$TOKEN"
       lbctl simulate --compare lb.toml lb-new.toml    # what does my new config do?
+      lbctl simulate --workers 8                      # least_conn with 8 workers' views
       lbctl simulate scenario.toml --json > results.json
     """
     # Imported here, not at module load: every lbctl command (serve too) imports this module
@@ -109,7 +113,8 @@ def command(scenario, seed, seeds, algorithms, backends, load, rate, requests, d
                       duration=duration, mean=mean, concurrency=concurrency, service=service,
                       outlier=not no_outlier, replay=replay, speedup=speedup,
                       log_format=log_format, from_admin=from_admin, token=token, pool=pool,
-                      compare=tuple(compare) if compare else None, interval=interval)
+                      compare=tuple(compare) if compare else None, interval=interval,
+                      workers=workers)
     paths = {"csv": csv_path, "series": series_path, "html": html_path}
     files = {kind: _output(path) for kind, path in paths.items()}
     try:

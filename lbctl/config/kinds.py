@@ -195,6 +195,25 @@ class ChoiceList(Kind):
         return list(value)
 
 
+# Workers of one serve, at most: each is a process of about 20 MiB, so a typo such as
+# workers = 10000 is an error rather than thousands of interpreters.
+MAX_WORKERS = 256
+
+
+class Workers(Kind):
+    """``[server] workers``: a count of worker processes, or "auto" (one per usable CPU)."""
+
+    expected = f'"auto" or an integer from 1 to {MAX_WORKERS}'
+
+    def parse(self, value: Any) -> int | str:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+            hint = suggest(value, ("auto",)) if isinstance(value, str) else None
+            raise Invalid(self.expected, hint)
+        return value
+
+
 class Name(Kind):
     """A pool or backend name: it appears in admin API paths, metric labels, the event log,
     terminal tables and the web dashboard, so it is printable text and nothing else. Besides

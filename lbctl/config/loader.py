@@ -48,13 +48,17 @@ class ConfigError(UserError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> model.Config:
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None,
+                text: str | None = None) -> model.Config:
     """Read, check and build the config at ``path``.
 
     ``env`` (default ``os.environ``) supplies ``LBCTL_ADMIN_TOKEN`` when ``[admin]`` has no token.
+    ``text``, when given, is the file's content as already read (a serve worker builds from
+    the exact text its master validated, never from the file as it may be now); relative
+    paths in it are still relative to ``path``'s directory.
     """
     file = str(path)
-    data = read_toml(file)
+    data = read_toml(file) if text is None else parse_toml(file, text)
     problems = Problems(file)
     config = build_config(data, file, problems, os.environ if env is None else env)
     if problems:
@@ -64,6 +68,11 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
 
 def read_toml(file: str) -> dict[str, Any]:
     """The parsed TOML document, or ``ConfigError`` saying why the file cannot be read."""
+    return parse_toml(file, read_text(file))
+
+
+def read_text(file: str) -> str:
+    """The config file's text, or ``ConfigError`` saying why it cannot be read."""
     try:
         raw = read_bytes(file, MAX_CONFIG_SIZE)
     except FileProblem as exc:
@@ -74,6 +83,11 @@ def read_toml(file: str) -> dict[str, Any]:
         line, column = _position(raw[: exc.start].decode("utf-8", "replace"))
         raise _fatal(file, f"line {line}, column {column}",
                      "not valid UTF-8 (TOML files are UTF-8 text)") from None
+    return text
+
+
+def parse_toml(file: str, text: str) -> dict[str, Any]:
+    """``text`` (the content of ``file``) parsed, or ``ConfigError`` at the syntax error."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -110,7 +124,8 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
         _check_loops(pools, listen, admin, problems)
     config = model.Config(path=file, listen=listen, routes=tuple(routes),
                           pools=model.Config.freeze(pools), admin=admin, limits=limits,
-                          keys=freeze_keys(keys), log=log, paths=paths, store=store)
+                          keys=freeze_keys(keys), log=log, paths=paths, store=store,
+                          server=top.values.get("server", model.Server()))
     # Keys, auth, TLS files: cross-checks and key material loaded once (config/gateway.py).
     raw_keys = data.get("keys")
     return check_gateway(config, data, problems, env,

@@ -266,6 +266,23 @@ class Store:
 
 
 @dataclass(frozen=True)
+class Server:
+    """How ``lbctl serve`` runs (``[server]``)."""
+    # Worker processes: "auto" = one per CPU this process may run on (os.sched_getaffinity),
+    # as Envoy's --concurrency and HAProxy's nbthread default to; 1 = a single process (no
+    # master); N > 1 = a master (config, signals, admin API, health checks) and N workers
+    # (the data plane), each costing about 20 MiB (README, "Workers").
+    workers: int | str = "auto"
+    # With workers, how they share the listening address. true (Linux): each worker listens
+    # with SO_REUSEPORT and the kernel spreads new connections evenly over them (Envoy's
+    # default; no worker is woken for another's connection). false: the master listens and
+    # every worker accepts from that one socket, so the least busy worker takes the next
+    # connection (nginx's default): better when workers do not get a CPU each (a shared
+    # machine, a CPU quota). Always false where SO_REUSEPORT does not balance (not Linux).
+    reuse_port: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     listen: Listen
@@ -277,6 +294,7 @@ class Config:
     log: Log = field(default_factory=Log)
     paths: Paths = field(default_factory=Paths)
     store: Store = field(default_factory=Store)
+    server: Server = field(default_factory=Server)
 
     @staticmethod
     def freeze(pools: dict[str, PoolConfig]) -> Mapping[str, PoolConfig]:

@@ -22,7 +22,7 @@ from lbctl.config.kinds import (
     AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, DnsAddress, DnsName,
     Duration, EnvName, FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int,
     Invalid, KeyHash, Kind, LimitName, ListOf, Method, Name, Nameserver, Number, PathPrefix,
-    Percent, RateKey, Regex, Size, StatusRanges, StoreUrl, Str, Upgrades, UrlPath,
+    Percent, RateKey, Regex, Size, StatusRanges, StoreUrl, Str, Upgrades, UrlPath, Workers,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -298,6 +298,12 @@ STORE = Section(
     ca=FilePath("PEM CA bundle file"),
 )
 
+SERVER = Section(
+    model.Server,
+    workers=Workers(),
+    reuse_port=Bool(),
+)
+
 CONFIG = Section(
     model.Config, extra=("keys", "routes", "pools"),
     listen=LISTEN,
@@ -306,5 +312,6 @@ CONFIG = Section(
     log=LOG,
     paths=PATHS,
     store=STORE,
+    server=SERVER,
 )
 

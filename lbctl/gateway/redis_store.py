@@ -225,6 +225,10 @@ class RedisStore:
         self.closed = False
         self.pool: ConnectionPool | None = None
         self._prober: asyncio.Task | None = None
+        # Told of each change of health, ``(up, level, line, fields)``, instead of the log
+        # when set:
+        # a serve worker passes them to its master, which logs one line for the instance.
+        self.on_health = None
 
     # ---- lifecycle ----
 
@@ -255,8 +259,9 @@ class RedisStore:
         error = await self.probe()
         self.checked = True
         if error is None:
-            log.info("store %s: up; rate limits are shared through it", self.name,
-                     extra={"event": "store_state", "store": self.name, "state": "up"})
+            self._report(True, logging.INFO,
+                         f"store {self.name}: up; rate limits are shared through it",
+                         {"event": "store_state", "store": self.name, "state": "up"})
         else:
             self._down(error, first=True)
 
@@ -328,10 +333,11 @@ class RedisStore:
 
     def _down(self, reason: str, first: bool = False) -> None:
         self.up = False
-        log.warning("store %s: %s (%s); rate limits %s until it is back", self.name,
-                    "unreachable" if first else "down", reason, FALLBACK_TEXT[self.on_error],
-                    extra={"event": "store_state", "store": self.name, "state": "down",
-                           "reason": reason, "on_error": self.on_error})
+        self._report(False, logging.WARNING,
+                     f"store {self.name}: {'unreachable' if first else 'down'} ({reason}); "
+                     f"rate limits {FALLBACK_TEXT[self.on_error]} until it is back",
+                     {"event": "store_state", "store": self.name, "state": "down",
+                      "reason": reason, "on_error": self.on_error})
         if self._prober is None or self._prober.done():
             self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
 
@@ -342,10 +348,17 @@ class RedisStore:
             if await self.probe() is None:
                 self.up = True
                 down_for = time.monotonic() - started
-                log.info("store %s: up again after %.1fs; rate limits are shared again",
-                         self.name, down_for, extra={"event": "store_state", "store": self.name,
-                                                     "state": "up", "down_for": down_for})
+                self._report(True, logging.INFO,
+                             f"store {self.name}: up again after {down_for:.1f}s; rate limits "
+                             f"are shared again", {"event": "store_state", "store": self.name,
+                                                   "state": "up", "down_for": down_for})
                 return
+
+    def _report(self, up: bool, level: int, line: str, fields: dict) -> None:
+        if self.on_health is not None:
+            self.on_health(up, level, line, fields)
+        else:
+            log.log(level, line, extra=fields)
 
     # ---- limiters ----
 

@@ -431,14 +431,17 @@ class HealthChecks:
             fields = {"event": "backend_state", "pool": pool.name, "backend": b.name,
                       "state": "up" if state.healthy else "down", "reason": result.reason,
                       "probes": state.streak}
+        if self.on_probe is not None:
+            # Before the log line: a listener that passes the verdict on (a serve master, to
+            # its workers) has done so when the line says the backend is up or down.
+            self.on_probe(pool, b, result, flipped)
+        if flipped:
             if state.healthy:
                 log.info("pool %s: backend %s is UP (%s)", pool.name, b.name,
                          _streak(state.streak, "successful probe", result.reason), extra=fields)
             else:
                 log.warning("pool %s: backend %s is DOWN (%s)", pool.name, b.name,
                             _streak(state.streak, "failed probe", result.reason), extra=fields)
-        if self.on_probe is not None:
-            self.on_probe(pool, b, result, flipped)
         return result
 
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import re
+import select
 import sys
 import threading
 import time
@@ -34,6 +36,8 @@ from urllib.parse import unquote_plus
 
 log = logging.getLogger("lbctl.access")
 
+# A pipe takes a write of up to this many bytes whole (POSIX guarantees at least 512).
+PIPE_BUF = getattr(select, "PIPE_BUF", 512)
 MAX_PENDING = 10_000          # batches waiting for the writer thread
 BATCH = 0.05                  # seconds between hand-offs to the writer thread
 REDACTED = "[REDACTED]"
@@ -197,6 +201,8 @@ def format_combined(record: dict) -> str:
              f'rid={record["request_id"] or "-"}', f'term={record["termination"] or "-"}']
     if record.get("decision"):
         extra.append(f'decision={q(record["decision"])}')
+    if record.get("worker") is not None:
+        extra.append(f'worker={record["worker"]}')
     return line + " " + " ".join(extra)
 
 
@@ -259,12 +265,41 @@ class AccessLog:
         done.wait(timeout)
 
     def _open(self) -> None:
+        self._file, self._fd = None, None
         if self.stream is not None:
             self._file = self.stream
         elif self.target == "stdout":
-            self._file = sys.stdout
+            sys.stdout.flush()
+            self._fd = sys.stdout.fileno()
         else:
-            self._file = open(self.target, "a", encoding="utf-8", buffering=1 << 16)
+            self._fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                               0o644)
+
+    def _close(self) -> None:
+        if self._fd is not None and self.target != "stdout":
+            os.close(self._fd)
+        self._fd = None
+
+    def _write(self, item: str) -> None:
+        """One batch of whole lines. Several workers of an instance append to the same file
+        or pipe, so every write(2) ends at a line's end: a file opened with O_APPEND takes
+        each write whole, and a pipe each write of up to PIPE_BUF bytes."""
+        if self._file is not None:
+            self._file.write(item)
+            return
+        data = item.encode("utf-8", "backslashreplace")
+        limit = PIPE_BUF if self.target == "stdout" else len(data)
+        start = 0
+        while start < len(data):
+            end = len(data)
+            if end - start > limit:
+                cut = data.rfind(b"\n", start, start + limit)
+                # A single line longer than the limit goes in one write anyway.
+                end = cut + 1 if cut >= start else data.find(b"\n", start) + 1 or len(data)
+            view = memoryview(data)[start:end]
+            while view:
+                view = view[os.write(self._fd, view):]
+            start = end
 
     def _run(self) -> None:
         while True:
@@ -272,8 +307,7 @@ class AccessLog:
             try:
                 if item is None:
                     self._flush_file()
-                    if self._file is not None and self._file not in (sys.stdout, self.stream):
-                        self._file.close()
+                    self._close()
                     return
                 if isinstance(item, threading.Event):
                     self._flush_file()
@@ -281,11 +315,11 @@ class AccessLog:
                     continue
                 if self._reopen:
                     self._reopen = False
-                    if self._file is not None and self._file not in (sys.stdout, self.stream):
-                        self._file.close()
+                    if self._fd is not None and self.target != "stdout":
+                        self._close()
                         self._open()
                 if item:
-                    self._file.write(item)
+                    self._write(item)
                     if self.queue.empty():
                         self._flush_file()
             except Exception as exc:   # a full disk must not kill the thread

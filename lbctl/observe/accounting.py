@@ -99,6 +99,49 @@ class BackendStats:
         self.win_requests[slot] += 1
         self.win_errors[slot] += error
 
+    # ---- across processes (a serve master sums its workers' figures) -------------------
+
+    _COUNTERS = ("requests", "connect_errors", "timeouts", "resets", "invalid", "client_aborts",
+                 "retries", "bytes_in", "bytes_out", "latency_sum")
+
+    def export(self, now: float) -> dict:
+        """Everything a reader needs, as plain JSON values: counters, the histogram, and the
+        window's seconds that are still inside it (``[second, requests, errors, buckets]``)."""
+        current = int(now)
+        window = [[stamp, self.win_requests[slot], self.win_errors[slot], self.win_buckets[slot]]
+                  for slot, stamp in enumerate(self.win_stamp)
+                  if stamp >= 0 and current - WINDOW < stamp <= current]
+        doc = {name: getattr(self, name) for name in self._COUNTERS}
+        doc["by_class"] = self.by_class
+        doc["buckets"] = self.buckets
+        doc["window"] = window
+        return doc
+
+    def absorb(self, doc: dict, shift: int = 0) -> None:
+        """Add an ``export`` (from another process) to these figures. ``shift`` moves its
+        seconds onto this process's clock."""
+        for name in self._COUNTERS:
+            setattr(self, name, getattr(self, name) + doc[name])
+        for i, n in enumerate(doc["by_class"]):
+            self.by_class[i] += n
+        for i, n in enumerate(doc["buckets"]):
+            self.buckets[i] += n
+        for stamp, requests, errors, buckets in doc["window"]:
+            second = stamp + shift
+            slot = second % WINDOW
+            if self.win_stamp[slot] > second:
+                continue                    # this slot holds a later second already
+            if self.win_stamp[slot] < second:
+                self.win_stamp[slot] = second
+                self.win_buckets[slot][:] = _ZEROS
+                self.win_requests[slot] = 0
+                self.win_errors[slot] = 0
+            row = self.win_buckets[slot]
+            for i, n in enumerate(buckets):
+                row[i] += n
+            self.win_requests[slot] += requests
+            self.win_errors[slot] += errors
+
     # ---- readers (not on the hot path) ------------------------------------------------
 
     @property

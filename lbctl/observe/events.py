@@ -16,7 +16,9 @@ new admin state, ``weight``, or ``added``/``leaving``/``removed`` for run-time m
 connect or TLS handshake, once per backend and cause), ``store_state`` (the rate-limit store up or down: ``store`` is its
 URL without a password, ``state`` ``up`` or ``down``, with ``reason`` and ``on_error`` when
 down), ``tls_reloaded``, ``tls_reload_rejected``, ``access_log_reopened``,
-``pid_file_stale``, ``config_warning``.
+``pid_file_stale``, ``config_warning``; with workers, ``workers_ready``, ``worker_exited``
+and ``worker_replaced``. A line one of the workers of an instance writes itself carries
+``worker`` (its index).
 """
 
 from __future__ import annotations

@@ -56,8 +56,9 @@ class Frontend:
 
 
 class Observer:
-    def __init__(self, config) -> None:
+    def __init__(self, config, *, worker: int | None = None) -> None:
         self.started_at = time.time()
+        self.worker = worker        # which worker of an instance this is (access log lines)
         self.frontend = Frontend()
         self.stats: dict[Backend, BackendStats] = {}    # per backend, from its first attempt
         self.access: AccessLog | None = None
@@ -239,6 +240,8 @@ class Observer:
         }
         if exchange.decision is not None:
             record["decision"] = text(exchange.decision)
+        if self.worker is not None:
+            record["worker"] = self.worker
         self.access.write(record)
 
     # ---- explain ------------------------------------------------------------------------

@@ -142,6 +142,12 @@ def header_chunks(stats: dict) -> tuple[list[Text], list[Text]]:
                            style="dim"))
     if stats.get("pid") is not None:
         source.append(Text(f"pid {stats['pid']}", style="dim"))
+    workers = stats.get("workers")
+    if workers:
+        serving = sum(1 for w in workers if w.get("state") == "serving")
+        text = f"{len(workers)} workers" + (f" ({serving} serving)" if serving < len(workers)
+                                            else "")
+        source.append(Text(text, style="dim" if serving == len(workers) else "yellow"))
     return totals, source
 
 

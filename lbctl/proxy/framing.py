@@ -30,7 +30,6 @@ PROXY_SET = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-h
 REDERIVED = frozenset({b"content-length", b"expect"})
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
-_ID_PREFIX = os.urandom(6).hex().encode()
 
 NO_BODY_STATUSES = frozenset({204, 304})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
@@ -54,12 +53,15 @@ class RequestIds:
 
     def __init__(self) -> None:
         self._counter = 0
+        # Drawn here, not at import: the workers of an instance are forked from one template
+        # process, and each needs a prefix of its own.
+        self._prefix = os.urandom(6).hex().encode()
 
     def resolve(self, sent: bytes | None) -> bytes:
         if sent is not None and _REQUEST_ID.fullmatch(sent):
             return sent
         self._counter += 1
-        return b"%s-%x" % (_ID_PREFIX, self._counter)
+        return b"%s-%x" % (self._prefix, self._counter)
 
 
 def upstream_request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], *,

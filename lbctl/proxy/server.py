@@ -28,6 +28,7 @@ import errno
 import logging
 import random
 import resource
+import socket
 from collections import Counter
 from typing import Mapping, Sequence
 
@@ -97,15 +98,25 @@ class ProxyServer:
         sock = self.listener.sockets[0]
         return sock.getsockname()[:2]
 
-    async def start(self) -> None:
-        """Listen; a port in use is a ``UserError`` (exit 1)."""
+    async def start(self, *, sock: socket.socket | None = None, port: int | None = None,
+                    reuse_port: bool = False) -> None:
+        """Listen; a port in use is a ``UserError`` (exit 1).
+
+        One of several workers of an instance either listens on a socket it inherited
+        (``sock``) or binds the config's address itself with ``reuse_port`` (the kernel
+        spreads connections over the workers), on ``port`` when the config said 0."""
         addr = self.runtime.config.listen.address
         try:
             # No ssl= here: a TLS connection's handshake runs inside ClientConnection, so it
             # is counted, capped and timed from the accept (see client.py).
-            self.listener = await self.loop.create_server(
-                lambda: ClientConnection(self), addr.host, addr.port,
-                reuse_address=True, backlog=1024)
+            if sock is not None:
+                self.listener = await self.loop.create_server(
+                    lambda: ClientConnection(self), sock=sock, backlog=1024)
+            else:
+                self.listener = await self.loop.create_server(
+                    lambda: ClientConnection(self), addr.host,
+                    addr.port if port is None else port, reuse_address=True,
+                    reuse_port=reuse_port or None, backlog=1024)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else \
                 (exc.strerror or str(exc))

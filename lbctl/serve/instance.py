@@ -74,6 +74,16 @@ class Instance:
             own[ADMIN] = Address(*self.admin.bound)
         return list(own.items())
 
+    # What the admin API also asks of a master with workers; one process has nothing to do.
+    async def refresh(self) -> None:
+        pass
+
+    async def changed(self) -> None:
+        pass
+
+    def worker_rows(self) -> None:
+        return None
+
     async def start(self) -> None:
         # The first lookups, before listening: the first requests find discovered backends.
         await self.discovery.start(self.proxy.runtime.config)

@@ -1,10 +1,18 @@
-"""``lbctl serve``: load the config, start an ``Instance``, run until SIGTERM/SIGINT.
+"""``lbctl serve``: load the config, start an ``Instance`` (or a ``Master`` and its workers),
+run until SIGTERM/SIGINT.
 
 The first SIGTERM or SIGINT drains (up to ``drain_timeout``); a second one during the drain
 stops at once, closing what is left, as operators expect of a second Ctrl-C. SIGHUP reloads
 the config file (an invalid one is logged and the running config kept); SIGUSR1 reopens the
 access log (the logrotate convention). At start (and on a reload that needs more) the
 open-files limit is raised toward what ``max_connections`` needs (``openfiles.py``).
+
+With one worker (``[server] workers = 1``, or ``"auto"`` on one CPU) the instance is this
+process alone; with more, this process is the master and the workers are processes of their
+own (``master.py``): the pid file holds the master's pid, and the master alone speaks to
+systemd. The master raises the open-files limit before any worker exists (they inherit it)
+and each worker raises its own on a reload that needs more; a second signal reaches every
+worker through the master.
 
 Around the instance's life, what supervisors read: the pid file (``--pid-file``: refused when
 a live serve holds it, written once listening, removed on exit), systemd's notifications
@@ -17,33 +25,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
-from lbctl.config.loader import ConfigError, load_config
+from lbctl.config.loader import ConfigError, load_config, read_text
 from lbctl.control.notify import Notifier
 from lbctl.control.pidfile import check_pid_file, remove_pid_file, write_pid_file
 from lbctl.exitcodes import Exit
 from lbctl.proxy.server import fds_needed
 from lbctl.serve import openfiles
 from lbctl.serve.instance import Instance
+from lbctl.serve.loop import install_fast_loop
 
 log = logging.getLogger("lbctl")
 
 
-def install_fast_loop() -> None:
-    """uvloop where installed: the data plane is about twice as fast on it."""
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: taskset, cpusets, containers)."""
     try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
-def serve(path: str, pid_file: str | None = None) -> int:
-    config = load_config(path)          # ConfigError is a UserError: exit 2, no traceback
+def worker_count(setting: int | str) -> int:
+    return usable_cpus() if setting == "auto" else int(setting)
+
+
+def serve(path: str, pid_file: str | None = None, workers: int | str | None = None,
+          log_format: str = "text") -> int:
+    """Run ``lbctl serve``; ``workers`` (the command line's) overrides ``[server] workers``."""
+    text = read_text(path)              # ConfigError is a UserError: exit 2, no traceback
+    config = load_config(path, text=text)
     if pid_file is not None:
         check_pid_file(pid_file)        # a live serve holds it: refused before binding
+    count = worker_count(config.server.workers if workers is None else workers)
     install_fast_loop()
+    if count > 1:
+        return asyncio.run(_serve_workers(path, config, text, count, log_format, pid_file))
     return asyncio.run(_serve(path, config, pid_file))
 
 
@@ -137,3 +156,70 @@ def reload(instance: Instance, path: str, notifier: Notifier | None = None) -> b
     if notifier is not None:
         notifier.ready(f"reloaded; listening on {instance.runtime.config.listen.address}")
     return True
+
+
+async def _serve_workers(path: str, config, text: str, count: int, log_format: str,
+                         pid_file: str | None = None) -> int:
+    from lbctl.serve.master import Master
+    loop = asyncio.get_running_loop()
+    notifier = Notifier()
+    # Before the fork server starts: it and every worker forked from it inherit the limit.
+    limit = openfiles.raise_open_files(fds_needed(config))
+    master = Master(config, text, count, log_format=log_format)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: set[asyncio.Task] = set()
+
+    def soon(coro) -> None:
+        task = loop.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def reload_workers() -> None:
+        notifier.reloading()
+        if await master.reload(path):
+            notifier.ready(f"reloaded; listening on {master.config.listen.address}")
+        else:
+            notifier.ready("reload rejected; serving the previous configuration")
+    loop.add_signal_handler(signal.SIGHUP, lambda: soon(reload_workers()))
+    loop.add_signal_handler(signal.SIGUSR1, lambda: soon(master.reopen()))
+    await master.start()
+    master.log_open_files(limit)
+    try:
+        if pid_file is not None:
+            try:
+                write_pid_file(pid_file)    # the master's pid: the one to signal
+            except BaseException:
+                await master.drain(0.0)     # no pid file: nothing is left serving
+                raise
+        address = config.listen.address
+        pids = [w.pid for w in master.workers.values()]
+        log.info("%d workers ready (pids %s)", count, ", ".join(map(str, pids)),
+                 extra={"event": "workers_ready", "workers": count, "pids": pids})
+        # The same line as one process's: what reads it need not know about workers.
+        # Discovered backends included: the first lookups were done before listening.
+        log.info("listening on %s: %d routes, %d pools, %d backends", address,
+                 len(config.routes), len(config.pools),
+                 sum(len(state.pool.backends) for state in master.runtime.pools.values()),
+                 extra={"event": "listening", "address": str(address), "config": path,
+                        "workers": count})
+        notifier.ready(f"listening on {address} with {count} workers")
+        await stop.wait()
+        for sig in (signal.SIGTERM, signal.SIGINT):   # a second signal: stop at once
+            loop.add_signal_handler(sig, master.stop_now)
+        timeout = master.config.limits.drain_timeout
+        connections = master.connections
+        await master.stop_accepting(timeout)
+        notifier.stopping(f"draining {count} workers")
+        log.info("stopping: no longer accepting; draining %d workers (up to %gs; signal "
+                 "again to stop at once)", count, timeout,
+                 extra={"event": "stopping", "workers": count, "connections": connections})
+        clean = await master.drain(timeout)
+        log.info("stopped%s", "" if clean or master.hurried else
+                 ": drain timeout reached, remaining connections closed",
+                 extra={"event": "stopped", "clean": clean})
+        return Exit.OK
+    finally:
+        if pid_file is not None:
+            remove_pid_file(pid_file)

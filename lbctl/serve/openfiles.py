@@ -39,15 +39,19 @@ def raise_open_files(needed: int) -> OpenFiles:
     return OpenFiles(before, soft, hard, needed)
 
 
-def describe(limit: OpenFiles, max_connections: int, cap: int) -> tuple[bool, str]:
-    """(enough, the line to log): what the limit allows, given the data plane's ``cap``."""
+def describe(limit: OpenFiles, max_connections: int, cap: int,
+             workers: int = 1) -> tuple[bool, str]:
+    """(enough, the line to log): what the limit allows, given the data plane's ``cap``
+    (with several ``workers``, the limit and the cap are each worker's)."""
     def n(value: int) -> str:
         return "unlimited" if value == resource.RLIM_INFINITY else str(value)
     got = f"raised from {n(limit.before)} to {n(limit.soft)}" if limit.raised else n(limit.soft)
+    each = f"in each of the {workers} workers" if workers > 1 else ""
     if cap >= max_connections:
         return True, (f"open files limit {got} (hard {n(limit.hard)}): room for max_connections "
-                      f"{max_connections} and an upstream connection each")
+                      f"{max_connections} and an upstream connection each"
+                      + (f" ({each})" if each else ""))
     return False, (f"open files limit {got} (hard {n(limit.hard)}) is below the {limit.needed} "
                    f"that max_connections {max_connections} needs: at most {cap} client "
-                   f"connections at once, the rest get 503; raise the hard limit (ulimit -Hn, "
-                   f"or LimitNOFILE= in a systemd unit)")
+                   f"connections at once{' ' + each if each else ''}, the rest get 503; raise the hard limit "
+                   f"(ulimit -Hn, or LimitNOFILE= in a systemd unit)")

@@ -40,7 +40,7 @@ from heapq import heappop, heappush
 from math import log
 from typing import Callable
 
-from lbctl.balancing import ALGORITHMS, Backend, make_pool
+from lbctl.balancing import ALGORITHMS, Backend, Pool, make_pool
 from lbctl.balancing.attempts import AttemptPolicy
 from lbctl.balancing.outcome import Outcome
 from lbctl.simulate.kernel import END, INF, Kernel
@@ -116,12 +116,21 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     rngs = streams(seed)
     specs = scenario.backends
     proxy = scenario.proxy
-    backends = [Backend(s.name, weight=s.weight, backup=s.backup) for s in specs]
     kernel = Kernel()
     box, clock = kernel.box, kernel.clock
-    pool = make_pool("sim", backends, algorithm, rng=rngs["balancer"], clock=clock,
-                     ewma_decay=proxy.ewma_decay, slow_start=proxy.slow_start,
-                     panic_threshold=proxy.panic_threshold)
+
+    def new_pool() -> Pool:
+        return make_pool("sim", [Backend(s.name, weight=s.weight, backup=s.backup)
+                                 for s in specs], algorithm, rng=rngs["balancer"],
+                         clock=clock, ewma_decay=proxy.ewma_decay,
+                         slow_start=proxy.slow_start, panic_threshold=proxy.panic_threshold)
+    # Each worker of serve balances with its own pool: its own in-flight counts, EWMA and
+    # rotation. Health verdicts and ejections are the master's, and reach every one.
+    workers = scenario.workers
+    pools = [new_pool() for _ in range(workers)]
+    pool = pools[0]
+    backends = pool.backends
+    several = workers > 1
     n = len(backends)
     index = {b.name: i for i, b in enumerate(backends)}
     rec = Records(algorithm, backends, [s.concurrency for s in specs], seed)
@@ -132,24 +141,33 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     heap = kernel.heap
     nxt = kernel.seq
 
+    # With workers, the master's pool: where ejections are decided, on every worker's
+    # outcomes, and whose verdicts reach every worker's pool (``Instance`` below).
+    master = new_pool() if several else pool
+    instance = Instance(pools) if several else pool
+
     # Passive ejection: serve's own detector, on this pool and clock.
     detect = proxy.outlier is not None
     if detect:
         from lbctl.health.passive import OutlierDetector
-        record = OutlierDetector(pool, proxy.outlier, clock=clock, logger=_QUIET).record
+        record = OutlierDetector(master, proxy.outlier, clock=clock, logger=_QUIET).record
         ejected = rec.ejections.append
+        decided = master.backends
 
         def report(b: Backend, outcome: Outcome, now: float) -> None:
             """Tell the detector; note the attempt that ejected ``b``."""
+            b = decided[b.index]
             was_out = b.ejected_until > now
             record(b, outcome)
             if not was_out and b.ejected_until > now:
                 ejected((now, b.index, b.ejected_until))
+                if several:
+                    instance.eject(b.index, b.ejected_until)
 
     # Active health checks: serve's schedule and state machine.
     prober = None
     if proxy.health is not None:
-        prober = Prober(proxy.health, pool, backends, servers, rngs["health"],
+        prober = Prober(proxy.health, instance, backends, servers, rngs["health"],
                         lambda b, healthy: rec.flips.append((box[0], b.index, healthy)))
         for at, i in prober.first():
             heappush(heap, (at, nxt(), PROBE, backends[i]))
@@ -175,7 +193,25 @@ def run_algorithm(scenario: Scenario, algorithm: str,
     note = unusual.append
     count = rec.latency.__len__
 
-    select, on_start, on_end = pool.select, pool.on_start, pool.on_end
+    if several:
+        owner = {b: p for p in pools for b in p.backends}
+        pool_of = owner.__getitem__
+        worker_of = rngs["workers"].randrange
+
+        def select(key):
+            # The kernel spreads connections over the workers' sockets: any worker, alike.
+            return pools[worker_of(workers)].select(key)
+
+        def on_start(b):
+            owner[b].on_start(b)
+
+        def on_end(b, latency, ok=True):
+            owner[b].on_end(b, latency, ok)
+    else:
+        select, on_start, on_end = pool.select, pool.on_start, pool.on_end
+
+        def pool_of(b):
+            return pool
     failure_draw = rngs["failures"].random
     attempt_timeout = proxy.timeouts.response
     client_timeout = scenario.client_timeout
@@ -298,16 +334,17 @@ def run_algorithm(scenario: Scenario, algorithm: str,
             word = _WORD[kind]
             if detect:
                 report(b, word, now)
+            worker_pool = pool_of(b)
             if kind == FAIL:
                 # A 5xx head: held back for a retry only while another backend could take
                 # it; otherwise relayed, and that is the answer.
-                if not hold_5xx(pool, tried, rp):
+                if not hold_5xx(worker_pool, tried, rp):
                     final(ERROR_5XX, t0, now, tried)
                     continue
             elif not may_retry(word, len(tried), rp):
                 final(_FINAL[word], t0, now, tried)
                 continue
-            nb = next_backend(pool, key, tried)
+            nb = next_backend(worker_pool, key, tried)
             if nb is None:
                 final(_FINAL[word], t0, now, tried)
             else:
@@ -353,6 +390,13 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         slots = final_free[i] if multi[i] else [final_free[i]]
         busy[i] -= sum(f - last_arrival for f in slots if f > last_arrival)
     rec.busy = busy
+    if several:
+        # What the workers' balancers did, summed per backend; ejections are the master's.
+        rec.backends = [Backend(s.name, weight=s.weight, backup=s.backup) for s in specs]
+        for i, b in enumerate(rec.backends):
+            b.started = sum(p.backends[i].started for p in pools)
+            b.failures = sum(p.backends[i].failures for p in pools)
+            b.ejections = master.backends[i].ejections
     done = len(rec.latency)
     rec.status = bytearray([OK]) * done
     rec.attempts = bytearray([1]) * done
@@ -364,6 +408,23 @@ def run_algorithm(scenario: Scenario, algorithm: str,
         first[j] = first_index
     rec.horizon = last_arrival
     return rec
+
+
+class Instance:
+    """The workers' pools seen as one by what the master decides: a health verdict or an
+    ejection reaches every worker's copy of the backend (at once: in virtual time the
+    master's message takes no time)."""
+
+    def __init__(self, pools: list[Pool]) -> None:
+        self.pools = pools
+
+    def set_healthy(self, b: Backend, healthy: bool) -> None:
+        for pool in self.pools:
+            pool.set_healthy(pool.backends[b.index], healthy)
+
+    def eject(self, index: int, until: float) -> None:
+        for pool in self.pools:
+            pool.eject(pool.backends[index], until)
 
 
 # What an attempt abandoned by its client reports to passive ejection when it really ends.

@@ -54,7 +54,9 @@ def header(report: Report) -> Text:
     rate = f"{scenario.workload.rate:,.1f}/s"
     if scenario.workload.trace is None:
         rate += f" ({scenario.load:.0%} of capacity)"
-    text.append(f"{requests:,} requests per run at {rate}, {seed_text}", style="dim")
+    workers = f"; {scenario.workers} workers, each balancing on its own" \
+        if scenario.workers > 1 else ""
+    text.append(f"{requests:,} requests per run at {rate}, {seed_text}{workers}", style="dim")
     return text
 
 

@@ -50,6 +50,7 @@ class Options:
     pool: str | None = None
     compare: tuple[str, str] | None = None
     interval: float | None = None           # series step; None: about 50 intervals
+    workers: int | None = None              # serve's workers, each with its own balancer
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,8 @@ def build(options: Options) -> tuple[list[Variant], str]:
     sc = sc.with_overrides(seed=options.seed, requests=options.requests,
                            duration=options.duration, rate=options.rate if not quick else None,
                            load=options.load if not quick else None,
-                           algorithms=options.algorithms, outlier=options.outlier)
+                           algorithms=options.algorithms, outlier=options.outlier,
+                           workers=options.workers)
     return [Variant("", sc, a) for a in sc.algorithms], source
 
 
@@ -221,9 +223,9 @@ def compare_variants(options: Options, base: Scenario | None) -> list[Variant]:
     # One workload for both: the rate is set against the first config's capacity.
     adjusted = first.with_overrides(seed=options.seed, requests=options.requests,
                                     duration=options.duration, rate=options.rate, load=load,
-                                    outlier=options.outlier)
+                                    outlier=options.outlier, workers=options.workers)
     return [replace(v, scenario=replace(v.scenario, workload=adjusted.workload,
-                                        seed=adjusted.seed,
+                                        seed=adjusted.seed, workers=adjusted.workers,
                                         proxy=v.scenario.proxy if options.outlier else
                                         replace(v.scenario.proxy, outlier=None)))
             for v in variants]

@@ -119,6 +119,10 @@ class Scenario:
     # start, panic threshold, ewma_decay (a config's pool, or [proxy] over serve's defaults).
     proxy: PoolConfig = field(default_factory=proxy_settings)
     client_timeout: float = math.inf        # the client gives up (an error); inf = never
+    # serve's workers: each balances with its own pool (in-flight counts, EWMA, rotation)
+    # and gets a share of the requests at random, as the kernel spreads connections; the
+    # master's health verdicts and ejections reach all of them. 1: one process.
+    workers: int = 1
     timeline: tuple[Event, ...] = ()
     title: str = ""                         # one line for people: where this scenario came from
     configured: str | None = None           # the serve config's algorithm, when one was named
@@ -137,10 +141,12 @@ class Scenario:
     def with_overrides(self, *, seed: int | None = None, algorithms: Sequence[str] | None = None,
                        requests: int | None = None, duration: float | None = None,
                        rate: float | None = None, load: float | None = None,
-                       outlier: bool = True) -> "Scenario":
+                       outlier: bool = True, workers: int | None = None) -> "Scenario":
         """The same scenario with CLI options applied on top (``outlier=False``: without
         passive ejection, to compare)."""
         s, w = self, self.workload
+        if workers is not None:
+            s = replace(s, workers=workers)
         if not outlier and s.proxy.outlier is not None:
             s = replace(s, proxy=replace(s.proxy, outlier=None))
         if seed is not None:
@@ -316,6 +322,7 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", *,
         title = f"{source}: {len(backends)} backends, {workload.rate / capacity:.0%} load"
     return Scenario(backends=tuple(backends), workload=workload, algorithms=tuple(algorithms),
                     seed=values.get("seed", 1), proxy=proxy, client_timeout=client_timeout,
+                    workers=values.get("proxy", {}).get("workers", 1),
                     timeline=timeline, title=title,
                     configured=settings.algorithm if settings else None,
                     config_path=settings.path if settings else None,
@@ -327,6 +334,7 @@ def _proxy(base: PoolConfig, values: dict, raw: dict, bad: set[str],
     """``[proxy]`` over ``base`` (serve's defaults, or a config's pool). A nested table given
     here keeps the base's value for every key it does not set."""
     changes = dict(values)
+    changes.pop("workers", None)            # the scenario's, not the pool's
     timeout = changes.pop("timeout", None)
     for name in ("timeouts", "health", "outlier"):
         if name in changes and getattr(base, name) is not None and isinstance(raw.get(name), dict):

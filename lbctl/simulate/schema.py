@@ -18,7 +18,7 @@ from typing import Any
 from lbctl.balancing import ALGORITHMS
 from lbctl.config import schema as serve
 from lbctl.config.kinds import (
-    Bool, Choice, Duration, FilePath, HashKey, Int, Invalid, Kind, ListOf, Name, Number, Str,
+    MAX_WORKERS, Bool, Choice, Duration, FilePath, HashKey, Int, Invalid, Kind, ListOf, Name, Number, Str,
 )
 from lbctl.config.schema import Section
 from lbctl.units import DURATION_EXPECTED, parse_duration
@@ -134,6 +134,8 @@ WORKLOAD = Section(
 PROXY = Section(
     dict,
     timeout=Duration(positive=True),
+    # serve's worker processes, each balancing with its own pool (serve's [server] workers)
+    workers=Int(min=1, max=MAX_WORKERS),
     **{key: serve.POOL.fields[key] for key in (
         "hash_key", "retries", "retry_on", "slow_start", "panic_threshold", "ewma_decay",
         "timeouts", "health", "outlier")},

@@ -62,7 +62,8 @@ def streams(seed: int) -> dict[str, random.Random]:
     numbers: differences between algorithms are not sampling noise between workloads).
     """
     return {name: random.Random(f"lbctl-simulate:{seed}:{name}")
-            for name in ("arrivals", "service", "failures", "balancer", "keys", "health")}
+            for name in ("arrivals", "service", "failures", "balancer", "keys", "health",
+                         "workers")}
 
 
 def arrival_times(workload: Workload, seed: int) -> array:
