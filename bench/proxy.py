@@ -62,6 +62,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from proxybench import idle, report  # noqa: E402
+from proxybench import profile as profiling  # noqa: E402
 from proxybench.load import backend_counters, counters_delta, run_wrk, write_lua  # noqa: E402
 from proxybench.rig import (Pinning, Processes, StartFailed, cpu_seconds,  # noqa: E402
                             children_cpu_seconds, default_tools_dir, ensure_tools,
@@ -309,63 +310,46 @@ def write_results(doc: dict) -> Path:
     return path
 
 
-def profile(tools: dict, target: Target, args, tmp: Path) -> None:
-    """py-spy (when installed) records lbctl under the first workload's load."""
+def profile(tools: dict, target: Target, args, summary: dict | None = None) -> list[dict]:
+    """py-spy (when installed) records lbctl under each --workload's load in turn; prints
+    where the time goes, by function and by stage of the data path (``proxybench.profile``)."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not os.access(pyspy, os.X_OK):
         print("bench: --profile needs py-spy (pip install py-spy); skipped")
-        return
+        return []
     RESULTS.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    raw = RESULTS / f"profile-{stamp}.txt"
-    # --native shows time inside uvloop, llhttp and the kernel calls, at the price of pausing
-    # the process for each sample; the default samples without stopping it.
-    mode = ["--native", "--rate", "100"] if args.native else ["--nonblocking", "--rate", "250"]
-    rec = subprocess.Popen([pyspy, "record", "--pid", str(target.proc.popen.pid), "--duration",
-                            f"{args.profile:g}", *mode, "--format", "raw", "--output",
-                            str(raw)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.0)
-        path, headers, _ = WORKLOADS[args.workload[0]]
-        run_wrk(tools, f"http://127.0.0.1:{target.port}{path}", headers, args, args.profile + 1)
-        rec.wait(timeout=args.profile + 30)
-    finally:
-        if rec.poll() is None:
-            rec.kill()
-            rec.wait(timeout=5)
-    if rec.returncode != 0:
-        print(f"bench: py-spy failed: {rec.stderr.read() if rec.stderr else ''}")
-        return
-    print(f"\nprofile (folded stacks): {raw}")
-    print(top_functions(raw))
-
-
-def top_functions(path: Path, n: int = 25) -> str:
-    """Self and inclusive share of samples per function, from py-spy's folded stacks."""
-    self_: dict[str, int] = {}
-    incl: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
+    out = []
+    for workload in args.workload:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        raw = RESULTS / f"profile-{workload}-{stamp}.txt"
+        # --native shows time inside uvloop, llhttp and the kernel calls, at the price of
+        # pausing the process for each sample; the default samples without stopping it.
+        mode = ["--native", "--rate", "100"] if args.native else ["--nonblocking", "--rate", "250"]
+        rec = subprocess.Popen([pyspy, "record", "--pid", str(target.proc.popen.pid),
+                                "--duration", f"{args.profile:g}", *mode, "--format", "raw",
+                                "--output", str(raw)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)
+            path, headers, _ = WORKLOADS[workload]
+            run_wrk(tools, f"http://127.0.0.1:{target.port}{path}", headers, args,
+                    args.profile + 1)
+            rec.wait(timeout=args.profile + 30)
+        finally:
+            if rec.poll() is None:
+                rec.kill()
+                rec.wait(timeout=5)
+        if rec.returncode != 0:
+            print(f"bench: py-spy failed: {rec.stderr.read() if rec.stderr else ''}")
             continue
-        c = int(count)
-        total += c
-        frames = [re.sub(r"\s*\((.*?):\d+\)$", r" (\1)", f) for f in stack.split(";")]
-        frames = [re.sub(r"^.*?/(lbctl|asyncio|uvloop)/", r"\1/", f) for f in frames]
-        self_[frames[-1]] = self_.get(frames[-1], 0) + c
-        for f in set(frames):
-            incl[f] = incl.get(f, 0) + c
-    if not total:
-        return "(no samples)"
-    lines = [f"{total} samples; self time:"]
-    for f, c in sorted(self_.items(), key=lambda kv: -kv[1])[:n]:
-        lines.append(f"  {100 * c / total:5.1f}%  {f}")
-    lines.append("inclusive:")
-    for f, c in sorted(incl.items(), key=lambda kv: -kv[1])[:n]:
-        lines.append(f"  {100 * c / total:5.1f}%  {f}")
-    return "\n".join(lines)
+        # Microseconds per stage when this run measured lbctl's CPU per request.
+        us = ((summary or {}).get(workload, {}).get(target.name) or {}).get("us_per_req")
+        stages = profiling.breakdown(raw)
+        print(f"\nprofile of {target.name}, {workload} (folded stacks): {raw}")
+        print(profiling.top_functions(raw))
+        print(profiling.render_breakdown(stages, us))
+        out.append({"workload": workload, "file": str(raw), "us_per_req": us, **stages})
+    return out
 
 
 def parse_args(argv: list[str] | None = None):
@@ -402,7 +386,8 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--no-install", action="store_true",
                     help="install nothing; skip proxies that are missing")
     ap.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
-                    help="afterwards, record lbctl with py-spy under the first --workload's load")
+                    help="afterwards, record lbctl with py-spy under each --workload's load "
+                         "and print where the time goes, by function and by stage")
     ap.add_argument("--native", action="store_true",
                     help="with --profile: include native frames (uvloop, llhttp, syscalls)")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FILE",
@@ -499,16 +484,20 @@ def main(argv: list[str] | None = None) -> int:
         targets, backends = start_everything(tools, procs, tmp, args, notes)
         print(f"started: {', '.join(t.name for t in targets)}; {args.pinning.note}; "
               f"temp dir {tmp}", flush=True)
+        doc = None
         if args.rounds > 0:                  # --rounds 0 --profile N: only the profile
             doc = benchmark(tools, procs, targets, backends, args, notes, tmp)
             print_doc(doc, args)
-            print(f"\nresults: {write_results(doc).relative_to(REPO)}")
         if args.profile > 0:
             lbctl = next((t for t in targets if t.name == "lbctl"), None)
             if lbctl is None:
                 print("bench: --profile: lbctl is not running; skipped")
             else:
-                profile(tools, lbctl, args, tmp)
+                profiles = profile(tools, lbctl, args, doc["summary"] if doc else None)
+                if doc is not None:
+                    doc["profiles"] = profiles
+        if doc is not None:
+            print(f"\nresults: {write_results(doc).relative_to(REPO)}")
         return 0
     except KeyboardInterrupt:
         print("\nbench: interrupted; stopping what it started", file=sys.stderr)
