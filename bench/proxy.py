@@ -57,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -195,6 +196,42 @@ def measure(tools: dict, targets: list[Target], backends: list[int], ours, args,
     return runs
 
 
+def measure_together(tools: dict, targets: list[Target], args, lua: Path) -> list[dict]:
+    """--together: every lbctl (this one, --tree and --variant ones) loaded at the same time,
+    each by its own wrk with its share of the connections, all pinned to the proxy's CPU:
+    whatever else the machine does falls on all of them alike, so their CPU per request
+    compares within a few percent even when the sequential runs swing by 20%."""
+    group = [t for t in targets if t.kind == "lbctl"]
+    if len(group) < 2:
+        return []
+    share = argparse.Namespace(**vars(args))
+    share.connections = max(1, args.connections // len(group))
+    base = "http://127.0.0.1:{port}"
+    runs = []
+    print(f"together: {', '.join(t.name for t in group)}, {share.connections} connections "
+          f"each", flush=True)
+    for rnd in range(args.rounds):
+        for workload in args.workload:
+            path, headers, _ = WORKLOADS[workload]
+            before = [cpu_seconds(t.pids()) for t in group]
+            with ThreadPoolExecutor(len(group)) as pool:
+                results = list(pool.map(
+                    lambda t: run_wrk(tools, base.format(port=t.port) + path, headers, share,
+                                      args.duration, lua), group))
+            after = [cpu_seconds(t.pids()) for t in group]
+            line = []
+            for t, r, b, a in zip(group, results, before, after):
+                n = r["requests"] or 1
+                user, system = a[0] - b[0], a[1] - b[1]
+                runs.append({"round": rnd + 1, "workload": workload, "target": t.name,
+                             "rps": r["rps"], "p99_ms": r["p99_ms"],
+                             "user_us": 1e6 * user / n, "sys_us": 1e6 * system / n,
+                             "us_per_req": 1e6 * (user + system) / n})
+                line.append(f"{t.name} {runs[-1]['us_per_req']:6.1f} us/req")
+            print(f"  round {rnd + 1} {workload:6} together: {'  '.join(line)}", flush=True)
+    return runs
+
+
 def peak_rss(targets: list[Target]) -> dict:
     """VmHWM of each proxy: the largest process's, and the sum over its processes."""
     out = {}
@@ -276,6 +313,7 @@ def benchmark(tools: dict, procs: Processes, targets: list[Target], backends: li
 
     lua = write_lua(tmp)
     runs = measure(tools, targets, backends, ours, args, lua) if args.rounds > 0 else []
+    together = measure_together(tools, targets, args, lua) if args.together else []
     rss = peak_rss([t for t in targets if t.proc is not None])    # before the idle phase
     idle_rounds = measure_idle(tools, targets, args, lua, notes) if args.idle and args.rounds else []
     order = [t.name for t in targets]
@@ -298,7 +336,7 @@ def benchmark(tools: dict, procs: Processes, targets: list[Target], backends: li
         "summary": report.summarize(runs, order),
         "rss_kib": rss,
         "idle": report.summarize_idle(idle_rounds, order),
-        "runs": runs, "idle_rounds": idle_rounds}
+        "runs": runs, "together": together, "idle_rounds": idle_rounds}
     doc["checks"] = report.checks(doc)
     return doc
 
@@ -395,6 +433,9 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
                     help="another lbctl run from the source tree DIR (e.g. `git archive` of an "
                          "older commit), to A/B a data-plane change in the same rounds")
+    ap.add_argument("--together", action="store_true",
+                    help="with --tree or --variant: also load every lbctl at the same time on "
+                         "the same CPU, --rounds times per workload (the steadiest A/B)")
     ap.add_argument("--keep-temp", action="store_true", help="leave the temp dir (configs, logs)")
     args = ap.parse_args(argv)
     args.workload = args.workload or list(WORKLOADS)

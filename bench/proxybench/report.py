@@ -222,13 +222,15 @@ def render_text(doc: dict) -> str:
                 f"{_f(i['p999_with_ms'], '.2f', 1)} ms "
                 f"(x{_f(i['p999_ratio'], '.2f', 1)}); still open after the load: "
                 f"{i['still_open_after_load']}")
-    pairs = paired(doc.get("runs", []), doc.get("kinds", {}))
-    if pairs:
-        out.append("")
-        out.append("CPU per request, paired by round (below 1: lbctl spends less than the other):")
-        for c in pairs:
-            out.append(f"  {c['workload']:6} lbctl / {label(c['other'])}: {c['us_ratio']:.3f} "
-                       f"(rounds: {', '.join(f'{q:.3f}' for q in c['rounds'])})")
+    for key, title in (("runs", "paired by round"), ("together", "measured together")):
+        pairs = paired(doc.get(key) or [], doc.get("kinds", {}))
+        if pairs:
+            out.append("")
+            out.append(f"CPU per request, {title} (below 1: lbctl spends less than the other):")
+            for c in pairs:
+                out.append(f"  {c['workload']:6} lbctl / {label(c['other'])}: "
+                           f"{c['us_ratio']:.3f} (rounds: "
+                           f"{', '.join(f'{q:.3f}' for q in c['rounds'])})")
     if doc.get("versions"):
         out.append("")
         out.append(versions_text(doc["versions"]))
