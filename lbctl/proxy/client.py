@@ -4,10 +4,12 @@ The connection keeps what outlives a request: the parser, the queue of exchanges
 write flow control, and the timers (keep-alive idle, request head, the reusable response
 deadline). httptools parses requests in ``data_received`` into ``Exchange`` objects
 (``exchange.py``); complete heads are queued in order (so pipelined requests are answered in
-order) and a single handler task per connection takes them one at a time
-(``forward.handle``). Body bytes stream to the current upstream from inside the parser
-callback; they are buffered only until an upstream connection exists, or while a pipelined
-request waits its turn, and reading pauses when that buffer fills.
+order) and started one at a time (``forward.start``) once a read has been parsed, or when the
+request before them ends (``finished``). No task runs per connection or per request: the
+journey goes on from callbacks (see ``forward.py``). Body bytes stream to the current
+upstream from inside the parser callback; they are buffered only until an upstream
+connection exists, or while a pipelined request waits its turn, and reading pauses when that
+buffer fills.
 
 After a 101 Switching Protocols the connection becomes a tunnel: bytes are copied both ways
 until either side closes.
@@ -22,10 +24,9 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from lbctl.proxy import framing, refusals
+from lbctl.proxy import forward, framing, refusals
 from lbctl.proxy.deadline import Deadline
 from lbctl.proxy.exchange import Exchange
-from lbctl.proxy.forward import handle
 
 if TYPE_CHECKING:
     from lbctl.proxy.server import ProxyServer
@@ -41,8 +42,8 @@ class _StopParsing(Exception):
 
 
 class ClientConnection(asyncio.Protocol):
-    """An accepted client connection: the parser, the queue of exchanges and its handler task,
-    flow control and timers."""
+    """An accepted client connection: the parser, the queue of exchanges, flow control and
+    timers."""
 
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
@@ -58,8 +59,7 @@ class ClientConnection(asyncio.Protocol):
         self.upgrade_tail = b""           # bytes after an Upgrade request's head, for the tunnel
         self.queue: deque[Exchange] = deque()         # complete heads waiting their turn
         self.current: Exchange | None = None          # the one being answered
-        self.waiter: asyncio.Future | None = None     # the handler waiting for a request
-        self.task: asyncio.Task | None = None
+        self.dispatching = False          # in _next, or due in the server's batch (soon)
         self.read_pauses: set[str] = set()
         self.write_paused = False
         self.progress = 0                 # body bytes moved either way, for idle watchdogs
@@ -120,6 +120,9 @@ class ClientConnection(asyncio.Protocol):
             # case) never needs a timer at all.
             limits = self.server.runtime.config.limits
             self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
+        if self.current is None and self.queue and not self.dispatching:
+            self.dispatching = True
+            self.server.soon(ClientConnection._dispatch, self)
 
     def eof_received(self) -> bool:
         """The client half-closed. Requests already read are still answered (some clients
@@ -150,10 +153,9 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel.close()
             if self.current is not None:
                 self.current.end_tunnel()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-        elif self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        current, self.current = self.current, None
+        if current is not None:
+            forward.abort(current)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -236,11 +238,6 @@ class ClientConnection(asyncio.Protocol):
         self.queue.append(exchange)
         if len(self.queue) > MAX_PIPELINE:
             self.pause_reading("pipeline")
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        elif self.task is None:
-            self.task = self.loop.create_task(self._run())
         if exchange.error is not None:
             # Nothing after a refused head is read: not its body, not a pipelined request.
             exchange.keep_alive = False
@@ -258,35 +255,56 @@ class ClientConnection(asyncio.Protocol):
             exchange.body.finish()
         self.parsing = None
 
-    # ---- the handler task ----------------------------------------------------------------
+    # ---- one request after another -------------------------------------------------------
 
-    async def _run(self) -> None:
+    def _dispatch(self) -> None:
+        self.dispatching = False
+        self._next()
+
+    def _next(self) -> None:
+        """Start the queued requests in order, each once the one before it has ended."""
+        if self.dispatching:
+            return                          # the loop below, or a batch, picks it up
+        self.dispatching = True
         try:
-            while not self.closed:
-                if not self.queue:
-                    if self.draining:
-                        break
-                    self._arm_idle_timer()
-                    self.waiter = self.loop.create_future()
-                    await self.waiter
-                    self.waiter = None
-                    continue
+            while self.current is None and self.queue and not self.closed:
                 exchange = self.current = self.queue.popleft()
                 if len(self.queue) <= MAX_PIPELINE:
                     self.resume_reading("pipeline")
-                try:
-                    keep = await handle(exchange)
-                finally:
-                    self.current = None
-                if not keep or (self.draining and not self.queue):
-                    break
-        except asyncio.CancelledError:
-            pass
+                forward.start(exchange)
         except Exception:  # a bug must cost one connection, not the process
             log.exception("internal error while handling a request from %s", self.peer)
+            self._fail()
         finally:
-            self.task = None
+            self.dispatching = False
+
+    @staticmethod
+    def resume(exchange: Exchange) -> None:
+        """``proceed`` for the server's batch (``soon``), which passes one argument."""
+        exchange.conn.proceed(exchange)
+
+    def proceed(self, exchange: Exchange) -> None:
+        """Let ``exchange`` go on after an upstream read, a lost connection or a timer."""
+        try:
+            forward.proceed(exchange)
+        except Exception:  # a bug must cost one connection, not the process
+            log.exception("internal error while handling a request from %s", self.peer)
+            self._fail()
+
+    def finished(self, exchange: Exchange, keep: bool) -> None:
+        """``exchange`` has been answered; ``keep``: the connection may serve another."""
+        if self.current is exchange:
+            self.current = None
+        if not keep or self.closed or (self.draining and not self.queue):
             self.close()
+        elif self.queue:
+            self._next()
+        else:
+            self._arm_idle_timer()
+
+    def _fail(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def close(self) -> None:
         """Close after what is buffered has been written."""
@@ -330,6 +348,8 @@ class ClientConnection(asyncio.Protocol):
     def _head_timeout(self) -> None:
         self.head_timer = None
         self._refuse(408, "request head not received in time")
+        if self.current is None:
+            self._next()
 
     def _refuse(self, status: int, message: str) -> None:
         """A request that cannot be parsed: answer it in order, then close; read no more."""
@@ -343,7 +363,3 @@ class ClientConnection(asyncio.Protocol):
         exchange.error = (status, message)
         exchange.keep_alive = False
         self.queue.append(exchange)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-        elif self.task is None:
-            self.task = self.loop.create_task(self._run())

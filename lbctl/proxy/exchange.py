@@ -4,9 +4,11 @@ The client connection's parser fills in the request head and streams the body (`
 ``forward.handle`` routes the exchange and tries backends; the upstream connection that
 serves an attempt reports its response straight to the exchange (``response_head``,
 ``response_body``, ``response_complete``...), which writes it to the client inside the
-callback, without a hop through a task. What observers record about the request (attempts,
-the last backend and outcome, bytes relayed, the explained decision) is kept here too, so
-the connection carries nothing that belongs to one request.
+callback, without a hop through a task, and notes what the attempt learned in ``event``
+(``COMPLETE``, ``TIMED_OUT`` or the error) for ``forward.proceed`` to act on once the
+callback is over. What observers record about the request (attempts, the last backend and
+outcome, bytes relayed, the explained decision) is kept here too, so the connection carries
+nothing that belongs to one request.
 
 Field groups, in order: the request head (set by the parser and ``inspect``), the request's
 routing results, the attempt in progress, the response as relayed, and the record.
@@ -17,19 +19,38 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from lbctl.balancing import Outcome
 from lbctl.proxy import framing, refusals
 from lbctl.proxy.paths import PathRefused, canonical_path
 from lbctl.proxy.upstream import UpstreamError
 
 if TYPE_CHECKING:
-    from lbctl.balancing import Backend, Outcome
+    from lbctl.balancing import Backend
     from lbctl.config.model import Config
     from lbctl.gateway.policy import Admission
     from lbctl.proxy.client import ClientConnection
-    from lbctl.proxy.upstream import UpstreamConnection
+    from lbctl.proxy.runtime import PoolRuntime, Runtime
+    from lbctl.proxy.upstream import IdlePool, UpstreamConnection
 
 BUFFER_HIGH = 256 * 1024       # buffered request body before reading pauses
 REPLAY_LIMIT = 64 * 1024       # bodies up to this size are kept so an idempotent retry can resend them
+OK, SERVER_ERROR = Outcome.OK, Outcome.SERVER_ERROR
+
+
+class _Event:
+    """What an attempt learned that is not an error: see ``COMPLETE``, ``TIMED_OUT``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+COMPLETE = _Event("COMPLETE")      # the response ended (or, upgraded, its tunnel closed)
+TIMED_OUT = _Event("TIMED_OUT")    # no head within the response timeout, or a stalled body
 
 
 class ClientError(Exception):
@@ -64,7 +85,7 @@ class Body:
         self.replay_size = 0
         self.received = 0
         self.sent_any = False
-        self.on_done = None               # called once the whole body has been received
+        self.on_done = None               # on_done(exchange) once the whole body is received
 
     def feed(self, data: bytes) -> None:
         self.received += len(data)
@@ -92,7 +113,7 @@ class Body:
         if self.sink is not None and self.framing == "chunked":
             self.sink.write(b"0\r\n\r\n")
         if self.on_done is not None:
-            self.on_done()
+            self.on_done(self.exchange)
 
     def replayable(self) -> bool:
         return not self.sent_any or self.replay is not None
@@ -129,12 +150,14 @@ class Exchange:
         "method", "target", "path", "http10", "headers", "keep_alive", "host", "body",
         "upgrade", "expect_continue", "error",
         # decided before the first attempt
-        "request_id", "admitted", "retry_5xx",
+        "begun", "runtime", "request_id", "admitted", "state", "key", "deadline", "select",
+        "tried", "task",
         # the attempt in progress
-        "upstream", "head_waiter", "done_waiter", "failure",
+        "trying", "idle_pool", "upstream", "started", "latency", "result", "ok", "event",
+        "watching", "seen", "retry_5xx", "failure",
         # the response as relayed to the client
         "status", "response_begun", "relay", "response_keep", "ends_at_close", "reusable",
-        "held", "tunnel_done",
+        "held", "tunnel", "ended",
         # what observers record
         "attempts", "backend", "outcome", "upstream_time", "sent", "sent_mark", "decision",
     )
@@ -153,12 +176,21 @@ class Exchange:
         self.upgrade: bytes | None = None
         self.expect_continue = False
         self.error: tuple[int, str] | None = None   # set when the request must be refused
+        self.begun = 0.0                  # loop time its handling began (forward.start)
+        self.runtime: Runtime | None = None   # the one current when it began, to its end
         self.request_id: bytes | None = None
         self.admitted: Admission | None = None  # the gateway's: resolved client, rewrites
+        self.state: PoolRuntime | None = None   # its pool; key, deadline, select: set with it
+        self.tried: list[Backend] = []    # backends of the attempts so far
+        self.task: asyncio.Task | None = None   # a wait a callback cannot make (connect)
+        self.trying: Backend | None = None      # the attempt in progress (None: none)
+        self.upstream: UpstreamConnection | None = None   # ...once connected
+        self.latency: float | None = None  # its time to a response head (None: no head yet)
+        self.result: Outcome | None = None  # its outcome should it end now
+        self.ok = False                   # it ended cleanly (the pool's load feedback)
+        self.event = None                 # what it learned, for forward.proceed to act on
+        self.watching = False             # its response body is watched for stalls
         self.retry_5xx = None             # callable: may this attempt's 5xx be retried?
-        self.upstream: UpstreamConnection | None = None
-        self.head_waiter: asyncio.Future | None = None
-        self.done_waiter: asyncio.Future | None = None
         self.failure = (502, "no backend could serve the request")   # if attempts run out
         self.status = 0                   # the status the client got (0: none yet)
         self.response_begun = False       # the response head went to the client
@@ -167,7 +199,8 @@ class Exchange:
         self.ends_at_close = False        # the backend's body ends when it closes
         self.reusable = False             # the upstream connection may serve another exchange
         self.held: list[bytes] | None = None   # response bytes held while one upstream read is parsed
-        self.tunnel_done: asyncio.Future | None = None
+        self.tunnel = False               # upgraded: the attempt lasts until the tunnel closes
+        self.ended = False                # answered, or abandoned by the client
         self.attempts = 0
         self.backend: Backend | None = None     # of the last attempt
         self.outcome: Outcome | None = None     # of the last attempt
@@ -241,9 +274,12 @@ class Exchange:
         self.keep_alive = False
         if conn.current is not self:
             self.error = (status, message)          # still queued: answered in its turn
-        elif not self.response_begun and self.head_waiter is not None \
-                and not self.head_waiter.done():
-            self.head_waiter.set_exception(ClientError(status, message))
+        elif self.upstream is not None and self.latency is None:
+            # Waiting for its answer: the attempt ends as the client's failure. Acted on at
+            # the loop's next turn, out of the parser callback that found it.
+            if self.event is None:
+                self.event = ClientError(status, message)
+            conn.loop.call_soon(conn.proceed, self)
         elif conn.transport is not None:
             conn.transport.abort()
 
@@ -256,8 +292,8 @@ class Exchange:
     def response_head(self, up: UpstreamConnection, status: int, reason: bytes,
                       headers: list[tuple[bytes, bytes]]) -> bool:
         """Relay a response head; False when it was refused (the upstream stops parsing)."""
-        if up is not self.upstream:
-            return False
+        if up is not self.upstream or self.event is not None:
+            return False                    # not this attempt's, or the attempt has failed
         self.status = status
         if status >= 500 and self.retry_5xx is not None and self.retry_5xx():
             # retry_on "5xx": hold this answer back and try another backend instead.
@@ -290,9 +326,12 @@ class Exchange:
         self._send(framing.client_response_head(
             status, reason, headers, framing=announced, length=max(length, 0), keep_alive=keep,
             http10=self.http10, upgrade=upgrade))
-        waiter = self.head_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(status)
+        # The attempt has its answer: the response timeout is over.
+        conn = self.conn
+        conn.response_deadline.stop()
+        self.retry_5xx = None
+        self.latency = conn.loop.time() - self.started
+        self.result = SERVER_ERROR if status >= 500 else OK
         return True
 
     def response_body(self, data: bytes) -> None:
@@ -311,15 +350,12 @@ class Exchange:
         if self.relay == "chunked":
             self._send(b"0\r\n\r\n")
         self.reusable = reusable and not self.ends_at_close
-        waiter = self.done_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self.event is None:
+            self.event = COMPLETE
 
     def upstream_failed(self, error: UpstreamError) -> None:
-        for waiter in (self.head_waiter, self.done_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(error)
-                return
+        if self.event is None:              # the first thing learned decides
+            self.event = error
 
     def upstream_lost(self, up: UpstreamConnection) -> None:
         if up is not self.upstream:
@@ -339,15 +375,18 @@ class Exchange:
             self.upstream_failed(UpstreamError("unexpected upgrade", False))
             return
         up.tunnel = True
-        self.tunnel_done = self.conn.loop.create_future()
+        self.tunnel = True
         if tail:
             self._send(tail)
         self.conn.start_tunnel(up)
         self.response_complete(up, reusable=False)
 
     def end_tunnel(self) -> None:
-        if self.tunnel_done is not None and not self.tunnel_done.done():
-            self.tunnel_done.set_result(None)
+        """Either side of the tunnel closed: the attempt, and the connection, end."""
+        if self.tunnel:
+            self.tunnel = False
+            self.response_keep = False
+            self.event = COMPLETE
 
     # ---- response writes: one upstream read becomes one write to the client ---------------
     # A small response arrives in one read and would otherwise cost a send() for its head,

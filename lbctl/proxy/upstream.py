@@ -2,7 +2,10 @@
 
 An ``UpstreamConnection`` serves one ``Exchange`` at a time and reports parser events
 straight to it (``response_head``, ``response_body``...), so response bytes are written to
-the client inside the callback, without a hop through a task. A connection goes back to its
+the client inside the callback, without a hop through a task. After each read (later in the
+same turn of the loop, ``ProxyServer.soon``) and when the connection is lost it lets the
+exchange's journey go on (``ClientConnection.proceed``): out of the parser, so an attempt
+that ended can give this connection back, or try another. A connection goes back to its
 backend's idle pool only after a clean, complete exchange; one that saw an error, a timeout,
 stray bytes or an incomplete message is closed, never reused.
 
@@ -135,6 +138,8 @@ class UpstreamConnection(asyncio.Protocol):
             except Exception:
                 # The client went away: the same as a write failing inside a callback.
                 self.close()
+        conn = exchange.conn
+        conn.server.soon(conn.resume, exchange)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -149,6 +154,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.conn.close()
         elif not self.complete:
             exchange.upstream_lost(self)
+        exchange.conn.proceed(exchange)
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
