@@ -1,4 +1,4 @@
-"""Every exit code lbctl uses, in one place (see SPEC.md, "Commands")."""
+"""Every exit code lbctl uses, in one place (the README's "Commands" table)."""
 
 from enum import IntEnum
 

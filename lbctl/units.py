@@ -1,7 +1,8 @@
 """Durations and sizes as they are written in config files, parsed once, at load time.
 
 Durations are strings with a unit (``"150ms"``, ``"2s"``, ``"1m"``, ``"1h30m"``) or plain
-numbers of seconds; sizes are strings with a unit (``"1MiB"``, ``"64KiB"``, ``"10MB"``) or
+numbers of seconds, written as TOML numbers or as text (``"2"``: a command-line option is
+always text, and one rule for both is the one a user can remember); sizes are strings with a unit (``"1MiB"``, ``"64KiB"``, ``"10MB"``) or
 plain numbers of bytes. Both parsers raise ``ValueError`` with a message that says what
 was expected, which the config loader attaches to the key path.
 """
@@ -14,6 +15,7 @@ from decimal import Decimal
 
 _DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|µs|ms|s|m|h)")
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _SIZE_UNITS = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -37,6 +39,8 @@ def parse_duration(value: object) -> float:
     if not isinstance(value, str):
         raise ValueError(DURATION_EXPECTED)
     text = value.strip().lower()
+    if _PLAIN_NUMBER.fullmatch(text):
+        return parse_duration(float(text))      # "2" is 2 seconds, as 2 is
     # "1h30m" is a sequence of parts; the whole string must be consumed.
     pos, total = 0, 0.0
     for match in _DURATION_PART.finditer(text):
@@ -44,7 +48,7 @@ def parse_duration(value: object) -> float:
             break
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         pos = match.end()
-    if pos == 0 or pos != len(text):
+    if pos == 0 or pos != len(text) or not math.isfinite(total):
         raise ValueError(DURATION_EXPECTED)
     return total
 

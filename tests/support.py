@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -90,17 +91,21 @@ class Backends:
         self.servers: list[asyncio.AbstractServer] = []
         self.proxies: list[Instance] = []
 
-    async def start(self, name: str, handler=None) -> TestBackend:
+    async def start(self, name: str, handler=None, *,
+                    ssl_context: ssl.SSLContext | None = None) -> TestBackend:
+        """A named backend; on TLS with ``ssl_context`` (its ``url`` still says http)."""
         ref: list = [None]
-        backend = await self.start_app(name, named_app(name, ref, handler))
+        backend = await self.start_app(name, named_app(name, ref, handler),
+                                       ssl_context=ssl_context)
         ref[0] = backend
         return backend
 
-    async def start_app(self, name: str, app: web.Application) -> TestBackend:
+    async def start_app(self, name: str, app: web.Application, *,
+                        ssl_context: ssl.SSLContext | None = None) -> TestBackend:
         """Any aiohttp app (for handlers that must stream rather than read the whole body)."""
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         port = runner.addresses[0][1]
         backend = TestBackend(name, port, runner)

@@ -301,7 +301,7 @@ async def test_internal_error_is_unknown_without_a_traceback(
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
-    monkeypatch.setattr("lbctl.health.check.judge", broken)
+    monkeypatch.setattr("lbctl.health.report.judge", broken)
     result = await check(cfg)
     assert result.exit_code == 3
     assert result.stdout == "LBCTL UNKNOWN - internal error: RuntimeError: boom\n"

@@ -400,7 +400,7 @@ def test_backend_without_url(tmp_path):
 def test_pool_with_no_backends(tmp_path):
     assert problem(tmp_path, ROUTE + "[pools.api]\nretries = 1\n") == \
         "pools.api.backends: missing; expected at least one backend, as [[pools.api.backends]] " \
-        "tables with a url"
+        "tables with a url, or a [pools.api.discovery] table"
 
 
 def test_pool_with_an_empty_backend_list(tmp_path):

@@ -1,10 +1,15 @@
 """The packages point one way, and no module imports itself back.
 
-    balancing -> config -> health | gateway -> simulate | proxy -> observe -> admin
-              -> serve (the composition root) -> demo -> cli
+    balancing -> config -> discovery -> health | gateway -> simulate | proxy -> observe
+              -> admin | control -> serve (the composition root) -> demo -> cli
 
 A package may import the packages before it, never one after it, nor a peer on its own level
-(health and gateway, simulate and proxy know nothing of each other). Every import counts:
+(health and gateway, simulate and proxy, admin and control know nothing of each other).
+Discovery decides who is in a pool from the config alone: ``lbctl check`` (health) resolves
+through it and the serve root runs it, while the data plane only applies the lists it is
+handed, never importing it. ``control`` (pid file, sd_notify, finding a serve to signal) is
+process control: only the serve root and the CLI use it, so nothing in the data plane or
+below it may. Every import counts:
 at module level, inside a function, and under ``if TYPE_CHECKING:`` (a lower package states
 what it needs as a Protocol of its own instead). The modules at the top of ``lbctl``
 (``units``, ``errors``, ``exitcodes``, ``uri`` and the package's ``__init__``) are shared by
@@ -21,8 +26,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "lbctl"
 
 LEVELS = [
-    ("balancing",), ("config",), ("health", "gateway"), ("simulate", "proxy"), ("observe",),
-    ("admin",), ("serve",), ("demo",), ("cli",), ("__main__",),
+    ("balancing",), ("config",), ("discovery",), ("health", "gateway"), ("simulate", "proxy"),
+    ("observe",), ("admin", "control"), ("serve",), ("demo",), ("cli",), ("__main__",),
 ]
 RANK = {package: rank for rank, level in enumerate(LEVELS) for package in level}
 SHARED = {"", "units", "errors", "exitcodes", "uri"}    # "" is lbctl/__init__.py

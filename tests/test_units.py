@@ -23,6 +23,8 @@ from lbctl.units import (
     ("250us", 0.00025),
     (" 2S ", 2.0),                  # case and surrounding spaces do not matter
     (3, 3.0),                       # plain numbers are seconds
+    ("3", 3.0),                     # ... written as text too (every command-line option is)
+    (" 2.5 ", 2.5),
     (0.5, 0.5),
     (0, 0.0),
 ])
@@ -31,7 +33,7 @@ def test_parse_duration_accepts(text, seconds):
 
 
 @pytest.mark.parametrize("value", [
-    "2", "2 secs", "s", "", "-1s", "1d", "1.s", "2s3", "ms150", True, None, [1], -1, -0.5,
+    "2 secs", "-1", "1.", ".5", "1e3", "9" * 400, "s", "", "-1s", "1d", "1.s", "2s3", "ms150", True, None, [1], -1, -0.5,
     math.inf, math.nan,
 ])
 def test_parse_duration_rejects_with_what_was_expected(value):

@@ -11,12 +11,18 @@ Endpoints (JSON errors are ``{"error": "..."}``):
     POST /pools/{pool}/backends/{name}/enable     back to normal (health still applies)
     POST /pools/{pool}/backends/{name}/drain      no new requests; in-flight ones finish
     POST /pools/{pool}/backends/{name}/weight     body {"weight": N}, N from 0.01 to 1000
+    POST /pools/{pool}/backends                   add a backend: {"url", "name"?, "weight"?}
+    GET  /pools/{pool}/backends/{name}            the backend's entry, as in /stats
+    DELETE /pools/{pool}/backends/{name}          remove it: no new requests, in-flight ones
+                                                  finish, then it is gone
 
 A POST endpoint answers GET with 405 (and ``Allow: POST``); an unknown pool or backend is a
 404. When a token is configured, every request needs ``Authorization: Bearer <token>``.
 Before that, ``guard.py`` refuses what a web page could send (cross-site requests, rebound
 Host names, bodies that are not JSON). Operator changes live on the ``Backend`` object, so
-they survive a reload.
+they survive a reload. Adding and removing go through the serve root like discovery's own
+changes (``Served.add_backend``, ``remove_backend``); backends added here survive a reload
+too (``discovery/membership.py`` says what a reload does with them).
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ from lbctl.admin.guard import BadBody, describe, guard, json_body
 from lbctl.admin.metrics import exposition, registry_for
 from lbctl.admin.served import Served
 from lbctl.balancing.backend import WEIGHT_RANGE, AdminState, checked_weight
+from lbctl.discovery.entries import EntryError, backend_from_entry
+from lbctl.discovery.membership import MembershipError
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
-from lbctl.observe.snapshot import backend_doc, snapshot
+from lbctl.observe.snapshot import backend_doc, snapshot, source_of
 
 log = logging.getLogger("lbctl")
 
@@ -64,6 +72,8 @@ class AdminApi:
         app.router.add_get("/stats", self.stats, allow_head=False)
         app.router.add_get("/metrics", self.metrics, allow_head=False)
         app.router.add_route("*", "/pools/{pool}/backends/{name}/{action}", self.action)
+        app.router.add_route("*", "/pools/{pool}/backends/{name}", self.backend)
+        app.router.add_route("*", "/pools/{pool}/backends", self.backends)
         return app
 
     async def start(self) -> None:
@@ -80,7 +90,8 @@ class AdminApi:
             raise UserError(f"cannot listen on admin address {self.address}: {reason}",
                             exit_code=Exit.RUNTIME) from None
         log.info("admin API on http://%s%s", self.address,
-                 " (token required)" if self.token else "")
+                 " (token required)" if self.token else "",
+                 extra={"event": "admin_listening", "address": str(self.address)})
 
     @property
     def bound(self) -> tuple[str, int]:
@@ -117,7 +128,7 @@ class AdminApi:
         history = request.query.get("history", "1") not in ("0", "false", "no")
         served = self.served
         doc = snapshot(served.runtime, served.observer, served.health, served.loop.time(),
-                       history=history)
+                       discovery=served.discovery, history=history)
         return web.json_response(doc,
                                  dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
 
@@ -153,14 +164,91 @@ class AdminApi:
                                    f"{describe(body.get('weight'))}")
             old = backend.weight
             pool.set_weight(backend, weight)
-            log.info("admin: %s/%s weight %g -> %g", pool_name, name, old, weight)
+            log.info("admin: %s/%s weight %g -> %g", pool_name, name, old, weight,
+                     extra={"event": "admin_action", "pool": pool_name, "backend": name,
+                            "state": "weight", "weight": weight, "previous": old})
         else:
             old = backend.admin.value
             pool.set_admin(backend, ACTIONS[action])
-            log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value)
+            log.info("admin: %s/%s %s -> %s", pool_name, name, old, backend.admin.value,
+                     extra={"event": "admin_action", "pool": pool_name, "backend": name,
+                            "state": backend.admin.value, "previous": old})
         doc = backend_doc(pool, backend, served.loop.time(), history=False,
-                          observer=served.observer, health=served.health)
+                          observer=served.observer, health=served.health,
+                          source=source_of(state, backend),
+                          upstream=served.runtime.idle.get(backend))
         return web.json_response({"pool": pool_name, "backend": doc})
+
+    # ---- membership ---------------------------------------------------------------------
+
+    async def backends(self, request: web.Request) -> web.Response:
+        """POST: add a backend to a pool, at once (with the pool's slow start)."""
+        if request.method != "POST":
+            return _error(405, "adding a backend needs POST", Allow="POST")
+        pool_name = request.match_info["pool"]
+        served = self.served
+        if pool_name not in served.runtime.pools:
+            return _error(404, f"no pool named {pool_name!r}")
+        try:
+            body = await json_body(request)
+        except BadBody as exc:
+            return _error(400, 'expected a JSON body {"url": "http://host:port", "name": ..., '
+                               f'"weight": ...}}: {exc}')
+        try:
+            bcfg = backend_from_entry(body, "admin")
+        except EntryError as exc:
+            return _error(400, str(exc))
+        try:
+            backend = served.add_backend(pool_name, bcfg)
+        except MembershipError as exc:
+            return _error(exc.status, str(exc))
+        log.info("admin: %s/%s added (%s, weight %g); a reload keeps it, a restart forgets it",
+                 pool_name, bcfg.name, bcfg.url, bcfg.weight,
+                 extra={"event": "admin_action", "pool": pool_name, "backend": bcfg.name,
+                        "state": "added", "url": bcfg.url, "weight": bcfg.weight})
+        state = served.runtime.pools[pool_name]
+        doc = backend_doc(state.pool, backend, served.loop.time(), history=False,
+                          observer=served.observer, health=served.health,
+                          source=source_of(state, backend),
+                          upstream=served.runtime.idle.get(backend))
+        return web.json_response({"pool": pool_name, "backend": doc}, status=201)
+
+    async def backend(self, request: web.Request) -> web.Response:
+        """GET: one backend's entry; DELETE: remove it (drain, then gone)."""
+        if request.method not in ("GET", "DELETE"):
+            return _error(405, "expected GET or DELETE", Allow="GET, DELETE")
+        pool_name, name = request.match_info["pool"], request.match_info["name"]
+        served = self.served
+        state = served.runtime.pools.get(pool_name)
+        if state is None:
+            return _error(404, f"no pool named {pool_name!r}")
+        now = served.loop.time()
+        seen = {"observer": served.observer, "health": served.health}
+        if request.method == "GET":
+            backend = state.pool.by_name.get(name)
+            if backend is None:
+                return _error(404, f"pool {pool_name!r} has no backend named {name!r}")
+            doc = backend_doc(state.pool, backend, now, history=False,
+                              source=source_of(state, backend),
+                              upstream=served.runtime.idle.get(backend), **seen)
+            return web.json_response({"pool": pool_name, "backend": doc})
+        try:
+            backend, removed = served.remove_backend(pool_name, name)
+        except MembershipError as exc:
+            return _error(exc.status, str(exc))
+        state = served.runtime.pools[pool_name]
+        leaving = any(b is backend for b in state.leaving)
+        log.info("admin: %s/%s removed%s", pool_name, name,
+                 f"; {backend.inflight} request(s) in flight finish first" if leaving else "",
+                 extra={"event": "admin_action", "pool": pool_name, "backend": name,
+                        "state": "leaving" if leaving else "removed"})
+        doc = backend_doc(state.pool, backend, now, history=False, source=removed.source,
+                          leaving=leaving, **seen)
+        if not leaving:
+            doc["state"] = "removed"
+        # 202: accepted, still draining; 200: gone already.
+        return web.json_response({"pool": pool_name, "backend": doc},
+                                 status=202 if leaving else 200)
 
 
 async def start_admin(served: Served) -> AdminApi:

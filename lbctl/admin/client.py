@@ -84,6 +84,21 @@ class AdminClient:
         body = {"weight": weight} if action == "weight" else None
         return self._call("POST", path, body)
 
+    def add(self, pool: str, url: str, name: str | None = None,
+            weight: float | None = None) -> dict:
+        from urllib.parse import quote
+        body: dict = {"url": url}
+        if name is not None:
+            body["name"] = name
+        if weight is not None:
+            body["weight"] = weight
+        return self._call("POST", f"/pools/{quote(pool, safe='')}/backends", body)
+
+    def remove(self, pool: str, name: str) -> dict:
+        from urllib.parse import quote
+        return self._call("DELETE", f"/pools/{quote(pool, safe='')}/backends/"
+                                    f"{quote(name, safe='')}")
+
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
         request = urllib.request.Request(self.url + path, data=data, method=method)

@@ -17,6 +17,7 @@ from lbctl.observe.snapshot import backend_state
 
 if TYPE_CHECKING:
     from lbctl.admin.served import Served
+    from lbctl.discovery.service import Discovery
 
 STATES = ("up", "down", "ejected", "disabled", "draining", "slow_start")
 
@@ -117,6 +118,31 @@ class ProxyCollector:
         yield from (responses, requests, errors, retries, traffic, duration, up, state_g,
                     inflight, weight, eff, ewma, probes, ejections, uptime, store_up,
                     store_errors)
+        yield from _discovery(served.discovery)
+
+
+def _discovery(discovery: Discovery):
+    """Per pool with [discovery]: lookups by result, the discovered set's size, and when the
+    last trustworthy answer came (alert on its age: the set in use may be stale)."""
+    watchers = discovery.watchers
+    if not watchers:
+        return
+    lookups = CounterMetricFamily(
+        "lbctl_discovery_lookups", "Discovery lookups by result (failed: the last good set "
+        "was kept)", labels=["pool", "source", "result"])
+    found = GaugeMetricFamily("lbctl_discovery_backends", "Backends in the discovered set",
+                              labels=["pool", "source"])
+    last = GaugeMetricFamily("lbctl_discovery_last_success_timestamp_seconds",
+                             "Unix time of the last lookup that could be trusted",
+                             labels=["pool", "source"])
+    for pool, w in watchers.items():
+        st = w.status
+        lookups.add_metric([pool, st.source, "ok"], st.resolutions - st.failures)
+        lookups.add_metric([pool, st.source, "failed"], st.failures)
+        found.add_metric([pool, st.source], st.backends)
+        if st.last_success is not None:
+            last.add_metric([pool, st.source], st.last_success)
+    yield from (lookups, found, last)
 
 
 def _le(bound: float) -> str:

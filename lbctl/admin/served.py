@@ -1,8 +1,10 @@
 """What the admin API serves: a running instance, as ``lbctl.serve.Instance`` provides it.
 
 The admin API reads the live pools (``runtime``), the observer's counters, what the health
-checker knows, and the loop's clock (the one the counters are kept in); its actions call the
-pools' own state-changing methods.
+checker knows, discovery's state, and the loop's clock (the one the counters are kept in);
+its actions call the pools' own state-changing methods, except adding and removing a
+backend, which go through the instance (``add_backend``, ``remove_backend``): membership is
+decided by discovery and applied by the data plane, the way discovery's own changes are.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import asyncio
 
+    from lbctl.balancing import Backend
+    from lbctl.config.model import BackendConfig
+    from lbctl.discovery.service import Discovery
     from lbctl.health.active import HealthChecks
     from lbctl.observe.observer import Observer
     from lbctl.proxy.runtime import Runtime
@@ -23,4 +28,12 @@ class Served(Protocol):
 
     observer: Observer
     health: HealthChecks
+    discovery: Discovery
     loop: asyncio.AbstractEventLoop
+
+    def add_backend(self, pool: str, backend: BackendConfig) -> Backend:
+        """Add ``backend`` to ``pool`` now; ``MembershipError`` (404, 409) if it cannot."""
+
+    def remove_backend(self, pool: str, name: str) -> tuple[Backend, BackendConfig]:
+        """Remove ``name`` (it drains, then goes): the backend and the settings it had;
+        ``MembershipError`` (404, 409) if it cannot."""

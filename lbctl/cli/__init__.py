@@ -17,7 +17,8 @@ from lbctl import __version__
 from lbctl.errors import UserError
 
 # The order here is the order of `lbctl --help`.
-COMMANDS = ["demo", "serve", "validate", "check", "simulate", "stats", "backend"]
+COMMANDS = ["demo", "serve", "reload", "validate", "check", "simulate", "stats", "backend",
+            "completion"]
 
 
 class LbctlGroup(click.Group):

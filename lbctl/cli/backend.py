@@ -1,4 +1,4 @@
-"""``lbctl backend disable|enable|drain|weight``."""
+"""``lbctl backend disable|enable|drain|weight|add|remove``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from lbctl.balancing.backend import checked_weight
 _admin = click.option("--admin", "url", default=None, metavar="ADDRESS",
                       help="Admin API as host:port (like the config's [admin] address) or a URL "
                            "(default: from --config, else 127.0.0.1:9900).")
-_config = click.option("--config", "config_path", default=None, metavar="FILE",
+_config = click.option("--config", "config_path", type=click.Path(), default=None, metavar="FILE",
                        help="Read the admin address and token from this config's [admin].")
 _token = click.option("--token", default=None, metavar="TOKEN",
                       help="Bearer token (default: the config's, else env LBCTL_ADMIN_TOKEN).")
@@ -30,6 +30,8 @@ def command() -> None:
       lbctl backend drain api api-1        # no new requests; in-flight ones finish
       lbctl backend enable api api-1
       lbctl backend weight api api-1 5
+      lbctl backend add api http://10.0.0.7:8080 --name api-7 --weight 2
+      lbctl backend remove api api-7       # drains, then it is gone
     """
 
 
@@ -91,3 +93,65 @@ def weight(pool, name, weight, url, config_path, token, as_json):
       lbctl backend weight api api-1 5
     """
     _run(url, config_path, token, as_json, pool, name, "weight", weight)
+
+
+@command.command("add")
+@click.argument("pool")
+@click.argument("backend_url", metavar="URL")
+@click.option("--name", default=None, metavar="NAME", help="The backend's name (default host:port).")
+@click.option("--weight", type=click.FloatRange(min=0.01, max=1000), default=None,
+              help="Weight, 0.01 to 1000 (default 1).")
+@_admin
+@_config
+@_token
+@_json
+def add(pool, backend_url, name, weight, url, config_path, token, as_json):
+    """Add a backend at URL to POOL of a running serve, at once (with the pool's slow start).
+
+    A reload (SIGHUP) keeps it; a restart forgets it: write it into the config file to keep
+    it for good.
+
+    \b
+    Example:
+      lbctl backend add api http://10.0.0.7:8080 --name api-7 --weight 2
+    """
+    from lbctl.admin.client import AdminClient, admin_url
+    base, config_token = admin_url(url, config_path)
+    answer = AdminClient(base, token or config_token).add(pool, backend_url, name, weight)
+    b = answer["backend"]
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        click.echo(f"{answer['pool']}/{b['name']}: added ({b['url']}, weight {b['weight']:g}), "
+                   f"{b['state']}")
+
+
+@command.command("remove")
+@click.argument("pool")
+@click.argument("name")
+@_admin
+@_config
+@_token
+@_json
+def remove(pool, name, url, config_path, token, as_json):
+    """Remove backend NAME from POOL of a running serve: no new requests from now on, those in
+    flight finish, then it is gone.
+
+    A backend from the config file comes back at the next reload (the file lists it); one
+    found by discovery cannot be removed here (remove it at the source).
+
+    \b
+    Example:
+      lbctl backend remove api api-7
+    """
+    from lbctl.admin.client import AdminClient, admin_url
+    base, config_token = admin_url(url, config_path)
+    answer = AdminClient(base, token or config_token).remove(pool, name)
+    b = answer["backend"]
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    elif b["state"] == "leaving":
+        click.echo(f"{answer['pool']}/{b['name']}: removed; {b['inflight']} request(s) in "
+                   "flight finish first")
+    else:
+        click.echo(f"{answer['pool']}/{b['name']}: removed")

@@ -14,23 +14,12 @@ import sys
 
 import click
 
+from lbctl.cli.params import Duration
 from lbctl.config.loader import ConfigError, load_config
 from lbctl.errors import UserError
 from lbctl.exitcodes import CheckExit
-from lbctl.health import check as lib
-from lbctl.units import parse_duration
-
-
-class _Duration(click.ParamType):
-    name = "DURATION"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            self.fail(f"expected {exc}, found {value!r}", param, ctx)
+from lbctl.health import report as lib
+from lbctl.health.render import render_table
 
 
 class _MinHealthy(click.ParamType):
@@ -57,42 +46,21 @@ class _CheckCommand(click.Command):
             raise
 
 
-def render_table(report: lib.Report, *, ascii_only: bool = False) -> "Table":
-    """One row per backend. Pure: the command decides where it goes."""
-    from rich import box
-    from rich.table import Table
-    table = Table(box=box.ASCII if ascii_only else box.SIMPLE_HEAD, show_edge=not ascii_only)
-    for column, justify in (("pool", "left"), ("backend", "left"), ("result", "left"),
-                            ("status", "right"), ("latency", "right"), ("error", "left")):
-        table.add_column(column, justify=justify)
-    for pool in report.pools:
-        for b in pool.backends:
-            result = "up" if b.up else "DOWN"
-            if b.up != b.result.ok:      # a state file is holding the verdict for now
-                result += " (probe ok)" if b.result.ok else " (probe failed)"
-            style = "green" if b.up and b.result.ok else ("yellow" if b.up or b.result.ok else "red")
-            latency = "" if b.latency is None else f"{b.latency * 1000:.1f}ms"
-            table.add_row(pool.name, b.name, f"[{style}]{result}[/]",
-                          "" if b.result.status is None else str(b.result.status),
-                          latency, b.result.error or "")
-    return table
-
-
 @click.command(cls=_CheckCommand)
-@click.argument("config", metavar="CONFIG")
+@click.argument("config", metavar="CONFIG", type=click.Path())
 @click.option("--pool", "pools", metavar="NAME", multiple=True,
               help="Check only this pool (repeatable). Default: every pool.")
-@click.option("--timeout", type=_Duration(), default=None,
+@click.option("--timeout", type=Duration(), default=None,
               help="Probe timeout for every backend, overriding each pool's health.timeout.")
 @click.option("--min-healthy", type=_MinHealthy(), default=None,
               help="Backends that must be up per pool, as a number or a percentage; below it "
                    "is CRITICAL. Default 1: a pool with none up is CRITICAL.")
-@click.option("--warn-latency", type=_Duration(), default=None,
+@click.option("--warn-latency", type=Duration(), default=None,
               help="WARNING when a successful probe takes longer than this.")
-@click.option("--crit-latency", type=_Duration(), default=None,
+@click.option("--crit-latency", type=Duration(), default=None,
               help="CRITICAL when a successful probe takes longer than this.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON document (see SPEC.md) and nothing else on stdout.")
+              help="Print one JSON document (see the README) and nothing else on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the status line.")
 @click.option("--prometheus-textfile", metavar="PATH", default=None,
               help="Also write the results in Prometheus text format to PATH, atomically "

@@ -7,19 +7,24 @@ import sys
 
 import click
 
+from lbctl.cli.params import Duration
+
 
 @click.command()
-@click.option("--config", "config_path", default=None, metavar="FILE",
+@click.option("--config", "config_path", type=click.Path(), default=None,
+              metavar="FILE",
               help="Config to serve (default: the packaged sample.toml).")
 @click.option("--load", default=20.0, show_default=True, metavar="RATE",
               help="Built-in traffic in requests per second; 0 for none.")
-@click.option("--duration", default=None, type=float, metavar="SECONDS",
-              help="Stop after this long (default: until Ctrl-C).")
+@click.option("--duration", default=None, type=Duration(),
+              help='Stop after this long, e.g. 30 or "2m"; 0 (the default) runs until Ctrl-C.')
 def command(config_path: str | None, load: float, duration: float | None) -> None:
     """Start demo backends, serve the sample config in front of them, and show live stats.
 
     The demo backends listen on the loopback ports the config names: one fast, one
-    slower, one that fails now and then. Everything stays on this machine.
+    slower, one that fails now and then (and fails its health checks for 12 s every
+    minute, from 10 s in). Everything stays on this machine. With the packaged sample, a
+    port that is taken is replaced by a free one; with --config, it is an error naming it.
 
     \b
     Example:
@@ -32,4 +37,5 @@ def command(config_path: str | None, load: float, duration: float | None) -> Non
     from lbctl.serve.main import install_fast_loop
     install_fast_loop()
     sys.exit(asyncio.run(run_demo(config_path or packaged_config(), load=load,
-                                  duration=duration, console=Console())))
+                                  duration=duration, console=Console(),
+                                  free_ports=config_path is None)))

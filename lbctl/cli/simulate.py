@@ -6,20 +6,8 @@ import sys
 
 import click
 
+from lbctl.cli.params import Duration
 from lbctl.errors import UserError
-from lbctl.units import parse_duration
-
-
-def _duration(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if seconds <= 0:
-        raise click.BadParameter("expected a duration above zero")
-    return seconds
 
 
 def _output(path: str | None):
@@ -48,9 +36,9 @@ def _output(path: str | None):
               help="Arrivals per second to the whole pool (instead of --load).")
 @click.option("--requests", type=click.IntRange(min=1), metavar="N",
               help="Requests per algorithm.")
-@click.option("--duration", callback=_duration, metavar="DURATION",
+@click.option("--duration", type=Duration(positive=True),
               help='Virtual time per algorithm instead of --requests, e.g. "60s".')
-@click.option("--mean", "mean", callback=_duration, metavar="DURATION",
+@click.option("--mean", "mean", type=Duration(positive=True),
               help="With --backends: mean service time (default 10ms).")
 @click.option("--concurrency", type=click.IntRange(min=1),
               help="With --backends: requests each backend serves at once (default 1); with "
@@ -80,10 +68,11 @@ def _output(path: str | None):
                    "one, or the busiest).")
 @click.option("--compare", nargs=2, metavar="A.toml B.toml", type=click.Path(dir_okay=False),
               help="Run the pools of two serve configs on the same workload, side by side.")
-@click.option("--interval", callback=_duration, metavar="DURATION",
+@click.option("--interval", type=Duration(positive=True),
               help="Length of one interval of the series over time (default: about 50 "
                    "intervals per run).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (SPEC.md) and nothing else.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document (see the README) and nothing else.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write one row per algorithm and backend to FILE.")
 @click.option("--series", "series_path", type=click.Path(dir_okay=False), metavar="FILE",

@@ -7,21 +7,23 @@ import sys
 
 import click
 
+from lbctl.cli.params import Duration
+
 
 @click.command()
 @click.option("--admin", "url", default=None, metavar="ADDRESS",
               help="Admin API as host:port (like the config's [admin] address) or a URL "
                    "(default: from --config, else 127.0.0.1:9900).")
-@click.option("--config", "config_path", default=None, metavar="FILE",
+@click.option("--config", "config_path", type=click.Path(), default=None, metavar="FILE",
               help="Read the admin address and token from this config's [admin].")
 @click.option("--token", default=None, metavar="TOKEN",
               help="Bearer token (default: the config's, else env LBCTL_ADMIN_TOKEN).")
-@click.option("--interval", default="1s", show_default=True, metavar="DURATION",
+@click.option("--interval", type=Duration(positive=True), default="1s", show_default=True,
               help="Refresh period of the live view.")
 @click.option("--once", is_flag=True, help="Print the tables once and exit (scripts, non-terminals).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the /stats JSON document once and nothing else on stdout.")
-def command(url: str | None, config_path: str | None, token: str | None, interval: str,
+def command(url: str | None, config_path: str | None, token: str | None, interval: float,
             once: bool, as_json: bool) -> None:
     """Live per-pool, per-backend view of a running `lbctl serve`, through its admin API.
 
@@ -43,15 +45,6 @@ def command(url: str | None, config_path: str | None, token: str | None, interva
     from rich.console import Console
 
     from lbctl.admin.client import AdminClient, admin_url
-    from lbctl.errors import UserError
-    from lbctl.units import parse_duration
-
-    try:
-        period = parse_duration(interval)
-    except ValueError as exc:
-        raise UserError(f"--interval: {exc}") from None
-    if period <= 0:
-        raise UserError("--interval: expected a positive duration such as 1s or 500ms")
     base, config_token = admin_url(url, config_path)
     client = AdminClient(base, token or config_token)
     if as_json:
@@ -64,4 +57,4 @@ def command(url: str | None, config_path: str | None, token: str | None, interva
         console.print(dashboard(client.stats()))
         return
     from lbctl.observe.dashboard import watch
-    watch(client, console, period)
+    watch(client, console, interval)

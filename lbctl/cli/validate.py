@@ -15,7 +15,7 @@ from lbctl.exitcodes import Exit
 
 
 @click.command()
-@click.argument("config", metavar="CONFIG")
+@click.argument("config", metavar="CONFIG", type=click.Path())
 @click.option("--effective", is_flag=True,
               help="Print the config as TOML with every default filled in (durations as \"2s\", "
                    "sizes as \"1MiB\"), instead of the summary.")

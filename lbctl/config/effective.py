@@ -28,10 +28,12 @@ def effective_document(config: Config) -> dict[str, Any]:
     if config.keys:
         doc["keys"] = {name: KEY.dump(key) for name, key in config.keys.items()}
     doc["routes"] = [ROUTE.dump(route) for route in config.routes]
-    doc["pools"] = {
-        name: {**POOL.dump(pool), "backends": [BACKEND.dump(b) for b in pool.backends]}
-        for name, pool in config.pools.items()
-    }
+    doc["pools"] = {}
+    for name, pool in config.pools.items():
+        table = POOL.dump(pool)
+        if pool.backends:           # a pool may be discovered whole
+            table["backends"] = [BACKEND.dump(b) for b in pool.backends]
+        doc["pools"][name] = table
     return doc
 
 
@@ -54,7 +56,7 @@ def _write_table(table: dict[str, Any], name: str, in_array: bool, chunks: list[
     """One ``[name]`` (or ``[[name]]``) chunk, then its sub-tables.
 
     tomli-w writes the values (it gets TOML's escaping right); the table layout is ours,
-    because tomli-w inlines short arrays of tables and SPEC.md writes ``[[routes]]``.
+    because tomli-w inlines short arrays of tables and the README writes ``[[routes]]``.
     """
     values = {k: v for k, v in table.items() if not isinstance(v, dict) and not _is_table_array(v)}
     body = "".join(f"{_key(k)} = {_literal(v)}\n" for k, v in values.items())

@@ -309,7 +309,9 @@ def _pool(pool: model.PoolConfig, raw: Any, where: str, base: Path,
             log.warning("%s: %s.tls_insecure_skip_verify: the certificate of backend %s (%s) "
                         "is NOT verified; anyone on the path can impersonate it", problems.file,
                         bwhere if backend.tls_insecure_skip_verify else where, backend.name,
-                        backend.url)
+                        backend.url, extra={"event": "config_warning", "pool": pool.name,
+                                            "backend": backend.name,
+                                            "reason": "tls_insecure_skip_verify"})
         backends.append(backend)
     return replace(pool, backends=tuple(backends))
 

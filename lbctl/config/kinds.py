@@ -292,6 +292,80 @@ def split_backend_url(url: str) -> tuple[str, str, int]:
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
 
 
+# A DNS name as discovery looks it up: labels of letters, digits, "-" and "_" (SRV owner
+# names start with "_service._proto"), at most 63 characters each and 253 in all.
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def is_dns_name(text: str) -> bool:
+    labels = text.split(".")
+    return 0 < len(text) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in labels) \
+        and not _is_ip(text)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class DnsName(Kind):
+    """A name to look up, like ``_http._tcp.api.internal`` (no trailing dot, no address)."""
+
+    expected = 'a DNS name like "_http._tcp.api.internal"'
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not is_dns_name(value.rstrip(".")):
+            raise Invalid(self.expected)
+        return value.rstrip(".")
+
+
+class DnsAddress(Kind):
+    """``name:port``: a DNS name whose A/AAAA addresses all serve on ``port``."""
+
+    expected = 'a DNS name and a port like "api.internal:8080"'
+
+    def parse(self, value: Any) -> Address:
+        if not isinstance(value, str):
+            raise Invalid(self.expected)
+        host, sep, port = value.rpartition(":")
+        host = host.rstrip(".")
+        if sep and (_is_ip(host) or _is_ip(host.strip("[]"))):
+            raise Invalid(self.expected, "an address needs no discovery: list it under "
+                                         "backends instead")
+        if not sep or not is_dns_name(host) or not port.isdigit() \
+                or not 1 <= int(port) <= 65535:
+            raise Invalid(self.expected)
+        return Address(host, int(port))
+
+    def dump(self, value: Address) -> str:
+        return str(value)
+
+
+class Nameserver(Kind):
+    """A nameserver's IP address, with an optional port (default 53)."""
+
+    expected = 'a nameserver address like "127.0.0.1:53", "10.0.0.2" or "[::1]:5353"'
+
+    def parse(self, value: Any) -> Address:
+        if not isinstance(value, str):
+            raise Invalid(self.expected)
+        if _is_ip(value):
+            return Address(value, 53)
+        try:
+            address = parse_address(value)
+        except Invalid:
+            raise Invalid(self.expected) from None
+        if not _is_ip(address.host):
+            raise Invalid(self.expected, "a nameserver is given by its IP address")
+        return address
+
+    def dump(self, value: Address) -> str:
+        return str(value)
+
+
 class HostPattern(Kind):
     """A route's host: exact (``api.example.com``) or a wildcard suffix (``*.example.com``)."""
 
@@ -350,8 +424,8 @@ class PathPrefix(Kind):
         for escape in re.findall(r"%[0-9A-Fa-f]{2}", value):
             char = chr(int(escape[1:], 16))
             if char in uri.UNRESERVED:
-                raise Invalid(f"a path without escapes of unreserved characters (requests are "
-                              f"routed with them decoded)", f"write {char!r} for {escape}")
+                raise Invalid("a path without escapes of unreserved characters (requests are "
+                              "routed with them decoded)", f"write {char!r} for {escape}")
             if escape != escape.upper():
                 raise Invalid("a path with upper-case escapes (requests are routed with them "
                               "upper-cased)", f"write {escape.upper()} for {escape}")

@@ -107,7 +107,7 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     keys = read_keys(data.get("keys"), problems, env)
     paths = top.values.get("paths", model.Paths())
     routes = _routes(data.get("routes"), declared, problems, paths)
-    pools = _pools(raw_pools, problems)
+    pools = _pools(raw_pools, problems, file)
     config = model.Config(path=file, listen=listen, routes=tuple(routes),
                           pools=model.Config.freeze(pools), admin=admin, limits=limits,
                           keys=freeze_keys(keys), log=log, paths=paths, store=store)
@@ -120,8 +120,13 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
 def summary(config: model.Config) -> str:
     """``2 routes, 2 pools, 5 backends``: what ``lbctl validate`` says about a good file."""
     backends = sum(len(pool.backends) for pool in config.pools.values())
-    return ", ".join(_count(n, word) for n, word in
+    text = ", ".join(_count(n, word) for n, word in
                      ((len(config.routes), "route"), (len(config.pools), "pool"), (backends, "backend")))
+    discovered = [name for name, pool in config.pools.items() if pool.discovery is not None]
+    if discovered:
+        # Not resolved here: validate never touches the network or the backend files.
+        text += f", {_count(len(discovered), 'pool')} with discovery (not resolved)"
+    return text
 
 
 # ---- tables the schema cannot check alone ----
@@ -155,7 +160,7 @@ def _check_token(token: str, from_env: bool, problems: Problems) -> None:
                             f"of `openssl rand -hex 16`), found {len(token)}")
 
 
-def _pools(raw: Any, problems: Problems) -> dict[str, model.PoolConfig]:
+def _pools(raw: Any, problems: Problems, file: str = "") -> dict[str, model.PoolConfig]:
     expected = "at least one pool, as a table like [pools.api] with [[pools.api.backends]]"
     if raw is None or raw == {}:
         problems.missing("pools", expected)
@@ -170,17 +175,24 @@ def _pools(raw: Any, problems: Problems) -> dict[str, model.PoolConfig]:
             Name().parse(name)
         except Invalid:
             problems.wrong(where, 'a pool name without "/", spaces or control characters', name)
-        pool = _pool(name, table, where, problems)
+        pool = _pool(name, table, where, problems, file)
         if pool is not None:
             pools[name] = pool
     return pools
 
 
-def _pool(name: str, table: Any, where: str, problems: Problems) -> model.PoolConfig | None:
+def _pool(name: str, table: Any, where: str, problems: Problems,
+          file: str = "") -> model.PoolConfig | None:
     read = POOL.read(table, where, problems)
     if not isinstance(table, dict):
         return None
-    backends = _backends(table.get("backends"), key_path(where, "backends"), problems)
+    discovery = _discovery(read, table.get("discovery"), key_path(where, "discovery"), problems,
+                           file)
+    if discovery is not None:
+        read.values["discovery"] = discovery
+    # With discovery the static backends are optional: the pool may be discovered whole.
+    backends = _backends(table.get("backends"), key_path(where, "backends"), problems,
+                         optional="discovery" in table)
     pool = model.PoolConfig(name=name, backends=tuple(backends), **read.values)
 
     if "algorithm" not in read.bad and "hash_key" not in read.bad:
@@ -213,10 +225,48 @@ def _pool(name: str, table: Any, where: str, problems: Problems) -> model.PoolCo
     return pool
 
 
-def _backends(raw: Any, where: str, problems: Problems) -> list[model.BackendConfig]:
+def _discovery(read, raw: Any, where: str, problems: Problems,
+               file: str) -> model.Discovery | None:
+    """The cross-checks of ``[pools.X.discovery]``: exactly one source, and the keys that
+    only mean something for DNS. Nothing is resolved or read here."""
+    found = read.values.get("discovery")
+    if not isinstance(raw, dict):
+        return found
+    sources = [key for key in DISCOVERY_SOURCES if key in raw]
+    if not sources:
+        problems.missing(where, "a source: one of dns, srv or file")
+        return None
+    if len(sources) > 1:
+        problems.add(key_path(where, sources[1]),
+                     f"expected one source per pool, found both {sources[0]} and {sources[1]}")
+        return None
+    if found is None:
+        return None             # a bad value, already reported
+    if found.file is not None:
+        for key in ("resolver", "scheme"):
+            if key in raw:
+                why = "a file is read, not resolved" if key == "resolver" else \
+                    "each entry's url carries its scheme"
+                problems.add(key_path(where, key), f"expected no {key} with file ({why}), "
+                                                   f"found {describe(raw[key])}")
+        if not os.path.isabs(found.file):
+            # Like every other file in the config: relative to the config file's directory.
+            base = os.path.dirname(os.path.abspath(file)) if file else os.getcwd()
+            found = replace(found, file=os.path.join(base, found.file))
+    return found
+
+
+# The keys of [pools.X.discovery] that name a source; a pool has exactly one.
+DISCOVERY_SOURCES = ("dns", "srv", "file")
+
+
+def _backends(raw: Any, where: str, problems: Problems,
+              optional: bool = False) -> list[model.BackendConfig]:
     expected = f'at least one backend, as [[{where}]] tables with a url'
     if raw is None or raw == []:
-        problems.missing(where, expected)
+        if not optional:
+            pool_where = where.rpartition(".")[0]
+            problems.missing(where, f"{expected}, or a [{pool_where}.discovery] table")
         return []
     if not isinstance(raw, list):
         problems.wrong(where, f"an array of tables ([[{where}]])", raw)

@@ -55,6 +55,20 @@ class Outlier:
 
 
 @dataclass(frozen=True)
+class Discovery:
+    """Where a pool finds backends at run time (``[pools.X.discovery]``). Absent: only the
+    static ``backends``. Exactly one of ``dns``, ``srv`` and ``file`` is set."""
+    dns: Address | None = None      # "api.internal:8080": every A/AAAA address, on that port
+    srv: str | None = None          # "_http._tcp.api.internal": host, port, weight, priority
+    file: str | None = None         # JSON list of {url, name?, weight?}; relative to the config
+    interval: float = 10.0          # re-resolve at min(TTL, interval); a file is checked every
+                                    # min(interval, 1s) and read again when it changed
+    timeout: float = 2.0            # one resolution, every nameserver tried; then it has failed
+    resolver: Address | None = None  # dns/srv: a nameserver "127.0.0.1:53"; None: the system's
+    scheme: str | None = None       # dns/srv: "http" | "https"; None = "http"
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     url: str                    # "http://127.0.0.1:9001"
     name: str                   # default: host:port
@@ -65,6 +79,12 @@ class BackendConfig:
     backup: bool = False        # takes traffic only when no primary is eligible
     ca: str | None = None       # https: PEM CA bundle to verify with; None: the pool's, else system
     tls_insecure_skip_verify: bool | None = None    # https: None = the pool's setting
+    # Where the backend comes from: "static" (the config file), "dns", "srv", "file" (a pool's
+    # discovery) or "admin" (added through the admin API). Not a config key.
+    source: str = "static"
+    # https: the name verified in the certificate and sent as SNI; None = host. Discovery sets
+    # it to the name it resolved, since host is then an address. Not a config key.
+    server_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,7 @@ class PoolConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     health: Health | None = None
     outlier: Outlier | None = None
+    discovery: Discovery | None = None      # None: the static backends only
     slow_start: float = 0.0                 # ramp after becoming eligible; 0 = off
     panic_threshold: float = 0.0            # percent; 0 = off: no eligible backend -> 503
     ewma_decay: float = 10.0                # ewma only: time constant of the latency average

@@ -19,10 +19,10 @@ from lbctl.balancing import ALGORITHMS
 from lbctl.balancing.backend import MAX_WEIGHT, MIN_WEIGHT, WEIGHT_RANGE
 from lbctl.config import model
 from lbctl.config.kinds import (
-    AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, Duration, EnvName,
-    FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int, Invalid, KeyHash,
-    Kind, LimitName, ListOf, Method, Name, Number, PathPrefix, Percent, RateKey, Regex, Size,
-    StatusRanges, StoreUrl, Str, UrlPath,
+    AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, DnsAddress, DnsName,
+    Duration, EnvName, FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int,
+    Invalid, KeyHash, Kind, LimitName, ListOf, Method, Name, Nameserver, Number, PathPrefix,
+    Percent, RateKey, Regex, Size, StatusRanges, StoreUrl, Str, UrlPath,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -242,6 +242,17 @@ OUTLIER = Section(
     failure_on=ChoiceList(("connect", "reset", "timeout", "5xx", "invalid")),
 )
 
+DISCOVERY = Section(
+    model.Discovery, optional=True,
+    dns=DnsAddress(),
+    srv=DnsName(),
+    file=FilePath("JSON file listing backends"),
+    interval=Duration(positive=True),
+    timeout=Duration(positive=True),
+    resolver=Nameserver(),
+    scheme=Choice(("http", "https")),
+)
+
 BACKEND = Section(
     model.BackendConfig,
     url=BackendUrl(required=True),
@@ -272,6 +283,7 @@ POOL = Section(
     timeouts=TIMEOUTS,
     health=HEALTH,
     outlier=OUTLIER,
+    discovery=DISCOVERY,
 )
 
 STORE = Section(

@@ -100,6 +100,32 @@ def client_context(ca: str | None, insecure: bool) -> ssl.SSLContext:
     return context
 
 
+def backend_context(backend, pool) -> ssl.SSLContext | None:
+    """The context for ``backend`` (a ``BackendConfig`` of ``pool``): None for http://;
+    verified against the backend's ``ca``, else the pool's, else the system store, unless
+    ``tls_insecure_skip_verify`` is set on the backend or, failing that, on the pool. The
+    proxy, its health checks and ``lbctl check`` all connect with it."""
+    if backend.scheme != "https":
+        return None
+    insecure = backend.tls_insecure_skip_verify
+    if insecure is None:
+        insecure = pool.tls_insecure_skip_verify
+    return client_context(backend.ca or pool.ca, insecure)
+
+
+def handshake_error(exc: BaseException) -> str | None:
+    """Why a TLS handshake with a backend failed, in the words an operator acts on (``TLS
+    handshake failed: certificate verify failed: self-signed certificate``); None when
+    ``exc`` is not a TLS error."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or str(exc)
+        return f"TLS handshake failed: certificate verify failed: {detail}"
+    if isinstance(exc, ssl.SSLError):
+        detail = (exc.reason or str(exc)).replace("_", " ").lower()
+        return f"TLS handshake failed: {detail}"
+    return None
+
+
 def load_error(exc: Exception) -> str:
     """A short reason a certificate, key or CA file did not load."""
     if isinstance(exc, FileNotFoundError):

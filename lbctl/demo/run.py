@@ -1,11 +1,20 @@
 """Run the demo: backends on the ports the config names, the proxy, traffic, and the same
-live dashboard ``lbctl stats`` shows."""
+live dashboard ``lbctl stats`` shows.
+
+With the packaged sample (``free_ports``), a port that is taken is replaced by a free one and
+the demo says so: a newcomer's first command must not fail because something else on the
+machine uses 8080. With the user's own config, a taken port is an error that names the port
+and the key to change, since their config is what they asked for.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
+import socket
 import time
+from dataclasses import replace
 from importlib import resources
 
 from rich.console import Console
@@ -13,7 +22,8 @@ from rich.live import Live
 
 from lbctl.config.kinds import is_loopback
 from lbctl.config.loader import load_config
-from lbctl.demo.backends import PERSONALITIES, demo_app, start_backend
+from lbctl.config.model import Address, Config
+from lbctl.demo.backends import PERSONALITIES, bound_port, demo_app, start_backend
 from lbctl.demo.traffic import drive
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
@@ -26,8 +36,39 @@ def packaged_config() -> str:
     return str(resources.files("lbctl.demo") / "sample.toml")
 
 
+def _taken(where: str, address: Address, key: str, config_path: str) -> UserError:
+    return UserError(f"{where} {address} is already in use: change {key} in {config_path} "
+                     f"(or stop what uses the port)", exit_code=Exit.RUNTIME)
+
+
+def _port_in_use(address: Address) -> bool:
+    """Whether binding address would fail now (as the proxy binds: with SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address.host, address.port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _moved_backends(config: Config, moved: dict[tuple[str, int], int]) -> Config:
+    """``config`` with the demo backends that had to move pointing at their new ports."""
+    pools = {}
+    for name, pool in config.pools.items():
+        backends = []
+        for b in pool.backends:
+            port = moved.get((b.host, b.port))
+            if port is not None:
+                b = replace(b, port=port, url=f"{b.scheme}://{Address(b.host, port)}")
+            backends.append(b)
+        pools[name] = replace(pool, backends=tuple(backends))
+    return replace(config, pools=Config.freeze(pools))
+
+
 async def run_demo(config_path: str, *, load: float, duration: float | None,
-                   console: Console) -> int:
+                   console: Console, free_ports: bool = False) -> int:
     config = load_config(config_path)
     listen = config.listen.address
     if not is_loopback(listen.host):
@@ -37,20 +78,44 @@ async def run_demo(config_path: str, *, load: float, duration: float | None,
     instance = None
     try:
         seen = {}
+        moved: dict[tuple[str, int], int] = {}
         for pool in config.pools.values():
             for i, b in enumerate(pool.backends):
                 if not is_loopback(b.host) or (b.host, b.port) in seen:
                     continue
                 personality = PERSONALITIES[len(seen) % len(PERSONALITIES)]
                 seen[(b.host, b.port)] = b.name
+                port = b.port
                 try:
-                    runners.append(await start_backend(demo_app(b.name, personality),
-                                                       b.host, b.port))
+                    runner = await start_backend(demo_app(b.name, personality), b.host, port)
                 except OSError as exc:
-                    raise UserError(f"cannot start demo backend {b.name} on {b.host}:{b.port}: "
-                                    f"{exc.strerror or exc}", exit_code=Exit.RUNTIME) from None
+                    if exc.errno != errno.EADDRINUSE:
+                        raise UserError(f"cannot start demo backend {b.name} on "
+                                        f"{b.host}:{b.port}: {exc.strerror or exc}",
+                                        exit_code=Exit.RUNTIME) from None
+                    if not free_ports:
+                        raise _taken(f"demo backend {b.name}'s address",
+                                     Address(b.host, b.port),
+                                     f"the url of backend {b.name}", config_path) from None
+                    runner = await start_backend(demo_app(b.name, personality), b.host, 0)
+                    port = moved[(b.host, b.port)] = bound_port(runner)
+                    console.print(f"port {b.port} is taken: demo backend {b.name} moves to "
+                                  f"{port}")
+                runners.append(runner)
                 console.print(f"demo backend [bold]{b.name}[/] ({personality.name}) "
-                              f"on http://{b.host}:{b.port}")
+                              f"on http://{Address(b.host, port)}")
+        if moved:
+            config = _moved_backends(config, moved)
+        for who, section in (("the proxy", "listen"), ("the admin API", "admin")):
+            current = getattr(config, section)
+            if current is None or not _port_in_use(current.address):
+                continue
+            if not free_ports:
+                raise _taken(f"{who}'s address", current.address, f"[{section}] address",
+                             config_path)
+            console.print(f"port {current.address.port} is taken: {who} moves to a free port")
+            config = replace(config, **{section: replace(
+                current, address=Address(current.address.host, 0))})
         instance = Instance(config)
         await instance.start()
         host, port = instance.address[:2]
@@ -83,6 +148,8 @@ async def run_demo(config_path: str, *, load: float, duration: float | None,
                     pass
                 live.update(view(), refresh=True)
         stop.set()
+        if not console.is_terminal:
+            console.line()          # a file gets the last frame without its line end
         if traffic is not None:
             statuses = await traffic
             summary = ", ".join(f"{count} x {status or 'error'}"

@@ -225,7 +225,8 @@ class RedisStore:
         error = await self.probe()
         self.checked = True
         if error is None:
-            log.info("store %s: up; rate limits are shared through it", self.name)
+            log.info("store %s: up; rate limits are shared through it", self.name,
+                     extra={"event": "store_state", "store": self.name, "state": "up"})
         else:
             self._down(error, first=True)
 
@@ -294,7 +295,9 @@ class RedisStore:
     def _down(self, reason: str, first: bool = False) -> None:
         self.up = False
         log.warning("store %s: %s (%s); rate limits %s until it is back", self.name,
-                    "unreachable" if first else "down", reason, FALLBACK_TEXT[self.on_error])
+                    "unreachable" if first else "down", reason, FALLBACK_TEXT[self.on_error],
+                    extra={"event": "store_state", "store": self.name, "state": "down",
+                           "reason": reason, "on_error": self.on_error})
         if self._prober is None or self._prober.done():
             self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
 
@@ -304,8 +307,10 @@ class RedisStore:
             await asyncio.sleep(PROBE_INTERVAL)
             if await self.probe() is None:
                 self.up = True
+                down_for = time.monotonic() - started
                 log.info("store %s: up again after %.1fs; rate limits are shared again",
-                         self.name, time.monotonic() - started)
+                         self.name, down_for, extra={"event": "store_state", "store": self.name,
+                                                     "state": "up", "down_for": down_for})
                 return
 
     # ---- limiters ----

@@ -36,7 +36,8 @@ class Terminator:
             context = server_context(cert, key, min_version)
         except (OSError, ssl.SSLError) as exc:
             log.error("TLS reload rejected (%s); still serving the previous certificate",
-                      load_error(exc))
+                      load_error(exc), extra={"event": "tls_reload_rejected",
+                                              "reason": load_error(exc)})
             return False
         self.current = context
         self.reloads += 1

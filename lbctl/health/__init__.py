@@ -10,10 +10,13 @@ ejected):
     passive.py  outlier detection: the proxy and the simulator report every attempt's
                 ``Outcome`` into the pool's ``OutcomeSink`` (both from ``lbctl.balancing``);
                 consecutive failures eject a backend for a growing time
-    check.py    ``lbctl check``: every backend probed once, judged, reported for cron and
-                monitoring (plugin status line, JSON, Prometheus textfile, state file)
+    report.py   the report behind ``lbctl check``: every backend probed once (a pool's
+                discovery resolved first, the shared store probed beside), judged,
+                reported for cron and monitoring (plugin status line, JSON, Prometheus
+                textfile, state file)
+    render.py   that report as a table for people (rich)
 
 The probe itself (``active.probe``) is shared by ``serve`` and ``check``, so both judge a
-backend by the same rules. Health builds on ``balancing`` and ``config`` only: the proxy
-reports into it, the serve root runs it.
+backend by the same rules. Health builds on ``balancing``, ``config`` and ``discovery``
+only: the proxy reports into it, the serve root runs it.
 """

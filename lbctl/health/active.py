@@ -23,12 +23,13 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Callable, Protocol
-
 
 from lbctl import __version__
 from lbctl.balancing import Backend, Pool
 from lbctl.config.model import Health
+from lbctl.config.tls import backend_context, handshake_error
 from lbctl.health.state import HealthState
 
 log = logging.getLogger("lbctl.health")
@@ -72,6 +73,7 @@ def probe_url(target: Target, health: Health) -> "yarl.URL":
 
 if TYPE_CHECKING:
     import aiohttp
+    import yarl
 
 # aiohttp is imported where a probe needs it, not at module load: a proxy without [health]
 # tables never pays its ~24 MiB.
@@ -87,25 +89,34 @@ def make_session(limit: int = 0) -> aiohttp.ClientSession:
 
 
 async def probe(target: Target, health: Health, session: aiohttp.ClientSession | None = None, *,
-                timeout: float | None = None) -> ProbeResult:
+                timeout: float | None = None, ssl: SSLContext | None = None,
+                server_name: str | None = None) -> ProbeResult:
     """Probe ``target`` once by ``health``'s rules (``timeout`` overrides ``health.timeout``).
+    An https backend is reached with ``ssl`` (``config.tls.backend_context``: its ca, the
+    pool's, or the system store) and verified as ``server_name`` (a discovered backend's
+    name; None: its host), so a TCP check of it is a TLS handshake too, and a certificate
+    the proxy would refuse fails the probe with the reason.
     Never raises for a backend's failure: every way of failing is a ``ProbeResult``."""
     limit = health.timeout if timeout is None else timeout
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         if health.type == "tcp":
-            status = await asyncio.wait_for(_tcp(target), limit)
+            status = await asyncio.wait_for(_tcp(target, ssl, server_name), limit)
             error = None
         else:
-            status, error = await asyncio.wait_for(_http(target, health, session), limit)
+            status, error = await asyncio.wait_for(
+                _http(target, health, session, ssl, server_name), limit)
     except Exception as exc:   # noqa: BLE001 - every failure is a verdict, not a crash
         return ProbeResult(False, None, loop.time() - started, describe_error(exc))
     return ProbeResult(error is None, status, loop.time() - started, error)
 
 
-async def _tcp(target: Target) -> None:
-    _, writer = await asyncio.open_connection(target.host, target.port)
+async def _tcp(target: Target, ssl: SSLContext | None = None,
+               server_name: str | None = None) -> None:
+    _, writer = await asyncio.open_connection(
+        target.host, target.port, ssl=ssl,
+        server_hostname=server_name if ssl is not None else None)
     writer.close()
     try:
         await writer.wait_closed()
@@ -114,15 +125,17 @@ async def _tcp(target: Target) -> None:
     return None
 
 
-async def _http(target: Target, health: Health,
-                session: aiohttp.ClientSession | None) -> tuple[int, str | None]:
+async def _http(target: Target, health: Health, session: aiohttp.ClientSession | None,
+                ssl: SSLContext | None = None,
+                server_name: str | None = None) -> tuple[int, str | None]:
     own = session is None
     if own:
         session = make_session()
     try:
         headers = {"Host": health.host} if health.host else None
         async with session.request(health.method, probe_url(target, health), headers=headers,
-                                   allow_redirects=False) as resp:
+                                   allow_redirects=False,
+                                   **_tls_options(ssl, server_name)) as resp:
             status = resp.status
             if not any(low <= status <= high for low, high in health.expect_status):
                 return status, f"status {status}"
@@ -134,6 +147,13 @@ async def _http(target: Target, health: Health,
     finally:
         if own:
             await session.close()
+
+
+def _tls_options(ssl: SSLContext | None, server_name: str | None) -> dict:
+    """aiohttp's request options for an https backend (none for http: its defaults)."""
+    if ssl is None:
+        return {}
+    return {"ssl": ssl, **({"server_hostname": server_name} if server_name else {})}
 
 
 async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -151,6 +171,13 @@ async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 def describe_error(exc: BaseException) -> str:
     """A probe failure in the words an operator looks for in a log line."""
     import aiohttp
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        exc = exc.certificate_error
+    elif isinstance(exc, aiohttp.ClientSSLError):
+        exc = exc.os_error
+    tls = handshake_error(exc)
+    if tls is not None:
+        return tls
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return "timeout"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -184,6 +211,19 @@ def next_delay(interval: float, rng: random.Random) -> float:
 
 # ---- the live checker -------------------------------------------------------------------
 
+# How a backend is reached: (its TLS context, the name its certificate must carry); both
+# None for http.
+Tls = tuple[SSLContext | None, str | None]
+
+
+def _tls(state, b: Backend) -> Tls:
+    """As the proxy reaches ``b``: from the settings it was built from (``state.configs``:
+    static, discovered or added at run time) and its pool's ``ca`` and verify settings."""
+    bcfg = state.configs.get(b)
+    if bcfg is None or bcfg.scheme != "https":
+        return None, None
+    return backend_context(bcfg, state.config), bcfg.server_name
+
 # Told of every probe applied: (pool, backend, result, whether the verdict flipped).
 ProbeListener = Callable[[Pool, Backend, ProbeResult, bool], None]
 
@@ -206,7 +246,8 @@ class HealthChecks:
 
     ``start(runtime)`` applies the initial state of backends new to it and starts one task per
     backend; ``restart(runtime)`` (after a reload) does the same for the new runtime, keeping
-    the verdicts of backends that survived; ``stop()`` cancels everything. ``on_probe``, when
+    the verdicts of backends that survived; ``sync(runtime)`` (membership changed between
+    reloads) probes newcomers soon and stops probing those gone; ``stop()`` cancels everything. ``on_probe``, when
     given, hears every probe (tests wait on it instead of sleeping).
 
     What it learns of each backend is a ``BackendHealth`` in ``backends``, read through
@@ -221,6 +262,8 @@ class HealthChecks:
         self.on_probe = on_probe
         self.backends: dict[Backend, BackendHealth] = {}
         self.tasks: list[asyncio.Task] = []
+        self.probing: dict[Backend, asyncio.Task] = {}  # each backend's probe loop
+        self.running = False
         self.session: aiohttp.ClientSession | None = None
         # Bumped by every stop/restart. A probe loop also ends when its generation is over,
         # because a cancellation can be lost when it races a finishing wait_for (3.11).
@@ -252,20 +295,58 @@ class HealthChecks:
     def start(self, runtime) -> None:
         """Prepare and start probing (call with the event loop running)."""
         self.prepare(runtime)
+        self.running = True
         if not any(state.config.health for state in runtime.pools.values()):
             return                          # nothing to probe: no session, no aiohttp import
         if self.session is None or self.session.closed:
             self.session = make_session()
-        loop = asyncio.get_running_loop()
         for state in runtime.pools.values():
             health, pool = state.config.health, state.pool
             if health is None:
                 continue
             delays = first_delays(len(pool.backends), health.interval, self.rng)
             for b, delay in zip(pool.backends, delays):
-                self.tasks.append(loop.create_task(self._loop(pool, health, b, delay,
-                                                              self.generation),
-                                                   name=f"health {pool.name}/{b.name}"))
+                self._probe(state, health, b, delay)
+
+    def sync(self, runtime) -> None:
+        """Membership changed between reloads (discovery, the admin API): give newcomers their
+        initial state and a probe loop (first probe within a second), and stop probing
+        backends that left. Backends that stayed keep their schedule and verdict."""
+        self.prepare(runtime)
+        if not self.running:
+            return
+        members: set[Backend] = set()
+        for state in runtime.pools.values():
+            health, pool = state.config.health, state.pool
+            if health is None:
+                continue
+            for b in pool.backends:
+                members.add(b)
+                if b not in self.probing:
+                    if self.session is None or self.session.closed:
+                        self.session = make_session()
+                    # Soon (within a second), not a whole interval: a newcomer with
+                    # initial = "down" waits for this probe before it gets traffic.
+                    self._probe(state, health, b, self.rng.random() * min(health.interval, 1.0))
+        for b in [b for b in self.probing if b not in members]:
+            self.probing.pop(b).cancel()
+
+    def _probe(self, state, health: Health, b: Backend, delay: float) -> None:
+        """Start ``b``'s probe loop; an https backend is reached as the proxy reaches it."""
+        pool = state.pool
+        tls = _tls(state, b)
+        task = asyncio.get_running_loop().create_task(
+            self._loop(pool, health, b, delay, self.generation, tls),
+            name=f"health {pool.name}/{b.name}")
+        self.tasks.append(task)
+        self.probing[b] = task
+
+        def done(t: asyncio.Task) -> None:
+            if t in self.tasks:
+                self.tasks.remove(t)
+            if self.probing.get(b) is t:
+                del self.probing[b]
+        task.add_done_callback(done)
 
     def restart(self, runtime) -> None:
         """A reload swapped the runtime: probe the new membership with the new settings."""
@@ -282,29 +363,32 @@ class HealthChecks:
 
     def _cancel(self) -> list[asyncio.Task]:
         tasks, self.tasks = self.tasks, []
+        self.probing = {}
+        self.running = False
         self.generation += 1
         for task in tasks:
             task.cancel()
         return tasks
 
     async def _loop(self, pool: Pool, health: Health, b: Backend, delay: float,
-                    generation: int) -> None:
+                    generation: int, tls: Tls = (None, None)) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time() + delay
         while generation == self.generation:
             await asyncio.sleep(max(due - loop.time(), 0.0))
-            if generation != self.generation:
-                return
+            if generation != self.generation or pool.by_name.get(b.name) is not b:
+                return          # stopped, reloaded, or the backend left the pool
             # Start to start: a slow probe does not push the schedule back.
             due = loop.time() + next_delay(health.interval, self.rng)
-            await self.probe_backend(pool, health, b, generation)
+            await self.probe_backend(pool, health, b, generation, tls)
 
     async def probe_backend(self, pool: Pool, health: Health, b: Backend,
-                    generation: int | None = None) -> ProbeResult:
+                            generation: int | None = None,
+                            tls: Tls = (None, None)) -> ProbeResult:
         """Probe ``b`` once and apply the result; the one place a probe touches a pool."""
         if self.session is None or self.session.closed:
             self.session = make_session()
-        result = await probe(b, health, self.session)
+        result = await probe(b, health, self.session, ssl=tls[0], server_name=tls[1])
         if generation is not None and generation != self.generation:
             return result       # stopped or reloaded meanwhile: this verdict is stale
         record = self.backends.get(b)
@@ -324,12 +408,15 @@ class HealthChecks:
             record.failed += 1
         if flipped:
             pool.set_healthy(b, state.healthy)
+            fields = {"event": "backend_state", "pool": pool.name, "backend": b.name,
+                      "state": "up" if state.healthy else "down", "reason": result.reason,
+                      "probes": state.streak}
             if state.healthy:
                 log.info("pool %s: backend %s is UP (%s)", pool.name, b.name,
-                         _streak(state.streak, "successful probe", result.reason))
+                         _streak(state.streak, "successful probe", result.reason), extra=fields)
             else:
                 log.warning("pool %s: backend %s is DOWN (%s)", pool.name, b.name,
-                            _streak(state.streak, "failed probe", result.reason))
+                            _streak(state.streak, "failed probe", result.reason), extra=fields)
         if self.on_probe is not None:
             self.on_probe(pool, b, result, flipped)
         return result

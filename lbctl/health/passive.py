@@ -67,7 +67,10 @@ class OutlierDetector:
         now = self.clock()
         if rec.ejected and now >= rec.ended:
             rec.ejected = False
-            self.log.info("pool %s: backend %s is back from ejection", self.pool.name, backend.name)
+            self.log.info("pool %s: backend %s is back from ejection", self.pool.name,
+                          backend.name, extra={"event": "backend_state", "pool": self.pool.name,
+                                               "backend": backend.name, "state": "up",
+                                               "reason": "ejection ended"})
         if outcome is _OK:
             rec.failures, rec.capped = 0, False
             return
@@ -95,8 +98,11 @@ class OutlierDetector:
             if not rec.capped:
                 rec.capped = True
                 self.log.warning("pool %s: backend %s not ejected after %d consecutive failures "
-                            "(last: %s): max_ejection_percent %g%% reached", pool.name, b.name,
-                            rec.failures, outcome, cfg.max_ejection_percent)
+                                 "(last: %s): max_ejection_percent %g%% reached", pool.name,
+                                 b.name, rec.failures, outcome, cfg.max_ejection_percent,
+                                 extra={"event": "ejection_refused", "pool": pool.name,
+                                        "backend": b.name, "reason": "max_ejection_percent",
+                                        "failures": rec.failures, "last": str(outcome)})
             return
         duration = self.ejection_time(rec, now)
         failures = rec.failures
@@ -106,5 +112,10 @@ class OutlierDetector:
         # Counted on the backend (survives reloads): /stats and lbctl_ejections_total read it.
         b.ejections += 1
         pool.eject(b, rec.ended)
-        self.log.warning("pool %s: backend %s EJECTED for %s after %d consecutive failures (last: %s)",
-                    pool.name, b.name, format_duration(duration), failures, outcome)
+        self.log.warning("pool %s: backend %s EJECTED for %s after %d consecutive failures "
+                         "(last: %s)", pool.name, b.name, format_duration(duration), failures,
+                         outcome, extra={"event": "backend_state", "pool": pool.name,
+                                         "backend": b.name, "state": "ejected",
+                                         "reason": f"{failures} consecutive failures "
+                                                   f"(last: {outcome})",
+                                         "duration": duration})

@@ -105,7 +105,7 @@ class Observer:
         """SIGUSR1: reopen the access log file (logrotate moved it)."""
         if self.access is not None:
             self.access.reopen()
-            log.info("access log reopened")
+            log.info("access log reopened", extra={"event": "access_log_reopened"})
 
     def close(self) -> None:
         if self.access is not None:

@@ -13,7 +13,7 @@ from rich.text import Text
 
 STATE_STYLE = {
     "up": "green", "slow_start": "cyan", "down": "red", "ejected": "magenta",
-    "disabled": "dim", "draining": "yellow",
+    "disabled": "dim", "draining": "yellow", "leaving": "yellow",
 }
 SPARKS = "▁▂▃▄▅▆▇█"
 RATE_SECONDS = 5          # req/s is the mean of the last complete seconds
@@ -277,6 +277,10 @@ def pool_title(pool: dict) -> Text:
     title = Text()
     title.append(f"pool {pool['name']}", style="bold")
     title.append(f" ({pool['algorithm']}, {pool['mode']})")
+    found = pool.get("discovery")
+    if found:       # "dns failing": the last good set is in use
+        title.append(f"  {found['source']} {found['state']}",
+                     style="yellow" if found["state"] in ("failing", "empty") else "")
     if "eligible" in pool:
         title.append(f"  {pool['eligible']}/{len(pool['backends'])} eligible")
     known = [r for r in (rate(b.get("history")) for b in pool["backends"]) if r is not None]

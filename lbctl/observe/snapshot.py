@@ -1,11 +1,16 @@
 """The ``/stats`` document: a plain, JSON-ready view of every pool and backend.
 
 Times are seconds (latencies) or Unix epoch seconds (``loaded_at``, probe ``time``).
+Each backend says where it came from (``source``: static, dns, srv, file or admin); a pool
+with discovery has a ``discovery`` object (its watcher's status, from the ``Discovery`` the
+serve root runs), and backends that left the pool with requests still in flight are listed
+with state ``leaving`` until those end.
 Counters count attempts on a backend since it joined (they survive reloads); ``latency``
 percentiles and ``history`` cover the last ``window`` seconds. What the active health
 checker knows of a backend (``HealthChecks.of``: the last probe, with ok, time, status,
 error and latency, and the probe counts) and the passive ejections counted on it are shown
-once there is something to show.
+once there is something to show; so is ``last_error``, why the last connect or TLS handshake
+to the backend failed (kept by the proxy's idle pool, cleared by the next good connect).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from lbctl import __version__
 from lbctl.observe.accounting import WINDOW, BackendStats
 
 if TYPE_CHECKING:
+    from lbctl.discovery.service import Discovery
     from lbctl.gateway.store import Store
     from lbctl.health.active import HealthChecks
     from lbctl.observe.observer import Observer
-    from lbctl.proxy.runtime import Runtime
+    from lbctl.proxy.runtime import PoolRuntime, Runtime
+    from lbctl.proxy.upstream import IdlePool
 
 
 def backend_state(pool, b) -> tuple[str, float | None]:
@@ -36,16 +43,23 @@ def backend_state(pool, b) -> tuple[str, float | None]:
 
 
 def snapshot(runtime: Runtime, observer: Observer | None, health: HealthChecks | None,
-             now: float, *, started_at: float | None = None, history: bool = True) -> dict:
+             now: float, *, discovery: Discovery | None = None, started_at: float | None = None,
+             history: bool = True) -> dict:
     """The document for ``runtime``'s pools; ``now`` is the clock the observer counts in."""
     if started_at is None:
         started_at = observer.started_at if observer is not None else time.time()
     pools = []
     for name, state in runtime.pools.items():
         pool = state.pool
-        backends = [backend_doc(pool, b, now, history, observer=observer, health=health)
+        backends = [backend_doc(pool, b, now, history, observer=observer, health=health,
+                                source=source_of(state, b), upstream=runtime.idle.get(b))
                     for b in pool.backends]
-        pools.append({
+        # Backends that left with requests in flight, until the last one ends.
+        backends += [backend_doc(pool, b, now, history, observer=observer, health=health,
+                                 source=source_of(state, b), leaving=True,
+                                 upstream=runtime.idle.get(b))
+                     for b in state.leaving]
+        doc = {
             "name": name,
             "algorithm": state.config.algorithm,
             "mode": pool.mode,
@@ -54,7 +68,11 @@ def snapshot(runtime: Runtime, observer: Observer | None, health: HealthChecks |
             "errors": sum(b["errors"] for b in backends),
             "retries": sum(b["retries"] for b in backends),
             "backends": backends,
-        })
+        }
+        status = discovery.status(name) if discovery is not None else None
+        if status is not None:
+            doc["discovery"] = status.as_dict()
+        pools.append(doc)
     doc = {
         "version": __version__,
         "pid": os.getpid(),
@@ -76,6 +94,12 @@ def snapshot(runtime: Runtime, observer: Observer | None, health: HealthChecks |
     return doc
 
 
+def source_of(state: PoolRuntime, b) -> str:
+    """Where ``b`` came from: static, dns, srv, file or admin (the settings it was built from)."""
+    bcfg = state.configs.get(b)
+    return bcfg.source if bcfg is not None else "static"
+
+
 def store_doc(store: Store) -> dict:
     """Where rate-limit buckets live and whether it answers; the URL never has a password."""
     config = store.config
@@ -86,8 +110,13 @@ def store_doc(store: Store) -> dict:
 
 
 def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer | None = None,
-                health: HealthChecks | None = None) -> dict:
+                health: HealthChecks | None = None, source: str = "static",
+                leaving: bool = False, upstream: IdlePool | None = None) -> dict:
+    """One backend's entry; ``upstream`` is its idle pool in the proxy's runtime (where a
+    failed connect leaves ``last_error``)."""
     state, progress = backend_state(pool, b)
+    if leaving:
+        state, progress = "leaving", None
     counted = observer.stats.get(b) if observer is not None else None
     stats: BackendStats = counted or BackendStats()
     checked = health.of(b) if health is not None else None
@@ -97,6 +126,7 @@ def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer
     doc = {
         "name": b.name,
         "url": b.url,
+        "source": source,
         "state": state,
         "slow_start_progress": progress,
         "healthy": b.healthy,
@@ -123,6 +153,8 @@ def backend_doc(pool, b, now: float, history: bool = True, *, observer: Observer
         "last_probe": dict(probe) if probe is not None else None,
         "probes": probes,
         "ejections": b.ejections or None,        # null until the first passive ejection
+        # Why the last connect or TLS handshake failed; None once one succeeds.
+        "last_error": upstream.last_error if upstream is not None else None,
     }
     if history:
         doc["history"] = stats.series(now)

@@ -149,16 +149,25 @@ def _next_attempt(exchange: Exchange) -> None:
     state = exchange.state
     policy = state.policy
     tried = exchange.tried
-    backend = policy.next_backend(state.pool, exchange.key, tried, exchange.select)
-    if backend is None:
-        if not tried:
-            _finish(exchange, _respond(exchange, policy.client_status(None),
-                                       f"no backend available in pool {state.pool.name!r}",
-                                       extra=RETRY_AFTER))
-        else:
-            _finish(exchange, _respond(exchange, *exchange.failure))
-        return
-    tried.append(backend)
+    while True:
+        backend = policy.next_backend(state.pool, exchange.key, tried, exchange.select)
+        if backend is None:
+            if not tried:
+                _finish(exchange, _respond(exchange, policy.client_status(None),
+                                           f"no backend available in pool {state.pool.name!r}",
+                                           extra=RETRY_AFTER))
+            else:
+                _finish(exchange, _respond(exchange, *exchange.failure))
+            return
+        tried.append(backend)
+        idle = exchange.runtime.idle.get(backend)
+        if idle is None:
+            # A pool outlives a reload that keeps its settings, so a retry of a request from
+            # before it may pick a backend that joined since: its connections are the newer
+            # runtime's. One that left again since is not tried.
+            idle = exchange.conn.server.runtime.idle.get(backend)
+        if idle is not None:
+            break
     exchange.attempts += 1
     state.pool.on_start(backend)
     exchange.trying = backend
@@ -166,7 +175,7 @@ def _next_attempt(exchange: Exchange) -> None:
     exchange.result = RESET       # what the passive health sink hears unless we learn better
     exchange.ok = False
     started = exchange.started = exchange.conn.loop.time()
-    idle = exchange.idle_pool = exchange.runtime.idle[backend]
+    exchange.idle_pool = idle
     up = idle.take(started)
     if up is None:
         remaining = exchange.deadline - started

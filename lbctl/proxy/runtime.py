@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import logging
 import random
-import ssl
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Sequence
 
 from lbctl.balancing import DISCARD, Backend, OutcomeSink, Pool, make_pool
 from lbctl.balancing.attempts import AttemptPolicy
 from lbctl.config.model import BackendConfig, Config, PoolConfig
+from lbctl.config.tls import backend_context
 from lbctl.gateway.policy import Gateway
 from lbctl.gateway.store import Store
-from lbctl.config.tls import client_context
 from lbctl.health.passive import OutlierDetector
 from lbctl.proxy.router import Router
 from lbctl.proxy.upstream import IdlePool
@@ -36,6 +35,13 @@ class PoolRuntime:
     key_of: Callable | None       # consistent_hash: exchange -> key (None: no key)
     outcomes: OutcomeSink = DISCARD   # where each attempt's outcome goes (passive health)
     policy: AttemptPolicy | None = None   # retries: the rule lbctl simulate shares; built once
+    # The settings each backend was built from, for the pool's members and the leaving ones:
+    # static, discovered or added at run time (``source`` says which). ``config.backends``
+    # holds only the config file's.
+    configs: dict[Backend, BackendConfig] = field(default_factory=dict)
+    # Backends that left the pool with requests still in flight: no new ones reach them; they
+    # are dropped (and their connections closed) once the last one ends (``proxy/members.py``).
+    leaving: list[Backend] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.policy is None:
@@ -43,8 +49,9 @@ class PoolRuntime:
 
 
 class Runtime:
-    """One config's live state. ``idle`` maps every backend to its idle upstream connections;
-    it is the proxy's own, built here and carried over by the next ``build_runtime``."""
+    """One config's live state. ``idle`` maps every backend (leaving ones included) to its
+    idle upstream connections; it is the proxy's own, built here and carried over by the next
+    ``build_runtime``."""
 
     def __init__(self, config: Config, pools: dict[str, PoolRuntime],
                  idle: dict[Backend, IdlePool], gateway: Gateway, loaded_at: float) -> None:
@@ -55,22 +62,31 @@ class Runtime:
         self.gateway = gateway
         self.loaded_at = loaded_at
 
-    def backends(self):
+    def backends(self) -> Iterator[Backend]:
+        """Every backend requests may be on: the pools' members, then the leaving ones."""
         for state in self.pools.values():
             yield from state.pool.backends
+        for state in self.pools.values():
+            yield from state.leaving
 
 
 def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Random,
-                  previous: Runtime | None = None, store: Store | None = None) -> Runtime:
+                  previous: Runtime | None = None,
+                  members: Mapping[str, Sequence[BackendConfig]] | None = None,
+                  store: Store | None = None) -> Runtime:
     """Pools for ``config``, reusing live ``Backend`` objects (and their idle connections)
-    from ``previous``; rate limits in ``store`` (default: this process's memory)."""
+    from ``previous``; rate limits in ``store`` (default: this process's memory). ``members``
+    gives a pool's whole membership (static, discovered, added at run time) where it is more
+    than the config file's backends; backends ``previous`` had leaving stay leaving, and so do
+    those that leave now with requests in flight."""
     pools: dict[str, PoolRuntime] = {}
     old_idle = previous.idle if previous is not None else {}
     idle: dict[Backend, IdlePool] = {}
     for name, pcfg in config.pools.items():
         old_state = previous.pools.get(name) if previous else None
         old = old_state.pool.by_name if old_state else {}
-        backends = [_backend(bcfg, old.get(bcfg.name), name) for bcfg in pcfg.backends]
+        wanted = members.get(name, pcfg.backends) if members is not None else pcfg.backends
+        backends = [_backend(bcfg, old.get(bcfg.name), name) for bcfg in wanted]
         if old_state is not None and old_state.config.algorithm == pcfg.algorithm \
                 and old_state.config.slow_start == pcfg.slow_start \
                 and old_state.config.panic_threshold == pcfg.panic_threshold \
@@ -83,15 +99,28 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
                              panic_threshold=pcfg.panic_threshold)
             if old_state is not None:
                 pool.set_backends(backends)        # survivors keep state; newcomers ramp
-        by_name = {bcfg.name: bcfg for bcfg in pcfg.backends}
+        by_name = {bcfg.name: bcfg for bcfg in wanted}
+        configs = {}
         for b in pool.backends:
-            idle[b] = _idle_pool(b, by_name[b.name], pcfg, old_idle.get(b))
+            configs[b] = by_name[b.name]
+            idle[b] = _idle_pool(b, configs[b], pcfg, old_idle.get(b))
+        leaving = []
+        if old_state is not None:
+            # ``old`` is the previous membership even when ``pool`` is the same object.
+            gone = [b for b in old.values() if pool.by_name.get(b.name) is not b]
+            for b in old_state.leaving + gone:
+                if b.inflight and b not in configs:
+                    # Still answering requests: its connections close as they end.
+                    leaving.append(b)
+                    configs[b] = old_state.configs[b]
+                    idle[b] = retire(old_idle[b])
         pools[name] = PoolRuntime(pcfg, pool, key_getter(pcfg.hash_key),
                                   _outcome_sink(pool, pcfg, clock,
-                                                old_state.outcomes if old_state else None))
+                                                old_state.outcomes if old_state else None),
+                                  configs=configs, leaving=leaving)
     for b, connections in old_idle.items():
         if idle.get(b) is not connections:
-            connections.close_all()            # a backend gone, or moved to a new address
+            retire(connections)                # a backend gone, or moved to a new address
     gateway = Gateway(config, clock, previous.gateway if previous else None, store)
     return Runtime(config, pools, idle, gateway, time.time())
 
@@ -110,6 +139,14 @@ def _outcome_sink(pool: Pool, pcfg: PoolConfig, clock: Callable[[], float],
     return DISCARD
 
 
+def retire(idle: IdlePool) -> IdlePool:
+    """A backend left its pool: close its idle connections now, and those its requests in
+    flight give back when they end."""
+    idle.max_idle = 0
+    idle.close_all()
+    return idle
+
+
 def _backend(bcfg: BackendConfig, old: Backend | None, pool_name: str = "") -> Backend:
     weight = _reloaded_weight(bcfg, old, pool_name)
     if old is not None and (old.scheme, old.host, old.port) == (bcfg.scheme, bcfg.host, bcfg.port):
@@ -125,12 +162,15 @@ def _backend(bcfg: BackendConfig, old: Backend | None, pool_name: str = "") -> B
 
 def _idle_pool(b: Backend, bcfg: BackendConfig, pcfg: PoolConfig, old: IdlePool | None) -> IdlePool:
     """The backend's idle connections: the previous ones while its address is unchanged."""
-    context = upstream_ssl(bcfg, pcfg)
+    context = backend_context(bcfg, pcfg)
+    # A discovered https backend's host is an address: verify the name it was found under.
+    server_name = bcfg.server_name if context is not None else None
     if old is None or old.address != (b.scheme, b.host, b.port):
         return IdlePool(b, max_idle=pcfg.max_idle_connections, idle_timeout=pcfg.idle_timeout,
-                        ssl=context)
+                        ssl=context, server_name=server_name, pool=pcfg.name)
     old.max_idle, old.idle_timeout = pcfg.max_idle_connections, pcfg.idle_timeout
     old.ssl = context          # a changed ca applies to new connections
+    old.server_name = server_name
     return old
 
 
@@ -141,20 +181,11 @@ def _reloaded_weight(bcfg: BackendConfig, old: Backend | None, pool_name: str) -
         return bcfg.weight
     if bcfg.weight == old.config_weight:
         return old.weight
-    log.warning("pool %s: backend %s weight %g (set by an operator) replaced by the config "
-                "file's new weight %g", pool_name, bcfg.name, old.weight, bcfg.weight)
+    new = "the config file's new weight" if bcfg.source == "static" else \
+        f"the new weight from {bcfg.source}"
+    log.warning("pool %s: backend %s weight %g (set by an operator) replaced by %s %g",
+                pool_name, bcfg.name, old.weight, new, bcfg.weight)
     return bcfg.weight
-
-
-def upstream_ssl(bcfg: BackendConfig, pcfg: PoolConfig) -> ssl.SSLContext | None:
-    """https backends are verified (the backend's ca, else the pool's, else the system
-    store) unless tls_insecure_skip_verify is set on the backend or, failing that, the pool."""
-    if bcfg.scheme != "https":
-        return None
-    insecure = bcfg.tls_insecure_skip_verify
-    if insecure is None:
-        insecure = pcfg.tls_insecure_skip_verify
-    return client_context(bcfg.ca or pcfg.ca, insecure)
 
 
 def key_getter(spec: str | None) -> Callable | None:

@@ -3,10 +3,15 @@
 ``ProxyServer`` owns what outlives a single connection: the current ``Runtime`` (swapped
 whole by ``reload``), the listener's TLS, the set of open client connections (for the
 connection caps and for draining), request-id generation, and a once-a-second sweep that
-closes expired idle upstream connections and lets the pools apply what time changed (a ramp
-step, an ejection ending) with or without traffic. It reports to the ``Hooks`` it is given
-and knows nothing of health checks, the admin API, the access log or signals:
-``lbctl.serve`` runs those around it.
+closes expired idle upstream connections, lets the pools apply what time changed (a ramp
+step, an ejection ending) with or without traffic, and drops backends that finished
+leaving. It reports to the ``Hooks`` it is given and knows nothing of health checks,
+discovery, the admin API, the access log or signals: ``lbctl.serve`` runs those around it.
+
+Membership decided outside (discovery, the admin API's additions and removals) comes in as
+data, two ways: ``reload(config, members)`` builds the new runtime from it, and
+``set_members(pool, members)`` applies one pool's new list to the live pool
+(``proxy/members.py``).
 
 ``soon`` runs work later in the same turn of the loop, after every read that turn brought:
 each request is parsed in its read and started here, each response relayed in its read and
@@ -23,8 +28,9 @@ import errno
 import logging
 import random
 from collections import Counter
+from typing import Mapping, Sequence
 
-from lbctl.config.model import Config
+from lbctl.config.model import BackendConfig, Config
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.gateway.store import LocalStore, Store
@@ -32,6 +38,7 @@ from lbctl.gateway.tls import Terminator
 from lbctl.proxy.client import ClientConnection
 from lbctl.proxy.framing import RequestIds
 from lbctl.proxy.hooks import Hooks, NoHooks
+from lbctl.proxy.members import Change, apply_members, sweep
 from lbctl.proxy.runtime import Runtime, build_runtime
 
 log = logging.getLogger("lbctl.proxy")
@@ -81,9 +88,13 @@ class ProxyServer:
             raise UserError(f"cannot listen on {addr}: {reason}", exit_code=Exit.RUNTIME) from None
         self._sweeper = self.loop.create_task(self._sweep())
 
-    def reload(self, config: Config, store: Store | None = None) -> Runtime:
+    def reload(self, config: Config,
+               members: Mapping[str, Sequence[BackendConfig]] | None = None,
+               store: Store | None = None) -> Runtime:
         """Swap in a validated config (and a new rate-limit store, when [store] changed);
-        requests in flight finish under the old one."""
+        requests in flight finish under the old one. ``members``: each pool's whole
+        membership, where it is more than the config file's backends (what discovery and
+        operators decided)."""
         old = self.runtime
         if config.listen.address != old.config.listen.address:
             log.warning("listen address changed to %s: takes effect after a restart; "
@@ -91,14 +102,31 @@ class ProxyServer:
         if self.tls is not None and config.listen.tls is not None:
             tls = config.listen.tls
             if self.tls.reload(tls.cert, tls.key, tls.min_version):
-                log.info("TLS certificate reloaded from %s", tls.cert)
+                log.info("TLS certificate reloaded from %s", tls.cert,
+                         extra={"event": "tls_reloaded", "path": tls.cert})
         elif (self.tls is None) != (config.listen.tls is None):
             log.warning("listen.tls changed: takes effect after a restart")
         if store is not None:
             self.store = store
         self.runtime = build_runtime(config, clock=self.clock, rng=self.rng, previous=old,
-                                     store=self.store)
+                                     members=members, store=self.store)
         return self.runtime
+
+    def set_members(self, pool: str, members: Sequence[BackendConfig]) -> Change:
+        """Make the live pool ``pool`` hold exactly ``members`` (survivors keep their state,
+        newcomers ramp, the gone leave: ``proxy/members.py``). Before ``start`` the pool takes
+        them as at startup, with no ramp. An unknown pool changes nothing."""
+        state = self.runtime.pools.get(pool)
+        if state is None:
+            return Change()
+        change = apply_members(state, members, self.runtime.idle,
+                               starting=self.listener is None)
+        inflight = {b.name: b.inflight for b in state.leaving}
+        for name in change.left:
+            if name in inflight:
+                log.info("pool %s: backend %s leaves: no new requests; %d in flight finish "
+                         "first", pool, name, inflight[name])
+        return change
 
     def soon(self, fn, arg) -> None:
         """Call ``fn(arg)`` after this turn's reads (one loop callback for the whole batch)."""
@@ -170,5 +198,9 @@ class ProxyServer:
             now = self.loop.time()
             for idle in self.runtime.idle.values():
                 idle.sweep(now)
-            for state in self.runtime.pools.values():
+            for name, state in self.runtime.pools.items():
                 state.pool.advance()    # ramps and ejections end on time, traffic or not
+                if state.leaving:
+                    for b in sweep(state, self.runtime.idle):
+                        log.info("pool %s: backend %s left (its last request in flight "
+                                 "ended)", name, b.name)

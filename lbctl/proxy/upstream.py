@@ -22,6 +22,8 @@ while the backend keeps its address).
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import ssl as ssl_module
 from collections import deque
 from typing import TYPE_CHECKING
@@ -29,9 +31,14 @@ from typing import TYPE_CHECKING
 import httptools
 
 from lbctl.balancing.backend import Backend
+from lbctl.config.tls import handshake_error
 
 if TYPE_CHECKING:
     from lbctl.proxy.exchange import Exchange
+
+log = logging.getLogger("lbctl.proxy")
+# Distinct connect-failure causes logged per backend between two successful connects.
+MAX_LOGGED_CAUSES = 8
 
 
 class UpstreamError(Exception):
@@ -228,29 +235,74 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.response_complete(self, reusable=self.parser.should_keep_alive())
 
 
+def connect_error(exc: BaseException) -> str:
+    """A failed connect in an operator's words: the TLS verdict, refused, timed out..."""
+    tls = handshake_error(exc)
+    if tls is not None:
+        return tls
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timed out (TCP connect or TLS handshake)"
+    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+        return "connection refused"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return str(exc) or type(exc).__name__
+
+
 class _StopParsing(Exception):
     """Ends parsing from inside a callback (surfaces as HttpParserCallbackError)."""
 
 
 class IdlePool:
-    """Idle keep-alive connections to one backend, most recently used first."""
+    """Idle keep-alive connections to one backend, most recently used first.
+
+    New connections are made here too, so this is where a failed connect or TLS handshake
+    is explained: ``last_error`` holds the cause until a connect succeeds (``/stats`` shows
+    it), and each cause is logged once per backend until then, not once per request.
+    """
 
     def __init__(self, backend: Backend, *, max_idle: int, idle_timeout: float,
-                 ssl: ssl_module.SSLContext | None = None) -> None:
+                 ssl: ssl_module.SSLContext | None = None, server_name: str | None = None,
+                 pool: str = "") -> None:
         self.backend = backend
+        self.pool = pool                  # its name, for the log
         self.address = (backend.scheme, backend.host, backend.port)   # connections go here
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.ssl = ssl
+        self.server_name = server_name      # https: SNI and the name verified; None = host
         self.idle: deque[UpstreamConnection] = deque()
+        self.last_error: str | None = None
+        self._logged: set[str] = set()
 
     async def connect(self, timeout: float) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         _, host, port = self.address
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(self), host, port, ssl=self.ssl),
-            timeout)
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self), host, port,
+                                       ssl=self.ssl, server_hostname=self.server_name),
+                timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._failed(exc)
+            raise
+        if self.last_error is not None:
+            self.last_error = None
+            self._logged.clear()
         return conn
+
+    def _failed(self, exc: BaseException) -> None:
+        """A connect failed: remember why, and log each cause once until a connect succeeds.
+        Only the failure path pays for this."""
+        reason = connect_error(exc)
+        self.last_error = reason
+        if reason in self._logged or len(self._logged) >= MAX_LOGGED_CAUSES:
+            return
+        self._logged.add(reason)
+        b = self.backend
+        log.warning("pool %s: backend %s: cannot connect: %s", self.pool, b.name, reason,
+                    extra={"event": "backend_error", "pool": self.pool, "backend": b.name,
+                           "reason": reason})
 
     def __len__(self) -> int:
         """Idle connections held now."""

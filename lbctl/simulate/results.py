@@ -6,8 +6,9 @@ client got its error (a timed-out request counts at its timeout, so timeouts are
 arrival window divided by concurrency times that window; ``fairness`` is Jain's index over the
 utilizations (1 = perfectly even, 1/n = one backend does everything); ``max_mean_load`` is the
 largest utilization over the mean one. ``ejections`` counts how many times passive ejection
-took each backend out. ``statuses`` counts requests by what the client got: a status class
-(``2xx``, ``5xx``) or ``none`` (the client gave up first).
+took each backend out (table and CSV only: ``--json`` keeps the README's shape).
+``statuses`` counts requests by what the client got: a status class (``2xx``, ``5xx``) or
+``none`` (the client gave up first).
 
 With several seeds, ``combine`` turns one result per seed into means with 95% confidence
 intervals (Student's t over the seeds: each seed is an independent replication of the whole
@@ -94,7 +95,7 @@ class AlgorithmResult:
         return Interval(self.latency[name])
 
     def to_json(self) -> dict:
-        """The SPEC.md shape, exactly (plus ``ci95`` with several seeds)."""
+        """The README's shape, exactly (plus ``ci95`` with several seeds)."""
         doc = {"algorithm": self.algorithm,
                "latency": {k: round(v, 6) for k, v in self.latency.items()},
                "errors": self.errors,

@@ -696,5 +696,14 @@ def pool_from_config(path: str, pool: str, problems: Problems | None = None,
         problems.add(where, message)
         return None
     pc = config.pools[pool]
+    if not pc.backends:
+        # Discovered backends are only known to a running serve; nothing here resolves them.
+        message = (f"expected a pool of {path} with [[backends]], found pool {pool!r}, which "
+                   "lists no backends (they come from its [discovery]); choose another pool, "
+                   "or describe the backends in the scenario")
+        if problems is None:
+            raise ConfigError([Problem(path, where, message)])
+        problems.add(where, message)
+        return None
     return PoolSettings(pool, path, pc.algorithm,
                         tuple((b.name, b.weight, b.backup) for b in pc.backends), pc)

@@ -9,7 +9,7 @@
   const RATE_SECONDS = 5;            // req/s: mean of the last complete seconds (as lbctl stats)
   const TOKEN_KEY = "lbctl.admin.token";
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const STATES = ["up", "slow_start", "down", "ejected", "disabled", "draining"];
+  const STATES = ["up", "slow_start", "down", "ejected", "disabled", "draining", "leaving"];
 
   const $ = (id) => document.getElementById(id);
   const tokenRequired = () =>

@@ -1,20 +1,29 @@
-"""``lbctl check``: probe every backend once, judge the pools, and say so in the formats that
-cron, Nagios-style monitors and node_exporter read.
+"""The report behind ``lbctl check``: probe every backend once, judge the pools, and say so
+in the formats that cron, Nagios-style monitors and node_exporter read.
 
 Each pool is probed with its own ``[health]`` settings (the same ``active.probe`` that
 ``serve`` runs); a pool without ``[health]`` gets a plain TCP connect, since ``serve``
-assumes its backends up and a connect is the least a reachable backend can do.
+assumes its backends up and a connect is the least a reachable backend can do. For an
+https backend that connect is a TLS handshake, verified as the proxy verifies it: a
+certificate the proxy would refuse is a failed check with the reason.
 
 Judgement, per pool: fewer than ``min_healthy`` backends up (default 1, i.e. none up) is
 CRITICAL; any backend down is WARNING; a successful probe slower than ``crit_latency`` /
 ``warn_latency`` is CRITICAL / WARNING. The overall status is the worst pool's.
+
+A pool with ``[discovery]`` is resolved first (once, by the same sources ``serve`` uses) and
+its discovered backends are probed with the static ones. A failed lookup is its own line and
+counts like a backend down: WARNING, or CRITICAL when the pool then has fewer than
+``min_healthy`` up. An authoritative empty answer (NXDOMAIN, no records, ``[]``) is reported
+too, and judged by the counts alone: scaling to zero is not an error in itself.
 
 With a state file, "up" is the rise/fall verdict carried across runs (``HealthState``), not
 the single probe, so one lost probe does not page anyone; the JSON ``ok`` field is always
 the probe itself.
 
 Outputs (all pure functions of a ``Report``): the monitoring-plugin status line, the JSON
-document of SPEC.md, and Prometheus text format for node_exporter's textfile collector.
+document the README shows, and Prometheus text format for node_exporter's textfile collector; the
+table for people is ``render.render_table``.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -92,12 +101,32 @@ class BackendCheck:
         return r.latency if r.ok or r.status is not None else None
 
 
+@dataclass(frozen=True)
+class DiscoveryCheck:
+    """One pool's discovery lookup: ``kind`` is found, empty or failed."""
+    source: str                 # dns | srv | file
+    target: str
+    kind: str
+    reason: str                 # empty/failed: why; found: ""
+    found: int                  # backends discovered
+
+    @property
+    def line(self) -> str:
+        what = f"discovery {self.source} {self.target}"
+        if self.kind == "failed":
+            return f"{what}: lookup failed ({self.reason})"
+        if self.kind == "empty":
+            return f"{what}: {self.reason}: no backends discovered"
+        return f"{what}: {self.found} backend{'s' if self.found != 1 else ''}"
+
+
 @dataclass
 class PoolCheck:
     name: str
     backends: list[BackendCheck]
     status: CheckExit = CheckExit.OK
     reasons: list[str] = field(default_factory=list)
+    discovery: DiscoveryCheck | None = None
 
     @property
     def healthy(self) -> int:
@@ -173,10 +202,48 @@ def select_pools(config: Config, names: list[str] | tuple[str, ...] = ()) -> lis
     return [config.pools[n] for n in config.pools if n in names]
 
 
+async def discover(pools: list[PoolConfig]) -> tuple[list[PoolConfig], dict[str, DiscoveryCheck]]:
+    """Resolve every pool's discovery once: the pools with their discovered backends added
+    (a name the config already has stays the config's), and what each lookup said."""
+    from lbctl.discovery.dns import ResolverError
+    from lbctl.discovery.resolution import Resolution
+    from lbctl.discovery.sources import make_source
+
+    async def one(pool: PoolConfig) -> tuple[str, str, str, Resolution]:
+        d = pool.discovery
+        assert d is not None
+        try:
+            source = make_source(d)
+        except ResolverError as exc:
+            kind = "file" if d.file else ("srv" if d.srv else "dns")
+            return kind, d.file or d.srv or str(d.dns), pool.name, Resolution.failed(str(exc))
+        try:
+            r = await asyncio.wait_for(source.resolve(), 2 * d.timeout + 1.0)
+        except asyncio.TimeoutError:
+            r = Resolution.failed(f"timeout after {d.timeout:g}s")
+        return source.kind, source.target, pool.name, r
+
+    answers = await asyncio.gather(*(one(p) for p in pools if p.discovery is not None))
+    checks: dict[str, DiscoveryCheck] = {}
+    found: dict[str, tuple[BackendConfig, ...]] = {}
+    for kind, target, name, r in answers:
+        checks[name] = DiscoveryCheck(kind, target, r.kind, r.reason, len(r.backends))
+        found[name] = r.backends
+    out = []
+    for pool in pools:
+        if found.get(pool.name):
+            names = {b.name for b in pool.backends}
+            extra = tuple(b for b in found[pool.name] if b.name not in names)
+            pool = replace(pool, backends=pool.backends + extra)
+        out.append(pool)
+    return out, checks
+
+
 async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
                       concurrency: int = DEFAULT_CONCURRENCY) -> dict[tuple[str, str], ProbeResult]:
     """Every backend of ``pools`` probed once, at most ``concurrency`` at a time."""
     # Imported here: aiohttp is heavy, and `lbctl --help` should not pay for it.
+    from lbctl.config.tls import backend_context
     from lbctl.health.active import make_session, probe
     gate = asyncio.Semaphore(max(concurrency, 1))
     session = make_session(limit=max(concurrency, 1))
@@ -184,8 +251,11 @@ async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
     async def one(pool: PoolConfig, b: BackendConfig) -> tuple[tuple[str, str], ProbeResult]:
         # The timeout starts inside the gate: waiting for a turn is not the backend's fault.
         async with gate:
+            # An https backend is reached as the proxy would: a TCP check is a TLS handshake.
             return (pool.name, b.name), await probe(b, pool.health or TCP_CONNECT, session,
-                                                    timeout=timeout)
+                                                    timeout=timeout,
+                                                    ssl=backend_context(b, pool),
+                                                    server_name=b.server_name)
     try:
         pairs = await asyncio.gather(*(one(p, b) for p in pools for b in p.backends))
     finally:
@@ -195,7 +265,7 @@ async def probe_pools(pools: list[PoolConfig], *, timeout: float | None = None,
 
 def judge(pools: list[PoolConfig], results: dict[tuple[str, str], ProbeResult],
           thresholds: Thresholds = Thresholds(), state: dict | None = None,
-          at: float | None = None) -> Report:
+          at: float | None = None, discovery: dict[str, DiscoveryCheck] | None = None) -> Report:
     """Turn probe results into verdicts and statuses. With ``state`` (a loaded state file,
     possibly empty), verdicts follow rise/fall and the report carries the new state."""
     at = time.time() if at is None else at
@@ -224,7 +294,7 @@ def judge(pools: list[PoolConfig], results: dict[tuple[str, str], ProbeResult],
                 up = hs.healthy
                 new_state["backends"][key] = {"url": bcfg.url, **hs.to_dict(), "checked": at}
             backends.append(BackendCheck(bcfg.name, bcfg.url, result, up))
-        pool = PoolCheck(pcfg.name, backends)
+        pool = PoolCheck(pcfg.name, backends, discovery=(discovery or {}).get(pcfg.name))
         _judge_pool(pool, thresholds)
         checks.append(pool)
     status = max((p.status for p in checks), default=CheckExit.OK)
@@ -234,6 +304,13 @@ def judge(pools: list[PoolConfig], results: dict[tuple[str, str], ProbeResult],
 def _judge_pool(pool: PoolCheck, t: Thresholds) -> None:
     needed = t.needed(pool.total)
     statuses = [CheckExit.OK]
+    found = pool.discovery
+    if found is not None and found.kind == "failed":
+        # Like a backend down: the pool may be missing members nobody could see.
+        statuses.append(CheckExit.WARNING)
+        pool.reasons.append(found.line)
+    elif found is not None and found.kind == "empty":
+        pool.reasons.append(found.line)
     if pool.healthy < needed:
         statuses.append(CheckExit.CRITICAL)
         pool.reasons.append(f"{pool.healthy}/{pool.total} up, fewer than {needed}")
@@ -263,12 +340,15 @@ def run_check(config: Config, *, pools: list[str] | tuple[str, ...] = (),
     selected = select_pools(config, pools)
 
     async def run():
-        backends = probe_pools(selected, timeout=timeout, concurrency=concurrency)
+        # Discovery first: what it finds is probed like the config's own backends.
+        expanded, found = await discover(selected)
+        backends = probe_pools(expanded, timeout=timeout, concurrency=concurrency)
         if store is None:
-            return await backends, None
-        return await asyncio.gather(backends, probe_store(store, config.store.on_error))
-    results, store_check = asyncio.run(run())
-    report = judge(selected, results, thresholds, state)
+            return expanded, found, await backends, None
+        return expanded, found, *await asyncio.gather(
+            backends, probe_store(store, config.store.on_error))
+    expanded, found, results, store_check = asyncio.run(run())
+    report = judge(expanded, results, thresholds, state, discovery=found)
     if store_check is not None:
         report.store = store_check
         report.status = max(report.status, store_check.status)
@@ -335,11 +415,15 @@ def _perf_label(label: str) -> str:
 
 
 def to_json(report: Report) -> dict:
-    """SPEC.md's ``lbctl check --json`` document (and ``store`` when one is configured)."""
+    """The ``lbctl check --json`` document (its shape is part of the interface), with
+    ``store`` when one is configured."""
     doc = {
         "status": report.status.name,
         "pools": [{
             "name": p.name, "healthy": p.healthy, "total": p.total,
+            **({"discovery": {"source": p.discovery.source, "target": p.discovery.target,
+                              "result": p.discovery.kind, "error": p.discovery.reason or None,
+                              "found": p.discovery.found}} if p.discovery else {}),
             "backends": [{
                 "name": b.name, "url": b.url, "ok": b.result.ok, "status": b.result.status,
                 "latency": None if b.latency is None else round(b.latency, 6),
@@ -380,6 +464,12 @@ def prometheus_text(report: Report | None, at: float | None = None) -> str:
                [({"pool": p.name}, p.total) for p in report.pools])
         metric("lbctl_check_pool_healthy_backends", "Backends of the pool judged up.",
                [({"pool": p.name}, p.healthy) for p in report.pools])
+        found = [p for p in report.pools if p.discovery is not None]
+        if found:
+            metric("lbctl_check_discovery_success", "1 when the pool's discovery lookup "
+                   "answered (found backends or an authoritative empty answer), else 0.",
+                   [({"pool": p.name, "source": p.discovery.source},
+                     int(p.discovery.kind != "failed")) for p in found])
         rows = [(p, b) for p in report.pools for b in p.backends]
         ids = [({"pool": p.name, "backend": b.name, "url": b.url}, b) for p, b in rows]
         metric("lbctl_check_backend_up", "1 when the backend is judged up (rise/fall with a "

@@ -1,0 +1,34 @@
+"""Option types shared by the commands, so one kind of value reads the same everywhere.
+
+``Duration`` is the config file's rule on the command line: a number is seconds, text has a
+unit (``--timeout 2``, ``--timeout 2s`` and ``--timeout 150ms`` all work). Every duration
+option of every command uses it; ``tests/test_cli_durations.py`` walks the command tree to
+keep it so.
+"""
+
+from __future__ import annotations
+
+import click
+
+from lbctl.units import DURATION_EXPECTED, parse_duration
+
+
+class Duration(click.ParamType):
+    """Seconds as float. ``positive``: zero is refused too (a period, a run length)."""
+
+    name = "DURATION"
+
+    def __init__(self, *, positive: bool = False) -> None:
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value            # a default already converted, or a caller's float
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            seconds = None
+        if seconds is None or (self.positive and seconds <= 0):
+            expected = DURATION_EXPECTED + (", above zero" if self.positive else "")
+            self.fail(f"expected {expected}, found {value!r}", param, ctx)
+        return seconds

@@ -1,0 +1,44 @@
+"""``lbctl reload CONFIG``: validate CONFIG, then tell the serve of CONFIG to reload it."""
+
+from __future__ import annotations
+
+import click
+
+from lbctl.exitcodes import Exit
+
+
+@click.command()
+@click.argument("config", metavar="CONFIG", type=click.Path())
+@click.option("--pid-file", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="The pid file serve was started with (default: find the lbctl serve "
+                   "process whose command line names CONFIG).")
+def command(config: str, pid_file: str | None) -> None:
+    """Check CONFIG, then send SIGHUP to the lbctl serve running it.
+
+    Nothing is signalled when CONFIG is invalid: every problem is printed, as by
+    `lbctl validate`, and the running serve keeps its configuration. The serve logs the
+    outcome of the reload ("reloaded ..." or "reload rejected: ...") in its event log.
+
+    Exit codes: 0 signalled; 2 CONFIG invalid; 1 no running serve found (no pid file,
+    a dead pid, a pid that is not lbctl serve of CONFIG) or not allowed to signal it.
+
+    \b
+    Examples:
+      lbctl serve --pid-file /run/lbctl/lbctl.pid /etc/lbctl/lb.toml
+      lbctl reload /etc/lbctl/lb.toml --pid-file /run/lbctl/lbctl.pid
+      lbctl reload lb.toml        # the lbctl serve started with lb.toml
+    """
+    from lbctl.config import ConfigError, load_config
+    from lbctl.config.loader import summary
+    from lbctl.control.signals import signal_reload
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        count = len(exc.problems)
+        click.echo(f"{config}: invalid ({count} problem{'s' if count != 1 else ''}); "
+                   f"nothing signalled", err=True)
+        raise click.exceptions.Exit(Exit.USAGE) from None
+    pid = signal_reload(config, pid_file)
+    click.echo(f"{config}: OK ({summary(loaded)}); reload signalled to pid {pid}")
