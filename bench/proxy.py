@@ -214,10 +214,13 @@ def measure_together(tools: dict, targets: list[Target], args, lua: Path) -> lis
         for workload in args.workload:
             path, headers, _ = WORKLOADS[workload]
             before = [cpu_seconds(t.pids()) for t in group]
+            # Started one way round, then the other, round by round: none always first.
+            order = group if rnd % 2 == 0 else group[::-1]
             with ThreadPoolExecutor(len(group)) as pool:
-                results = list(pool.map(
-                    lambda t: run_wrk(tools, base.format(port=t.port) + path, headers, share,
-                                      args.duration, lua), group))
+                started = {t.name: pool.submit(run_wrk, tools, base.format(port=t.port) + path,
+                                               headers, share, args.duration, lua)
+                           for t in order}
+                results = [started[t.name].result() for t in group]
             after = [cpu_seconds(t.pids()) for t in group]
             line = []
             for t, r, b, a in zip(group, results, before, after):

@@ -33,7 +33,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "uv__run_closing_handles", "UVSocketHandle__close", "UVStream__close", "uv_close",
         "shutdown", "getpeername", "getsockname", "setsockopt")),
     ("accounting", (
-        "Observer.", "BackendStats.", "Frontend.", "Pool.on_end", "Backend.observe_latency",
+        "_end_attempt (lbctl/proxy/forward", "Observer.", "BackendStats.", "Frontend.", "Pool.on_end", "Backend.observe_latency",
         "OutlierDetector.", "AccessLog.")),
     ("select", (
         "Pool.select", "Pool.on_start", "Pool.has_alternative", "AttemptPolicy.",
@@ -47,13 +47,17 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "Exchange.inspect", "request_problem", "drop_underscored", "canonical_path",
         "split_absolute", "parser_error", "Body.", "ClientConnection._refuse")),
     ("upstream write", (
-        "upstream_request_head", "UpstreamConnection.attach", "IdlePool.", "_send_request",
+        "upstream_request_head", "UpstreamConnection.attach", "IdlePool.",
+        "_send (lbctl/proxy/forward",
         "UpstreamConnection.connection_made", "UpstreamConnection.send")),
     ("response relay", (
         "UpstreamConnection.", "Exchange.response_", "Exchange.flush_writes",
         "Exchange.hold_writes", "Exchange._send", "Exchange.upstream_", "client_response_head",
         "body_fields", "response_framing", "error_response", "_respond")),
     ("request flow (task, futures, timers)", (
+        "start (lbctl/proxy/forward", "_forward (lbctl", "_next_attempt (lbctl",
+        "proceed (lbctl", "_finish (lbctl", "abort (lbctl", "_after_failure (lbctl",
+        "_arm_response_timeout", "_watch (lbctl", "ProxyServer.soon", "ProxyServer._run_soon",
         "_attempt", "_handle", "handle", "ClientConnection._run", "ClientConnection._next",
         "ClientConnection.", "Deadline.", "_ResponseTimer", "_Watchdog", "_expire",
         "Exchange.", "forward.", "_finish", "_start",

@@ -27,7 +27,6 @@ import asyncio
 import errno
 import logging
 import random
-from collections import Counter
 from typing import Mapping, Sequence
 
 from lbctl.config.model import BackendConfig, Config
@@ -36,6 +35,7 @@ from lbctl.exitcodes import Exit
 from lbctl.gateway.store import LocalStore, Store
 from lbctl.gateway.tls import Terminator
 from lbctl.proxy.client import ClientConnection
+from lbctl.proxy.deadline import Timers
 from lbctl.proxy.framing import RequestIds
 from lbctl.proxy.hooks import Hooks, NoHooks
 from lbctl.proxy.members import Change, apply_members, sweep
@@ -60,13 +60,14 @@ class ProxyServer:
         self.tls = Terminator(tls.cert, tls.key, tls.min_version) if tls is not None else None
         self.observer: Hooks = hooks if hooks is not None else NoHooks()
         self.connections: set[ClientConnection] = set()
-        self.per_client: Counter[str] = Counter()      # open connections per client address
+        self.per_client: dict[str, int] = {}          # open connections per client address
         self.request_ids = RequestIds()
         self.default_host = str(config.listen.address).encode()
         self.listener: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
         self._drained: asyncio.Event | None = None    # set when draining and none are left
         self._soon: list = []             # fn, arg, fn, arg...: run by _run_soon this turn
+        self.timers = Timers(self.loop)   # the connections' deadlines (deadline.py)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -145,9 +146,12 @@ class ProxyServer:
         """A client connection closed."""
         if conn in self.connections:
             self.connections.discard(conn)
-            self.per_client[conn.peer] -= 1
-            if self.per_client[conn.peer] <= 0:
-                del self.per_client[conn.peer]
+            counts = self.per_client
+            left = counts[conn.peer] - 1
+            if left > 0:
+                counts[conn.peer] = left
+            else:
+                del counts[conn.peer]
             if not self.connections and self._drained is not None:
                 self._drained.set()
 
@@ -191,6 +195,7 @@ class ProxyServer:
         for idle in self.runtime.idle.values():
             idle.close_all()
         await asyncio.sleep(0)
+        self.timers.close()
 
     async def _sweep(self) -> None:
         while True:

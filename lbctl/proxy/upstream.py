@@ -54,6 +54,13 @@ class UpstreamError(Exception):
 class UpstreamConnection(asyncio.Protocol):
     """One TCP connection to a backend, speaking HTTP/1.1 with keep-alive."""
 
+    __slots__ = (
+        "idle_pool", "transport", "exchange", "parser", "closed", "idle_since",
+        "response_started", "headers", "reason", "interim", "complete", "tunnel",
+        "head_request", "exchanges", "head_open", "head_bytes", "header_bytes", "header_count",
+        "max_head", "max_headers",
+    )
+
     def __init__(self, idle_pool: "IdlePool") -> None:
         self.idle_pool = idle_pool
         self.transport: asyncio.Transport | None = None
