@@ -45,10 +45,10 @@ class ClientConnection(asyncio.Protocol):
     timers. Slotted: thousands may sit idle, each costing only what it holds."""
 
     __slots__ = (
-        "server", "loop", "transport", "peer", "parser", "parsing", "url", "in_head",
+        "server", "loop", "transport", "peer", "peer_bytes", "parser", "parsing", "url", "in_head",
         "head_size", "stop_parsing", "upgrade_tail", "queue", "current", "dispatching",
         "read_pauses", "write_paused", "progress", "tunnel", "closed", "draining", "idle",
-        "response_deadline", "head_timer",
+        "response_deadline", "head_timer", "limits",
     )
 
     def __init__(self, server: ProxyServer) -> None:
@@ -56,6 +56,7 @@ class ClientConnection(asyncio.Protocol):
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.peer_bytes = b"?"            # as X-Forwarded-For carries it
         self.parser = httptools.HttpRequestParser(self)
         self.parsing: Exchange | None = None          # the request whose bytes are arriving
         self.url = b""                    # its request target so far
@@ -77,6 +78,7 @@ class ClientConnection(asyncio.Protocol):
         self.idle = Deadline(server.timers)           # keep-alive: waiting for the next request
         self.response_deadline = Deadline(server.timers)  # set by forward.py per exchange
         self.head_timer: asyncio.TimerHandle | None = None
+        self.limits = server.runtime.config.limits    # [limits] for the head being parsed
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -84,6 +86,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else "?"
+        self.peer_bytes = self.peer.encode()
         server = self.server
         server.connections.add(self)
         counts = server.per_client
@@ -207,13 +210,14 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.parsing = Exchange(self)
         self.url = b""
+        self.limits = self.server.runtime.config.limits
         self.in_head = True
         self.idle.stop()
 
     def on_url(self, url: bytes) -> None:
         self.url += url                  # usually in one piece: no list, no join
         self.head_size = len(self.url)
-        if self.head_size > self.server.runtime.config.limits.max_uri_length:
+        if self.head_size > self.limits.max_uri_length:
             self._refuse(414, "request target too long")
             raise _StopParsing
 
@@ -221,10 +225,11 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.parsing
         if not self.in_head:        # trailers arrive after the head: dropped, never forwarded
             return
-        exchange.headers.append((name, value))
+        headers = exchange.headers
+        headers.append((name, value))
         self.head_size += len(name) + len(value) + 4
-        limits = self.server.runtime.config.limits
-        if self.head_size > limits.max_header_size or len(exchange.headers) > limits.max_headers:
+        limits = self.limits
+        if self.head_size > limits.max_header_size or len(headers) > limits.max_headers:
             self._refuse(431, "request header fields too large")
             raise _StopParsing
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from lbctl.balancing import Outcome
 from lbctl.proxy import framing, refusals
+from lbctl.proxy.framing import (CODING, CONNECTION, EXPECT, FORWARD, HOST, LENGTH, NAMES,
+                                 REQUEST_ID, UNDERSCORED, UPGRADE, lower_name, name_info)
 from lbctl.proxy.paths import PathRefused, canonical_path
 from lbctl.proxy.upstream import UpstreamError
 
@@ -118,17 +120,25 @@ class Body:
     def replayable(self) -> bool:
         return not self.sent_any or self.replay is not None
 
-    def attach(self, transport: asyncio.Transport) -> None:
-        """Start (or restart, for a retry) sending the body to an upstream connection."""
+    def attach(self, transport: asyncio.Transport, head: bytes) -> None:
+        """Start (or restart, for a retry) sending the body to an upstream connection, after
+        the request's ``head``: what has arrived of the body goes in the same write."""
         pending = self.chunks if not self.sent_any else (self.replay or [])
         self.chunks = []
         self.buffered = 0
         self.sink = transport
         self.sent_any = True
-        for data in pending:
-            self._write(data)
-        if self.done and self.framing == "chunked":
-            transport.write(b"0\r\n\r\n")
+        out = [head]
+        if self.framing == "chunked":
+            out += [b"%x\r\n%s\r\n" % (len(data), data) for data in pending]
+            if self.done:
+                out.append(b"0\r\n\r\n")
+        else:
+            out += pending
+        if len(out) == 1:
+            transport.write(head)
+        else:
+            transport.writelines(out)     # one writev
         self.conn.resume_reading("body")
 
     def detach(self) -> None:
@@ -147,8 +157,8 @@ class Exchange:
     __slots__ = (
         "conn", "transport",
         # the request head
-        "method", "target", "path", "http10", "headers", "keep_alive", "host", "body",
-        "upgrade", "expect_continue", "error",
+        "method", "target", "path", "http10", "headers", "pieces", "sent_id", "keep_alive",
+        "host", "body", "upgrade", "expect_continue", "error",
         # decided before the first attempt
         "begun", "runtime", "request_id", "admitted", "state", "key", "deadline", "select",
         "tried", "task",
@@ -170,6 +180,8 @@ class Exchange:
         self.path = "/"
         self.http10 = False
         self.headers: list[tuple[bytes, bytes]] = []
+        self.pieces: list[bytes] = []     # the headers a backend gets (set by inspect)
+        self.sent_id: bytes | None = None   # the client's X-Request-ID, if any
         self.keep_alive = True
         self.host = b""
         self.body: Body | None = None
@@ -210,36 +222,73 @@ class Exchange:
         self.decision: bytes | None = None   # X-LB-Decision for this response, when explained
 
     def header(self, lower_name: bytes) -> bytes | None:
+        names = NAMES
         for name, value in self.headers:
-            if name.lower() == lower_name:
+            info = names.get(name)
+            if (info[0] if info is not None else name_info(name)[0]) == lower_name:
                 return value
         return None
+
+    def drop_headers(self, lower_names) -> None:
+        """Forward none of these request headers (``lower_names``: lower-cased)."""
+        self.headers = [(n, v) for n, v in self.headers if lower_name(n) not in lower_names]
+        self.pieces = framing.without(self.pieces, lower_names)
 
     # ---- the request head ----------------------------------------------------------------
 
     def inspect(self, version: str, config: Config, default_host: bytes) -> None:
         """Check the head and derive what the proxy needs: host, canonical path (by the
-        config's ``[paths]``), body framing. A refusal is left in ``error``."""
+        config's ``[paths]``), body framing, the headers a backend gets. One walk over the
+        headers, each name classified once (``framing.NAMES``). A refusal is left in
+        ``error``."""
         paths, max_body = config.paths, config.limits.max_body_size
-        self.headers = refusals.drop_underscored(self.headers)
-        problem = refusals.request_problem(self.method, version, self.target, self.headers)
+        names = NAMES
+        hosts: list[bytes] = []
+        codings: list[bytes] = []
+        connection: list[bytes] | None = None
+        pieces: list[bytes] = []          # what crosses to a backend (framing.forward_pieces)
+        content_length = None
+        has_length = underscored = False
+        for name, value in self.headers:
+            info = names.get(name) or name_info(name)
+            kind = info[1]
+            if kind == FORWARD:
+                pieces += (name, b": ", value, b"\r\n")
+            elif kind == HOST:
+                hosts.append(value)
+            elif kind == LENGTH:
+                content_length = int(value)      # llhttp has validated it
+                has_length = value.strip() != b"0"
+            elif kind == CODING:
+                codings.append(value)
+            elif kind == UNDERSCORED:
+                underscored = True
+            elif kind == REQUEST_ID:
+                if self.sent_id is None:
+                    self.sent_id = value
+            elif kind == CONNECTION:
+                if connection is None:
+                    connection = []
+                connection.append(value)
+            elif kind == EXPECT:
+                if value.lower() == b"100-continue":
+                    self.expect_continue = True
+            elif kind == UPGRADE:
+                self.upgrade = value
+        if underscored:
+            self.headers = refusals.drop_underscored(self.headers)
+        if connection is not None:
+            named = framing.named_by_connection(connection)
+            if named:
+                pieces = framing.without(pieces, named)
+        self.pieces = pieces
+        problem = refusals.request_problem(self.method, version, self.target, hosts, codings,
+                                           has_length, self.upgrade is not None)
         if problem is not None:
             self.error = problem
             return
-        content_length = None
-        chunked = False
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"host":
-                self.host = value.strip()
-            elif lower == b"content-length":
-                content_length = int(value)      # llhttp has validated it
-            elif lower == b"transfer-encoding":
-                chunked = True
-            elif lower == b"expect" and value.lower() == b"100-continue":
-                self.expect_continue = True
-            elif lower == b"upgrade":
-                self.upgrade = value
+        if hosts:
+            self.host = hosts[0].strip()
         if not self.host:
             self.host = default_host             # HTTP/1.0 without Host
         target = self.target
@@ -262,7 +311,7 @@ class Exchange:
             # Refused before any 100 Continue, so the client need not send the body.
             self.error = (413, "request body too large")
             return
-        if chunked:
+        if codings:
             self.body = Body(self, "chunked", 0)
         elif content_length:
             self.body = Body(self, "length", content_length)
@@ -289,9 +338,10 @@ class Exchange:
 
     # ---- the response, reported by the upstream connection --------------------------------
 
-    def response_head(self, up: UpstreamConnection, status: int, reason: bytes,
-                      headers: list[tuple[bytes, bytes]]) -> bool:
-        """Relay a response head; False when it was refused (the upstream stops parsing)."""
+    def response_head(self, up: UpstreamConnection, status: int, reason: bytes) -> bool:
+        """Relay a response head, as ``up`` collected it (its headers that cross as pieces,
+        Content-Length, Transfer-Encoding, Connection and Upgrade apart); False when it was
+        refused (the upstream stops parsing)."""
         if up is not self.upstream or self.event is not None:
             return False                    # not this attempt's, or the attempt has failed
         self.status = status
@@ -299,7 +349,7 @@ class Exchange:
             # retry_on "5xx": hold this answer back and try another backend instead.
             self.upstream_failed(UpstreamError(f"backend answered {status}", True, status))
             return False
-        length, codings = framing.body_fields(headers)
+        length, codings = up.length, up.codings
         chunked = bool(codings)
         if chunked and refusals.transfer_coding_problem(codings) is not None:
             # gzip-then-chunked and the like: re-framing would hand the client bytes whose
@@ -316,16 +366,22 @@ class Exchange:
             self.conn.last_before_close() or (body is not None and not body.done))
         self.response_keep = keep
         self.response_begun = True
+        pieces = up.pieces
+        if up.connection is not None:
+            named = framing.named_by_connection(up.connection)
+            if named:
+                pieces = framing.without(pieces, named)
+        extra = ()
         if self.admitted is not None and self.admitted.response_headers:
-            headers = headers + self.admitted.response_headers     # RateLimit-*
+            extra = self.admitted.response_headers     # RateLimit-*
         if self.decision is not None:
-            headers = [*headers, (b"X-LB-Decision", self.decision)]
+            extra = [*extra, (b"X-LB-Decision", self.decision)]
         upgrade = None
         if upgrading:
-            upgrade = next((v for n, v in headers if n.lower() == b"upgrade"), self.upgrade)
+            upgrade = up.upgrade if up.upgrade is not None else self.upgrade
         self._send(framing.client_response_head(
-            status, reason, headers, framing=announced, length=max(length, 0), keep_alive=keep,
-            http10=self.http10, upgrade=upgrade))
+            status, reason, pieces, framing=announced, length=max(length, 0), keep_alive=keep,
+            http10=self.http10, upgrade=upgrade, extra=extra))
         # The attempt has its answer: the response timeout is over.
         conn = self.conn
         conn.response_deadline.stop()

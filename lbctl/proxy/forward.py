@@ -95,7 +95,7 @@ def start(exchange: Exchange) -> None:
         _finish(exchange, False)
         return
     runtime = exchange.runtime = server.runtime    # this request keeps this runtime to its end
-    exchange.request_id = server.request_ids.resolve(exchange.header(b"x-request-id"))
+    exchange.request_id = server.request_ids.resolve(exchange.sent_id)
     try:
         route = runtime.router.match(exchange.host.decode("latin-1"), exchange.path)
     except AmbiguousPath as exc:
@@ -214,25 +214,27 @@ def _send(exchange: Exchange, up: UpstreamConnection) -> None:
     up.attach(exchange, head_request=exchange.method == b"HEAD")
     body = exchange.body
     admitted = exchange.admitted
-    up.transport.write(framing.upstream_request_head(
-        exchange.method, exchange.target, exchange.headers,
-        client_ip=admitted.forwarded_for if admitted else conn.peer,
+    head = framing.upstream_request_head(
+        exchange.method, exchange.target, exchange.pieces,
+        client_ip=admitted.forwarded_for.encode() if admitted else conn.peer_bytes,
         proto=admitted.proto if admitted else b"http",
         host=exchange.host, request_id=exchange.request_id,
         framing="none" if body is None else body.framing,
         length=body.length if body is not None else 0, upgrade=exchange.upgrade,
-        strip=admitted.strip if admitted else (), add=admitted.add if admitted else ()))
+        strip=admitted.strip if admitted else (), add=admitted.add if admitted else ())
     policy = state.policy
     if SERVER_ERROR in policy.retry_on:
         # Asked when a 5xx head arrives: hold it back for a retry, or relay it.
         replayable = exchange.replayable()
         pool, tried = state.pool, exchange.tried
         exchange.retry_5xx = lambda: policy.hold_5xx(pool, tried, replayable)
-    # The response timeout counts from the end of the request: a long upload is governed by
-    # the body idle timeout instead, so it is not cut off for being large.
-    if body is not None:
-        body.attach(up.transport)
+    if body is None:
+        up.transport.write(head)
+    else:
+        body.attach(up.transport, head)   # the head, and what has come of the body, at once
         if not body.done:
+            # The response timeout counts from the end of the request: a long upload is
+            # governed by the body idle timeout instead, so it is not cut off for being large.
             body.on_done = _arm_response_timeout
             _watch(exchange, _upload_stalled)
             return
