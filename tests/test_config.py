@@ -565,7 +565,8 @@ failure_on = ["connect", "5xxx"]
         "pools.api.outlier.consecutive_failures: expected an integer >= 1, found 0",
         "pools.api.outlier.max_ejection_percent: expected a number from 0 to 100, found 150",
         'pools.api.outlier.failure_on: expected a non-empty array of distinct values, each one of '
-        '"connect", "reset", "timeout", "5xx", "invalid", found ["connect", "5xxx"]; did you mean \'5xx\'?',
+        '"connect", "reset", "timeout", "5xx", "truncated", "invalid", found ["connect", "5xxx"]; '
+        'did you mean \'5xx\'?',
     ]
 
 

@@ -6,6 +6,7 @@ The pool's clock is a ``Clock`` the test moves, so ejection and expiry need no s
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from lbctl.balancing import Backend, Outcome, make_pool
@@ -13,7 +14,7 @@ from lbctl.config.model import Outlier, Timeouts
 from lbctl.health.passive import OutlierDetector
 from tests.health_support import LogLines, load, proxy, start
 from tests.support import ManualClock
-from tests.support import backend_config, config
+from tests.support import backend_config, config, raw_exchange
 
 OUTLIER = Outlier(consecutive_failures=3, ejection_time=10.0, max_ejection_time=35.0,
                   max_ejection_percent=50.0)
@@ -136,3 +137,58 @@ async def test_proxy_failures_eject_and_the_backend_is_readmitted_after_the_ejec
         await load(port, 6)
         b = server.runtime.pools["p"].pool.by_name["flaky"]
         assert b.ejected_until - clock.now == 20.0
+
+
+# ---- truncated responses, with no [outlier] ---------------------------------------------
+
+async def cut_short(reader, writer):
+    """A backend that declares 100 bytes, sends 10 and closes, whatever it is asked."""
+    try:
+        while await reader.readuntil(b"\r\n\r\n"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Backend: cut\r\n\r\n"
+                         + b"x" * 10)
+            await writer.drain()
+            writer.close()
+            return
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+async def who_answered(port: int) -> tuple[str, bool]:
+    """(X-Backend, whether the body arrived whole) for one request on its own connection."""
+    raw = await asyncio.wait_for(
+        raw_exchange(port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"), 5)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    length = int(fields.get(b"Content-Length", b"-1"))
+    return fields[b"X-Backend"].decode(), len(body) == length
+
+
+async def test_without_outlier_five_truncated_responses_in_a_row_eject(backends, clock):
+    a, _ = await start(backends, "a")
+    port = await backends.start_raw(cut_short)
+    cfg = config({"p": [backend_config(a.url, "a"),
+                        backend_config(f"http://127.0.0.1:{port}", "cut")]}, retries=0)
+    assert cfg.pools["p"].outlier is None
+    server = await proxy(backends, cfg, clock=clock)
+    with LogLines() as log:
+        first = [await who_answered(server.address[1]) for _ in range(10)]
+        assert first == [("a", True), ("cut", False)] * 5
+        assert log.lines == ["pool p: backend cut EJECTED for 30s after 5 consecutive "
+                             "failures (last: truncated)"]
+        assert [await who_answered(server.address[1]) for _ in range(6)] == [("a", True)] * 6
+    cut = server.runtime.pools["p"].pool.by_name["cut"]
+    assert cut.ejected_until - clock.now == 30.0 and cut.ejections == 1
+
+
+async def test_without_outlier_other_failures_still_eject_nobody(backends, clock):
+    a, _ = await start(backends, "a")
+    flaky, broken = await start(backends, "flaky")
+    broken.status = 503
+    cfg = config({"p": [backend_config(a.url, "a"), backend_config(flaky.url, "flaky")]},
+                 retries=0)
+    server = await proxy(backends, cfg, clock=clock)
+    with LogLines() as log:
+        answers = await load(server.address[1], 20)
+    assert [s for s, who in answers if who == "flaky"] == [503] * 10
+    assert log.lines == []

@@ -91,3 +91,14 @@ def test_retry_on_is_validated_with_its_key_path(tmp_path):
         assert "pools.p.retry_on" in str(exc) and "'5xx'" in str(exc)
     else:
         raise AssertionError("invalid retry_on accepted")
+
+
+def test_the_proxys_own_resource_failures_are_never_retried_and_answer_503():
+    """Out of descriptors here would be out of descriptors for any backend: a 503 (with
+    Retry-After, see tests/test_hardening_fds.py), whatever retry_on names."""
+    from lbctl.balancing import Outcome
+    from lbctl.balancing.attempts import AttemptPolicy
+    policy = AttemptPolicy(3, ("connect", "reset", "timeout", "5xx"))
+    assert not policy.may_retry(Outcome.LOCAL, 1, replayable=True)
+    assert not policy.may_retry(Outcome.TRUNCATED, 1, replayable=True)
+    assert policy.client_status(Outcome.LOCAL) == 503

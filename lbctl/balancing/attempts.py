@@ -13,12 +13,15 @@ The rules (the promises HAProxy's ``retry-on`` and NGINX's ``proxy_next_upstream
   whose body, if any, is still at hand), and only when ``retry_on`` names the outcome;
 * a 5xx response head is held back for a retry only while another backend could take it
   (``hold_5xx``); otherwise it is relayed: the last answer always reaches the client;
-* ``invalid`` (a response that could not be read, or was cut short) and ``client`` are never
-  retried: bytes may already have reached the client, or the client is the problem.
+* ``invalid`` (a response that could not be read), ``truncated`` (one cut short) and
+  ``client`` are never retried: bytes may already have reached the client, or the client is
+  the problem; nor is ``local`` (the proxy out of descriptors or memory): another backend
+  would fare no better.
 
 What the client gets when the attempts end on a failure (``client_status``): 503 when no
-backend was available for the first attempt, 502 after a connect failure, a reset, an
-invalid response or a held-back 5xx, 504 after a response timeout.
+backend was available for the first attempt or the proxy ran out of a resource of its own,
+502 after a connect failure, a reset, an invalid response or a held-back 5xx, 504 after a
+response timeout.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ CLIENT_STATUS = {
     Outcome.INVALID: 502,
     Outcome.SERVER_ERROR: 502,        # a 5xx held back for a retry that found no backend
     Outcome.TIMEOUT: 504,
+    Outcome.LOCAL: 503,               # the proxy's own descriptors or memory ran out
 }
 
 

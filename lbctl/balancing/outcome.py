@@ -22,11 +22,16 @@ class Outcome(str, Enum):
     OK = "ok"                      # a response other than 5xx was relayed whole
     SERVER_ERROR = "5xx"           # the backend answered 5xx (relayed, or held for a retry)
     CONNECT_ERROR = "connect"      # no connection to the backend
-    RESET = "reset"                # the backend closed or reset the connection before the end
+    RESET = "reset"                # the backend closed or reset the connection before any
+                                   # response byte
+    TRUNCATED = "truncated"        # the response began, then the backend closed, reset or
+                                   # garbled it before its end: the client got a cut message
     TIMEOUT = "timeout"            # no response head in time, or the response stalled
     INVALID = "invalid"            # a response the proxy could not parse or relay
     CLIENT_ABORT = "client"        # the client ended the exchange (went away, or broke a
                                    # limit): not the backend's failure
+    LOCAL = "local"                # the proxy itself ran out of a resource (file descriptors,
+                                   # memory, local ports): never the backend's failure
 
     def __str__(self) -> str:
         return self.value

@@ -614,6 +614,29 @@ class ListOf(Kind):
         return [self.item.dump(item) for item in value]
 
 
+class Upgrades(Kind):
+    """``["websocket"]``: the protocols an Upgrade may switch a connection to (a tunnel).
+    Empty: none. h2c is refused: the listener speaks HTTP/1.1, and an HTTP/2 upgrade would
+    hand the backend a connection the proxy can no longer read."""
+
+    expected = 'an array of protocol names like ["websocket"] (may be empty; not "h2c")'
+    _ok = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)?")
+
+    def parse(self, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise Invalid(self.expected)
+        out = []
+        for item in value:
+            if not isinstance(item, str) or not self._ok.fullmatch(item) or \
+                    item.lower() == "h2c" or item.lower() in out:
+                raise Invalid(self.expected)
+            out.append(item.lower())
+        return tuple(out)
+
+    def dump(self, value: tuple[str, ...]) -> list[str]:
+        return list(value)
+
+
 class ClaimValues(Kind):
     """``{ role = ["admin"], tier = "gold" }``: each claim and the values it may have."""
 

@@ -46,12 +46,14 @@ class Health:
 
 @dataclass(frozen=True)
 class Outlier:
-    """Passive ejection (``[pools.X.outlier]``), Envoy-style. Absent: off."""
+    """Passive ejection (``[pools.X.outlier]``), Envoy-style. Absent: only truncated responses
+    count, with these defaults (``lbctl.health.passive.TRUNCATIONS``)."""
     consecutive_failures: int = 5
     ejection_time: float = 30.0             # first ejection; doubles on each repeat
     max_ejection_time: float = 300.0
     max_ejection_percent: float = 50.0
-    failure_on: tuple[str, ...] = ("connect", "reset", "timeout", "5xx")   # also "invalid"
+    failure_on: tuple[str, ...] = ("connect", "reset", "timeout", "5xx", "truncated")
+                                            # also "invalid"
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,9 @@ class Listen:
     trusted_proxies: tuple[str, ...] = ()   # CIDRs whose client_ip_header is believed; none by default
     client_ip_header: str = "X-Forwarded-For"   # or "Forwarded": the one header read from them
     tls: ListenTls | None = None            # None: plain HTTP
+    # Protocols an Upgrade request may switch to, tunnelled after the backend's 101; any other
+    # Upgrade (h2c from curl --http2...) is forwarded as a plain request without it.
+    upgrades: tuple[str, ...] = ("websocket",)
 
 
 @dataclass(frozen=True)

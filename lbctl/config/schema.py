@@ -22,7 +22,7 @@ from lbctl.config.kinds import (
     AddressKind, BackendUrl, Bool, Choice, ChoiceList, Cidrs, ClaimValues, DnsAddress, DnsName,
     Duration, EnvName, FilePath, HashKey, HeaderMap, HeaderName, HeaderValue, HostPattern, Int,
     Invalid, KeyHash, Kind, LimitName, ListOf, Method, Name, Nameserver, Number, PathPrefix,
-    Percent, RateKey, Regex, Size, StatusRanges, StoreUrl, Str, UrlPath,
+    Percent, RateKey, Regex, Size, StatusRanges, StoreUrl, Str, Upgrades, UrlPath,
 )
 from lbctl.config.problems import Problems, key_path, suggest
 
@@ -129,6 +129,7 @@ LISTEN = Section(
     trusted_proxies=Cidrs(),
     client_ip_header=Choice(("X-Forwarded-For", "Forwarded")),
     tls=LISTEN_TLS,
+    upgrades=Upgrades(),
 )
 
 KEY = Section(model.ApiKey, hash=KeyHash(), env=EnvName())
@@ -239,7 +240,7 @@ OUTLIER = Section(
     ejection_time=Duration(positive=True),
     max_ejection_time=Duration(positive=True),
     max_ejection_percent=Percent(),
-    failure_on=ChoiceList(("connect", "reset", "timeout", "5xx", "invalid")),
+    failure_on=ChoiceList(("connect", "reset", "timeout", "5xx", "truncated", "invalid")),
 )
 
 DISCOVERY = Section(

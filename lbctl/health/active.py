@@ -12,6 +12,10 @@ only ever go to a configured backend's own address: redirects are not followed (
 judged by ``expect_status`` like any other status).
 
 ``probe`` is also what ``lbctl check`` runs, so both judge a backend by the same rules.
+
+A probe that cannot even be made because this process ran out of something of its own (file
+descriptors, memory, local ports: ``lbctl.errors.local_resource_error``) is no verdict on the
+backend: it is logged once per burst and changes neither the health state nor the counts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 from lbctl import __version__
 from lbctl.balancing import Backend, Pool
+from lbctl.errors import Burst, local_resource_error
 from lbctl.config.model import Health
 from lbctl.config.tls import backend_context, handshake_error
 from lbctl.health.state import HealthState
@@ -56,6 +61,7 @@ class ProbeResult:
     status: int | None          # HTTP status; None for TCP checks and failures before a response
     latency: float              # seconds from the start of the probe to its verdict
     error: str | None           # why it failed: "status 500", "timeout", "connection refused", ...
+    local: bool = False         # not the backend: this process was out of descriptors, memory...
 
     @property
     def reason(self) -> str:
@@ -108,6 +114,11 @@ async def probe(target: Target, health: Health, session: aiohttp.ClientSession |
             status, error = await asyncio.wait_for(
                 _http(target, health, session, ssl, server_name), limit)
     except Exception as exc:   # noqa: BLE001 - every failure is a verdict, not a crash
+        local = local_resource_error(exc)
+        if local is not None:
+            return ProbeResult(False, None, loop.time() - started,
+                               f"not probed: {local.strerror or local} (in this process)",
+                               local=True)
         return ProbeResult(False, None, loop.time() - started, describe_error(exc))
     return ProbeResult(error is None, status, loop.time() - started, error)
 
@@ -268,6 +279,7 @@ class HealthChecks:
         # Bumped by every stop/restart. A probe loop also ends when its generation is over,
         # because a cancellation can be lost when it races a finishing wait_for (3.11).
         self.generation = 0
+        self.exhausted = Burst(time.monotonic)      # probes this process could not make
 
     def prepare(self, runtime) -> None:
         """Give every backend its health state before any traffic can reach it: ``initial =
@@ -391,6 +403,14 @@ class HealthChecks:
         result = await probe(b, health, self.session, ssl=tls[0], server_name=tls[1])
         if generation is not None and generation != self.generation:
             return result       # stopped or reloaded meanwhile: this verdict is stale
+        if result.local:
+            # Out of descriptors here says nothing of the backend: no verdict, no count.
+            if self.exhausted.new():
+                log.error("pool %s: backend %s %s; its health is left as it was",
+                          pool.name, b.name, result.error)
+            if self.on_probe is not None:
+                self.on_probe(pool, b, result, False)
+            return result
         record = self.backends.get(b)
         if record is None:
             record = self.backends[b] = BackendHealth()

@@ -15,6 +15,14 @@ the pool re-admits it lazily when the clock passes ``until`` (then slow start ra
   checks still consider up; a refused ejection is logged once per failure streak.
 * A success resets the count; an outcome of a kind not in ``failure_on`` changes nothing.
 
+A pool without ``[outlier]`` still counts one kind of failure: truncated responses
+(``TRUNCATIONS``, the defaults above with ``failure_on = ["truncated"]``). Active probes
+check a status and maybe a body pattern, so a backend that cuts every response short would
+otherwise stay up forever; a truncation is never a race on a reused keep-alive connection
+(that is a "reset", before any response byte) and never the client's doing, so five in a row
+are worth an ejection by default, as Envoy counts locally originated failures once outlier
+detection is on. Set ``[outlier]`` to choose the kinds and numbers.
+
 Per-backend failure streaks live in the detector; the detector built for a reloaded pool
 takes them over from the previous one (``previous``), so they survive a SIGHUP. The count of
 ejections is kept on the backend (``Backend.ejections``), for ``/stats`` and the metrics.
@@ -34,6 +42,9 @@ from lbctl.units import format_duration
 log = logging.getLogger("lbctl.health")
 
 _OK = Outcome.OK
+
+# What a pool without [outlier] ejects for: truncated responses only (see the docstring).
+TRUNCATIONS = Outlier(failure_on=(Outcome.TRUNCATED.value,))
 
 
 class _Streak:
@@ -63,7 +74,12 @@ class OutlierDetector:
     def record(self, backend: Backend, outcome: Outcome) -> None:
         rec = self.streaks.get(backend)
         if rec is None:
+            if outcome is _OK or outcome not in self.failure_on:
+                return          # nothing to reset, nothing to count: the usual case, kept cheap
             rec = self.streaks[backend] = _Streak()
+        elif outcome is _OK and not rec.failures and not rec.ejected:
+            rec.capped = False
+            return
         now = self.clock()
         if rec.ejected and now >= rec.ended:
             rec.ejected = False

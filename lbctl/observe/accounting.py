@@ -28,6 +28,7 @@ CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _ZEROS = [0] * NBUCKETS
 OK, SERVER_ERROR, CLIENT_ABORT = Outcome.OK, Outcome.SERVER_ERROR, Outcome.CLIENT_ABORT
 CONNECT_ERROR, TIMEOUT, INVALID = Outcome.CONNECT_ERROR, Outcome.TIMEOUT, Outcome.INVALID
+LOCAL = Outcome.LOCAL
 
 
 
@@ -44,7 +45,7 @@ class BackendStats:
         self.by_class = [0, 0, 0, 0, 0, 0]   # index = status // 100 (0 unused)
         self.connect_errors = 0
         self.timeouts = 0
-        self.resets = 0                       # closed or reset by the backend
+        self.resets = 0                       # closed, reset or cut short by the backend
         self.invalid = 0                      # unparseable response
         self.client_aborts = 0                # ended by the client (gone, or broke a limit)
         self.retries = 0
@@ -65,6 +66,8 @@ class BackendStats:
             self.by_class[status // 100 if status < 600 else 5] += 1
         if outcome is CLIENT_ABORT:           # not the backend's failure
             self.client_aborts += 1
+            error = 0
+        elif outcome is LOCAL:                # nor is the proxy running out of descriptors
             error = 0
         elif outcome is not OK and outcome is not SERVER_ERROR:
             if outcome is CONNECT_ERROR:

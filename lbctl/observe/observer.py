@@ -35,7 +35,8 @@ log = logging.getLogger("lbctl")
 TERMINATION = {Outcome.OK: None, Outcome.SERVER_ERROR: None,
                Outcome.CONNECT_ERROR: "connect_error", Outcome.RESET: "upstream_reset",
                Outcome.INVALID: "upstream_invalid", Outcome.TIMEOUT: "upstream_timeout",
-               Outcome.CLIENT_ABORT: "client_error"}
+               Outcome.CLIENT_ABORT: "client_error", Outcome.TRUNCATED: "upstream_truncated",
+               Outcome.LOCAL: "local_resource"}
 SERVER_ERROR = Outcome.SERVER_ERROR
 
 
@@ -245,8 +246,12 @@ class Observer:
             return None
 
         def select(pool, key, exclude):
+            # Called once per attempt: a retry's decision follows the earlier ones (each of
+            # which the proxy ends with "; outcome=..."), so every backend tried is listed.
             chosen, why = explaining.select(pool, key, exclude)
-            decision = why.encode("ascii", "backslashreplace")
-            exchange.decision = decision.replace(b"\r", b"").replace(b"\n", b"")
+            decision = why.encode("ascii", "backslashreplace").replace(b"\r", b"") \
+                .replace(b"\n", b"")
+            earlier = exchange.decision
+            exchange.decision = decision if earlier is None else earlier + b" | " + decision
             return chosen
         return select

@@ -17,6 +17,7 @@ routing results, the attempt in progress, the response as relayed, and the recor
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import TYPE_CHECKING
 
 from lbctl.balancing import Outcome
@@ -69,10 +70,22 @@ class BodyTooLarge(Exception):
 
 
 class Body:
-    """A request body arriving from the client. Framing toward the backend is re-derived."""
+    """A request body arriving from the client. Framing toward the backend is re-derived.
+
+    Pieces parsed from one slice of a read are collected in ``pending`` and written upstream
+    together by ``flush`` (the connection calls it after each slice): one write, and one
+    chunk when re-chunked, however many chunks the client cut them into.
+
+    While it streams, the backend may answer before the upload ends, and close: a write
+    into that closed connection would fail and take the unread answer with it. So before
+    each streamed write the proxy looks whether the backend has said something (a poll with
+    no wait); if it has, the write waits until the loop has read it (``held``), and the
+    client's reading pauses meanwhile. An early answer is then relayed, and the rest of the
+    upload discarded (the client connection closes lingering)."""
 
     __slots__ = ("conn", "exchange", "framing", "length", "chunks", "buffered", "done", "sink",
-                 "replay", "replay_size", "received", "sent_any", "on_done")
+                 "replay", "replay_size", "received", "sent_any", "on_done", "pending",
+                 "poller", "held")
 
     def __init__(self, exchange: "Exchange", framing_: str, length: int) -> None:
         self.conn = exchange.conn         # flow control: reading pauses while the body waits
@@ -88,6 +101,9 @@ class Body:
         self.received = 0
         self.sent_any = False
         self.on_done = None               # on_done(exchange) once the whole body is received
+        self.pending: list[bytes] = []    # parsed for the attached upstream, not written yet
+        self.poller = None                # select.poll on the upstream socket, made when needed
+        self.held: list[bytes] | None = None   # writes waiting until the backend is heard
 
     def feed(self, data: bytes) -> None:
         self.received += len(data)
@@ -103,17 +119,28 @@ class Body:
             else:
                 self.replay = None        # too large to keep: not replayable once sent
         if self.sink is not None:
-            self._write(data)
+            self.pending.append(data)
+            self.conn.unflushed = self
         else:
             self.chunks.append(data)
             self.buffered += len(data)
             if self.buffered > BUFFER_HIGH:
                 self.conn.pause_reading("body")
 
+    def flush(self) -> None:
+        pending = self.pending
+        if pending and self.sink is not None:
+            self.pending = []
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            self._stream(b"%x\r\n%s\r\n" % (len(data), data) if self.framing == "chunked"
+                         else data)
+
     def finish(self) -> None:
         self.done = True
-        if self.sink is not None and self.framing == "chunked":
-            self.sink.write(b"0\r\n\r\n")
+        if self.sink is not None:
+            self.flush()
+            if self.framing == "chunked":
+                self._stream(b"0\r\n\r\n")
         if self.on_done is not None:
             self.on_done(self.exchange)
 
@@ -126,11 +153,18 @@ class Body:
         pending = self.chunks if not self.sent_any else (self.replay or [])
         self.chunks = []
         self.buffered = 0
+        self.pending = []
+        self.poller = None
+        if self.held is not None:         # held for an attempt that ended: never sent now
+            self.held = None
+            self.conn.resume_reading("listen")
         self.sink = transport
         self.sent_any = True
         out = [head]
         if self.framing == "chunked":
-            out += [b"%x\r\n%s\r\n" % (len(data), data) for data in pending]
+            if pending:                   # what arrived so far, as one chunk
+                data = pending[0] if len(pending) == 1 else b"".join(pending)
+                out.append(b"%x\r\n%s\r\n" % (len(data), data))
             if self.done:
                 out.append(b"0\r\n\r\n")
         else:
@@ -143,12 +177,50 @@ class Body:
 
     def detach(self) -> None:
         self.sink = None
+        self.pending = []
+        self.poller = None
+        if self.held is not None:
+            self.held = None
+            self.conn.resume_reading("listen")
 
-    def _write(self, data: bytes) -> None:
-        if self.framing == "chunked":
-            self.sink.write(b"%x\r\n%s\r\n" % (len(data), data))
+    def _stream(self, framed: bytes) -> None:
+        """Write while the body streams: never into a closed connection, never before an
+        answer the backend has already sent is read."""
+        sink = self.sink
+        if sink.is_closing():
+            # The backend went away (it may have answered early and closed): what is left
+            # of the upload is discarded, never written to a closed connection.
+            return
+        if self.held is not None:
+            self.held.append(framed)
+        elif self._backend_spoke():
+            self.held = [framed]
+            self.conn.pause_reading("listen")
+            # Two turns: the first may run before the loop polls the backend's socket, the
+            # second runs after it (uvloop and asyncio alike).
+            self.conn.loop.call_soon(self.conn.loop.call_soon, self._release, sink)
         else:
-            self.sink.write(data)
+            sink.write(framed)
+
+    def _backend_spoke(self) -> bool:
+        poller = self.poller
+        if poller is None:
+            sock = self.sink.get_extra_info("socket")
+            if sock is None:
+                return False
+            poller = self.poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
+    def _release(self, sink: asyncio.Transport) -> None:
+        """The backend's bytes have been read (and an early answer relayed): write what was
+        held, to the same connection if it is still this body's and open."""
+        held, self.held = self.held, None
+        if held is None or sink is not self.sink:
+            return
+        self.conn.resume_reading("listen")
+        if not sink.is_closing():
+            sink.writelines(held) if len(held) > 1 else sink.write(held[0])
 
 
 class Exchange:
@@ -358,6 +430,11 @@ class Exchange:
                                                False))
             return False
         upgrading = status == 101 and self.upgrade is not None
+        if status == 101 and not upgrading:
+            # Switching to a protocol nobody asked this backend for: never relayed.
+            self.upstream_failed(UpstreamError("invalid response: 101 to a request without "
+                                               "Upgrade", False))
+            return False
         body = self.body
         announced, self.relay, keep, self.ends_at_close = framing.response_framing(
             status, length, chunked, self.method == b"HEAD", self.http10, upgrading,

@@ -19,7 +19,10 @@ feedback, the pool's outcome sink (passive health) and the observer, and, when n
 reached the client, the policy decides from it whether another backend is tried.
 
 Statuses the proxy produces: 404 (no route), 502 (backend error or invalid response),
-503 with Retry-After (no eligible backend), 504 (no response head in time).
+503 with Retry-After (no eligible backend, or the proxy itself out of file descriptors,
+memory or local ports: an ``Outcome.LOCAL``, never held against the backend), 504 (no
+response head in time). When the request is explained, each of them carries
+``X-LB-Decision`` too, listing every attempt with its outcome.
 
 How it runs: from callbacks, without a task per request. The client connection calls
 ``start`` when a request's turn comes; with an idle connection to the chosen backend at hand
@@ -42,6 +45,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from lbctl.balancing import Outcome
+from lbctl.errors import local_resource_error
 from lbctl.gateway.policy import Refusal
 from lbctl.proxy import framing
 from lbctl.proxy.exchange import COMPLETE, TIMED_OUT, ClientError
@@ -65,6 +69,8 @@ RESET = Outcome.RESET
 TIMEOUT = Outcome.TIMEOUT
 INVALID = Outcome.INVALID
 CLIENT_ABORT = Outcome.CLIENT_ABORT
+TRUNCATED = Outcome.TRUNCATED
+LOCAL = Outcome.LOCAL
 
 
 def _respond(exchange: Exchange, status: int, message: str, extra=()) -> bool:
@@ -75,6 +81,8 @@ def _respond(exchange: Exchange, status: int, message: str, extra=()) -> bool:
     keep = exchange.keep_alive and not conn.last_before_close() and \
         (body is None or body.done) and exchange.upgrade is None
     exchange.status = status
+    if exchange.decision is not None:
+        extra = (*extra, (b"X-LB-Decision", exchange.decision))
     if conn.transport is not None and not conn.transport.is_closing():
         conn.transport.write(framing.error_response(
             status, message, keep_alive=keep, request_id=exchange.request_id, extra=extra,
@@ -157,7 +165,7 @@ def _next_attempt(exchange: Exchange) -> None:
                                            f"no backend available in pool {state.pool.name!r}",
                                            extra=RETRY_AFTER))
             else:
-                _finish(exchange, _respond(exchange, *exchange.failure))
+                _answer_failure(exchange)
             return
         tried.append(backend)
         idle = exchange.runtime.idle.get(backend)
@@ -188,13 +196,25 @@ def _next_attempt(exchange: Exchange) -> None:
 async def _connect(exchange: Exchange, idle: IdlePool, timeout: float) -> None:
     try:
         up = await idle.connect(timeout)
-    except (OSError, asyncio.TimeoutError):
+    except (OSError, asyncio.TimeoutError) as exc:
         if exchange.ended:
             return
         exchange.task = None
-        exchange.failure = (exchange.state.policy.client_status(CONNECT_ERROR), "connect failed")
-        _end_attempt(exchange, CONNECT_ERROR, False)
-        _after_failure(exchange, CONNECT_ERROR)
+        policy = exchange.state.policy
+        local = local_resource_error(exc)
+        if local is not None:
+            # Our own descriptors (or memory, or ports) ran out: the backend is not at fault
+            # and another one would fare no better.
+            exchange.conn.server.out_of_resources(
+                local, f"connecting to backend {exchange.trying.name}")
+            outcome = LOCAL
+            exchange.failure = (policy.client_status(outcome),
+                                "the proxy is out of resources; try again")
+        else:
+            outcome = CONNECT_ERROR
+            exchange.failure = (policy.client_status(outcome), "connect failed")
+        _end_attempt(exchange, outcome, False)
+        _after_failure(exchange, outcome)
         return
     if exchange.ended:
         # The client went away while it connected: nothing was sent, so the new
@@ -267,7 +287,7 @@ def proceed(exchange: Exchange) -> None:
     if exchange.latency is not None:
         # Response bytes already went out: the client gets a truncated message and a closed
         # connection, never a clean end.
-        outcome = TIMEOUT if event is TIMED_OUT else RESET
+        outcome = TIMEOUT if event is TIMED_OUT else TRUNCATED
         exchange.response_keep = False
         if exchange.conn.transport is not None:
             exchange.conn.transport.abort()
@@ -293,10 +313,19 @@ def proceed(exchange: Exchange) -> None:
 
 def _after_failure(exchange: Exchange, outcome: Outcome) -> None:
     """No response reached the client: the next backend, or the client's answer."""
+    if exchange.decision is not None:       # explained: the next attempt or our answer
+        exchange.decision += b"; outcome=" + outcome.value.encode()
     if exchange.state.policy.may_retry(outcome, len(exchange.tried), exchange.replayable()):
         _next_attempt(exchange)
     else:
-        _finish(exchange, _respond(exchange, *exchange.failure))
+        _answer_failure(exchange)
+
+
+def _answer_failure(exchange: Exchange) -> None:
+    """The attempts ran out on a failure: the client gets ``exchange.failure``."""
+    status, message = exchange.failure
+    _finish(exchange, _respond(exchange, status, message,
+                               extra=RETRY_AFTER if status == 503 else ()))
 
 
 def abort(exchange: Exchange) -> None:
@@ -332,7 +361,9 @@ def _end_attempt(exchange: Exchange, outcome: Outcome, ok: bool) -> None:
     exchange.watching = False
     conn.response_deadline.stop()
     latency = exchange.latency
-    state.pool.on_end(backend, latency if latency is not None else now - exchange.started, ok)
+    # A local resource failure is not the backend's: its load feedback hears a success.
+    state.pool.on_end(backend, latency if latency is not None else now - exchange.started,
+                      ok or outcome is LOCAL)
     state.outcomes.record(backend, outcome)
     conn.server.observer.attempt(exchange, state, backend, outcome, exchange.started, latency)
 

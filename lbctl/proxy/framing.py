@@ -4,7 +4,7 @@ Framing is re-derived, never copied: the proxy decides ``Content-Length`` or chu
 each hop from what it actually knows about the body (``response_framing`` is that decision
 for a response, a pure function of what the request and the response head say). Hop-by-hop headers (RFC 9110 7.6.1:
 ``Connection`` and every header it names, Keep-Alive, Proxy-Connection, TE, Trailer,
-Transfer-Encoding, Upgrade) never cross, in either direction; the proxy's own
+Transfer-Encoding, Upgrade, HTTP2-Settings) never cross, in either direction; the proxy's own
 ``X-Forwarded-*`` headers replace whatever the client sent under those names.
 """
 
@@ -17,6 +17,9 @@ from http import HTTPStatus
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
     b"transfer-encoding", b"upgrade",
+    # HTTP/2's upgrade settings (RFC 7540 3.2.1) belong to an h2c upgrade, which is never
+    # forwarded: dropped even when the client forgot to name it in Connection.
+    b"http2-settings",
 })
 # Set by the proxy; a client's copy is dropped first so it cannot be spoofed through.
 # X-Consumer names the API key a gateway route authenticated (lbctl.gateway); a client's

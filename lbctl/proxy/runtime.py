@@ -21,7 +21,7 @@ from lbctl.config.model import BackendConfig, Config, PoolConfig
 from lbctl.config.tls import backend_context
 from lbctl.gateway.policy import Gateway
 from lbctl.gateway.store import Store
-from lbctl.health.passive import OutlierDetector
+from lbctl.health.passive import TRUNCATIONS, OutlierDetector
 from lbctl.proxy.router import Router
 from lbctl.proxy.upstream import IdlePool
 
@@ -127,16 +127,16 @@ def build_runtime(config: Config, *, clock: Callable[[], float], rng: random.Ran
 
 def _outcome_sink(pool: Pool, pcfg: PoolConfig, clock: Callable[[], float],
                   previous: OutcomeSink | None) -> OutcomeSink:
-    """Passive ejection when the pool has ``[outlier]`` (its failure streaks carried over);
-    otherwise outcomes go nowhere, and an ejection left over from a previous config ends now
-    rather than at its time."""
-    if pcfg.outlier is not None:
-        return OutlierDetector(pool, pcfg.outlier, clock=clock,
-                               previous=previous if isinstance(previous, OutlierDetector) else None)
-    for b in pool.backends:
-        if b.ejected_until:
-            pool.eject(b, 0.0)
-    return DISCARD
+    """Passive ejection by the pool's ``[outlier]``, or, without one, for truncated responses
+    only (``passive.TRUNCATIONS``); failure streaks are carried over. An ejection left over
+    from a removed ``[outlier]`` ends now rather than at its time."""
+    policy = pcfg.outlier if pcfg.outlier is not None else TRUNCATIONS
+    old = previous if isinstance(previous, OutlierDetector) else None
+    if pcfg.outlier is None and old is not None and old.config is not TRUNCATIONS:
+        for b in pool.backends:
+            if b.ejected_until:
+                pool.eject(b, 0.0)
+    return OutlierDetector(pool, policy, clock=clock, previous=old)
 
 
 def retire(idle: IdlePool) -> IdlePool:

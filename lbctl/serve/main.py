@@ -1,7 +1,10 @@
 """``lbctl serve``: load the config, start an ``Instance``, run until SIGTERM/SIGINT.
 
-SIGHUP reloads the config file (an invalid one is logged and the running config kept);
-SIGUSR1 reopens the access log (the logrotate convention).
+The first SIGTERM or SIGINT drains (up to ``drain_timeout``); a second one during the drain
+stops at once, closing what is left, as operators expect of a second Ctrl-C. SIGHUP reloads
+the config file (an invalid one is logged and the running config kept); SIGUSR1 reopens the
+access log (the logrotate convention). At start (and on a reload that needs more) the
+open-files limit is raised toward what ``max_connections`` needs (``openfiles.py``).
 
 Around the instance's life, what supervisors read: the pid file (``--pid-file``: refused when
 a live serve holds it, written once listening, removed on exit), systemd's notifications
@@ -20,6 +23,8 @@ from lbctl.config.loader import ConfigError, load_config
 from lbctl.control.notify import Notifier
 from lbctl.control.pidfile import check_pid_file, remove_pid_file, write_pid_file
 from lbctl.exitcodes import Exit
+from lbctl.proxy.server import fds_needed
+from lbctl.serve import openfiles
 from lbctl.serve.instance import Instance
 
 log = logging.getLogger("lbctl")
@@ -42,9 +47,17 @@ def serve(path: str, pid_file: str | None = None) -> int:
     return asyncio.run(_serve(path, config, pid_file))
 
 
+def log_open_files(limit: openfiles.OpenFiles, instance: Instance, config) -> None:
+    enough, line = openfiles.describe(limit, config.limits.max_connections,
+                                      instance.proxy.max_connections)
+    (log.info if enough else log.warning)(line)
+
+
 async def _serve(path: str, config, pid_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     notifier = Notifier()
+    # Before the data plane sizes its connection cap to the limit.
+    limit = openfiles.raise_open_files(fds_needed(config))
     instance = Instance(config)
     # Signals are handled before "listening" is announced: a supervisor that reloads as
     # soon as it sees the line must not kill the process with SIGHUP's default action.
@@ -54,6 +67,7 @@ async def _serve(path: str, config, pid_file: str | None = None) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(instance, path, notifier))
     loop.add_signal_handler(signal.SIGUSR1, instance.observer.reopen)   # logrotate convention
     await instance.start()
+    log_open_files(limit, instance, config)
     try:
         if pid_file is not None:
             try:
@@ -73,10 +87,22 @@ async def _serve(path: str, config, pid_file: str | None = None) -> int:
         connections = len(instance.proxy.connections)
         instance.proxy.stop_listening()
         notifier.stopping(f"draining {connections} connections")
-        log.info("stopping: no longer accepting; draining %d connections (up to %gs)",
-                 connections, timeout, extra={"event": "stopping", "connections": connections})
-        clean = await instance.drain(timeout)
-        log.info("stopped%s", "" if clean else
+        now = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, now.set)
+        log.info("stopping: no longer accepting; draining %d connections (up to %gs; signal "
+                 "again to stop at once)", connections, timeout,
+                 extra={"event": "stopping", "connections": connections})
+        drain = loop.create_task(instance.drain(timeout))
+        hurry = loop.create_task(now.wait())
+        await asyncio.wait((drain, hurry), return_when=asyncio.FIRST_COMPLETED)
+        hurried = not drain.done()
+        if hurried:
+            log.warning("second signal: stopping at once, closing %d connections",
+                        instance.proxy.abort_all(), extra={"event": "stopping_now"})
+        hurry.cancel()
+        clean = await drain
+        log.info("stopped%s", "" if clean or hurried else
                  ": drain timeout reached, remaining connections closed",
                  extra={"event": "stopped", "clean": clean})
         return Exit.OK
@@ -102,7 +128,10 @@ def reload(instance: Instance, path: str, notifier: Notifier | None = None) -> b
             notifier.ready(f"reload rejected ({len(exc.problems)} problems); "
                            f"serving the previous configuration")
         return False
+    limit = openfiles.raise_open_files(fds_needed(config))
     instance.reload(config)
+    if limit.raised or instance.proxy.fd_bound:
+        log_open_files(limit, instance, config)
     log.info("reloaded %s: %d routes, %d pools", path, len(config.routes), len(config.pools),
              extra={"event": "reloaded", "config": path})
     if notifier is not None:
