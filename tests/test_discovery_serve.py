@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.dns_support import DnsServer
-from tests.process import ENV, LBCTL, LbctlProcess
+from tests.process import ENV, LBCTL
 
 MARGIN = 10.0
 
@@ -27,20 +27,6 @@ def free_port() -> int:
 def zone():
     with DnsServer() as z:
         yield z
-
-
-@pytest.fixture
-async def serve_process():
-    started: list[LbctlProcess] = []
-
-    async def start(*args: str) -> LbctlProcess:
-        proc = await LbctlProcess.start(*args)
-        started.append(proc)
-        return proc
-    yield start
-    for proc in started:
-        proc.kill()
-        await proc.proc.wait()
 
 
 async def lbctl(*args: str) -> tuple[int, str, str]:
