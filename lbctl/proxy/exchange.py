@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from lbctl.gateway.policy import Admission
     from lbctl.proxy.client import ClientConnection
     from lbctl.proxy.runtime import PoolRuntime, Runtime
-    from lbctl.proxy.upstream import IdlePool, UpstreamConnection
+    from lbctl.proxy.upstream import UpstreamConnection
 
 BUFFER_HIGH = 256 * 1024       # buffered request body before reading pauses
 REPLAY_LIMIT = 64 * 1024       # bodies up to this size are kept so an idempotent retry can resend them

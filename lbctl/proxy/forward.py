@@ -50,11 +50,9 @@ from lbctl.gateway.policy import Refusal
 from lbctl.proxy import framing
 from lbctl.proxy.exchange import COMPLETE, TIMED_OUT, ClientError
 from lbctl.proxy.router import AmbiguousPath
-from lbctl.proxy.upstream import UpstreamError
 
 if TYPE_CHECKING:
     from lbctl.proxy.exchange import Exchange
-    from lbctl.proxy.runtime import Runtime
     from lbctl.proxy.upstream import IdlePool, UpstreamConnection
 
 log = logging.getLogger("lbctl.proxy")
