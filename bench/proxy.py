@@ -57,11 +57,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from proxybench import idle, report  # noqa: E402
+from proxybench import profile as profiling  # noqa: E402
 from proxybench.load import backend_counters, counters_delta, run_wrk, write_lua  # noqa: E402
 from proxybench.rig import (Pinning, Processes, StartFailed, cpu_seconds,  # noqa: E402
                             children_cpu_seconds, default_tools_dir, ensure_tools,
@@ -194,6 +196,45 @@ def measure(tools: dict, targets: list[Target], backends: list[int], ours, args,
     return runs
 
 
+def measure_together(tools: dict, targets: list[Target], args, lua: Path) -> list[dict]:
+    """--together: every lbctl (this one, --tree and --variant ones) loaded at the same time,
+    each by its own wrk with its share of the connections, all pinned to the proxy's CPU:
+    whatever else the machine does falls on all of them alike, so their CPU per request
+    compares within a few percent even when the sequential runs swing by 20%."""
+    group = [t for t in targets if t.kind == "lbctl"]
+    if len(group) < 2:
+        return []
+    share = argparse.Namespace(**vars(args))
+    share.connections = max(1, args.connections // len(group))
+    base = "http://127.0.0.1:{port}"
+    runs = []
+    print(f"together: {', '.join(t.name for t in group)}, {share.connections} connections "
+          f"each", flush=True)
+    for rnd in range(args.rounds):
+        for workload in args.workload:
+            path, headers, _ = WORKLOADS[workload]
+            before = [cpu_seconds(t.pids()) for t in group]
+            # Started one way round, then the other, round by round: none always first.
+            order = group if rnd % 2 == 0 else group[::-1]
+            with ThreadPoolExecutor(len(group)) as pool:
+                started = {t.name: pool.submit(run_wrk, tools, base.format(port=t.port) + path,
+                                               headers, share, args.duration, lua)
+                           for t in order}
+                results = [started[t.name].result() for t in group]
+            after = [cpu_seconds(t.pids()) for t in group]
+            line = []
+            for t, r, b, a in zip(group, results, before, after):
+                n = r["requests"] or 1
+                user, system = a[0] - b[0], a[1] - b[1]
+                runs.append({"round": rnd + 1, "workload": workload, "target": t.name,
+                             "rps": r["rps"], "p99_ms": r["p99_ms"],
+                             "user_us": 1e6 * user / n, "sys_us": 1e6 * system / n,
+                             "us_per_req": 1e6 * (user + system) / n})
+                line.append(f"{t.name} {runs[-1]['us_per_req']:6.1f} us/req")
+            print(f"  round {rnd + 1} {workload:6} together: {'  '.join(line)}", flush=True)
+    return runs
+
+
 def peak_rss(targets: list[Target]) -> dict:
     """VmHWM of each proxy: the largest process's, and the sum over its processes."""
     out = {}
@@ -275,6 +316,7 @@ def benchmark(tools: dict, procs: Processes, targets: list[Target], backends: li
 
     lua = write_lua(tmp)
     runs = measure(tools, targets, backends, ours, args, lua) if args.rounds > 0 else []
+    together = measure_together(tools, targets, args, lua) if args.together else []
     rss = peak_rss([t for t in targets if t.proc is not None])    # before the idle phase
     idle_rounds = measure_idle(tools, targets, args, lua, notes) if args.idle and args.rounds else []
     order = [t.name for t in targets]
@@ -297,7 +339,7 @@ def benchmark(tools: dict, procs: Processes, targets: list[Target], backends: li
         "summary": report.summarize(runs, order),
         "rss_kib": rss,
         "idle": report.summarize_idle(idle_rounds, order),
-        "runs": runs, "idle_rounds": idle_rounds}
+        "runs": runs, "together": together, "idle_rounds": idle_rounds}
     doc["checks"] = report.checks(doc)
     return doc
 
@@ -309,63 +351,46 @@ def write_results(doc: dict) -> Path:
     return path
 
 
-def profile(tools: dict, target: Target, args, tmp: Path) -> None:
-    """py-spy (when installed) records lbctl under the first workload's load."""
+def profile(tools: dict, target: Target, args, summary: dict | None = None) -> list[dict]:
+    """py-spy (when installed) records lbctl under each --workload's load in turn; prints
+    where the time goes, by function and by stage of the data path (``proxybench.profile``)."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not os.access(pyspy, os.X_OK):
         print("bench: --profile needs py-spy (pip install py-spy); skipped")
-        return
+        return []
     RESULTS.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    raw = RESULTS / f"profile-{stamp}.txt"
-    # --native shows time inside uvloop, llhttp and the kernel calls, at the price of pausing
-    # the process for each sample; the default samples without stopping it.
-    mode = ["--native", "--rate", "100"] if args.native else ["--nonblocking", "--rate", "250"]
-    rec = subprocess.Popen([pyspy, "record", "--pid", str(target.proc.popen.pid), "--duration",
-                            f"{args.profile:g}", *mode, "--format", "raw", "--output",
-                            str(raw)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.0)
-        path, headers, _ = WORKLOADS[args.workload[0]]
-        run_wrk(tools, f"http://127.0.0.1:{target.port}{path}", headers, args, args.profile + 1)
-        rec.wait(timeout=args.profile + 30)
-    finally:
-        if rec.poll() is None:
-            rec.kill()
-            rec.wait(timeout=5)
-    if rec.returncode != 0:
-        print(f"bench: py-spy failed: {rec.stderr.read() if rec.stderr else ''}")
-        return
-    print(f"\nprofile (folded stacks): {raw}")
-    print(top_functions(raw))
-
-
-def top_functions(path: Path, n: int = 25) -> str:
-    """Self and inclusive share of samples per function, from py-spy's folded stacks."""
-    self_: dict[str, int] = {}
-    incl: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
+    out = []
+    for workload in args.workload:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        raw = RESULTS / f"profile-{workload}-{stamp}.txt"
+        # --native shows time inside uvloop, llhttp and the kernel calls, at the price of
+        # pausing the process for each sample; the default samples without stopping it.
+        mode = ["--native", "--rate", "100"] if args.native else ["--nonblocking", "--rate", "250"]
+        rec = subprocess.Popen([pyspy, "record", "--pid", str(target.proc.popen.pid),
+                                "--duration", f"{args.profile:g}", *mode, "--format", "raw",
+                                "--output", str(raw)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)
+            path, headers, _ = WORKLOADS[workload]
+            run_wrk(tools, f"http://127.0.0.1:{target.port}{path}", headers, args,
+                    args.profile + 1)
+            rec.wait(timeout=args.profile + 30)
+        finally:
+            if rec.poll() is None:
+                rec.kill()
+                rec.wait(timeout=5)
+        if rec.returncode != 0:
+            print(f"bench: py-spy failed: {rec.stderr.read() if rec.stderr else ''}")
             continue
-        c = int(count)
-        total += c
-        frames = [re.sub(r"\s*\((.*?):\d+\)$", r" (\1)", f) for f in stack.split(";")]
-        frames = [re.sub(r"^.*?/(lbctl|asyncio|uvloop)/", r"\1/", f) for f in frames]
-        self_[frames[-1]] = self_.get(frames[-1], 0) + c
-        for f in set(frames):
-            incl[f] = incl.get(f, 0) + c
-    if not total:
-        return "(no samples)"
-    lines = [f"{total} samples; self time:"]
-    for f, c in sorted(self_.items(), key=lambda kv: -kv[1])[:n]:
-        lines.append(f"  {100 * c / total:5.1f}%  {f}")
-    lines.append("inclusive:")
-    for f, c in sorted(incl.items(), key=lambda kv: -kv[1])[:n]:
-        lines.append(f"  {100 * c / total:5.1f}%  {f}")
-    return "\n".join(lines)
+        # Microseconds per stage when this run measured lbctl's CPU per request.
+        us = ((summary or {}).get(workload, {}).get(target.name) or {}).get("us_per_req")
+        stages = profiling.breakdown(raw)
+        print(f"\nprofile of {target.name}, {workload} (folded stacks): {raw}")
+        print(profiling.top_functions(raw))
+        print(profiling.render_breakdown(stages, us))
+        out.append({"workload": workload, "file": str(raw), "us_per_req": us, **stages})
+    return out
 
 
 def parse_args(argv: list[str] | None = None):
@@ -402,7 +427,8 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--no-install", action="store_true",
                     help="install nothing; skip proxies that are missing")
     ap.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
-                    help="afterwards, record lbctl with py-spy under the first --workload's load")
+                    help="afterwards, record lbctl with py-spy under each --workload's load "
+                         "and print where the time goes, by function and by stage")
     ap.add_argument("--native", action="store_true",
                     help="with --profile: include native frames (uvloop, llhttp, syscalls)")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FILE",
@@ -410,6 +436,9 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
                     help="another lbctl run from the source tree DIR (e.g. `git archive` of an "
                          "older commit), to A/B a data-plane change in the same rounds")
+    ap.add_argument("--together", action="store_true",
+                    help="with --tree or --variant: also load every lbctl at the same time on "
+                         "the same CPU, --rounds times per workload (the steadiest A/B)")
     ap.add_argument("--keep-temp", action="store_true", help="leave the temp dir (configs, logs)")
     args = ap.parse_args(argv)
     args.workload = args.workload or list(WORKLOADS)
@@ -499,16 +528,20 @@ def main(argv: list[str] | None = None) -> int:
         targets, backends = start_everything(tools, procs, tmp, args, notes)
         print(f"started: {', '.join(t.name for t in targets)}; {args.pinning.note}; "
               f"temp dir {tmp}", flush=True)
+        doc = None
         if args.rounds > 0:                  # --rounds 0 --profile N: only the profile
             doc = benchmark(tools, procs, targets, backends, args, notes, tmp)
             print_doc(doc, args)
-            print(f"\nresults: {write_results(doc).relative_to(REPO)}")
         if args.profile > 0:
             lbctl = next((t for t in targets if t.name == "lbctl"), None)
             if lbctl is None:
                 print("bench: --profile: lbctl is not running; skipped")
             else:
-                profile(tools, lbctl, args, tmp)
+                profiles = profile(tools, lbctl, args, doc["summary"] if doc else None)
+                if doc is not None:
+                    doc["profiles"] = profiles
+        if doc is not None:
+            print(f"\nresults: {write_results(doc).relative_to(REPO)}")
         return 0
     except KeyboardInterrupt:
         print("\nbench: interrupted; stopping what it started", file=sys.stderr)

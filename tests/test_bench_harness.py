@@ -85,3 +85,42 @@ def test_ratios_to_nginx_and_envoy_and_the_worst_round():
     md = report.render_markdown(doc)
     assert "| req/s | nginx | Envoy | lbctl | lbctl / nginx | lbctl / Envoy |" in md
     assert "| small, keep-alive | 40,000 | 20,000 | 30,000 | 0.75 | 1.50 |" in md
+
+
+FOLDED = """\
+main (x.py:1);uv__io_poll (linux.c:1);uv__read (stream.c:2);read (libc.so.6) 30
+main (x.py:1);uv__io_poll (linux.c:1);UpstreamConnection.data_received (/src/lbctl/proxy/upstream.py:9);Exchange.flush_writes (/src/lbctl/proxy/exchange.py:3);writev (libc.so.6) 20
+main (x.py:1);task_step (_asynciomodule.c:1);_attempt (/src/lbctl/proxy/forward.py:5);write (libc.so.6) 10
+main (x.py:1);task_step (_asynciomodule.c:1);_attempt (/src/lbctl/proxy/forward.py:5);upstream_request_head (/src/lbctl/proxy/framing.py:2);connection_tokens (/src/lbctl/proxy/framing.py:7) 15
+main (x.py:1);task_step (_asynciomodule.c:1);_attempt (/src/lbctl/proxy/forward.py:5) 5
+main (x.py:1);uv__io_poll (linux.c:1);epoll_pwait (libc.so.6) 20
+"""
+
+
+def test_profile_stages_are_decided_by_the_deepest_frame_that_names_one(tmp_path):
+    from proxybench import profile
+    path = tmp_path / "stacks.txt"
+    path.write_text(FOLDED)
+    doc = profile.breakdown(path)
+    assert doc["samples"] == 100
+    stages = doc["stages"]
+    # A shared helper (connection_tokens) is charged to its caller; the request flow's own
+    # write is the upstream write; a bare read is uvloop's, before any protocol sees it.
+    assert stages["upstream write"] == pytest.approx(0.25)
+    assert stages["response relay"] == pytest.approx(0.20)
+    assert stages["request flow (task, futures, timers)"] == pytest.approx(0.05)
+    assert stages["socket reads (uvloop, both sides)"] == pytest.approx(0.30)
+    assert stages["event loop (uvloop, asyncio)"] == pytest.approx(0.20)
+    assert doc["syscalls"] == pytest.approx({"read": 0.3, "writev": 0.2, "write": 0.1,
+                                             "epoll_pwait": 0.2})
+    text = profile.render_breakdown(doc, 100.0)
+    assert "25.0 us  upstream write" in text
+
+
+def test_paired_ratios_compare_two_trees_round_by_round():
+    runs = [{"workload": "small", "target": t, "round": r, "us_per_req": us}
+            for t, r, us in (("lbctl", 1, 40.0), ("base", 1, 50.0),
+                             ("lbctl", 2, 60.0), ("base", 2, 60.0))]
+    [pair] = report.paired(runs, {"lbctl": "lbctl", "base": "lbctl", "nginx": "nginx"})
+    assert pair["other"] == "base" and pair["rounds"] == [0.8, 1.0]
+    assert pair["us_ratio"] == pytest.approx(0.9)

@@ -231,7 +231,7 @@ async def test_metrics_off_still_serves_stats_without_counters(backends, session
     a = await backends.start("a")
     cfg = with_admin(config({"api": [backend_config(a.url, "a")]}), metrics=False)
     client = Client(session, await backends.proxy(cfg))
-    assert client.proxy.observer.request is None       # nothing wraps the request path
+    assert client.proxy.observer.request_end is None   # nothing watches whole requests
     await client.get()
     import json
     doc = json.loads((await client.call("GET", "/stats"))[1])

@@ -150,6 +150,29 @@ def checks(doc: dict) -> list[dict]:
     return out
 
 
+def paired(runs: list[dict], kinds: dict, ref: str = "lbctl") -> list[dict]:
+    """Each other lbctl (--tree, --variant) against ``ref``, round by round: the ratio of
+    their CPU per request measured in the same round (paired, so a round's noise falls on
+    both). Below 1: ``ref`` spends less CPU per request."""
+    out = []
+    others = [n for n, k in kinds.items() if k == "lbctl" and n != ref]
+    for other in others:
+        for workload in dict.fromkeys(r["workload"] for r in runs):
+            ratios = []
+            for r in runs:
+                if r["workload"] != workload or r["target"] != ref:
+                    continue
+                o = next((x for x in runs if x["workload"] == workload and
+                          x["target"] == other and x["round"] == r["round"]), None)
+                q = _ratio(r["us_per_req"], o and o["us_per_req"])
+                if q is not None:
+                    ratios.append(q)
+            if ratios:
+                out.append({"ref": ref, "other": other, "workload": workload,
+                            "us_ratio": statistics.median(ratios), "rounds": ratios})
+    return out
+
+
 # ---- text ----------------------------------------------------------------------------------
 
 def _f(value, fmt: str, width: int) -> str:
@@ -199,6 +222,15 @@ def render_text(doc: dict) -> str:
                 f"{_f(i['p999_with_ms'], '.2f', 1)} ms "
                 f"(x{_f(i['p999_ratio'], '.2f', 1)}); still open after the load: "
                 f"{i['still_open_after_load']}")
+    for key, title in (("runs", "paired by round"), ("together", "measured together")):
+        pairs = paired(doc.get(key) or [], doc.get("kinds", {}))
+        if pairs:
+            out.append("")
+            out.append(f"CPU per request, {title} (below 1: lbctl spends less than the other):")
+            for c in pairs:
+                out.append(f"  {c['workload']:6} lbctl / {label(c['other'])}: "
+                           f"{c['us_ratio']:.3f} (rounds: "
+                           f"{', '.join(f'{q:.3f}' for q in c['rounds'])})")
     if doc.get("versions"):
         out.append("")
         out.append(versions_text(doc["versions"]))

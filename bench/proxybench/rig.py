@@ -147,13 +147,14 @@ class Processes:
     def __init__(self) -> None:
         self.items: list[Proc] = []
 
-    def start(self, name: str, argv: list[str], log: Path, env: dict | None = None) -> Proc:
+    def start(self, name: str, argv: list[str], log: Path, env: dict | None = None,
+              cwd: Path | None = None) -> Proc:
         out = open(log, "wb")
         try:
             # Own session: a Ctrl-C in the terminal reaches only this script, which then
             # stops its children in order.
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
         finally:
             out.close()
         proc = Proc(name, popen, log)

@@ -421,8 +421,10 @@ def start_lbctl(tools, procs, tmp, backends, args, label: str = "lbctl", extra: 
     argv = [sys.executable, "-m", "lbctl", "serve", str(conf)]
     if args.workers > 1:
         argv[4:4] = ["--workers", str(args.workers)]
+    # Run from the tree itself: ``python -m`` puts the working directory ahead of
+    # PYTHONPATH, so started from another checkout it would import that one's lbctl.
     proc = procs.start(label, pinned(args.pinning.proxy, argv, tools["taskset"]), log,
-                       env=lbctl_env(src))
+                       env=lbctl_env(src), cwd=src)
     try:
         wait_listening(port, proc.popen, log, timeout=30)
     except StartFailed as exc:

@@ -4,7 +4,7 @@ An algorithm *ranks*: ``candidates(key)`` yields backends from the active set in
 preference, lazily, so the usual request costs one step. The pool filters what it yields
 (exclusion set of a retry, eligibility, an ``accept`` predicate) and calls ``chosen`` on
 the one it takes. Load feedback arrives through ``on_start``/``on_end`` after the pool has
-updated ``Backend.inflight`` and the EWMA estimate.
+updated ``Backend.inflight`` (and the EWMA estimate, for an algorithm that reads it).
 
 Algorithms never read the clock or module-level ``random``: the pool hands them its
 ``rng`` and ``clock``, so the proxy and the simulator drive identical code.
@@ -26,6 +26,9 @@ class Algorithm:
     # candidates() draws its first two together (power of two choices): a trace may take
     # the second before the first is refused without changing anything (Pool.select).
     draws_pair = False
+    # It reads the backends' peak-EWMA latency: only then does the pool keep it up to date
+    # (two exponentials per request that nothing else would read).
+    reads_latency = False
 
     def __init__(self, rng: random.Random, clock: Callable[[], float], *,
                  ewma_decay: float = 10.0) -> None:

@@ -22,6 +22,7 @@ PENALTY = 1e6
 
 class Ewma(PowerOfTwo):
     name = "ewma"
+    reads_latency = True
 
     def score(self, b: Backend) -> float:
         cost = b.ewma_cost(self.clock(), self.ewma_decay)

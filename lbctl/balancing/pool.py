@@ -213,8 +213,10 @@ class Pool:
         b.finished += 1
         if not ok:
             b.failures += 1
-        b.observe_latency(self.clock(), latency, self.ewma_decay)
-        self.algorithm.on_end(b)
+        algorithm = self.algorithm
+        if algorithm.reads_latency:
+            b.observe_latency(self.clock(), latency, self.ewma_decay)
+        algorithm.on_end(b)
 
     def eligible_count(self) -> int:
         return sum(1 for b in self.backends if b.eligible)

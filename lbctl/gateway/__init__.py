@@ -1,6 +1,6 @@
 """The gateway: what the proxy decides about a request before it picks a backend.
 
-``forward.handle`` routes a request, then calls ``Gateway.admit`` once; everything here
+``forward.start`` routes a request, then calls ``Gateway.admit`` once; everything here
 runs between routing and pool selection, per route, in this order:
 
     client_ip.py   the client's address: the peer's, or read from X-Forwarded-For/Forwarded

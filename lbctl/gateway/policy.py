@@ -1,4 +1,4 @@
-"""The gateway's per-request decision, called once from ``forward.handle`` after routing.
+"""The gateway's per-request decision, called once from ``forward.start`` after routing.
 
 ``Gateway`` is built with each ``Runtime`` (so a SIGHUP swaps it whole, like the pools);
 ``Gateway.admit`` resolves the client address and runs the route's ``RoutePolicy``:

@@ -33,7 +33,9 @@ def describe(pool, offered, chosen, exclude) -> str:
     score = getattr(algorithm, "score", None)
     parts = []
     for b in offered[:8]:
-        fields = [f"inflight={b.inflight}", f"ewma={b.ewma_cost(now, pool.ewma_decay) * 1000:.1f}ms"]
+        fields = [f"inflight={b.inflight}"]
+        if algorithm.reads_latency:
+            fields.append(f"ewma={b.ewma_cost(now, pool.ewma_decay) * 1000:.1f}ms")
         if score is not None:
             fields.append(f"score={score(b):.4g}")
         if b in exclude:

@@ -6,19 +6,18 @@ request or attempt, and everything it passes is read from the request's ``Exchan
 
 * ``attempt(exchange, state, backend, outcome, started, head_latency)`` at the end of every
   attempt on a backend (counters, histogram);
-* ``request(exchange, serve)`` wraps a whole client request when something needs the
-  request's end (the access log, front-end status counts); it is ``None`` when nothing does,
-  and then the proxy calls its handler directly;
+* ``request_end(exchange, aborted)`` once a client request is over, when something needs
+  the request's end (the access log, front-end status counts); it is ``None`` when nothing
+  does;
 * ``explain(exchange, state)`` returns ``None`` unless this request's decision is to be
   explained (pool ``explain = true`` or ``X-LB-Explain`` with the admin token).
 
-With ``[admin] metrics = false`` and no access log, ``attempt`` is a no-op and ``request``
-is ``None``: the benchmark's "metrics off" measures exactly that.
+With ``[admin] metrics = false`` and no access log, ``attempt`` is a no-op and
+``request_end`` is ``None``: the benchmark's "metrics off" measures exactly that.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -65,7 +64,7 @@ class Observer:
         self.metrics = True
         self.explain_token: bytes | None = None
         self._configured = False
-        self.request = None
+        self.request_end = None
         self.attempt = self._noop
         self.configure(config)
 
@@ -99,11 +98,11 @@ class Observer:
         # The leanest hooks that serve what is on: the access log needs per-request details,
         # metrics alone only counters.
         if self.access is not None:
-            self.attempt, self.request = self._attempt, self._request
+            self.attempt, self.request_end = self._attempt, self._request_end
         elif self.metrics:
-            self.attempt, self.request = self._attempt_counted, self._request_counted
+            self.attempt, self.request_end = self._attempt_counted, self._request_end_counted
         else:
-            self.attempt, self.request = self._noop, None
+            self.attempt, self.request_end = self._noop, None
 
     def reopen(self) -> None:
         """SIGUSR1: reopen the access log file (logrotate moved it)."""
@@ -161,41 +160,28 @@ class Observer:
             body.received if body is not None else 0, sent - exchange.sent_mark)
         exchange.sent_mark = sent
 
-    async def _request_counted(self, exchange, serve) -> bool:
-        """``_request`` for metrics without an access log: front-end status counts only."""
+    def _request_end_counted(self, exchange, aborted: bool) -> None:
+        """``_request_end`` for metrics without an access log: front-end status counts only."""
         frontend = self.frontend
-        try:
-            keep = await serve(exchange)
-        except asyncio.CancelledError:
-            frontend.requests += 1
+        frontend.requests += 1
+        if aborted:
             frontend.aborted += 1
-            raise
+        else:
+            status = exchange.status
+            if 100 <= status < 600:
+                frontend.by_class[status // 100] += 1
+
+    def _request_end(self, exchange, aborted: bool) -> None:
+        """A client request is over: account for how it ended, and log it."""
+        frontend = self.frontend
         frontend.requests += 1
         status = exchange.status
-        if 100 <= status < 600:
+        if aborted:
+            frontend.aborted += 1
+        elif 100 <= status < 600:
             frontend.by_class[status // 100] += 1
-        return keep
-
-    async def _request(self, exchange, serve) -> bool:
-        """Serve one client request through ``serve`` and account for how it ended."""
-        loop = exchange.conn.loop
-        started = loop.time()
-        aborted = False
-        try:
-            return await serve(exchange)
-        except asyncio.CancelledError:
-            aborted = True
-            raise
-        finally:
-            frontend = self.frontend
-            frontend.requests += 1
-            status = exchange.status
-            if aborted:
-                frontend.aborted += 1
-            elif 100 <= status < 600:
-                frontend.by_class[status // 100] += 1
-            if self.access is not None:
-                self._log(exchange, started, loop.time(), status, aborted)
+        if self.access is not None:
+            self._log(exchange, exchange.begun, exchange.conn.loop.time(), status, aborted)
 
     def _log(self, exchange, started, ended, status, aborted) -> None:
         req = exchange
@@ -256,8 +242,7 @@ class Observer:
         if asked is not None:
             token = req.header(b"x-lb-admin-token") or b""
             # The token must never reach a backend, whether or not it was right.
-            req.headers = [(n, v) for n, v in req.headers
-                           if n.lower() not in (b"x-lb-explain", b"x-lb-admin-token")]
+            req.drop_headers((b"x-lb-explain", b"x-lb-admin-token"))
             if asked.strip() not in (b"0", b"") and self.explain_token is not None and \
                     same_secret(token, self.explain_token):
                 wanted = True

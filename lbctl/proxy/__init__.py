@@ -7,8 +7,9 @@ to the other, and back-pressure pauses the reading side when the writing side's 
 
 One request, followed through the modules (client -> exchange -> forward -> upstream)::
 
-    client.py    ClientConnection: parses requests into exchanges, queues them in order, runs
-                 one handler task per connection; flow control and timers
+    client.py    ClientConnection: parses requests into exchanges within a per-turn budget,
+                 queues them in order and starts each from a callback (no task per
+                 connection or request); TLS handshakes, flow control, lingering close, timers
     exchange.py  Exchange: everything about one request and its response, the response
                  callbacks that relay it to the client, and the request body (``Body``)
     forward.py   the request's journey: route, gateway, select, attempts, retries, the status
@@ -23,7 +24,7 @@ One request, followed through the modules (client -> exchange -> forward -> upst
     runtime.py   the live state (config, router, pools, gateway, idle pools) a SIGHUP swaps
     members.py   a pool's membership decided elsewhere (discovery, the admin API), applied to
                  the live pool: survivors keep their state, newcomers ramp, the gone drain
-    deadline.py  per-connection deadlines re-armed without a timer per request
+    deadline.py  per-connection deadlines in slots of one shared timer, none per request
     hooks.py     what the data plane reports to (``Hooks``: per attempt, per request, explain)
     server.py    ProxyServer: the listener, its connections, the runtime swap and the drain
 

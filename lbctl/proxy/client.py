@@ -4,10 +4,12 @@ The connection keeps what outlives a request: the parser, the queue of exchanges
 write flow control, and the timers (keep-alive idle, request head, the reusable response
 deadline). httptools parses requests in ``data_received`` into ``Exchange`` objects
 (``exchange.py``); complete heads are queued in order (so pipelined requests are answered in
-order) and a single handler task per connection takes them one at a time
-(``forward.handle``). Body bytes stream to the current upstream from inside the parser
-callback; they are buffered only until an upstream connection exists, or while a pipelined
-request waits its turn, and reading pauses when that buffer fills.
+order) and started one at a time (``forward.start``) once a read has been parsed, or when the
+request before them ends (``finished``). No task runs per connection or per request: the
+journey goes on from callbacks (see ``forward.py``). Body bytes stream to the current
+upstream from inside the parser callback; they are buffered only until an upstream
+connection exists, or while a pipelined request waits its turn, and reading pauses when that
+buffer fills.
 
 No connection may hold the event loop. A read is parsed ``SLICE`` bytes at a time, and the
 body pieces of one slice go upstream as one write, however finely the client chunked them.
@@ -41,15 +43,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
 
-from lbctl.proxy import framing, refusals
+from lbctl.proxy import forward, framing, refusals
 from lbctl.proxy.deadline import Deadline
 from lbctl.proxy.exchange import Exchange
-from lbctl.proxy.forward import handle
 
 if TYPE_CHECKING:
     from lbctl.proxy.exchange import Body
@@ -93,26 +93,37 @@ def _run_eagerly(coro, done) -> None:
 
 
 class ClientConnection(asyncio.Protocol):
-    """An accepted client connection: the parser, the queue of exchanges and its handler task,
-    flow control and timers."""
+    """An accepted client connection: the parser, the queue of exchanges, flow control and
+    timers. Slotted: thousands may sit idle, each costing only what it holds."""
+
+    __slots__ = (
+        "server", "loop", "transport", "peer", "peer_bytes", "parser", "parsing", "url", "in_head",
+        "head_size", "stop_parsing", "upgrading", "upgrade_tail", "queue", "current",
+        "dispatching", "read_pauses", "backlog", "backlog_due", "work", "unflushed",
+        "write_paused", "progress", "tunnel", "closed", "draining", "peer_done", "unread",
+        "lingering", "linger_until", "handshaking", "early", "idle", "response_deadline",
+        "head_timer", "limits",
+    )
 
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.peer_bytes = b"?"            # as X-Forwarded-For carries it
         self.parser = httptools.HttpRequestParser(self)
         self.parsing: Exchange | None = None          # the request whose bytes are arriving
-        self.url_parts: list[bytes] = []
+        self.url = b""                    # its request target so far
         self.in_head = False
         self.head_size = 0                # bytes of the request head so far (431 past the limit)
         self.stop_parsing = False
         self.upgrading: Exchange | None = None        # the last head asked for a tunnel
         self.upgrade_tail = b""           # bytes after an Upgrade request's head, for the tunnel
-        self.queue: deque[Exchange] = deque()         # complete heads waiting their turn
+        # Complete heads waiting their turn: a list (at most MAX_PIPELINE + 1 long), lighter
+        # than a deque for the many connections that never pipeline.
+        self.queue: list[Exchange] = []
         self.current: Exchange | None = None          # the one being answered
-        self.waiter: asyncio.Future | None = None     # the handler waiting for a request
-        self.task: asyncio.Task | None = None
+        self.dispatching = False          # in _next, or due in the server's batch (soon)
         self.read_pauses: set[str] = set()
         self.backlog: memoryview | None = None        # read, not parsed yet (budget, pauses)
         self.backlog_due = False          # its parsing is scheduled
@@ -128,10 +139,11 @@ class ClientConnection(asyncio.Protocol):
         self.lingering: asyncio.TimerHandle | None = None
         self.linger_until = 0.0
         self.handshaking = False
-        self.early: list[bytes] = []      # TLS: bytes that came with the end of the handshake
-        self.idle = Deadline(self.loop)               # keep-alive: waiting for the next request
-        self.response_deadline = Deadline(self.loop)  # set by forward.py for each exchange
+        self.early: list[bytes] | None = None   # TLS: bytes that came with the handshake's end
+        self.idle = Deadline(server.timers)           # keep-alive: waiting for the next request
+        self.response_deadline = Deadline(server.timers)  # set by forward.py per exchange
         self.head_timer: asyncio.TimerHandle | None = None
+        self.limits = server.runtime.config.limits    # [limits] for the head being parsed
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -139,13 +151,15 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else "?"
+        self.peer_bytes = self.peer.encode()
         server = self.server
         server.connections.add(self)
-        server.per_client[self.peer] += 1
+        counts = server.per_client
+        open_here = counts[self.peer] = counts.get(self.peer, 0) + 1
         limits = server.runtime.config.limits
         per_client = limits.max_connections_per_client
         if len(server.connections) > server.max_connections or \
-                (per_client and server.per_client[self.peer] > per_client):
+                (per_client and open_here > per_client):
             # Over a cap: a short 503 and close, so other clients keep being served. A TLS
             # client is closed before its handshake: no costly work for a refused connection.
             server.refused_over_cap()
@@ -191,14 +205,16 @@ class ClientConnection(asyncio.Protocol):
             transport.close()
             return
         self._await_first_request()
-        early, self.early = self.early, []
-        for data in early:
+        early, self.early = self.early, None
+        for data in early or ():
             self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self.handshaking:
             # The TLS layer hands over a request that came with the end of the handshake
             # before start_tls has returned the transport to answer it on: kept until then.
+            if self.early is None:
+                self.early = []
             self.early.append(data)
             return
         if self.tunnel is not None:
@@ -235,6 +251,9 @@ class ClientConnection(asyncio.Protocol):
             # case) never needs a timer at all.
             limits = self.server.runtime.config.limits
             self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
+        if self.current is None and self.queue and not self.dispatching:
+            self.dispatching = True
+            self.server.soon(ClientConnection._dispatch, self)
 
     def _parse(self, data: bytes | memoryview) -> None:
         """Parse ``data`` a slice at a time; keep what the budget or a pause leaves over."""
@@ -274,6 +293,9 @@ class ClientConnection(asyncio.Protocol):
         if self.in_head and self.head_timer is None and not self.stop_parsing:
             limits = self.server.runtime.config.limits
             self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
+        if self.current is None and self.queue and not self.dispatching:
+            self.dispatching = True
+            self.server.soon(ClientConnection._dispatch, self)
 
     def _stopped(self, exc: Exception, data, start: int, size: int) -> int:
         """``feed_data`` of ``size`` bytes from ``start`` raised ``exc``: where parsing of
@@ -339,17 +361,17 @@ class ClientConnection(asyncio.Protocol):
             self.lingering = None
         # The parser holds this protocol's bound callbacks: a reference cycle that only the
         # garbage collector would free. Nothing is parsed after connection_lost, so break it
-        # and let the connection go as soon as its handler task ends.
+        # and let the connection go at once.
         self.parser = None
         self.backlog = None
+        self.early = None
         if self.tunnel is not None:
             self.tunnel.close()
             if self.current is not None:
                 self.current.end_tunnel()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-        elif self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        current, self.current = self.current, None
+        if current is not None:
+            forward.abort(current)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -401,14 +423,15 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.parsing = Exchange(self)
-        self.url_parts = []
+        self.url = b""
+        self.limits = self.server.runtime.config.limits
         self.in_head = True
         self.idle.stop()
 
     def on_url(self, url: bytes) -> None:
-        self.url_parts.append(url)
-        self.head_size = sum(map(len, self.url_parts))
-        if self.head_size > self.server.runtime.config.limits.max_uri_length:
+        self.url += url                  # usually in one piece: no list, no join
+        self.head_size = len(self.url)
+        if self.head_size > self.limits.max_uri_length:
             self._refuse(414, "request target too long")
             raise _StopParsing
 
@@ -416,10 +439,11 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.parsing
         if not self.in_head:        # trailers arrive after the head: dropped, never forwarded
             return
-        exchange.headers.append((name, value))
+        headers = exchange.headers
+        headers.append((name, value))
         self.head_size += len(name) + len(value) + 4
-        limits = self.server.runtime.config.limits
-        if self.head_size > limits.max_header_size or len(exchange.headers) > limits.max_headers:
+        limits = self.limits
+        if self.head_size > limits.max_header_size or len(headers) > limits.max_headers:
             self._refuse(431, "request header fields too large")
             raise _StopParsing
 
@@ -432,7 +456,7 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         version = parser.get_http_version()
         exchange.method = parser.get_method()
-        exchange.target = b"".join(self.url_parts)
+        exchange.target = self.url
         exchange.http10 = version == "1.0"
         exchange.keep_alive = parser.should_keep_alive()
         server = self.server
@@ -444,11 +468,6 @@ class ClientConnection(asyncio.Protocol):
         self.queue.append(exchange)
         if len(self.queue) > MAX_PIPELINE:
             self.pause_reading("pipeline")
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        elif self.task is None:
-            self.task = self.loop.create_task(self._run())
         if exchange.error is not None:
             # Nothing after a refused head is read: not its body, not a pipelined request.
             exchange.keep_alive = False
@@ -466,40 +485,64 @@ class ClientConnection(asyncio.Protocol):
             exchange.body.finish()
         self.parsing = None
 
-    # ---- the handler task ----------------------------------------------------------------
+    # ---- one request after another -------------------------------------------------------
 
-    async def _run(self) -> None:
+    def _dispatch(self) -> None:
+        self.dispatching = False
+        self._next()
+
+    def _next(self) -> None:
+        """Start the queued requests in order, each once the one before it has ended."""
+        if self.dispatching:
+            return                          # the loop below, or a batch, picks it up
+        self.dispatching = True
         try:
-            while not self.closed:
-                if not self.queue:
-                    if self.peer_done:
-                        break
-                    self._arm_idle_timer()
-                    self.waiter = self.loop.create_future()
-                    await self.waiter
-                    self.waiter = None
-                    continue
-                exchange = self.current = self.queue.popleft()
+            while self.current is None and self.queue and not self.closed:
+                exchange = self.current = self.queue.pop(0)
                 if len(self.queue) <= MAX_PIPELINE:
                     self.resume_reading("pipeline")
-                try:
-                    keep = await handle(exchange)
-                finally:
-                    self.current = None
-                body = exchange.body
-                if body is not None and not body.done:
-                    self.unread = True      # answered before its body ended (it closes)
-                if not keep:
-                    break
-                if exchange.upgrade is not None and self.tunnel is None:
-                    self._upgrade_declined()
-        except asyncio.CancelledError:
-            pass
+                forward.start(exchange)
         except Exception:  # a bug must cost one connection, not the process
             log.exception("internal error while handling a request from %s", self.peer)
+            self._fail()
         finally:
-            self.task = None
+            self.dispatching = False
+
+    @staticmethod
+    def resume(exchange: Exchange) -> None:
+        """``proceed`` for the server's batch (``soon``), which passes one argument."""
+        exchange.conn.proceed(exchange)
+
+    def proceed(self, exchange: Exchange) -> None:
+        """Let ``exchange`` go on after an upstream read, a lost connection or a timer."""
+        try:
+            forward.proceed(exchange)
+        except Exception:  # a bug must cost one connection, not the process
+            log.exception("internal error while handling a request from %s", self.peer)
+            self._fail()
+
+    def finished(self, exchange: Exchange, keep: bool) -> None:
+        """``exchange`` has been answered; ``keep``: the connection may serve another."""
+        if self.current is exchange:
+            self.current = None
+        body = exchange.body
+        if body is not None and not body.done:
+            self.unread = True              # answered before its body ended (it closes)
+        if not keep or self.closed:
             self.close()
+            return
+        if exchange.upgrade is not None and self.tunnel is None:
+            self._upgrade_declined()        # what followed its head is the next request
+        if self.queue:
+            self._next()
+        elif self.peer_done:
+            self.close()                    # the client half-closed: all it sent is answered
+        else:
+            self._arm_idle_timer()
+
+    def _fail(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def close(self) -> None:
         """Close after what is buffered has been written; lingering when the client may
@@ -587,6 +630,8 @@ class ClientConnection(asyncio.Protocol):
     def _head_timeout(self) -> None:
         self.head_timer = None
         self._refuse(408, "request head not received in time")
+        if self.current is None:
+            self._next()
 
     def _refuse(self, status: int, message: str) -> None:
         """A request that cannot be parsed: answer it in order, then close; read no more."""
@@ -600,7 +645,3 @@ class ClientConnection(asyncio.Protocol):
         exchange.error = (status, message)
         exchange.keep_alive = False
         self.queue.append(exchange)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-        elif self.task is None:
-            self.task = self.loop.create_task(self._run())

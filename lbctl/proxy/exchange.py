@@ -4,9 +4,11 @@ The client connection's parser fills in the request head and streams the body (`
 ``forward.handle`` routes the exchange and tries backends; the upstream connection that
 serves an attempt reports its response straight to the exchange (``response_head``,
 ``response_body``, ``response_complete``...), which writes it to the client inside the
-callback, without a hop through a task. What observers record about the request (attempts,
-the last backend and outcome, bytes relayed, the explained decision) is kept here too, so
-the connection carries nothing that belongs to one request.
+callback, without a hop through a task, and notes what the attempt learned in ``event``
+(``COMPLETE``, ``TIMED_OUT`` or the error) for ``forward.proceed`` to act on once the
+callback is over. What observers record about the request (attempts, the last backend and
+outcome, bytes relayed, the explained decision) is kept here too, so the connection carries
+nothing that belongs to one request.
 
 Field groups, in order: the request head (set by the parser and ``inspect``), the request's
 routing results, the attempt in progress, the response as relayed, and the record.
@@ -18,19 +20,40 @@ import asyncio
 import select
 from typing import TYPE_CHECKING
 
+from lbctl.balancing import Outcome
 from lbctl.proxy import framing, refusals
+from lbctl.proxy.framing import (CODING, CONNECTION, EXPECT, FORWARD, HOST, LENGTH, NAMES,
+                                 REQUEST_ID, UNDERSCORED, UPGRADE, lower_name, name_info)
 from lbctl.proxy.paths import PathRefused, canonical_path
 from lbctl.proxy.upstream import UpstreamError
 
 if TYPE_CHECKING:
-    from lbctl.balancing import Backend, Outcome
+    from lbctl.balancing import Backend
     from lbctl.config.model import Config
     from lbctl.gateway.policy import Admission
     from lbctl.proxy.client import ClientConnection
+    from lbctl.proxy.runtime import PoolRuntime, Runtime
     from lbctl.proxy.upstream import UpstreamConnection
 
 BUFFER_HIGH = 256 * 1024       # buffered request body before reading pauses
 REPLAY_LIMIT = 64 * 1024       # bodies up to this size are kept so an idempotent retry can resend them
+OK, SERVER_ERROR = Outcome.OK, Outcome.SERVER_ERROR
+
+
+class _Event:
+    """What an attempt learned that is not an error: see ``COMPLETE``, ``TIMED_OUT``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+COMPLETE = _Event("COMPLETE")      # the response ended (or, upgraded, its tunnel closed)
+TIMED_OUT = _Event("TIMED_OUT")    # no head within the response timeout, or a stalled body
 
 
 class ClientError(Exception):
@@ -77,7 +100,7 @@ class Body:
         self.replay_size = 0
         self.received = 0
         self.sent_any = False
-        self.on_done = None               # called once the whole body has been received
+        self.on_done = None               # on_done(exchange) once the whole body is received
         self.pending: list[bytes] = []    # parsed for the attached upstream, not written yet
         self.poller = None                # select.poll on the upstream socket, made when needed
         self.held: list[bytes] | None = None   # writes waiting until the backend is heard
@@ -119,13 +142,14 @@ class Body:
             if self.framing == "chunked":
                 self._stream(b"0\r\n\r\n")
         if self.on_done is not None:
-            self.on_done()
+            self.on_done(self.exchange)
 
     def replayable(self) -> bool:
         return not self.sent_any or self.replay is not None
 
-    def attach(self, transport: asyncio.Transport) -> None:
-        """Start (or restart, for a retry) sending the body to an upstream connection."""
+    def attach(self, transport: asyncio.Transport, head: bytes) -> None:
+        """Start (or restart, for a retry) sending the body to an upstream connection, after
+        the request's ``head``: what has arrived of the body goes in the same write."""
         pending = self.chunks if not self.sent_any else (self.replay or [])
         self.chunks = []
         self.buffered = 0
@@ -136,12 +160,19 @@ class Body:
             self.conn.resume_reading("listen")
         self.sink = transport
         self.sent_any = True
-        if pending:
-            data = pending[0] if len(pending) == 1 else b"".join(pending)
-            transport.write(b"%x\r\n%s\r\n" % (len(data), data) if self.framing == "chunked"
-                            else data)
-        if self.done and self.framing == "chunked":
-            transport.write(b"0\r\n\r\n")
+        out = [head]
+        if self.framing == "chunked":
+            if pending:                   # what arrived so far, as one chunk
+                data = pending[0] if len(pending) == 1 else b"".join(pending)
+                out.append(b"%x\r\n%s\r\n" % (len(data), data))
+            if self.done:
+                out.append(b"0\r\n\r\n")
+        else:
+            out += pending
+        if len(out) == 1:
+            transport.write(head)
+        else:
+            transport.writelines(out)     # one writev
         self.conn.resume_reading("body")
 
     def detach(self) -> None:
@@ -198,15 +229,17 @@ class Exchange:
     __slots__ = (
         "conn", "transport",
         # the request head
-        "method", "target", "path", "http10", "headers", "keep_alive", "host", "body",
-        "upgrade", "expect_continue", "error",
+        "method", "target", "path", "http10", "headers", "pieces", "sent_id", "keep_alive",
+        "host", "body", "upgrade", "expect_continue", "error",
         # decided before the first attempt
-        "request_id", "admitted", "retry_5xx",
+        "begun", "runtime", "request_id", "admitted", "state", "key", "deadline", "select",
+        "tried", "task",
         # the attempt in progress
-        "upstream", "head_waiter", "done_waiter", "failure",
+        "trying", "idle_pool", "upstream", "started", "latency", "result", "ok", "event",
+        "watching", "seen", "retry_5xx", "failure",
         # the response as relayed to the client
         "status", "response_begun", "relay", "response_keep", "ends_at_close", "reusable",
-        "held", "tunnel_done",
+        "held", "tunnel", "ended",
         # what observers record
         "attempts", "backend", "outcome", "upstream_time", "sent", "sent_mark", "decision",
     )
@@ -219,18 +252,29 @@ class Exchange:
         self.path = "/"
         self.http10 = False
         self.headers: list[tuple[bytes, bytes]] = []
+        self.pieces: list[bytes] = []     # the headers a backend gets (set by inspect)
+        self.sent_id: bytes | None = None   # the client's X-Request-ID, if any
         self.keep_alive = True
         self.host = b""
         self.body: Body | None = None
         self.upgrade: bytes | None = None
         self.expect_continue = False
         self.error: tuple[int, str] | None = None   # set when the request must be refused
+        self.begun = 0.0                  # loop time its handling began (forward.start)
+        self.runtime: Runtime | None = None   # the one current when it began, to its end
         self.request_id: bytes | None = None
         self.admitted: Admission | None = None  # the gateway's: resolved client, rewrites
+        self.state: PoolRuntime | None = None   # its pool; key, deadline, select: set with it
+        self.tried: list[Backend] = []    # backends of the attempts so far
+        self.task: asyncio.Task | None = None   # a wait a callback cannot make (connect)
+        self.trying: Backend | None = None      # the attempt in progress (None: none)
+        self.upstream: UpstreamConnection | None = None   # ...once connected
+        self.latency: float | None = None  # its time to a response head (None: no head yet)
+        self.result: Outcome | None = None  # its outcome should it end now
+        self.ok = False                   # it ended cleanly (the pool's load feedback)
+        self.event = None                 # what it learned, for forward.proceed to act on
+        self.watching = False             # its response body is watched for stalls
         self.retry_5xx = None             # callable: may this attempt's 5xx be retried?
-        self.upstream: UpstreamConnection | None = None
-        self.head_waiter: asyncio.Future | None = None
-        self.done_waiter: asyncio.Future | None = None
         self.failure = (502, "no backend could serve the request")   # if attempts run out
         self.status = 0                   # the status the client got (0: none yet)
         self.response_begun = False       # the response head went to the client
@@ -239,7 +283,8 @@ class Exchange:
         self.ends_at_close = False        # the backend's body ends when it closes
         self.reusable = False             # the upstream connection may serve another exchange
         self.held: list[bytes] | None = None   # response bytes held while one upstream read is parsed
-        self.tunnel_done: asyncio.Future | None = None
+        self.tunnel = False               # upgraded: the attempt lasts until the tunnel closes
+        self.ended = False                # answered, or abandoned by the client
         self.attempts = 0
         self.backend: Backend | None = None     # of the last attempt
         self.outcome: Outcome | None = None     # of the last attempt
@@ -249,36 +294,73 @@ class Exchange:
         self.decision: bytes | None = None   # X-LB-Decision for this response, when explained
 
     def header(self, lower_name: bytes) -> bytes | None:
+        names = NAMES
         for name, value in self.headers:
-            if name.lower() == lower_name:
+            info = names.get(name)
+            if (info[0] if info is not None else name_info(name)[0]) == lower_name:
                 return value
         return None
+
+    def drop_headers(self, lower_names) -> None:
+        """Forward none of these request headers (``lower_names``: lower-cased)."""
+        self.headers = [(n, v) for n, v in self.headers if lower_name(n) not in lower_names]
+        self.pieces = framing.without(self.pieces, lower_names)
 
     # ---- the request head ----------------------------------------------------------------
 
     def inspect(self, version: str, config: Config, default_host: bytes) -> None:
         """Check the head and derive what the proxy needs: host, canonical path (by the
-        config's ``[paths]``), body framing. A refusal is left in ``error``."""
+        config's ``[paths]``), body framing, the headers a backend gets. One walk over the
+        headers, each name classified once (``framing.NAMES``). A refusal is left in
+        ``error``."""
         paths, max_body = config.paths, config.limits.max_body_size
-        self.headers = refusals.drop_underscored(self.headers)
-        problem = refusals.request_problem(self.method, version, self.target, self.headers)
+        names = NAMES
+        hosts: list[bytes] = []
+        codings: list[bytes] = []
+        connection: list[bytes] | None = None
+        pieces: list[bytes] = []          # what crosses to a backend (framing.forward_pieces)
+        content_length = None
+        has_length = underscored = False
+        for name, value in self.headers:
+            info = names.get(name) or name_info(name)
+            kind = info[1]
+            if kind == FORWARD:
+                pieces += (name, b": ", value, b"\r\n")
+            elif kind == HOST:
+                hosts.append(value)
+            elif kind == LENGTH:
+                content_length = int(value)      # llhttp has validated it
+                has_length = value.strip() != b"0"
+            elif kind == CODING:
+                codings.append(value)
+            elif kind == UNDERSCORED:
+                underscored = True
+            elif kind == REQUEST_ID:
+                if self.sent_id is None:
+                    self.sent_id = value
+            elif kind == CONNECTION:
+                if connection is None:
+                    connection = []
+                connection.append(value)
+            elif kind == EXPECT:
+                if value.lower() == b"100-continue":
+                    self.expect_continue = True
+            elif kind == UPGRADE:
+                self.upgrade = value
+        if underscored:
+            self.headers = refusals.drop_underscored(self.headers)
+        if connection is not None:
+            named = framing.named_by_connection(connection)
+            if named:
+                pieces = framing.without(pieces, named)
+        self.pieces = pieces
+        problem = refusals.request_problem(self.method, version, self.target, hosts, codings,
+                                           has_length, self.upgrade is not None)
         if problem is not None:
             self.error = problem
             return
-        content_length = None
-        chunked = False
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"host":
-                self.host = value.strip()
-            elif lower == b"content-length":
-                content_length = int(value)      # llhttp has validated it
-            elif lower == b"transfer-encoding":
-                chunked = True
-            elif lower == b"expect" and value.lower() == b"100-continue":
-                self.expect_continue = True
-            elif lower == b"upgrade":
-                self.upgrade = value
+        if hosts:
+            self.host = hosts[0].strip()
         if not self.host:
             self.host = default_host             # HTTP/1.0 without Host
         target = self.target
@@ -301,7 +383,7 @@ class Exchange:
             # Refused before any 100 Continue, so the client need not send the body.
             self.error = (413, "request body too large")
             return
-        if chunked:
+        if codings:
             self.body = Body(self, "chunked", 0)
         elif content_length:
             self.body = Body(self, "length", content_length)
@@ -313,9 +395,12 @@ class Exchange:
         self.keep_alive = False
         if conn.current is not self:
             self.error = (status, message)          # still queued: answered in its turn
-        elif not self.response_begun and self.head_waiter is not None \
-                and not self.head_waiter.done():
-            self.head_waiter.set_exception(ClientError(status, message))
+        elif self.upstream is not None and self.latency is None:
+            # Waiting for its answer: the attempt ends as the client's failure. Acted on at
+            # the loop's next turn, out of the parser callback that found it.
+            if self.event is None:
+                self.event = ClientError(status, message)
+            conn.loop.call_soon(conn.proceed, self)
         elif conn.transport is not None:
             conn.transport.abort()
 
@@ -325,17 +410,18 @@ class Exchange:
 
     # ---- the response, reported by the upstream connection --------------------------------
 
-    def response_head(self, up: UpstreamConnection, status: int, reason: bytes,
-                      headers: list[tuple[bytes, bytes]]) -> bool:
-        """Relay a response head; False when it was refused (the upstream stops parsing)."""
-        if up is not self.upstream:
-            return False
+    def response_head(self, up: UpstreamConnection, status: int, reason: bytes) -> bool:
+        """Relay a response head, as ``up`` collected it (its headers that cross as pieces,
+        Content-Length, Transfer-Encoding, Connection and Upgrade apart); False when it was
+        refused (the upstream stops parsing)."""
+        if up is not self.upstream or self.event is not None:
+            return False                    # not this attempt's, or the attempt has failed
         self.status = status
         if status >= 500 and self.retry_5xx is not None and self.retry_5xx():
             # retry_on "5xx": hold this answer back and try another backend instead.
             self.upstream_failed(UpstreamError(f"backend answered {status}", True, status))
             return False
-        length, codings = framing.body_fields(headers)
+        length, codings = up.length, up.codings
         chunked = bool(codings)
         if chunked and refusals.transfer_coding_problem(codings) is not None:
             # gzip-then-chunked and the like: re-framing would hand the client bytes whose
@@ -357,19 +443,28 @@ class Exchange:
             self.conn.last_before_close() or (body is not None and not body.done))
         self.response_keep = keep
         self.response_begun = True
+        pieces = up.pieces
+        if up.connection is not None:
+            named = framing.named_by_connection(up.connection)
+            if named:
+                pieces = framing.without(pieces, named)
+        extra = ()
         if self.admitted is not None and self.admitted.response_headers:
-            headers = headers + self.admitted.response_headers     # RateLimit-*
+            extra = self.admitted.response_headers     # RateLimit-*
         if self.decision is not None:
-            headers = [*headers, (b"X-LB-Decision", self.decision)]
+            extra = [*extra, (b"X-LB-Decision", self.decision)]
         upgrade = None
         if upgrading:
-            upgrade = next((v for n, v in headers if n.lower() == b"upgrade"), self.upgrade)
+            upgrade = up.upgrade if up.upgrade is not None else self.upgrade
         self._send(framing.client_response_head(
-            status, reason, headers, framing=announced, length=max(length, 0), keep_alive=keep,
-            http10=self.http10, upgrade=upgrade))
-        waiter = self.head_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(status)
+            status, reason, pieces, framing=announced, length=max(length, 0), keep_alive=keep,
+            http10=self.http10, upgrade=upgrade, extra=extra))
+        # The attempt has its answer: the response timeout is over.
+        conn = self.conn
+        conn.response_deadline.stop()
+        self.retry_5xx = None
+        self.latency = conn.loop.time() - self.started
+        self.result = SERVER_ERROR if status >= 500 else OK
         return True
 
     def response_body(self, data: bytes) -> None:
@@ -388,15 +483,12 @@ class Exchange:
         if self.relay == "chunked":
             self._send(b"0\r\n\r\n")
         self.reusable = reusable and not self.ends_at_close
-        waiter = self.done_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self.event is None:
+            self.event = COMPLETE
 
     def upstream_failed(self, error: UpstreamError) -> None:
-        for waiter in (self.head_waiter, self.done_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(error)
-                return
+        if self.event is None:              # the first thing learned decides
+            self.event = error
 
     def upstream_lost(self, up: UpstreamConnection) -> None:
         if up is not self.upstream:
@@ -416,15 +508,18 @@ class Exchange:
             self.upstream_failed(UpstreamError("unexpected upgrade", False))
             return
         up.tunnel = True
-        self.tunnel_done = self.conn.loop.create_future()
+        self.tunnel = True
         if tail:
             self._send(tail)
         self.conn.start_tunnel(up)
         self.response_complete(up, reusable=False)
 
     def end_tunnel(self) -> None:
-        if self.tunnel_done is not None and not self.tunnel_done.done():
-            self.tunnel_done.set_result(None)
+        """Either side of the tunnel closed: the attempt, and the connection, end."""
+        if self.tunnel:
+            self.tunnel = False
+            self.response_keep = False
+            self.event = COMPLETE
 
     # ---- response writes: one upstream read becomes one write to the client ---------------
     # A small response arrives in one read and would otherwise cost a send() for its head,

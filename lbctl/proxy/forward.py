@@ -23,28 +23,42 @@ Statuses the proxy produces: 404 (no route), 502 (backend error or invalid respo
 memory or local ports: an ``Outcome.LOCAL``, never held against the backend), 504 (no
 response head in time). When the request is explained, each of them carries
 ``X-LB-Decision`` too, listing every attempt with its outcome.
+
+How it runs: from callbacks, without a task per request. The client connection calls
+``start`` when a request's turn comes; with an idle connection to the chosen backend at hand
+(the usual case) the request is routed, admitted, written and left there, all inside the
+client's read. The response comes back through the upstream connection's parser callbacks,
+which relay it (``Exchange.response_*``) and note what the attempt learned (``event``: the
+response complete, or a failure); ``proceed`` acts on it from the top of a callback (the end
+of an upstream read, a lost connection, a timer; never inside a parser), ending the attempt,
+trying the next backend or answering, and telling the connection the request is over
+(``ClientConnection.finished``). A task is made only where something must be awaited: a new
+connection to a backend, and an admission decided in a shared store; when its wait is over
+it carries on with the same functions. The timers are the connection's reusable
+``response_deadline``: the response timeout, then, while bytes flow, the idle watchdogs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from lbctl.balancing import Outcome
 from lbctl.errors import local_resource_error
 from lbctl.gateway.policy import Refusal
 from lbctl.proxy import framing
-from lbctl.proxy.exchange import ClientError
+from lbctl.proxy.exchange import COMPLETE, TIMED_OUT, ClientError
 from lbctl.proxy.router import AmbiguousPath
-from lbctl.proxy.upstream import UpstreamError
 
 if TYPE_CHECKING:
-    from lbctl.balancing import Backend
     from lbctl.proxy.exchange import Exchange
-    from lbctl.proxy.runtime import PoolRuntime
-    from lbctl.proxy.upstream import IdlePool
+    from lbctl.proxy.upstream import IdlePool, UpstreamConnection
+
+log = logging.getLogger("lbctl.proxy")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+RETRY_AFTER = ((b"Retry-After", b"1"),)
 
 OK = Outcome.OK
 SERVER_ERROR = Outcome.SERVER_ERROR
@@ -55,10 +69,6 @@ INVALID = Outcome.INVALID
 CLIENT_ABORT = Outcome.CLIENT_ABORT
 TRUNCATED = Outcome.TRUNCATED
 LOCAL = Outcome.LOCAL
-
-
-class _Timeout(Exception):
-    pass
 
 
 def _respond(exchange: Exchange, status: int, message: str, extra=()) -> bool:
@@ -78,275 +88,354 @@ def _respond(exchange: Exchange, status: int, message: str, extra=()) -> bool:
     return keep
 
 
-async def handle(exchange: Exchange) -> bool:
-    """Serve one request; returns whether the client connection stays open."""
-    observe = exchange.conn.server.observer.request    # None: nothing watches whole requests
-    if observe is None:
-        return await _handle(exchange)
-    return await observe(exchange, _handle)
+# ---- the request: route, admit, then the attempts -----------------------------------------
 
-
-async def _handle(exchange: Exchange) -> bool:
+def start(exchange: Exchange) -> None:
+    """Serve ``exchange``, the connection's current request; the connection hears of its end
+    through ``ClientConnection.finished`` (or not at all when the client went away first)."""
     conn = exchange.conn
     server = conn.server
+    exchange.begun = conn.loop.time()
     if exchange.error is not None:
         _respond(exchange, exchange.error[0], exchange.error[1])
-        return False
-    runtime = server.runtime            # this request keeps this runtime to its end
-    exchange.request_id = server.request_ids.resolve(exchange.header(b"x-request-id"))
+        _finish(exchange, False)
+        return
+    runtime = exchange.runtime = server.runtime    # this request keeps this runtime to its end
+    exchange.request_id = server.request_ids.resolve(exchange.sent_id)
     try:
         route = runtime.router.match(exchange.host.decode("latin-1"), exchange.path)
     except AmbiguousPath as exc:
         exchange.error = (400, str(exc))    # refused like a malformed request: 400, close
         exchange.keep_alive = False
         _respond(exchange, 400, str(exc))
-        return False
+        _finish(exchange, False)
+        return
     if route is None:
-        return _respond(exchange, 404, "no route matches this request")
+        _finish(exchange, _respond(exchange, 404, "no route matches this request"))
+        return
     # Gateway duties (lbctl.gateway): client address, rate limits, auth, allow-lists.
     refusal = runtime.gateway.admit(exchange, route, conn.peer, server.tls is not None)
-    if refusal is not None and refusal.__class__ is not Refusal:
-        refusal = await refusal         # the route's limit is in a shared store
     if refusal is not None:
-        return _respond(exchange, refusal.status, refusal.message, extra=refusal.headers)
-    state = runtime.pools[route.pool]
-    pool, pcfg = state.pool, state.config
-    key = state.key_of(exchange) if state.key_of is not None else None
+        if refusal.__class__ is not Refusal:
+            _spawn(exchange, _admit_shared(exchange, refusal, route.pool))
+            return                          # the route's limit is in a shared store
+        _finish(exchange, _respond(exchange, refusal.status, refusal.message,
+                                   extra=refusal.headers))
+        return
+    _forward(exchange, route.pool)
+
+
+async def _admit_shared(exchange: Exchange, pending, pool_name: str) -> None:
+    refusal = await pending
+    if exchange.ended:
+        return                              # the client went away meanwhile
+    exchange.task = None
+    if refusal is not None:
+        _finish(exchange, _respond(exchange, refusal.status, refusal.message,
+                                   extra=refusal.headers))
+        return
+    _forward(exchange, pool_name)
+
+
+def _forward(exchange: Exchange, pool_name: str) -> None:
+    conn = exchange.conn
+    state = exchange.state = exchange.runtime.pools[pool_name]
+    exchange.key = state.key_of(exchange) if state.key_of is not None else None
     body = exchange.body
     if exchange.expect_continue and body is not None and not body.done:
         conn.transport.write(CONTINUE)
+    timeouts = state.config.timeouts
+    exchange.deadline = conn.loop.time() + timeouts.connect + timeouts.response
+    exchange.select = conn.server.observer.explain(exchange, state)
+    _next_attempt(exchange)
 
-    deadline = conn.loop.time() + pcfg.timeouts.connect + pcfg.timeouts.response
-    tried: list = []
-    explain = server.observer.explain(exchange, state)
-    idle = runtime.idle
+
+def _next_attempt(exchange: Exchange) -> None:
+    """Try the next backend, or answer when there is none to try."""
+    state = exchange.state
     policy = state.policy
+    tried = exchange.tried
     while True:
-        backend = policy.next_backend(pool, key, tried, explain)
+        backend = policy.next_backend(state.pool, exchange.key, tried, exchange.select)
         if backend is None:
             if not tried:
-                return _respond(exchange, policy.client_status(None),
-                                f"no backend available in pool {pool.name!r}",
-                                extra=((b"Retry-After", b"1"),))
-            break
+                _finish(exchange, _respond(exchange, policy.client_status(None),
+                                           f"no backend available in pool {state.pool.name!r}",
+                                           extra=RETRY_AFTER))
+            else:
+                _answer_failure(exchange)
+            return
         tried.append(backend)
-        connections = idle.get(backend)
-        if connections is None:
+        idle = exchange.runtime.idle.get(backend)
+        if idle is None:
             # A pool outlives a reload that keeps its settings, so a retry of a request from
             # before it may pick a backend that joined since: its connections are the newer
             # runtime's. One that left again since is not tried.
-            connections = server.runtime.idle.get(backend)
-            if connections is None:
-                continue
-        outcome = await _attempt(exchange, state, backend, connections, deadline, tried)
-        if exchange.response_begun:
-            return exchange.response_keep
-        if exchange.decision is not None:       # explained: the next attempt or our answer
-            exchange.decision += b"; outcome=" + outcome.value.encode()
-        if not policy.may_retry(outcome, len(tried), exchange.replayable()):
+            idle = exchange.conn.server.runtime.idle.get(backend)
+        if idle is not None:
             break
-    status, message = exchange.failure
-    return _respond(exchange, status, message,
-                    extra=((b"Retry-After", b"1"),) if status == 503 else ())
-
-
-async def _attempt(exchange: Exchange, state: PoolRuntime, backend: Backend, idle: IdlePool,
-                   deadline: float, tried: list) -> Outcome:
-    """One try on one backend. When no response reached the client (``response_begun`` is
-    still False), ``exchange.failure`` says what the client gets if nothing else is tried."""
-    conn = exchange.conn
-    loop = conn.loop
-    pool, pcfg, policy = state.pool, state.config, state.policy
-    outcome = RESET               # what the passive health sink hears unless we learn better
     exchange.attempts += 1
-    pool.on_start(backend)
-    started = loop.time()
-    ok = False
-    latency = None
-    up = None
+    state.pool.on_start(backend)
+    exchange.trying = backend
+    exchange.latency = None
+    exchange.result = RESET       # what the passive health sink hears unless we learn better
+    exchange.ok = False
+    started = exchange.started = exchange.conn.loop.time()
+    exchange.idle_pool = idle
+    up = idle.take(started)
+    if up is None:
+        remaining = exchange.deadline - started
+        _spawn(exchange, _connect(exchange, idle, min(state.config.timeouts.connect,
+                                                      max(remaining, 0.001))))
+        return
+    _send(exchange, up)
+
+
+async def _connect(exchange: Exchange, idle: IdlePool, timeout: float) -> None:
     try:
-        up = idle.take(started)
-        if up is None:
-            remaining = deadline - started
-            try:
-                up = await idle.connect(min(pcfg.timeouts.connect, max(remaining, 0.001)))
-            except (OSError, asyncio.TimeoutError) as exc:
-                local = local_resource_error(exc)
-                if local is not None:
-                    # Our own descriptors (or memory, or ports) ran out: the backend is not
-                    # at fault and another one would fare no better.
-                    conn.server.out_of_resources(local, f"connecting to backend {backend.name}")
-                    outcome = LOCAL
-                    exchange.failure = (policy.client_status(outcome),
-                                        "the proxy is out of resources; try again")
-                    return outcome
-                outcome = CONNECT_ERROR
-                exchange.failure = (policy.client_status(outcome), "connect failed")
-                return outcome
-        if conn.closed:
-            raise asyncio.CancelledError
-        exchange.upstream = up
-        exchange.reusable = False
-        exchange.head_waiter = loop.create_future()
-        exchange.done_waiter = loop.create_future()
-        up.attach(exchange, head_request=exchange.method == b"HEAD")
-        body = exchange.body
-        admitted = exchange.admitted
-        up.transport.write(framing.upstream_request_head(
-            exchange.method, exchange.target, exchange.headers,
-            client_ip=admitted.forwarded_for if admitted else conn.peer,
-            proto=admitted.proto if admitted else b"http",
-            host=exchange.host, request_id=exchange.request_id,
-            framing="none" if body is None else body.framing,
-            length=body.length if body is not None else 0, upgrade=exchange.upgrade,
-            strip=admitted.strip if admitted else (), add=admitted.add if admitted else ()))
-        if SERVER_ERROR in policy.retry_on:
-            # Asked when a 5xx head arrives: hold it back for a retry, or relay it.
-            replayable = exchange.replayable()
-            exchange.retry_5xx = lambda: policy.hold_5xx(pool, tried, replayable)
-        # The response timeout counts from the end of the request: a long upload is governed
-        # by the body idle timeout instead, so it is not cut off for being large.
-        timer = _ResponseTimer(exchange, pcfg.timeouts.response)
-        if body is not None:
-            body.attach(up.transport)
-            if body.done:
-                timer.arm()
-            else:
-                body.on_done = timer.arm
-                timer.watch_body(_limits(exchange).body_timeout)
+        up = await idle.connect(timeout)
+    except (OSError, asyncio.TimeoutError) as exc:
+        if exchange.ended:
+            return
+        exchange.task = None
+        policy = exchange.state.policy
+        local = local_resource_error(exc)
+        if local is not None:
+            # Our own descriptors (or memory, or ports) ran out: the backend is not at fault
+            # and another one would fare no better.
+            exchange.conn.server.out_of_resources(
+                local, f"connecting to backend {exchange.trying.name}")
+            outcome = LOCAL
+            exchange.failure = (policy.client_status(outcome),
+                                "the proxy is out of resources; try again")
         else:
-            timer.arm()
-        try:
-            await exchange.head_waiter
-        except UpstreamError as exc:
-            if exc.status:
-                outcome = SERVER_ERROR          # held back for a retry (hold_5xx)
-            else:
-                outcome = RESET if exc.before_response else INVALID
-            exchange.failure = (policy.client_status(outcome), exc.reason)
-            return outcome
-        except _Timeout:
-            outcome = TIMEOUT
-            exchange.failure = (policy.client_status(outcome), "backend did not answer in time")
-            return outcome
-        except ClientError as exc:
-            outcome = CLIENT_ABORT      # the client's fault: not held against the backend
-            exchange.failure = (exc.status, exc.reason)
-            return outcome
-        finally:
-            timer.cancel()
-            exchange.retry_5xx = None
-        latency = loop.time() - started
-        outcome = SERVER_ERROR if exchange.status >= 500 else OK
+            outcome = CONNECT_ERROR
+            exchange.failure = (policy.client_status(outcome), "connect failed")
+        _end_attempt(exchange, outcome, False)
+        _after_failure(exchange, outcome)
+        return
+    if exchange.ended:
+        # The client went away while it connected: nothing was sent, so the new
+        # connection can serve another request.
+        idle.give_back(up, exchange.conn.loop.time())
+        return
+    exchange.task = None
+    _send(exchange, up)
 
-        # A response that arrived whole with its head is already done: no watchdog needed.
-        watchdog = None if exchange.done_waiter.done() else \
-            _Watchdog(exchange, _limits(exchange).body_timeout)
-        try:
-            await exchange.done_waiter
-        except (UpstreamError, _Timeout) as exc:
-            # Response bytes already went out: the client gets a truncated message and a
-            # closed connection, never a clean end.
-            outcome = TIMEOUT if isinstance(exc, _Timeout) else TRUNCATED
-            exchange.response_keep = False
-            if conn.transport is not None:
-                conn.transport.abort()
-            return outcome
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
-        ok = exchange.status < 500
-        if exchange.tunnel_done is not None:
-            await exchange.tunnel_done
-            exchange.response_keep = False
-        return outcome
-    except asyncio.CancelledError:
-        # The client went away before the backend answered: not the backend's failure.
-        if latency is None:
-            outcome = CLIENT_ABORT
-        raise
-    finally:
-        if up is not None:
-            body = exchange.body
-            clean = ok and exchange.reusable and (body is None or body.done) and not up.closed
-            if body is not None:
-                body.detach()
-            if clean:
-                idle.give_back(up, loop.time())
-            elif conn.tunnel is not up:
-                up.close()
-            if body is not None:
-                body.on_done = None
+
+def _send(exchange: Exchange, up: UpstreamConnection) -> None:
+    """Write the request on ``up``; the response comes back through its callbacks."""
+    conn = exchange.conn
+    state = exchange.state
+    exchange.upstream = up
+    exchange.reusable = False
+    up.attach(exchange, head_request=exchange.method == b"HEAD")
+    body = exchange.body
+    admitted = exchange.admitted
+    head = framing.upstream_request_head(
+        exchange.method, exchange.target, exchange.pieces,
+        client_ip=admitted.forwarded_for.encode() if admitted else conn.peer_bytes,
+        proto=admitted.proto if admitted else b"http",
+        host=exchange.host, request_id=exchange.request_id,
+        framing="none" if body is None else body.framing,
+        length=body.length if body is not None else 0, upgrade=exchange.upgrade,
+        strip=admitted.strip if admitted else (), add=admitted.add if admitted else ())
+    policy = state.policy
+    if SERVER_ERROR in policy.retry_on:
+        # Asked when a 5xx head arrives: hold it back for a retry, or relay it.
+        replayable = exchange.replayable()
+        pool, tried = state.pool, exchange.tried
+        exchange.retry_5xx = lambda: policy.hold_5xx(pool, tried, replayable)
+    if body is None:
+        up.transport.write(head)
+    else:
+        body.attach(up.transport, head)   # the head, and what has come of the body, at once
+        if not body.done:
+            # The response timeout counts from the end of the request: a long upload is
+            # governed by the body idle timeout instead, so it is not cut off for being large.
+            body.on_done = _arm_response_timeout
+            _watch(exchange, _upload_stalled)
+            return
+    _arm_response_timeout(exchange)
+
+
+# ---- what an attempt learns, acted on from the top of a callback --------------------------
+
+def proceed(exchange: Exchange) -> None:
+    """Act on what the attempt in progress learned (``exchange.event``); called after each
+    upstream read, a lost upstream connection, a timer or a failed request body."""
+    event = exchange.event
+    if event is None:
+        if exchange.latency is not None and not exchange.watching \
+                and exchange.upstream is not None:
+            # The head went out, the body is still coming: it must keep moving.
+            exchange.watching = True
+            _watch(exchange, _response_stalled)
+        return
+    exchange.event = None
+    if exchange.trying is None or exchange.ended:
+        return                              # the attempt has ended already
+    if event is COMPLETE:
+        exchange.ok = exchange.status < 500
+        if exchange.tunnel:
+            return                          # upgraded: the attempt lasts as long as the tunnel
+        _end_attempt(exchange, exchange.result, exchange.ok)
+        _finish(exchange, exchange.response_keep)
+        return
+    if exchange.latency is not None:
+        # Response bytes already went out: the client gets a truncated message and a closed
+        # connection, never a clean end.
+        outcome = TIMEOUT if event is TIMED_OUT else TRUNCATED
+        exchange.response_keep = False
+        if exchange.conn.transport is not None:
+            exchange.conn.transport.abort()
+        _end_attempt(exchange, outcome, False)
+        _finish(exchange, False)
+        return
+    policy = exchange.state.policy
+    if event is TIMED_OUT:
+        outcome = TIMEOUT
+        exchange.failure = (policy.client_status(outcome), "backend did not answer in time")
+    elif isinstance(event, ClientError):
+        outcome = CLIENT_ABORT          # the client's fault: not held against the backend
+        exchange.failure = (event.status, event.reason)
+    else:
+        if event.status:
+            outcome = SERVER_ERROR          # held back for a retry (hold_5xx)
+        else:
+            outcome = RESET if event.before_response else INVALID
+        exchange.failure = (policy.client_status(outcome), event.reason)
+    _end_attempt(exchange, outcome, False)
+    _after_failure(exchange, outcome)
+
+
+def _after_failure(exchange: Exchange, outcome: Outcome) -> None:
+    """No response reached the client: the next backend, or the client's answer."""
+    if exchange.decision is not None:       # explained: the next attempt or our answer
+        exchange.decision += b"; outcome=" + outcome.value.encode()
+    if exchange.state.policy.may_retry(outcome, len(exchange.tried), exchange.replayable()):
+        _next_attempt(exchange)
+    else:
+        _answer_failure(exchange)
+
+
+def _answer_failure(exchange: Exchange) -> None:
+    """The attempts ran out on a failure: the client gets ``exchange.failure``."""
+    status, message = exchange.failure
+    _finish(exchange, _respond(exchange, status, message,
+                               extra=RETRY_AFTER if status == 503 else ()))
+
+
+def abort(exchange: Exchange) -> None:
+    """The client went away: end the attempt in progress; the request counts as aborted."""
+    if exchange.ended:
+        return
+    if exchange.trying is not None:
+        # Before a response head it is not the backend's failure.
+        _end_attempt(exchange, CLIENT_ABORT if exchange.latency is None else exchange.result,
+                     exchange.ok)
+    _finish(exchange, False, aborted=True)
+
+
+def _end_attempt(exchange: Exchange, outcome: Outcome, ok: bool) -> None:
+    conn = exchange.conn
+    backend = exchange.trying
+    state = exchange.state
+    exchange.trying = None
+    now = conn.loop.time()
+    up = exchange.upstream
+    if up is not None:
         exchange.upstream = None
-        exchange.head_waiter = exchange.done_waiter = None
-        pool.on_end(backend, latency if latency is not None else loop.time() - started,
-                    ok or outcome is LOCAL)
-        state.outcomes.record(backend, outcome)
-        conn.server.observer.attempt(exchange, state, backend, outcome, started, latency)
+        body = exchange.body
+        clean = ok and exchange.reusable and (body is None or body.done) and not up.closed
+        if body is not None:
+            body.detach()
+            body.on_done = None
+        if clean:
+            exchange.idle_pool.give_back(up, now)
+        elif conn.tunnel is not up:
+            up.close()
+    exchange.retry_5xx = None
+    exchange.watching = False
+    conn.response_deadline.stop()
+    latency = exchange.latency
+    # A local resource failure is not the backend's: its load feedback hears a success.
+    state.pool.on_end(backend, latency if latency is not None else now - exchange.started,
+                      ok or outcome is LOCAL)
+    state.outcomes.record(backend, outcome)
+    conn.server.observer.attempt(exchange, state, backend, outcome, exchange.started, latency)
 
 
-def _limits(exchange: Exchange):
-    return exchange.conn.server.runtime.config.limits
+def _finish(exchange: Exchange, keep: bool, aborted: bool = False) -> None:
+    exchange.ended = True
+    conn = exchange.conn
+    hook = conn.server.observer.request_end
+    if hook is not None:
+        hook(exchange, aborted)
+    if not aborted:
+        conn.finished(exchange, keep)
 
 
-def _expire(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_exception(_Timeout())
+# ---- tasks, for the waits a callback cannot make -------------------------------------------
+
+def _spawn(exchange: Exchange, coro) -> None:
+    task = exchange.task = exchange.conn.loop.create_task(coro)
+    task.add_done_callback(lambda t: _reap(t, exchange))
 
 
-class _ResponseTimer:
-    """Fails the head wait when the backend has not answered ``timeout`` after the request
-    was fully sent. While the body is still streaming, the watchdog below governs instead.
-    Uses the connection's reusable ``response_deadline``, not a timer per request."""
-
-    def __init__(self, exchange: Exchange, timeout: float) -> None:
-        self.exchange = exchange
-        self.timeout = timeout
-        self.armed = False
-        self.watchdog: _Watchdog | None = None
-
-    def arm(self) -> None:
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-            self.watchdog = None
-        waiter = self.exchange.head_waiter
-        if not self.armed and waiter is not None:
-            self.armed = True
-            self.exchange.conn.response_deadline.start(self.timeout, _expire, waiter)
-
-    def watch_body(self, body_timeout: float) -> None:
-        self.watchdog = _Watchdog(self.exchange, body_timeout, self.exchange.head_waiter,
-                                  lambda: ClientError(408, "request body not received in time"))
-
-    def cancel(self) -> None:
-        if self.armed:
-            self.exchange.conn.response_deadline.stop()
-        if self.watchdog is not None:
-            self.watchdog.cancel()
+def _reap(task: asyncio.Task, exchange: Exchange) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    # A bug must cost one connection, not the process.
+    log.error("internal error while handling a request from %s", exchange.conn.peer,
+              exc_info=task.exception())
+    if exchange.conn.transport is not None:
+        exchange.conn.transport.abort()
 
 
-class _Watchdog:
-    """Fails the exchange when no body byte moved in either direction for ``timeout``."""
+# ---- timers: the connection's response_deadline, one action at a time ---------------------
 
-    def __init__(self, exchange: Exchange, timeout: float,
-                 waiter: asyncio.Future | None = None, error=_Timeout) -> None:
-        self.exchange = exchange
-        self.conn = exchange.conn
-        self.timeout = timeout
-        self.waiter = waiter
-        self.error = error
-        self.seen = self.conn.progress
-        self.handle = self.conn.loop.call_later(timeout, self._check)
+def _arm_response_timeout(exchange: Exchange) -> None:
+    """The request is sent: its backend has ``timeouts.response`` to answer."""
+    if exchange.upstream is not None and exchange.latency is None:
+        exchange.conn.response_deadline.start(exchange.state.config.timeouts.response,
+                                              _response_timeout, exchange)
 
-    def _check(self) -> None:
-        conn = self.conn
-        if conn.progress != self.seen:
-            self.seen = conn.progress
-            self.handle = conn.loop.call_later(self.timeout, self._check)
-        else:
-            waiter = self.waiter or self.exchange.done_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(self.error())
 
-    def cancel(self) -> None:
-        self.handle.cancel()
+def _response_timeout(exchange: Exchange) -> None:
+    if exchange.upstream is not None and exchange.latency is None and exchange.event is None:
+        exchange.event = TIMED_OUT
+        exchange.conn.proceed(exchange)
+
+
+def _watch(exchange: Exchange, action) -> None:
+    """Run ``action`` once no body byte moved either way for ``body_timeout``."""
+    conn = exchange.conn
+    exchange.seen = conn.progress
+    conn.response_deadline.start(exchange.runtime.config.limits.body_timeout, action, exchange)
+
+
+def _moved(exchange: Exchange, action) -> bool:
+    """Bytes moved since the watch began: watch again from now."""
+    conn = exchange.conn
+    if conn.progress == exchange.seen:
+        return False
+    _watch(exchange, action)
+    return True
+
+
+def _upload_stalled(exchange: Exchange) -> None:
+    if exchange.upstream is None or exchange.latency is not None or \
+            _moved(exchange, _upload_stalled):
+        return
+    if exchange.event is None:
+        exchange.event = ClientError(408, "request body not received in time")
+    exchange.conn.proceed(exchange)
+
+
+def _response_stalled(exchange: Exchange) -> None:
+    if exchange.upstream is None or _moved(exchange, _response_stalled):
+        return
+    if exchange.event is None:
+        exchange.event = TIMED_OUT
+    exchange.conn.proceed(exchange)

@@ -34,14 +34,92 @@ _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 NO_BODY_STATUSES = frozenset({204, 304})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
+# ---- header names, classified once ----------------------------------------------------------
+# What the proxy does with a header, by its lower-cased name. Kinds below HOP cross to the
+# client in a response; only FORWARD crosses to a backend in a request (the others are
+# dropped, or re-written by the proxy itself).
+FORWARD = 0        # anything else
+UNDERSCORED = 1    # a name with "_": dropped from requests (see refusals.py)
+HOST = 2
+EXPECT = 3
+REQUEST_ID = 4
+SET_BY_PROXY = 5   # PROXY_SET
+HOP = 6            # hop-by-hop
+LENGTH = 7         # Content-Length
+CODING = 8         # Transfer-Encoding
+CONNECTION = 9
+UPGRADE = 10
 
-def connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
-    """Lower-cased names listed in every Connection header."""
-    tokens: set[bytes] = set()
+_KINDS = {name: HOP for name in HOP_BY_HOP}
+_KINDS.update({name: SET_BY_PROXY for name in PROXY_SET})
+_KINDS.update({b"host": HOST, b"expect": EXPECT, b"x-request-id": REQUEST_ID,
+               b"content-length": LENGTH, b"transfer-encoding": CODING,
+               b"connection": CONNECTION, b"upgrade": UPGRADE})
+# Connection tokens that name no header to drop beyond the hop-by-hop ones.
+_PLAIN_TOKENS = HOP_BY_HOP | {b"close"}
+
+# Header names as sent (case kept) -> (lower-cased, kind). Names repeat from request to
+# request, so each is lower-cased and classified once; bounded, so that a client inventing
+# names cannot grow it (past the bound a name is simply classified each time).
+NAMES: dict[bytes, tuple[bytes, int]] = {}
+NAMES_MAX = 4096
+
+
+def name_info(name: bytes) -> tuple[bytes, int]:
+    """``(lower-cased name, kind)`` of a header name."""
+    info = NAMES.get(name)
+    if info is None:
+        lower = name.lower()
+        kind = _KINDS.get(lower, FORWARD)
+        if kind == FORWARD and b"_" in name:
+            kind = UNDERSCORED
+        info = (lower, kind)
+        if len(NAMES) < NAMES_MAX:
+            NAMES[name] = info
+    return info
+
+
+def lower_name(name: bytes) -> bytes:
+    info = NAMES.get(name)
+    return info[0] if info is not None else name_info(name)[0]
+
+
+def tokens(values: list[bytes]) -> set[bytes]:
+    """Lower-cased names listed in Connection header values."""
+    out: set[bytes] = set()
+    for value in values:
+        out.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return out
+
+
+def named_by_connection(values: list[bytes]) -> set[bytes]:
+    """The headers Connection values name beyond the hop-by-hop ones (usually none)."""
+    return tokens(values) - _PLAIN_TOKENS
+
+
+def without(pieces: list[bytes], names) -> list[bytes]:
+    """``pieces`` (name, ": ", value, CRLF, ...) without the headers whose lower-cased name is
+    in ``names``."""
+    out: list[bytes] = []
+    for i in range(0, len(pieces), 4):
+        if lower_name(pieces[i]) not in names:
+            out += pieces[i:i + 4]
+    return out
+
+
+def forward_pieces(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """A request's headers a backend gets, as pieces: hop-by-hop ones, those the proxy sets
+    or re-derives, and those Connection names, left out."""
+    pieces: list[bytes] = []
+    connection = []
     for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return tokens
+        kind = name_info(name)[1]
+        if kind == FORWARD:
+            pieces += (name, b": ", value, b"\r\n")
+        elif kind == CONNECTION:
+            connection.append(value)
+    named = named_by_connection(connection) if connection else None
+    return without(pieces, named) if named else pieces
 
 
 class RequestIds:
@@ -64,56 +142,32 @@ class RequestIds:
         return b"%s-%x" % (self._prefix, self._counter)
 
 
-def upstream_request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], *,
-                          client_ip: str, proto: bytes, host: bytes, request_id: bytes,
+def upstream_request_head(method: bytes, target: bytes, pieces: list[bytes], *,
+                          client_ip: bytes, proto: bytes, host: bytes, request_id: bytes,
                           framing: str, length: int, upgrade: bytes | None,
                           strip=(), add=()) -> bytes:
     """The head sent to a backend. ``framing``: "none", "length" or "chunked".
 
-    ``client_ip`` is the X-Forwarded-For value; ``strip`` lower-cased names of client
-    headers not to forward (credentials), ``add`` (name, value) pairs the gateway adds."""
-    named = connection_tokens(headers)
+    ``pieces``: the client's headers that cross (``forward_pieces``); ``client_ip`` is the
+    X-Forwarded-For value; ``strip`` lower-cased names of client headers not to forward
+    (credentials), ``add`` (name, value) pairs the gateway adds."""
     # Host is written once, from the value the proxy routed by (an HTTP/1.0 client may
     # have sent none, and a backend speaking 1.1 requires one).
     out = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
-    for name, value in headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in PROXY_SET or lower in REDERIVED or lower in named \
-                or lower == b"x-request-id" or lower == b"host" or lower in strip:
-            continue
-        out += (name, b": ", value, b"\r\n")
+    out += without(pieces, strip) if strip else pieces
     for name, value in add:
         out += (name, b": ", value, b"\r\n")
-    out += (b"X-Forwarded-For: ", client_ip.encode(), b"\r\nX-Forwarded-Proto: ", proto,
+    out += (b"X-Forwarded-For: ", client_ip, b"\r\nX-Forwarded-Proto: ", proto,
             b"\r\nX-Forwarded-Host: ", host, b"\r\nX-Request-ID: ", request_id, b"\r\n")
-    _framing_fields(out, framing, length, upgrade)
-    out.append(b"\r\n")
-    return b"".join(out)
-
-
-def _framing_fields(out: list[bytes], framing: str, length: int, upgrade: bytes | None) -> bool:
-    """Append the fields the proxy derives itself; True when an Upgrade was announced."""
     if framing == "length":
         out += (b"Content-Length: ", b"%d" % length, b"\r\n")
     elif framing == "chunked":
         out.append(b"Transfer-Encoding: chunked\r\n")
     if upgrade is not None:
-        out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n")
-        return True
-    return False
-
-
-def body_fields(headers: list[tuple[bytes, bytes]]) -> tuple[int, list[bytes]]:
-    """A response's Content-Length (-1: none) and its Transfer-Encoding values."""
-    length = -1
-    codings = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"content-length":
-            length = int(value)              # llhttp has validated it
-        elif lower == b"transfer-encoding":
-            codings.append(value)
-    return length, codings
+        out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n\r\n")
+    else:
+        out.append(b"\r\n")
+    return b"".join(out)
 
 
 def response_framing(status: int, length: int, chunked: bool, head: bool, http10: bool,
@@ -143,23 +197,42 @@ def response_framing(status: int, length: int, chunked: bool, head: bool, http10
     return "close", "close", False, not chunked        # HTTP/1.0 client, length unknown
 
 
-def client_response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *,
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    """``HTTP/1.1 200 OK\\r\\n``, made once per status and reason (bounded, like NAMES)."""
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason or _reason(status))
+        if len(_STATUS_LINES) < NAMES_MAX:
+            _STATUS_LINES[(status, reason)] = line
+    return line
+
+
+def client_response_head(status: int, reason: bytes, pieces: list[bytes], *,
                          framing: str, length: int, keep_alive: bool, http10: bool,
-                         upgrade: bytes | None = None) -> bytes:
-    """The head sent to the client. ``framing``: "none", "length", "chunked" or "close"."""
-    named = connection_tokens(headers)
-    out = [b"HTTP/1.1 %d " % status, reason or _reason(status), b"\r\n"]
-    for name, value in headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower == b"content-length" or lower in named:
-            continue
+                         upgrade: bytes | None = None, extra=()) -> bytes:
+    """The head sent to the client. ``pieces``: the backend's headers that cross, as the
+    upstream connection collected them (hop-by-hop ones and Content-Length already left
+    out); ``extra`` (name, value) pairs the proxy adds. ``framing``: "none", "length",
+    "chunked" or "close"."""
+    out = [status_line(status, reason)]
+    out += pieces
+    for name, value in extra:
         out += (name, b": ", value, b"\r\n")
-    upgrading = _framing_fields(out, framing, length, upgrade)
-    if not upgrading and not keep_alive:
-        out.append(b"Connection: close\r\n")
-    elif not upgrading and http10:
-        out.append(b"Connection: keep-alive\r\n")
-    out.append(b"\r\n")
+    if framing == "length":
+        out += (b"Content-Length: ", b"%d" % length, b"\r\n")
+    elif framing == "chunked":
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    if upgrade is not None:
+        out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n\r\n")
+    elif not keep_alive:
+        out.append(b"Connection: close\r\n\r\n")
+    elif http10:
+        out.append(b"Connection: keep-alive\r\n\r\n")
+    else:
+        out.append(b"\r\n")
     return b"".join(out)
 
 

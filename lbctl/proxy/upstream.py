@@ -2,7 +2,10 @@
 
 An ``UpstreamConnection`` serves one ``Exchange`` at a time and reports parser events
 straight to it (``response_head``, ``response_body``...), so response bytes are written to
-the client inside the callback, without a hop through a task. A connection goes back to its
+the client inside the callback, without a hop through a task. After each read (later in the
+same turn of the loop, ``ProxyServer.soon``) and when the connection is lost it lets the
+exchange's journey go on (``ClientConnection.proceed``): out of the parser, so an attempt
+that ended can give this connection back, or try another. A connection goes back to its
 backend's idle pool only after a clean, complete exchange; one that saw an error, a timeout,
 stray bytes or an incomplete message is closed, never reused.
 
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from lbctl.balancing.backend import Backend
+from lbctl.proxy.framing import CODING, CONNECTION, HOP, LENGTH, NAMES, UPGRADE, name_info
 from lbctl.config.tls import handshake_error
 
 if TYPE_CHECKING:
@@ -51,6 +55,14 @@ class UpstreamError(Exception):
 class UpstreamConnection(asyncio.Protocol):
     """One TCP connection to a backend, speaking HTTP/1.1 with keep-alive."""
 
+    __slots__ = (
+        "idle_pool", "transport", "exchange", "parser", "closed", "idle_since",
+        "response_started", "pieces", "length", "codings", "connection", "upgrade", "reason",
+        "interim", "complete", "tunnel",
+        "head_request", "exchanges", "head_open", "head_bytes", "header_bytes", "header_count",
+        "max_head", "max_headers",
+    )
+
     def __init__(self, idle_pool: "IdlePool") -> None:
         self.idle_pool = idle_pool
         self.transport: asyncio.Transport | None = None
@@ -59,7 +71,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.response_started = False     # any byte of a response received in this exchange
-        self.headers: list[tuple[bytes, bytes]] = []
+        # The response head, collected as it is parsed: the headers that cross to the client
+        # (name, ": ", value, CRLF pieces), and those the proxy reads instead of relaying.
+        self.pieces: list[bytes] = []
+        self.length = -1                  # Content-Length (-1: none)
+        self.codings: list[bytes] | None = None   # Transfer-Encoding values
+        self.connection: list[bytes] | None = None   # Connection values
+        self.upgrade: bytes | None = None
         self.reason = b""
         self.interim = False              # inside a 1xx response (not forwarded)
         self.complete = False
@@ -78,7 +96,9 @@ class UpstreamConnection(asyncio.Protocol):
     def attach(self, exchange: Exchange, head_request: bool) -> None:
         self.exchange = exchange
         self.response_started = False
-        self.headers = []
+        self.pieces = []
+        self.length = -1
+        self.codings = self.connection = self.upgrade = None
         self.reason = b""
         self.interim = False
         self.complete = False
@@ -142,6 +162,8 @@ class UpstreamConnection(asyncio.Protocol):
             except Exception:
                 # The client went away: the same as a write failing inside a callback.
                 self.close()
+        conn = exchange.conn
+        conn.server.soon(conn.resume, exchange)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -156,6 +178,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.conn.close()
         elif not self.complete:
             exchange.upstream_lost(self)
+        exchange.conn.proceed(exchange)
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -177,13 +200,30 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason = reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.complete:
-            self.headers.append((name, value))
-            self.header_count += 1
-            self.header_bytes += len(name) + len(value) + 4
-            if self.header_count > self.max_headers or self.header_bytes > self.max_head:
-                self._fail_head()
-                raise _StopParsing
+        if self.complete:
+            return
+        self.header_count += 1
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_count > self.max_headers or self.header_bytes > self.max_head:
+            self._fail_head()
+            raise _StopParsing
+        info = NAMES.get(name) or name_info(name)
+        kind = info[1]
+        if kind < HOP:                    # crosses to the client as it is
+            self.pieces += (name, b": ", value, b"\r\n")
+        elif kind == LENGTH:
+            self.length = int(value)      # llhttp has validated it
+        elif kind == CODING:
+            if self.codings is None:
+                self.codings = []
+            self.codings.append(value)
+        elif kind == CONNECTION:
+            if self.connection is None:
+                self.connection = []
+            self.connection.append(value)
+        elif kind == UPGRADE:
+            if self.upgrade is None:
+                self.upgrade = value
 
     def _fail_head(self) -> None:
         """Over a response-head limit: a 502 for the client, and this connection closed."""
@@ -201,12 +241,14 @@ class UpstreamConnection(asyncio.Protocol):
             # Expect itself and the final response follows on this connection. Their bytes
             # count toward the head limit, so endless 103s are bounded too.
             self.interim = True
-            self.headers = []
+            self.pieces = []
+            self.length = -1
+            self.codings = self.connection = self.upgrade = None
             self.header_count = 0
             return
         self.head_open = False
         if self.exchange is not None and not self.exchange.response_head(
-                self, status, self.reason, self.headers):
+                self, status, self.reason):
             raise _StopParsing
         if self.head_request:
             # httptools cannot be told a response answers HEAD, so it would wait for the
