@@ -12,7 +12,7 @@ process control: only the serve root and the CLI use it, so nothing in the data 
 below it may. Every import counts:
 at module level, inside a function, and under ``if TYPE_CHECKING:`` (a lower package states
 what it needs as a Protocol of its own instead). The modules at the top of ``lbctl``
-(``units``, ``errors``, ``exitcodes``, ``uri`` and the package's ``__init__``) are shared by
+(``units``, ``errors``, ``exitcodes``, ``uri``, ``files`` and the package's ``__init__``) are shared by
 all and import no package. The files are read with ``ast``, never imported.
 """
 
@@ -30,7 +30,7 @@ LEVELS = [
     ("observe",), ("admin", "control"), ("serve",), ("demo",), ("cli",), ("__main__",),
 ]
 RANK = {package: rank for rank, level in enumerate(LEVELS) for package in level}
-SHARED = {"", "units", "errors", "exitcodes", "uri"}    # "" is lbctl/__init__.py
+SHARED = {"", "units", "errors", "exitcodes", "uri", "files"}    # "" is lbctl/__init__.py
 ORDER = " -> ".join(" | ".join(level) for level in LEVELS[:-1])
 
 

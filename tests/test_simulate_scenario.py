@@ -140,7 +140,7 @@ BAD = [
     ('[[backends]]\nservice = { dist = "constant", mean = "1s", p99 = "2s" }\n',
      'backends[0].service.p99: expected no p99 with dist = "constant" (it uses mean)'),
     ('[[backends]]\nservice = { dist = "empirical", file = "nope.txt" }\n',
-     'backends[0].service.file: cannot read "nope.txt": No such file or directory'),
+     'backends[0].service.file: cannot read "nope.txt": it does not exist'),
     ('algorithms = ["p2c", "least_con"]\n[[backends]]\n',
      "algorithms: expected a non-empty array of distinct values, each one of"),
     ('algorithms = ["p2c", "least_con"]\n[[backends]]\n', "did you mean 'least_conn'?"),

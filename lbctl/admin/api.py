@@ -28,7 +28,6 @@ too (``discovery/membership.py`` says what a reload does with them).
 from __future__ import annotations
 
 import errno
-import hmac
 import json
 import logging
 
@@ -39,6 +38,9 @@ from lbctl.admin.guard import BadBody, describe, guard, json_body
 from lbctl.admin.metrics import exposition, registry_for
 from lbctl.admin.served import Served
 from lbctl.balancing.backend import WEIGHT_RANGE, AdminState, checked_weight
+from lbctl.config.keys import digest_of, same_secret
+from lbctl.config.kinds import loops_back
+from lbctl.config.model import Address
 from lbctl.discovery.entries import EntryError, backend_from_entry
 from lbctl.discovery.membership import MembershipError
 from lbctl.errors import UserError
@@ -55,10 +57,32 @@ def _error(status: int, message: str, **headers) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
+@web.middleware
+async def _json_errors(request: web.Request, handler):
+    """aiohttp's own refusals (no such route, a method a route does not take) as this API's
+    JSON errors, like every other answer."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        what = {404: "no such endpoint", 405: f"{request.method} is not allowed here"}.get(
+            exc.status, exc.reason)
+        return _error(exc.status, what, **headers)
+
+
+async def _no_sniffing(request: web.Request, response: web.StreamResponse) -> None:
+    # Every answer is read as the type it says: JSON that holds a backend's name is never
+    # rendered as a page, whatever the name holds.
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 class AdminApi:
     def __init__(self, served: Served, admin) -> None:
         self.served = served
-        self.token: bytes | None = admin.token.encode() if admin.token else None
+        # The token's digest only: same_secret compares in time independent of what is sent.
+        self.token: bytes | None = digest_of(admin.token) if admin.token else None
         self.address = admin.address
         self.registry = registry_for(served)
         self.runner: web.AppRunner | None = None
@@ -66,8 +90,10 @@ class AdminApi:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[
+            _json_errors,
             guard(token=lambda: self.token is not None, admin_host=self.address.host),
             self._auth])
+        app.on_response_prepare.append(_no_sniffing)
         dashboard.add_routes(app, lambda: self.token is not None)
         app.router.add_get("/stats", self.stats, allow_head=False)
         app.router.add_get("/metrics", self.metrics, allow_head=False)
@@ -103,7 +129,7 @@ class AdminApi:
             log.warning("admin address change takes effect after a restart; still on %s",
                         self.address)
         if admin is not None:
-            self.token = admin.token.encode() if admin.token else None
+            self.token = digest_of(admin.token) if admin.token else None
 
     async def close(self) -> None:
         if self.runner is not None:
@@ -117,8 +143,9 @@ class AdminApi:
         if self.token is not None and request.path not in dashboard.PUBLIC:
             sent = request.headers.get("Authorization", "")
             scheme, _, value = sent.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    value.strip().encode(), self.token):
+            # Any bytes a client sends: aiohttp hands undecodable ones over as surrogates.
+            presented = value.strip().encode("utf-8", "surrogateescape")
+            if scheme.lower() != "bearer" or not same_secret(presented, self.token):
                 return _error(401, "missing or wrong bearer token",
                               **{"WWW-Authenticate": 'Bearer realm="lbctl"'})
         return await handler(request)
@@ -187,6 +214,14 @@ class AdminApi:
 
     # ---- membership ---------------------------------------------------------------------
 
+    def _listening(self) -> Address:
+        """Where the proxy listens: the bound address (port 0 in a config is a real port by
+        now), else the configured one."""
+        bound = getattr(self.served, "address", None)
+        if bound:
+            return Address(bound[0], bound[1])
+        return self.served.runtime.config.listen.address
+
     async def backends(self, request: web.Request) -> web.Response:
         """POST: add a backend to a pool, at once (with the pool's slow start)."""
         if request.method != "POST":
@@ -204,6 +239,12 @@ class AdminApi:
             bcfg = backend_from_entry(body, "admin")
         except EntryError as exc:
             return _error(400, str(exc))
+        for what, address in (("the proxy's listening address", self._listening()),
+                              ("the admin API's address", Address(*self.bound))):
+            if loops_back(bcfg.host, bcfg.port, address):
+                return _error(400, f"url: expected a backend other than lbctl itself, found "
+                                   f"{bcfg.url}, {what}: each request would be sent back "
+                                   "into lbctl")
         try:
             backend = served.add_backend(pool_name, bcfg)
         except MembershipError as exc:

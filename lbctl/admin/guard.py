@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 
 from aiohttp import web
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_PORT = re.compile(r":[0-9]{1,5}")
 MAX_BODY = 16 * 1024           # admin bodies are a few bytes; anything larger is not ours
 
 
@@ -43,11 +45,17 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def host_name(host: str) -> str:
-    """The name part of a Host header value, lower-cased, without port or brackets."""
+    """The name part of a Host header value, lower-cased, without port or brackets. A
+    value that is not ``name[:port]`` (``127.0.0.1:80@evil.example``, ``a:b``) is returned
+    whole, and so is never a local name."""
     host = host.strip().lower()
     if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
+        name, sep, port = host[1:].partition("]")
+        return name if sep and (not port or _PORT.fullmatch(port)) else host
+    name, sep, port = host.rpartition(":")
+    if sep and name.count(":") == 0:
+        return name if _PORT.fullmatch(sep + port) else host
+    return host
 
 
 def is_local_name(name: str) -> bool:
@@ -68,9 +76,11 @@ def refusal(request: web.Request, *, token: bool, admin_host: str) -> web.Respon
         if not is_local_name(name) and name != admin_host.lower():
             return _error(403, f"Host {host!r} is not this admin API's address; refused "
                                f"(a DNS-rebinding page would send that)")
-    site = headers.get("Sec-Fetch-Site", "").strip().lower()
-    if site in ("cross-site", "same-site"):
-        return _error(403, f"cross-site request refused (Sec-Fetch-Site: {site})")
+    # A browser sends one value; any value naming another site refuses, however written.
+    sites = {part.strip() for part in headers.get("Sec-Fetch-Site", "").lower().split(",")}
+    for site in ("cross-site", "same-site"):
+        if site in sites:
+            return _error(403, f"cross-site request refused (Sec-Fetch-Site: {site})")
     origin = headers.get("Origin")
     if origin is not None and (host is None or origin.strip().lower() != f"http://{host.strip().lower()}"):
         return _error(403, f"cross-origin request refused (Origin: {origin[:100]})")
@@ -129,7 +139,7 @@ async def json_body(request: web.Request) -> dict:
             raise BadBody(f"the body is larger than {MAX_BODY} bytes")
     raw = b"".join(chunks)
     try:
-        body = json.loads(raw, parse_constant=_no_constant)
+        body = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=_one_each)
     except RecursionError:
         raise BadBody("the JSON is nested too deeply") from None
     except BadBody:
@@ -138,4 +148,27 @@ async def json_body(request: web.Request) -> dict:
         raise BadBody(f"the body is not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(body, dict):
         raise BadBody("expected a JSON object")
+    if _has_surrogate(body):
+        raise BadBody("a string holds a lone surrogate (\\ud800-\\udfff), which is no text")
     return body
+
+
+def _one_each(pairs: list[tuple[str, object]]) -> dict:
+    """An object whose keys are all different: with {"weight": 1, "weight": 500}, which one
+    counts would depend on the parser, so neither does."""
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise BadBody(f"the key {json.dumps(twice[:40])} is given twice")
+    return body
+
+
+def _has_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False

@@ -32,6 +32,10 @@ class Served(Protocol):
     @property
     def runtime(self) -> Runtime: ...
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the proxy listens (host, port), as bound."""
+
     observer: Observer
     health: HealthChecks
     discovery: Discovery

@@ -7,6 +7,7 @@ import json
 import click
 
 from lbctl.balancing.backend import checked_weight
+from lbctl.cli.params import Number
 
 _admin = click.option("--admin", "url", default=None, metavar="ADDRESS",
                       help="Admin API as host:port (like the config's [admin] address) or a URL "
@@ -99,7 +100,7 @@ def weight(pool, name, weight, url, config_path, token, as_json):
 @click.argument("pool")
 @click.argument("backend_url", metavar="URL")
 @click.option("--name", default=None, metavar="NAME", help="The backend's name (default host:port).")
-@click.option("--weight", type=click.FloatRange(min=0.01, max=1000), default=None,
+@click.option("--weight", type=Number(min=0.01, max=1000), default=None,
               help="Weight, 0.01 to 1000 (default 1).")
 @_admin
 @_config

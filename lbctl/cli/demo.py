@@ -7,7 +7,11 @@ import sys
 
 import click
 
-from lbctl.cli.params import Duration
+from lbctl.cli.params import Duration, Number
+
+# The demo's traffic is gentle by design: a number for watching the dashboard, not a load
+# test (infinity would be a busy loop).
+MAX_LOAD = 1000.0
 
 
 @click.command()
@@ -15,7 +19,9 @@ from lbctl.cli.params import Duration
               metavar="FILE",
               help="Config to serve (default: the packaged sample.toml).")
 @click.option("--load", default=20.0, show_default=True, metavar="RATE",
-              help="Built-in traffic in requests per second; 0 for none.")
+              type=Number(min=0, max=MAX_LOAD),
+              help=f"Built-in traffic in requests per second, at most {MAX_LOAD:g}; 0 for "
+                   "none.")
 @click.option("--duration", default=None, type=Duration(),
               help='Stop after this long, e.g. 30 or "2m"; 0 (the default) runs until Ctrl-C.')
 def command(config_path: str | None, load: float, duration: float | None) -> None:

@@ -32,3 +32,14 @@ class Duration(click.ParamType):
             expected = DURATION_EXPECTED + (", above zero" if self.positive else "")
             self.fail(f"expected {expected}, found {value!r}", param, ctx)
         return seconds
+
+
+class Number(click.FloatRange):
+    """A float within a range, and finite: click's ``FloatRange`` lets NaN through (every
+    comparison with it is false), and a NaN rate or speed-up is nobody's intent."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"expected a finite number, found {value!r}", param, ctx)
+        return number

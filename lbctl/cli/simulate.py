@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lbctl.cli.params import Duration
+from lbctl.cli.params import Duration, Number
 from lbctl.errors import UserError
 
 
@@ -28,11 +28,11 @@ def _output(path: str | None):
                                 "confidence intervals; the verdict says when a gap is noise.")
 @click.option("--algorithms", metavar="A,B,...",
               help="Comma-separated algorithms to compare (default: the scenario's, or all).")
-@click.option("--backends", type=click.IntRange(min=1), metavar="N",
+@click.option("--backends", type=click.IntRange(min=1, max=100_000), metavar="N",
               help="Instead of a scenario: N identical backends.")
-@click.option("--load", type=click.FloatRange(min=0, min_open=True),
+@click.option("--load", type=Number(min=0, min_open=True),
               help="Offered load as a fraction of the pool's capacity, e.g. 0.9.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+@click.option("--rate", type=Number(min=0, min_open=True),
               help="Arrivals per second to the whole pool (instead of --load).")
 @click.option("--requests", type=click.IntRange(min=1), metavar="N",
               help="Requests per algorithm.")
@@ -51,7 +51,7 @@ def _output(path: str | None):
 @click.option("--replay", metavar="LOG", type=click.Path(dir_okay=False),
               help="Replay an access log: lbctl's JSON, nginx (see --log-format) or HAProxy's "
                    "HTTP log. Arrivals, keys and service times come from the log.")
-@click.option("--speedup", type=click.FloatRange(min=0, min_open=True),
+@click.option("--speedup", type=Number(min=0, min_open=True),
               help="With --replay: replay the log this many times faster (2 = twice the rate).")
 @click.option("--log-format", "log_format", metavar="FORMAT",
               help="With --replay of an nginx log: its log_format string "
@@ -115,18 +115,28 @@ def command(scenario, seed, seeds, algorithms, backends, load, rate, requests, d
                       log_format=log_format, from_admin=from_admin, token=token, pool=pool,
                       compare=tuple(compare) if compare else None, interval=interval,
                       workers=workers)
-    files = [(kind, _output(path)) for kind, path in
-             (("csv", csv_path), ("series", series_path), ("html", html_path))]
+    paths = {"csv": csv_path, "series": series_path, "html": html_path}
+    files = {kind: _output(path) for kind, path in paths.items()}
     try:
         if not as_json and sys.stdout.isatty():
             report = _with_progress(simulate, options)
         else:
             report = simulate(options)
-        _write(report, dict(files))
-    finally:
-        for _, f in files:
+        for kind, f in files.items():
             if f is not None:
-                f.close()
+                try:
+                    _write(kind, report, f)
+                    f.close()           # the last bytes reach the disk here: a full disk says so
+                except OSError as exc:
+                    raise UserError(f"{paths[kind]}: cannot write: {exc.strerror or exc}") \
+                        from None
+    finally:
+        for f in files.values():
+            if f is not None and not f.closed:
+                try:
+                    f.close()
+                except OSError:         # already reported, or the run failed first
+                    pass
     if as_json:
         from lbctl.simulate.results import to_json
         click.echo(to_json(report.seeds[0], report.results, report.seeds))
@@ -137,16 +147,16 @@ def command(scenario, seed, seeds, algorithms, backends, load, rate, requests, d
         console.print(render(report, width=console.width))
 
 
-def _write(report, files) -> None:
-    if files["csv"] is not None:
+def _write(kind: str, report, f) -> None:
+    if kind == "csv":
         from lbctl.simulate.results import to_csv
-        files["csv"].write(to_csv(report.results))
-    if files["series"] is not None:
+        f.write(to_csv(report.results))
+    elif kind == "series":
         from lbctl.simulate.results import series_csv
-        files["series"].write(series_csv(report.series))
-    if files["html"] is not None:
+        f.write(series_csv(report.series))
+    else:
         from lbctl.simulate.html import html_report
-        files["html"].write(html_report(report))
+        f.write(html_report(report))
 
 
 def _with_progress(simulate, options):

@@ -50,11 +50,11 @@ def command(url: str | None, config_path: str | None, token: str | None, interva
     if as_json:
         click.echo(json.dumps(client.stats(), indent=2))
         return
+    from lbctl.observe.dashboard import fetch, watch
     from lbctl.observe.render import dashboard
     # Not a terminal: rich would assume 80 columns and squeeze the names; a file can be wide.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     if once or not sys.stdout.isatty():
-        console.print(dashboard(client.stats()))
+        console.print(dashboard(fetch(client)))
         return
-    from lbctl.observe.dashboard import watch
     watch(client, console, interval)

@@ -11,6 +11,7 @@ config has public keys to load.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,14 @@ _HMAC = ("HS256", "HS384", "HS512")
 def digest_of(key: str | bytes) -> bytes:
     """The SHA-256 digest an API key is held as."""
     return hashlib.sha256(key.encode() if isinstance(key, str) else key).digest()
+
+
+def same_secret(presented: bytes, digest: bytes) -> bool:
+    """Whether ``presented`` is the secret whose SHA-256 is ``digest`` (``digest_of``).
+    Fixed-length digests are compared with ``hmac.compare_digest``: the time taken shows
+    neither how much of the secret was right nor how long it is (compare_digest on the
+    secrets themselves returns at once when the lengths differ)."""
+    return hmac.compare_digest(hashlib.sha256(presented).digest(), digest)
 
 
 def parse_hash(text: str) -> bytes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import quote, unquote, urlsplit
@@ -214,15 +215,29 @@ class Workers(Kind):
 
 
 class Name(Kind):
-    """A pool or backend name: it appears in admin API paths and metric labels."""
+    """A pool or backend name: it appears in admin API paths, metric labels, the event log,
+    terminal tables and the web dashboard, so it is printable text and nothing else. Besides
+    "/" and whitespace, the Unicode categories that are not text are refused: controls (C0
+    and C1, whose CSI is a terminal escape), format characters (bidirectional overrides that
+    make a name read backwards, zero-width joiners), lone surrogates (they cannot be encoded:
+    ``/metrics`` would fail on them), private-use and unassigned code points."""
 
     expected = 'a non-empty name without "/", spaces or control characters'
-    _ok = re.compile(r"[^\s/\x00-\x1f\x7f]+")
+    MAX = 320                   # characters; a DNS name with its port and address fits
+    _ok = re.compile(r"[^\s/\x00-\x1f\x7f-\x9f]+")
 
     def parse(self, value: Any) -> str:
-        if not isinstance(value, str) or not self._ok.fullmatch(value):
-            raise Invalid(self.expected)
+        if not is_name(value):
+            raise Invalid(self.expected, f"at most {self.MAX} characters" if
+                          isinstance(value, str) and len(value) > self.MAX else None)
         return value
+
+
+def is_name(value: Any) -> bool:
+    """Whether ``value`` may name a pool or backend (``Name``'s rule)."""
+    return isinstance(value, str) and len(value) <= Name.MAX and \
+        Name._ok.fullmatch(value) is not None and \
+        (value.isascii() or not any(unicodedata.category(c)[0] in "CZ" for c in value))
 
 
 class AddressKind(Kind):
@@ -275,6 +290,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def loops_back(host: str, port: int, listening: Address | None) -> bool:
+    """Whether a backend at ``host:port`` is lbctl's own ``listening`` address: each request
+    sent there would come back in and be sent there again, until every connection is used.
+    Only what can be told from the addresses: the same host, a wildcard listener and a
+    loopback backend, or ``localhost`` and a loopback address, on the same port."""
+    if listening is None or port != listening.port:
+        return False
+    a, b = host.lower(), listening.host.lower()
+    if a == b:
+        return True
+    if b in ("0.0.0.0", "::"):
+        return is_loopback(a)
+    return is_loopback(a) and is_loopback(b) and "localhost" in (a, b)
+
+
 class BackendUrl(Kind):
     """``http://host:port`` or ``https://host:port``; the port defaults to 80/443."""
 
@@ -308,7 +338,29 @@ def split_backend_url(url: str) -> tuple[str, str, int]:
         raise Invalid(expected)
     if port == 0:
         raise Invalid(expected)
+    why = not_a_backend_address(host)
+    if why is not None:
+        raise Invalid(expected, why)
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+
+
+def not_a_backend_address(host: str) -> str | None:
+    """Why an IP address cannot be a backend's, or None (names and ordinary addresses).
+    0.0.0.0 and :: are "any address" to bind, and to connect they silently mean this
+    machine; multicast and broadcast addresses take no TCP connection."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    # ::ffff:0.0.0.0 is 0.0.0.0 to a dual-stack socket: judged as the IPv4 address it maps.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    if ip.is_unspecified:
+        return f"{host} means any address to listen on, not a backend to connect to"
+    if ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return f"{host} is a multicast or broadcast address, which takes no connection"
+    return None
 
 
 # A DNS name as discovery looks it up: labels of letters, digits, "-" and "_" (SRV owner

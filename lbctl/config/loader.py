@@ -14,16 +14,16 @@ import os
 import re
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Mapping
 
 from lbctl.config import model
 from lbctl.config.gateway import check_gateway, freeze_keys, read_keys
-from lbctl.config.kinds import Invalid, Name, is_loopback, split_backend_url
+from lbctl.config.kinds import Invalid, Name, is_loopback, loops_back, split_backend_url
 from lbctl.config.problems import Problem, Problems, describe, index_path, key_path, suggest
 from lbctl.config.schema import BACKEND, CONFIG, POOL, ROUTE
 from lbctl.config.store import check_store
 from lbctl.errors import UserError
+from lbctl.files import FileProblem, read_bytes
 from lbctl.units import format_duration
 
 if sys.version_info >= (3, 11):
@@ -33,6 +33,8 @@ else:  # pragma: no cover
 
 ADMIN_TOKEN_ENV = "LBCTL_ADMIN_TOKEN"
 MIN_ADMIN_TOKEN = 16            # characters; 16 random hex digits are 64 bits
+# A config is a page or two of TOML; a file this large is a mistake (or /dev/zero).
+MAX_CONFIG_SIZE = 16 * 1024 * 1024
 
 # Health keys that only mean something for HTTP probes; with type = "tcp" they would be ignored.
 _HTTP_ONLY_HEALTH_KEYS = ("method", "path", "host", "expect_status", "expect_body")
@@ -72,13 +74,9 @@ def read_toml(file: str) -> dict[str, Any]:
 def read_text(file: str) -> str:
     """The config file's text, or ``ConfigError`` saying why it cannot be read."""
     try:
-        raw = Path(file).read_bytes()
-    except FileNotFoundError:
-        raise _fatal(file, "", "cannot read the config file: it does not exist") from None
-    except IsADirectoryError:
-        raise _fatal(file, "", "cannot read the config file: it is a directory") from None
-    except OSError as exc:
-        raise _fatal(file, "", f"cannot read the config file: {exc.strerror or exc}") from None
+        raw = read_bytes(file, MAX_CONFIG_SIZE)
+    except FileProblem as exc:
+        raise _fatal(file, "", f"cannot read the config file: {exc}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -122,6 +120,8 @@ def build_config(data: Mapping[str, Any], file: str, problems: Problems,
     paths = top.values.get("paths", model.Paths())
     routes = _routes(data.get("routes"), declared, problems, paths)
     pools = _pools(raw_pools, problems, file)
+    if not problems:
+        _check_loops(pools, listen, admin, problems)
     config = model.Config(path=file, listen=listen, routes=tuple(routes),
                           pools=model.Config.freeze(pools), admin=admin, limits=limits,
                           keys=freeze_keys(keys), log=log, paths=paths, store=store,
@@ -173,6 +173,20 @@ def _check_token(token: str, from_env: bool, problems: Problems) -> None:
     elif len(token) < MIN_ADMIN_TOKEN:
         problems.add(where, f"expected at least {MIN_ADMIN_TOKEN} characters (e.g. the output "
                             f"of `openssl rand -hex 16`), found {len(token)}")
+
+
+def _check_loops(pools: dict[str, model.PoolConfig], listen: model.Listen,
+                 admin: model.Admin | None, problems: Problems) -> None:
+    """No backend may be lbctl's own listener or admin API (``loops_back``)."""
+    for name, pool in pools.items():
+        for i, b in enumerate(pool.backends):
+            for what, address in (("listen.address", listen.address),
+                                  ("admin.address", admin.address if admin else None)):
+                if loops_back(b.host, b.port, address):
+                    problems.add(f"{index_path(key_path(key_path('pools', name), 'backends'), i)}"
+                                 f".url", f"expected a backend other than lbctl itself, found "
+                                 f"{describe(b.url)}, the address of {what} ({address}): "
+                                 "each request would be sent back into lbctl")
 
 
 def _pools(raw: Any, problems: Problems, file: str = "") -> dict[str, model.PoolConfig]:

@@ -69,7 +69,11 @@ def describe(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
+        # Readable letters as they are, anything else escaped: a value quoted in an error
+        # may come from a hostile file, and must not move a terminal's cursor (C1 controls),
+        # reverse the line (bidi overrides) or fail to encode (lone surrogates).
+        text = "".join(c if c.isprintable() else f"\\u{ord(c):04x}"
+                       for c in json.dumps(value, ensure_ascii=False))
         return text if len(text) <= 60 else text[:57] + '..."'
     if isinstance(value, (int, float)):
         return repr(value)

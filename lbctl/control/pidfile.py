@@ -12,25 +12,33 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
+from lbctl.files import FileProblem, read_bytes
 
 log = logging.getLogger("lbctl")
+
+MAX_PID_FILE = 64           # a pid and a newline; more is not a pid file
+MAX_PID = 2**31 - 1         # pid_t; the kernel's own limit (pid_max) is lower
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def read_pid(path: str | os.PathLike[str]) -> int | None:
     """The pid in ``path``; None when the file is missing. Damaged content is a UserError."""
     try:
-        text = Path(path).read_text(encoding="ascii", errors="replace").strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise UserError(f"pid file {path}: cannot read: {exc.strerror or exc}",
-                        exit_code=Exit.RUNTIME) from None
-    if not text.isdigit() or int(text) <= 0:
+        raw = read_bytes(path, MAX_PID_FILE)
+    except FileProblem as exc:
+        if exc.code == errno.ENOENT:
+            return None
+        raise UserError(f"pid file {path}: cannot read: {exc}", exit_code=Exit.RUNTIME) from None
+    text = raw.decode("ascii", errors="replace").strip()
+    # ASCII digits only (str.isdigit takes other scripts' digits too), and a number that
+    # can be a process id: os.kill of a larger one would overflow.
+    if not _DIGITS.fullmatch(text) or not 0 < int(text) <= MAX_PID:
         raise UserError(f"pid file {path}: expected a process id, found {text[:20]!r}",
                         exit_code=Exit.RUNTIME)
     return int(text)

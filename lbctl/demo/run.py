@@ -20,7 +20,7 @@ from importlib import resources
 from rich.console import Console
 from rich.live import Live
 
-from lbctl.config.kinds import is_loopback
+from lbctl.config.kinds import is_loopback, split_store_url
 from lbctl.config.loader import load_config
 from lbctl.config.model import Address, Config
 from lbctl.demo.backends import PERSONALITIES, bound_port, demo_app, start_backend
@@ -67,12 +67,32 @@ def _moved_backends(config: Config, moved: dict[tuple[str, int], int]) -> Config
     return replace(config, pools=Config.freeze(pools))
 
 
+def _on_this_machine(config, config_path: str) -> None:
+    """Everything the demo sends (its traffic, through the proxy, and the health probes)
+    stays on this machine: a backend elsewhere, or one found by discovery, is refused."""
+    for name, pool in config.pools.items():
+        if pool.discovery is not None:
+            raise UserError(f"{config_path}: pools.{name}.discovery: the demo runs its own "
+                            "backends on loopback; use lbctl serve for discovered ones")
+        for i, b in enumerate(pool.backends):
+            if not is_loopback(b.host):
+                raise UserError(f"{config_path}: pools.{name}.backends[{i}].url: the demo "
+                                f"sends traffic on loopback only, not to {b.host}; use lbctl "
+                                "serve for backends elsewhere")
+    if config.store.backend == "redis":
+        address = split_store_url(config.store.url)
+        if address.scheme != "unix" and not is_loopback(address.host):
+            raise UserError(f"{config_path}: store.url: the demo talks to this machine only, "
+                            f"not to {address.host}; use lbctl serve with a shared store")
+
+
 async def run_demo(config_path: str, *, load: float, duration: float | None,
                    console: Console, free_ports: bool = False) -> int:
     config = load_config(config_path)
     listen = config.listen.address
     if not is_loopback(listen.host):
         raise UserError(f"{config_path}: the demo listens on loopback only, not {listen}")
+    _on_this_machine(config, config_path)
     runners = []
     started_at = time.time()
     instance = None

@@ -13,6 +13,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from lbctl.config.kinds import not_a_backend_address
 from lbctl.config.model import Address, BackendConfig, Discovery
 from lbctl.discovery.resolution import Resolution, next_delay
 
@@ -111,6 +112,18 @@ async def addresses(resolver: Any, name: str) -> Answer:
     return Answer(records=records, ttl=min(ttls) if ttls else None)
 
 
+def usable(hosts, what: str) -> tuple[list[str], str | None]:
+    """The addresses a backend can have, in order, and why there are none when every one
+    was left out (``0.0.0.0`` is what some resolvers answer for a name they block; to
+    connect, it means this machine)."""
+    kept = sorted((h for h in set(hosts) if not_a_backend_address(h) is None),
+                  key=address_order)
+    if hosts and not kept:
+        first = sorted(set(hosts))[0]
+        return [], f"{what} holds no address a backend can have ({not_a_backend_address(first)})"
+    return kept, None
+
+
 def address_order(host: str) -> tuple[int, int]:
     ip = ipaddress.ip_address(host)
     return ip.version, int(ip)
@@ -149,7 +162,10 @@ class DnsSource:
                                     else answer.empty)
         backends = []
         # Sorted: resolvers rotate their answers, and the pool's order should not churn.
-        for host in sorted({r.address for r in answer.records}, key=address_order):
+        hosts, why = usable([r.address for r in answer.records], "the answer")
+        if why is not None:
+            return Resolution.failed(why)
+        for host in hosts:
             backends.append(BackendConfig(
                 url=url_for(self.scheme, host, self.port), name=str(Address(host, self.port)),
                 scheme=self.scheme, host=host, port=self.port, source=self.kind,

@@ -14,7 +14,7 @@ from typing import Any
 from lbctl.balancing.backend import MAX_WEIGHT, MIN_WEIGHT, WEIGHT_RANGE, checked_weight
 from lbctl.config.kinds import Invalid, Name, split_backend_url
 from lbctl.config.model import Address, BackendConfig
-from lbctl.config.problems import describe
+from lbctl.config.problems import describe, key_path
 
 KEYS = ("url", "name", "weight")
 
@@ -52,7 +52,9 @@ def backend_from_entry(entry: Any, source: str, where: str = "") -> BackendConfi
                                 f"found {_found(entry)}")
     for key in entry:
         if key not in KEYS:
-            raise EntryError(_path(where, key), f"unknown key; expected {', '.join(KEYS)}")
+            # Quoted and escaped when not a plain word: the key is the sender's text, and
+            # goes into a log line or a terminal.
+            raise EntryError(key_path(where, key), f"unknown key; expected {', '.join(KEYS)}")
     if "url" not in entry:
         raise EntryError(_path(where, "url"), 'missing; expected a URL like '
                                                '"http://10.0.0.1:8080"')

@@ -18,8 +18,10 @@ import json
 import os
 
 from lbctl.config.model import Discovery
+from lbctl.config.problems import describe
 from lbctl.discovery.entries import EntryError, backend_from_entry
 from lbctl.discovery.resolution import Resolution
+from lbctl.files import FileProblem, read_bytes
 
 # A file is a list an operator or a tool wrote, not a data set: beyond this it is a mistake.
 MAX_SIZE = 16 * 1024 * 1024
@@ -52,16 +54,11 @@ class FileSource:
         # A small file read on the loop: the read is bounded and an operator's list is small.
         self._seen = self._stat()
         try:
-            with open(self.path, "rb") as f:
-                raw = f.read(MAX_SIZE + 1)
-        except FileNotFoundError:
-            return Resolution.failed("cannot read the file: it does not exist")
-        except IsADirectoryError:
-            return Resolution.failed("cannot read the file: it is a directory")
-        except OSError as exc:
-            return Resolution.failed(f"cannot read the file: {exc.strerror or exc}")
-        if len(raw) > MAX_SIZE:
-            return Resolution.failed(f"the file is larger than {MAX_SIZE // (1024 * 1024)} MiB")
+            # Regular files only, opened without blocking: a FIFO here (or a device) would
+            # stop the event loop, and with it every request the proxy serves.
+            raw = read_bytes(self.path, MAX_SIZE, regular_only=True)
+        except FileProblem as exc:
+            return Resolution.failed(f"cannot read the file: {exc}")
         return parse(raw)
 
     def next_delay(self, resolution: Resolution) -> float:
@@ -71,16 +68,23 @@ class FileSource:
 def parse(raw: bytes) -> Resolution:
     """A file's bytes as a ``Resolution``: FOUND, EMPTY for ``[]``, FAILED naming the problem."""
     try:
-        text = raw.decode("utf-8")
+        # A byte order mark is what some Windows tools start a UTF-8 file with: not an error.
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         return Resolution.failed("not UTF-8 text")
     if not text.strip():
         # What an editor truncating the file before writing leaves for a moment: not "[]".
         return Resolution.failed("the file is empty (expected a JSON array, [] for none)")
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_one_each)
     except json.JSONDecodeError as exc:
         return Resolution.failed(f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}")
+    except _Twice as exc:
+        return Resolution.failed(str(exc))
+    except RecursionError:
+        return Resolution.failed("invalid JSON: nested too deeply")
+    except ValueError as exc:           # a number of thousands of digits
+        return Resolution.failed(f"invalid JSON: {str(exc)[:80]}")
     if not isinstance(document, list):
         return Resolution.failed('expected a JSON array of {"url": ..., "name": ..., '
                                  '"weight": ...}')
@@ -98,3 +102,18 @@ def parse(raw: bytes) -> Resolution:
         first_index[b.name] = index
         backends.append(b)
     return Resolution.found(backends, empty_reason="the file lists no backends")
+
+
+class _Twice(Exception):
+    """An object with a key given twice."""
+
+
+def _one_each(pairs: list[tuple[str, object]]) -> dict:
+    """An object whose keys are all different: with {"url": A, "url": B}, which one counts
+    would depend on the tool reading the file, so neither does (as in the admin API)."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _Twice(f"invalid JSON: the key {describe(twice)} is given twice in one object")
+    return document

@@ -22,6 +22,10 @@ FOUND, EMPTY, FAILED = "found", "empty", "failed"
 # some service registries and would otherwise mean a lookup per loop turn); an ``interval``
 # below it is the user's explicit choice and is honoured.
 MIN_TTL = 1.0
+# A pool's discovered set at most: a DNS answer over TCP holds about 4,000 addresses and a
+# 16 MiB file hundreds of thousands of entries; beyond this it is a mistake or an attack,
+# and the last good set is kept rather than probing and balancing over all of them.
+MAX_BACKENDS = 10_000
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class Resolution:
             seen.setdefault(b.name, b)
         if not seen:
             return cls(EMPTY, (), ttl, empty_reason)
+        if len(seen) > MAX_BACKENDS:
+            return cls.failed(f"{len(seen):,} backends, more than the {MAX_BACKENDS:,} a pool "
+                              "takes from discovery")
         return cls(FOUND, tuple(seen.values()), ttl)
 
     @classmethod

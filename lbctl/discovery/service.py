@@ -14,7 +14,8 @@ import logging
 import time
 from typing import Callable, Mapping
 
-from lbctl.config.model import BackendConfig, Config
+from lbctl.config.kinds import loops_back
+from lbctl.config.model import Address, BackendConfig, Config
 from lbctl.discovery.dns import ResolverError
 from lbctl.discovery.membership import MembershipError, Memberships
 from lbctl.discovery.watch import Status, Watcher, Watchers
@@ -24,6 +25,16 @@ from lbctl.exitcodes import Exit
 log = logging.getLogger("lbctl.discovery")
 
 OnMembers = Callable[[str, "tuple[BackendConfig, ...]"], None]
+LISTENER, ADMIN = "the proxy's listening address", "the admin API's address"
+Own = Callable[[], "list[tuple[str, Address]]"]
+
+
+def configured_addresses(config: Config) -> list[tuple[str, Address]]:
+    """lbctl's own addresses as the config gives them: the listener's, the admin API's."""
+    own = [(LISTENER, config.listen.address)]
+    if config.admin is not None:
+        own.append((ADMIN, config.admin.address))
+    return own
 
 
 class Discovery:
@@ -36,12 +47,17 @@ class Discovery:
     """
 
     def __init__(self, config: Config, on_members: OnMembers,
-                 *, wall: Callable[[], float] = time.time) -> None:
+                 *, wall: Callable[[], float] = time.time, own: Own | None = None) -> None:
         self.memberships = Memberships(config)
         self.watching = Watchers(self._discovered, wall=wall)
         self.on_members = on_members
         self.running = False
         self._shadowed: dict[str, set[str]] = {}
+        self._looping: dict[str, set[str]] = {}
+        # lbctl's own addresses (the serve root gives the bound ones once it listens): a
+        # source never adds a backend there, since each request would come back in.
+        self.config = config
+        self.own: Own = own if own is not None else lambda: configured_addresses(self.config)
 
     @property
     def watchers(self) -> Mapping[str, Watcher]:
@@ -73,12 +89,20 @@ class Discovery:
         """A reload: take the new file's view (the event log says what became of operators'
         changes), adjust the watchers, and return every pool's membership to build the new
         runtime from. Watchers started here report only once the caller has swapped it in."""
+        self.config = config
         for note in self.memberships.reconfigure(config):
             log.info("reload: %s", note)
         if self.running:
             for problem in self.watching.reconfigure(config):
                 log.error("reload: %s; still using the previous source", problem)
         return self.members()
+
+    def listening(self) -> None:
+        """lbctl now listens: with a port 0 in the config, its own addresses are known only
+        now, so the first lookups' sets are checked against them again."""
+        for pool, watcher in self.watching.watchers.items():
+            if self._not_lbctl(pool, watcher.discovered) != self.memberships[pool].discovered:
+                self._discovered(pool, watcher.discovered)
 
     async def stop(self) -> None:
         self.running = False
@@ -111,6 +135,7 @@ class Discovery:
         members = self.memberships.get(pool)
         if members is None:
             return
+        backends = self._not_lbctl(pool, backends)
         members.discovered = backends
         shadowed = set(members.shadowed())
         for name in sorted(shadowed - self._shadowed.get(pool, set())):
@@ -118,6 +143,25 @@ class Discovery:
                         "backend of that name", pool, name)
         self._shadowed[pool] = shadowed
         self._decided(pool)
+
+    def _not_lbctl(self, pool: str, backends: tuple[BackendConfig, ...]
+                   ) -> tuple[BackendConfig, ...]:
+        """``backends`` less those at lbctl's own addresses, each logged once while a source
+        keeps naming it (a file or a nameserver may list anything)."""
+        own = self.own()
+        kept, looping = [], {}
+        for b in backends:
+            what = next((w for w, a in own if loops_back(b.host, b.port, a)), None)
+            if what is None:
+                kept.append(b)
+            else:
+                looping[b.name] = what
+        for name in sorted(set(looping) - self._looping.get(pool, set())):
+            log.warning("pool %s: discovered backend %s is ignored: it is %s, and each "
+                        "request sent there would come back into lbctl", pool, name,
+                        looping[name])
+        self._looping[pool] = set(looping)
+        return tuple(kept) if looping else backends
 
     def _decided(self, pool: str) -> None:
         self.on_members(pool, self.memberships[pool].members())

@@ -19,9 +19,13 @@ import asyncio
 from typing import Any
 
 from lbctl.config.model import BackendConfig, Discovery
-from lbctl.discovery.dns import NO_RECORDS, Answer, address_order, addresses, lookup, url_for
+from lbctl.config.kinds import is_dns_name
+from lbctl.discovery.dns import NO_RECORDS, Answer, addresses, lookup, url_for, usable
 from lbctl.discovery.entries import bounded_weight
 from lbctl.discovery.resolution import Resolution, next_delay
+
+
+LOOKUPS = 32            # target lookups in flight at once
 
 
 class SrvSource:
@@ -52,10 +56,24 @@ class SrvSource:
         records = [r for r in answer.records if r.target.to_text(omit_final_dot=True) != "."]
         if not records:
             return Resolution.empty("the service is not available (SRV target \".\")")
+        # Port 0 takes no connection, and a target must be a host name: the backend is named
+        # after it, in admin paths, labels and pages (the wire allows "/", "<" and quotes).
+        records = [r for r in records if r.port != 0 and is_dns_name(_host(r.target))]
+        if not records:
+            return Resolution.failed("no SRV record has a usable target and port (a host "
+                                     "name, a port other than 0)")
         targets = sorted({_host(r.target) for r in records})
         given = _additional_addresses(answer)
-        lookups = await asyncio.gather(*(
-            _known(given[t]) if t in given else addresses(self.resolver, t) for t in targets))
+        # At most LOOKUPS questions in flight: a thousand targets are not a thousand
+        # queries fired at the nameserver at once.
+        slots = asyncio.Semaphore(LOOKUPS)
+
+        async def resolve_target(t: str) -> Answer:
+            if t in given:
+                return await _known(given[t])
+            async with slots:
+                return await addresses(self.resolver, t)
+        lookups = await asyncio.gather(*(resolve_target(t) for t in targets))
         by_target: dict[str, Answer] = {}
         for target, found in zip(targets, lookups):
             if found.failure is not None:
@@ -66,7 +84,7 @@ class SrvSource:
         backends = []
         for r in sorted(records, key=lambda r: (r.priority, _host(r.target), r.port)):
             target = _host(r.target)
-            hosts = sorted({a.address for a in by_target[target].records}, key=address_order)
+            hosts, _ = usable([a.address for a in by_target[target].records], "")
             for host in hosts:
                 name = f"{target}:{r.port}" if len(hosts) == 1 else f"{target}:{r.port}@{host}"
                 backends.append(BackendConfig(

@@ -7,7 +7,9 @@ the server's clock (``TIME``), so instances whose clocks disagree still count in
 a bucket's key expires when the bucket is full again, so Redis holds only the keys of
 clients active within ``burst / rate`` seconds. Keys are ``lbctl:rl:{limit name}:{key}``;
 a key longer than 128 characters is replaced by its SHA-256, so a client sending huge
-header values cannot make the store keep huge keys.
+header values cannot make the store keep huge keys. A bucket someone else wrote (another
+type, no number, NaN, more than a burst ahead) counts as a full or an empty bucket, never
+as an error; a reply the script never gives (not Redis, or not this script) is a failure.
 
 Health: a call that fails or takes longer than ``timeout`` marks the store down (logged
 once, counted in ``errors``); while it is down no request waits for it: each decision
@@ -44,6 +46,7 @@ log = logging.getLogger("lbctl.store")
 PROBE_INTERVAL = 0.25       # seconds between probes while the store is down
 KEY_PREFIX = "lbctl:rl:"
 MAX_KEY = 128               # longer client keys are stored as their SHA-256
+MAX_REASON = 200            # characters of a failure's reason in the log and /stats
 # The script's clock starts here (Unix time), so "now * rate" stays small enough for a
 # double to count single tokens exactly for decades at any sane rate.
 EPOCH = 1_700_000_000
@@ -61,9 +64,13 @@ if not now then
   now = (tonumber(t[1]) - %d) + tonumber(t[2]) / 1000000
 end
 local clock = now * rate
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if not tat or tat < clock then tat = clock end
+-- pcall: a key of another type (written by someone else) is no bucket, not an error.
+local tat = tonumber(redis.pcall('GET', KEYS[1]))
+if type(tat) ~= 'number' or tat ~= tat or tat < clock then tat = clock end
 local ahead = tat - clock
+-- More than a whole burst ahead never comes from this script (inf or 1e308 written by
+-- someone else, the server's clock stepped back): at most an empty bucket.
+if ahead > burst then tat = clock + burst; ahead = tat - clock end
 if ahead + 1 <= burst then
   tat = tat + 1
   ahead = ahead + 1
@@ -84,6 +91,29 @@ FALLBACK_TEXT = {
 
 class StoreUnavailable(Exception):
     pass
+
+
+class BadReply(Exception):
+    """The server answered the script with something it never returns: not Redis, or not
+    lbctl's script."""
+
+
+def checked_reply(reply, burst: int) -> tuple[bool, float]:
+    """``(allowed, ahead)`` from the script's reply, or ``BadReply``: the numbers become
+    header values and waits, so nothing but what the script can return is taken."""
+    try:
+        allowed, ahead = reply
+        ahead = float(ahead)
+    except (TypeError, ValueError):
+        raise BadReply(f"unexpected reply to the rate-limit script: {_shape(reply)}") from None
+    if allowed not in (0, 1) or not 0.0 <= ahead <= burst + 1:     # NaN fails this too
+        raise BadReply(f"unexpected reply to the rate-limit script: {_shape(reply)}")
+    return allowed == 1, ahead
+
+
+def _shape(reply) -> str:
+    text = repr(reply)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class ConnectionPool:
@@ -251,8 +281,8 @@ class RedisStore:
         """One GCRA step on the server; ``StoreUnavailable`` when it fails or is late."""
         try:
             async with _deadline(self.timeout):
-                allowed, ahead = await self._script(key, args)
-            return allowed == 1, float(ahead)
+                reply = await self._script(key, args)
+            return checked_reply(reply, args[1])
         except Exception as exc:    # noqa: BLE001 - any failure: timeout, connection, reply
             self._failed(exc)
             raise StoreUnavailable from None
@@ -263,7 +293,7 @@ class RedisStore:
         self.connect()
         try:
             async with _deadline(self.timeout):
-                await self._script(KEY_PREFIX + "probe", ("1", 0))
+                checked_reply(await self._script(KEY_PREFIX + "probe", ("1", 0)), 0)
             return None
         except Exception as exc:    # noqa: BLE001
             self.errors += 1
@@ -288,7 +318,11 @@ class RedisStore:
         password = self.config.password
         if password:
             text = text.replace(password, "***")
-        return text
+        # The server's own words (an error reply) are whatever it sent: escaped, so they
+        # cannot drive a terminal reading the log, and short.
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256
+                       else f"\\u{ord(c):04x}" for c in text)
+        return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."
 
     # ---- health ----
 

@@ -22,7 +22,8 @@ from rich.live import Live
 from rich.text import Text
 
 from lbctl.errors import UserError
-from lbctl.observe.render import dashboard
+from lbctl.exitcodes import Exit
+from lbctl.observe.render import dashboard, unreadable
 
 
 @contextlib.contextmanager
@@ -96,9 +97,21 @@ class Connection:
         return None
 
 
+def fetch(client) -> dict:
+    """``client.stats()``, checked to be a document ``dashboard`` can draw; a ``UserError``
+    (exit 1) saying why not."""
+    stats = client.stats()
+    why = unreadable(stats)
+    if why is not None:
+        raise UserError(f"admin API at {getattr(client, 'url', '?')}: its /stats cannot be "
+                        f"shown ({why}); is it lbctl's admin API, of this version?",
+                        exit_code=Exit.RUNTIME)
+    return stats
+
+
 def watch(client, console: Console, interval: float, stdin=None) -> None:
     """Redraw every ``interval`` seconds until ``q``/``Q``, Ctrl-C or EOF on the terminal."""
-    stats = client.stats()                     # unreachable: AdminError before any drawing
+    stats = fetch(client)                      # unreachable: AdminError before any drawing
     link = Connection(interval)
     try:
         with _keys(stdin or sys.stdin) as wait_key, \
@@ -110,7 +123,7 @@ def watch(client, console: Console, interval: float, stdin=None) -> None:
                 if key in ("q", "Q", "\x04"):
                     return
                 try:
-                    fresh = client.stats()
+                    fresh = fetch(client)
                 except UserError as exc:       # the admin client's one-line errors
                     link.failed(str(exc))
                 else:

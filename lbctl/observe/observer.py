@@ -18,11 +18,11 @@ With ``[admin] metrics = false`` and no access log, ``attempt`` is a no-op and
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 
 from lbctl.balancing import Backend, Outcome
+from lbctl.config.keys import digest_of, same_secret
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.observe import explain as explaining
@@ -74,7 +74,8 @@ class Observer:
         """Apply ``config`` (at start and on every reload)."""
         self.metrics = config.admin.metrics if config.admin is not None else True
         token = config.admin.token if config.admin is not None else None
-        self.explain_token = token.encode() if token else None
+        # Its digest: compared by same_secret, in time independent of what is sent.
+        self.explain_token = digest_of(token) if token else None
         want = (config.log.access, config.log.format)
         current = (self.access.target, self.access.format_name) if self.access else ("off", None)
         if current != want and not (want[0] == "off" and self.access is None):
@@ -243,7 +244,7 @@ class Observer:
             # The token must never reach a backend, whether or not it was right.
             req.drop_headers((b"x-lb-explain", b"x-lb-admin-token"))
             if asked.strip() not in (b"0", b"") and self.explain_token is not None and \
-                    hmac.compare_digest(token, self.explain_token):
+                    same_secret(token, self.explain_token):
                 wanted = True
         if not wanted:
             return None

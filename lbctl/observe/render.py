@@ -194,7 +194,8 @@ def _row(pool: dict, b: dict, rates: dict | None) -> list:
     share = error_share(b)
     weight = number(b["weight"]) if b["weight"] == b["effective_weight"] \
         else f"{number(b['effective_weight'])}/{number(b['weight'])}"
-    cells = [b["name"], state_text(b), weight, str(b["inflight"]), per_second(r),
+    # Text, not str: a str cell is read as rich markup, and a name may hold "[red]".
+    cells = [Text(str(b["name"])), state_text(b), weight, str(b["inflight"]), per_second(r),
              ms(latency.get("p50")), ms(latency.get("p99")),
              Text(f"{share:.1%}", style="red" if share > 0.05 else ""), count(b["requests"])]
     return cells
@@ -304,6 +305,25 @@ class PoolView:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield pool_title(self.pool)
         yield pool_table(self.pool, options.max_width, self.rates)
+
+
+def unreadable(stats: object) -> str | None:
+    """Why ``dashboard`` could not draw ``stats``, or None. The drawing is lazy (rich lays
+    a table out when it prints it), so a field that is missing or of another kind (the
+    document of another program, or of another lbctl version) would otherwise surface as a
+    traceback mid-print; this lays every part out once, beforehand."""
+    try:
+        if not isinstance(stats, dict) or not isinstance(stats.get("pools"), list):
+            return "no list of pools"
+        header_chunks(stats)
+        for pool in stats["pools"]:
+            pool_title(pool)
+            pool_table(pool)
+    except (KeyError, IndexError) as exc:
+        return f"no field {exc}"
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError) as exc:
+        return f"a field of an unexpected kind ({exc})"
+    return None
 
 
 def dashboard(stats: dict, rates: dict[tuple[str, str], float] | None = None,

@@ -29,9 +29,9 @@ import logging
 import random
 
 from lbctl.balancing import Backend
-from lbctl.config.model import BackendConfig, Config
+from lbctl.config.model import Address, BackendConfig, Config
 from lbctl.discovery.membership import MembershipError
-from lbctl.discovery.service import Discovery
+from lbctl.discovery.service import ADMIN, LISTENER, Discovery, configured_addresses
 from lbctl.gateway.store import open_store
 from lbctl.health.active import HealthChecks
 from lbctl.observe.observer import Observer
@@ -53,7 +53,7 @@ class Instance:
         self.health = HealthChecks(rng=random.Random(self.proxy.rng.getrandbits(64)))
         self.admin = None                       # the admin API, when [admin] is configured
         # Who is in each pool between reloads: decided here, applied by the data plane.
-        self.discovery = Discovery(config, self.set_members)
+        self.discovery = Discovery(config, self.set_members, own=self._own_addresses)
         self.started = False
 
     @property
@@ -63,6 +63,16 @@ class Instance:
     @property
     def address(self) -> tuple[str, int]:
         return self.proxy.address
+
+    def _own_addresses(self) -> list[tuple[str, Address]]:
+        """Where lbctl listens, as bound once it is (a port 0 in the config is a real port
+        by then), else as configured: no discovered backend may be one of them."""
+        own = dict(configured_addresses(self.runtime.config))
+        if self.proxy.listener is not None:
+            own[LISTENER] = Address(*self.proxy.address)
+        if self.admin is not None:
+            own[ADMIN] = Address(*self.admin.bound)
+        return list(own.items())
 
     # What the admin API also asks of a master with workers; one process has nothing to do.
     async def refresh(self) -> None:
@@ -87,6 +97,7 @@ class Instance:
                 self.admin = await start_admin(self)    # fails before the listener starts
             await self.store.start()            # first contact, logged, before any request
             await self.proxy.start()
+            self.discovery.listening()
         except BaseException:
             await self.store.close()
             if self.admin is not None:

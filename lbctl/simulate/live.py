@@ -30,11 +30,16 @@ import urllib.error
 import urllib.request
 from dataclasses import replace
 
+from lbctl.balancing import ALGORITHMS
+from lbctl.balancing.backend import MAX_WEIGHT, MIN_WEIGHT, checked_weight
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.simulate.scenario import (BackendSpec, Scenario, Service, Workload, proxy_settings)
 
 FIVE = ("round_robin", "random", "least_conn", "p2c", "ewma")
+MAX_ANSWER = 64 * 1024 * 1024        # bytes of /stats read at most
+MAX_BUCKETS = 1000                   # histogram buckets (serve's have 20 or so)
+MAX_FIGURE = 1e15                    # counts and seconds beyond this are not measurements
 MAX_SAMPLES = 5000                   # per backend: the histogram spread into this many values
 RUN_SECONDS = 120.0                  # virtual time simulated at the measured rate
 MIN_REQUESTS, MAX_REQUESTS = 20_000, 200_000
@@ -50,7 +55,7 @@ def fetch_stats(url: str, token: str | None, timeout: float = 5.0) -> dict:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
-            body = resp.read()
+            body = resp.read(MAX_ANSWER + 1)
     except urllib.error.HTTPError as exc:
         hint = "; give --token (or LBCTL_ADMIN_TOKEN)" if exc.code == 401 else ""
         raise UserError(f"--from-admin {url}: the admin API answered {exc.code}{hint}",
@@ -60,12 +65,71 @@ def fetch_stats(url: str, token: str | None, timeout: float = 5.0) -> dict:
         raise UserError(f"--from-admin {url}: cannot reach the admin API: {reason}",
                         exit_code=Exit.RUNTIME) from None
     try:
+        if len(body) > MAX_ANSWER:
+            raise ValueError("too large")
         doc = json.loads(body)
         doc["pools"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
         raise UserError(f"--from-admin {url}: expected the /stats document of lbctl serve, "
                         f"found something else", exit_code=Exit.RUNTIME) from None
+    where = unusable(doc)
+    if where is not None:
+        raise UserError(f"--from-admin {url}: expected the /stats document of lbctl serve, "
+                        f"found {where}", exit_code=Exit.RUNTIME)
     return doc
+
+
+def _number(value, *, integer: bool = False) -> bool:
+    """A finite number >= 0 (an integer if asked), never a JSON boolean."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        return False
+    return math.isfinite(value) and 0 <= value <= MAX_FIGURE
+
+
+def unusable(doc) -> str | None:
+    """What in a /stats document the live twin cannot use (a key path and what is wrong
+    with it), or None. Every value read below is checked here first: the document comes
+    over the network, from whatever answers at that address."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("pools"), list):
+        return "no list of pools"
+    for key in ("uptime", "window"):
+        if doc.get(key) is not None and not _number(doc[key]):
+            return f"{key}: not a number of seconds"
+    if doc.get("config") is not None and not isinstance(doc["config"], str):
+        return "config: not a path"
+    for i, pool in enumerate(doc["pools"]):
+        where = f"pools[{i}]"
+        if not isinstance(pool, dict) or not isinstance(pool.get("name"), str):
+            return f"{where}: not a pool with a name"
+        if pool.get("algorithm") is not None and not isinstance(pool["algorithm"], str):
+            return f"{where}.algorithm: not a name"
+        if not isinstance(pool.get("backends") or [], list):
+            return f"{where}.backends: not a list"
+        for j, b in enumerate(pool.get("backends") or []):
+            at = f"{where}.backends[{j}]"
+            if not isinstance(b, dict) or not isinstance(b.get("name"), str):
+                return f"{at}: not a backend with a name"
+            if b.get("weight") is not None:
+                try:
+                    checked_weight(b["weight"])
+                except ValueError:
+                    return f"{at}.weight: not a weight from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}"
+            h = b.get("latency_histogram")
+            if h is None:
+                continue
+            if not isinstance(h, dict):
+                return f"{at}.latency_histogram: not an object"
+            bounds, counts = h.get("le") or [], h.get("counts") or []
+            if not isinstance(bounds, list) or not isinstance(counts, list) or \
+                    len(bounds) != len(counts) or len(bounds) > MAX_BUCKETS:
+                return f"{at}.latency_histogram: not bounds and counts of one length"
+            if not all(_number(c, integer=True) for c in counts):
+                return f"{at}.latency_histogram.counts: not counts of requests"
+            finite = [x for x in bounds[:-1]] + ([bounds[-1]] if bounds and
+                                                 bounds[-1] is not None else [])
+            if not all(_number(x) for x in finite) or finite != sorted(finite):
+                return f"{at}.latency_histogram.le: not increasing bounds in seconds"
+    return None
 
 
 def scenario_from_admin(url: str, token: str | None, pool: str | None = None, *,
@@ -145,6 +209,8 @@ def scenario_from_stats(doc: dict, url: str, pool: str | None = None, *,
     proxy, config_path = _pool_settings(doc, chosen.get("name"))
     requests = int(min(max(rate * RUN_SECONDS, MIN_REQUESTS), MAX_REQUESTS))
     configured = chosen.get("algorithm")
+    if configured not in ALGORITHMS:
+        configured = None               # another version's name: nothing to compare with
     algorithms = FIVE if configured in FIVE or configured is None else (*FIVE, configured)
     if configured == "consistent_hash" and proxy.hash_key is None:
         proxy = replace(proxy, hash_key="path")

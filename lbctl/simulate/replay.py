@@ -47,9 +47,17 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from lbctl.config.problems import Problems, describe
+from lbctl.files import FileProblem, open_stream
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 MIN_SAMPLES = 50
+# What a line may hold. A log is written by a program, and a value outside these bounds is
+# not a request that happened: the line is skipped and counted, never simulated (NaN,
+# infinities, a time before 1970 or after the year 5000, an upstream time of days).
+MAX_LINE = 1024 * 1024          # bytes; longer lines are skipped unread
+MAX_EPOCH = 1e11                # Unix time, about the year 5138
+MAX_TIME = 1e6                  # seconds for one request (over 11 days)
+MAX_BACKENDS = 100_000          # distinct backends a log may name (a scenario's own limit)
 MIN_SERVICE = 1e-6            # a logged 0.000 s is below the log's resolution, not free
 DEFAULT_NGINX = ('$remote_addr - $remote_user [$time_local] "$request" $status '
                  '$body_bytes_sent "$http_referer" "$http_user_agent" $request_time '
@@ -149,14 +157,14 @@ def load_trace(path: str, fmt: str, log_format: str | None, speedup: float, key:
                duration: float | None = None) -> Trace | None:
     """Read an access log into a ``Trace``; a problem (and None) when it cannot be read."""
     try:
-        f = open(path, "rb")
-    except OSError as exc:
-        problems.add(where, f"cannot read {describe(path)}: {exc.strerror or exc}")
+        f = open_stream(path)
+    except FileProblem as exc:
+        problems.add(where, f"cannot read {describe(path)}: {exc}")
         return None
     with f:
         first = b""
-        for raw in f:
-            if raw.strip():
+        for raw in lines(f):
+            if raw is not None and raw.strip():
                 first = raw
                 break
         f.seek(0)
@@ -173,9 +181,12 @@ def load_trace(path: str, fmt: str, log_format: str | None, speedup: float, key:
                 reader = _haproxy(f, key)
             else:
                 reader = _nginx(f, log_format or DEFAULT_NGINX, key)
-            rows, lines, skipped = _collect(reader)
+            rows, count, skipped = _collect(reader)
         except _Bad as exc:
             problems.add(where, f"{path} {exc}")
+            return None
+        except OSError as exc:
+            problems.add(where, f"cannot read {describe(path)}: {exc.strerror or exc}")
             return None
     if not rows:
         problems.add(where, f"expected requests in {path} ({fmt} format), found none that "
@@ -209,8 +220,41 @@ def load_trace(path: str, fmt: str, log_format: str | None, speedup: float, key:
     replayable = bytearray(r[2] for r in rows)
     if all(replayable):
         replayable = None
-    return Trace(path, fmt, times, keys, replayable, times[-1] if times else 0.0, lines,
+    if len(logged) > MAX_BACKENDS:
+        problems.add(where, f"expected a log naming at most {MAX_BACKENDS:,} backends, found "
+                            f"{len(logged):,} in {path}")
+        return None
+    return Trace(path, fmt, times, keys, replayable, times[-1] if times else 0.0, count,
                  skipped, logged)
+
+
+def lines(f) -> Iterator[bytes | None]:
+    """The file's lines; None for a line longer than ``MAX_LINE``, which is read past in
+    pieces and never held whole (a log of one endless line costs no memory)."""
+    readline = f.readline
+    while True:
+        raw = readline(MAX_LINE + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            while True:
+                rest = readline(MAX_LINE)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield None
+            continue
+        yield raw
+
+
+def _time(value: Any, limit: float) -> float:
+    """A logged time in seconds, within ``0 .. limit``; ValueError otherwise. A JSON ``true``
+    is not a number here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)
+    t = float(value)
+    if not 0.0 <= t <= limit:           # False for NaN as well
+        raise ValueError(value)
+    return t
 
 
 def detect(first: bytes) -> str:
@@ -281,7 +325,10 @@ def _lbctl(f, key: str) -> Iterator[Row | None]:
     parse = json.JSONDecoder().raw_decode
     fast = _LBCTL_FAST.match
     group = _FAST_FIELD.get(field_name or "")
-    for raw in f:
+    for raw in lines(f):
+        if raw is None:
+            yield None
+            continue
         if not raw.strip():
             continue
         line = raw.decode("utf-8", "replace")
@@ -289,34 +336,41 @@ def _lbctl(f, key: str) -> Iterator[Row | None]:
         if m is not None:
             # Groups: 1 epoch, 2 client, 3 method, 4 path, 5 status, 6 backend,
             # 7 upstream_time, 8 attempts, 9 host, 10 user_agent, 11 referer.
-            up = m.group(7)
-            upstream = None if up == "null" else float(up)
+            try:
+                start = _time(m.group(1), MAX_EPOCH)
+                up = m.group(7)
+                upstream = None if up == "null" else _time(up, MAX_TIME)
+            except ValueError:
+                yield None
+                continue
             error = upstream is not None and int(m.group(5)) >= 500
             value = m.group(group) if group else None
             if kind == "path" and value is not None:
                 value = value.split("?", 1)[0]
-            yield (float(m.group(1)), value, m.group(3) in IDEMPOTENT, m.group(6) or "",
+            yield (start, value, m.group(3) in IDEMPOTENT, m.group(6) or "",
                    upstream, m.group(8) == "1" and not error, error)
             continue
         try:
             rec = parse(line)[0]
-            start = float(rec["epoch"])
+            start = _time(rec["epoch"], MAX_EPOCH)
             upstream = rec.get("upstream_time")
+            if upstream is not None:
+                upstream = _time(upstream, MAX_TIME)
             status = rec.get("status") or 0
             attempts = rec.get("attempts") or 0
             method = rec.get("method") or "GET"
             backend = rec.get("backend") or ""
             value = rec.get(field_name) if field_name else None
-        except (ValueError, KeyError, TypeError, AttributeError):
+            # Each field of the kind lbctl writes; anything else is not lbctl's line.
+            if not (isinstance(status, int) and isinstance(attempts, int)
+                    and isinstance(method, str) and isinstance(backend, str)
+                    and (value is None or isinstance(value, str))):
+                raise TypeError("a field of the wrong type")
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
             yield None
             continue
         if kind == "path" and isinstance(value, str):
             value = value.split("?", 1)[0]
-        if upstream is not None:
-            try:
-                upstream = float(upstream)
-            except (TypeError, ValueError):
-                upstream = None
         error = upstream is not None and status >= 500
         clean = attempts == 1 and not error
         yield (start, value, method in IDEMPOTENT, backend, upstream, clean, error)
@@ -333,6 +387,8 @@ def clf_time(text: str) -> float:
     if m is None:
         raise ValueError(text)
     day, mon, year, hh, mm, ss, frac, zone = m.groups()
+    if mon not in _MONTHS:
+        raise ValueError(text)
     t = timegm((int(year), _MONTHS[mon], int(day), int(hh), int(mm), int(ss)))
     if frac:
         t += float(frac)
@@ -362,12 +418,17 @@ def compile_nginx(log_format: str) -> tuple[re.Pattern, list[str]]:
             pattern = r"([^ ,]+(?:(?:, | : )[^ ,]+)*)"
         elif not after:
             pattern = "(.*)" if k + 1 == len(tokens) else "(.*?)"
-        elif name.startswith("http_") or name in ("time_local", "request"):
-            # Values with spaces: "GET / HTTP/1.1", "0.004, 0.010", a user agent.
-            pattern = "(.*?)"
-        else:
+        elif after[0] != " " or not (name.startswith("http_") or
+                                     name in ("time_local", "request")):
+            # Up to the character that follows in the format: nginx escapes a '"' inside a
+            # value as \x22, and no value it logs in brackets holds a ']'. A class that
+            # cannot cross the delimiter also keeps a hostile line from making the regex
+            # backtrack over every way to split it (a lazy ".*?" per field is polynomial).
             stop = after[0]
             pattern = f"([^{re.escape(stop)}]*)"
+        else:
+            # Values with spaces, followed by a space: "GET / HTTP/1.1", a user agent.
+            pattern = "(.*?)"
         parts.append(pattern)
         names.append(name)
         pos = m.end()
@@ -406,7 +467,10 @@ def _nginx(f, log_format: str, key: str) -> Iterator[Row | None]:
     g_method, g_request = where.get("request_method"), where.get("request")
     jitter = random.Random("lbctl-replay").random
     match = regex.match
-    for raw in f:
+    for raw in lines(f):
+        if raw is None:
+            yield None
+            continue
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line.strip():
             continue
@@ -416,7 +480,7 @@ def _nginx(f, log_format: str, key: str) -> Iterator[Row | None]:
             continue
         try:
             if msec:
-                end = float(m.group(msec))
+                end = _time(m.group(msec), MAX_EPOCH)
                 whole = False
             elif iso:
                 end = datetime.fromisoformat(m.group(iso).replace("Z", "+00:00")).timestamp()
@@ -424,7 +488,7 @@ def _nginx(f, log_format: str, key: str) -> Iterator[Row | None]:
             else:
                 end = clf_time(m.group(local))
                 whole = True
-            rt = float(m.group(g_rt)) if g_rt and m.group(g_rt) != "-" else None
+            rt = _time(m.group(g_rt), MAX_TIME) if g_rt and m.group(g_rt) != "-" else None
             urt = None
             attempts = 1
             if g_urt:
@@ -432,10 +496,12 @@ def _nginx(f, log_format: str, key: str) -> Iterator[Row | None]:
                 if value and value != "-":
                     attempts = value.count(",") + value.count(":") + 1
                     last = _last(value)
-                    urt = float(last) if last != "-" else None
+                    urt = _time(last, MAX_TIME) if last != "-" else None
             if whole:
                 end += jitter()
             start = end - (rt if rt is not None else (urt or 0.0))
+            if not 0.0 <= start <= MAX_EPOCH:
+                raise ValueError(start)
             status = int(m.group(g_status)) if g_status else 200
             backend = _last(m.group(g_addr)) if g_addr else ""
             if backend == "-":
@@ -447,7 +513,7 @@ def _nginx(f, log_format: str, key: str) -> Iterator[Row | None]:
             else:
                 method = "GET"
             value = m.group(key_group)
-        except (ValueError, IndexError):
+        except (ValueError, IndexError, KeyError, OverflowError, OSError):
             yield None
             continue
         if key_is_request:
@@ -463,7 +529,9 @@ def _nginx(f, log_format: str, key: str) -> Iterator[Row | None]:
 
 
 _HAPROXY = re.compile(
-    r"(?P<ip>[0-9a-fA-F.:]+?):\d+ \[(?P<date>\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2}(?:\.\d+)?)\] "
+    # The lookbehind: an address starts a token, so a long run of hex digits is tried once,
+    # not from each of its characters (quadratic on a hostile line).
+    r"(?<![0-9a-fA-F.:])(?P<ip>[0-9a-fA-F.:]+?):\d+ \[(?P<date>\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2}(?:\.\d+)?)\] "
     r"\S+ (?P<backend>[^/\s]+)/(?P<server>\S+) "
     r"(?P<tr>-?\d+)/(?P<tw>-?\d+)/(?P<tc>-?\d+)/(?P<tresp>-?\d+)/\+?(?P<ta>-?\d+) "
     r"(?P<status>-?\d+) \S+ \S+ \S+ \S+ \S+/\S+/\S+/\S+/\+?(?P<retries>\d+) .*?"
@@ -476,7 +544,10 @@ def _haproxy(f, key: str) -> Iterator[Row | None]:
         raise _Bad(f"cannot give the key {key!r}: HAProxy's HTTP log is read for the path "
                    f"and the client IP only")
     search = _HAPROXY.search
-    for raw in f:
+    for raw in lines(f):
+        if raw is None:
+            yield None
+            continue
         line = raw.decode("utf-8", "replace")
         if not line.strip():
             continue
@@ -488,7 +559,11 @@ def _haproxy(f, key: str) -> Iterator[Row | None]:
             accept = clf_time(m.group("date"))
             tr, tw, tc, tresp = (int(m.group(g)) for g in ("tr", "tw", "tc", "tresp"))
             status = int(m.group("status"))
-        except ValueError:
+            # Timers in milliseconds; beyond MAX_TIME they are not a request's.
+            if not 0.0 <= accept <= MAX_EPOCH or \
+                    max(tr, tw, tc, tresp) > MAX_TIME * 1000:
+                raise ValueError(line)
+        except (ValueError, KeyError, OverflowError):
             yield None
             continue
         request = m.group("request")

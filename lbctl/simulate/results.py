@@ -247,10 +247,26 @@ NICE_STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.
               30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
+# A series holds one interval per step of the run; a run of years in milliseconds would be
+# billions of them. A given ``--interval`` finer than this is widened.
+MAX_INTERVALS = 10_000
+
+
 def series_step(span: float, intervals: int = 50) -> float:
-    """A round interval length giving about ``intervals`` intervals over ``span`` seconds."""
+    """A round interval length giving about ``intervals`` intervals over ``span`` seconds
+    (whole hours past the longest round step, so a long run still gets ``intervals``)."""
     target = span / intervals if span > 0 else 1.0
-    return next((s for s in NICE_STEPS if s >= target), NICE_STEPS[-1])
+    if target > NICE_STEPS[-1]:
+        return math.ceil(target / NICE_STEPS[-1]) * NICE_STEPS[-1]
+    return next(s for s in NICE_STEPS if s >= target)
+
+
+def bounded_step(step: float, span: float) -> float:
+    """``step``, or a wider round one when ``step`` would cut ``span`` into more than
+    ``MAX_INTERVALS`` intervals."""
+    if span / step > MAX_INTERVALS - 1:
+        return max(step, series_step(span, MAX_INTERVALS - 1))
+    return step
 
 
 def series(rec: Records, step: float) -> Series:

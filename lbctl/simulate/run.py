@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 
 from lbctl.errors import UserError
 from lbctl.simulate.driver import run_algorithm
-from lbctl.simulate.results import (AlgorithmResult, Series, cdf, combine, series,
-                                    series_step, summarize)
+from lbctl.simulate.results import (AlgorithmResult, Series, bounded_step, cdf, combine,
+                                    series, series_step, summarize)
 from lbctl.simulate.scenario import (BackendSpec, Scenario, Service, Workload,
                                      default_scenario, load_scenario, pool_from_config,
                                      scenario_from_options)
@@ -103,8 +103,8 @@ def simulate(options: Options, progress: Progress | None = None) -> Report:
             result = summarize(rec)
             runs[i].append(replace(result, label=v.label))
             if all_series[i] is None:
-                if step is None:
-                    step = series_step(rec.horizon)
+                step = series_step(rec.horizon) if step is None else \
+                    bounded_step(step, rec.horizon)
                 all_series[i] = series(rec, step)
                 cdfs[i] = cdf(rec)
     results = [combine(runs[i]) for i in range(len(variants))]

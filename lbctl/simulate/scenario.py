@@ -22,11 +22,14 @@ from lbctl.config.loader import ConfigError, read_toml
 from lbctl.config.model import PoolConfig, Timeouts
 from lbctl.config.problems import Problem, Problems, describe, index_path, key_path, suggest
 from lbctl.errors import UserError
+from lbctl.files import FileProblem, read_bytes
 from lbctl.simulate import schema
 from lbctl.units import format_duration, parse_duration
 
 LOGNORMAL_MAX_RATIO = math.exp(2.3263478740408408 ** 2 / 2)
 MAX_REQUESTS = 100_000_000          # per run: the records of one run stay in memory
+MAX_BACKENDS = 100_000              # simulated backends in all, every group together
+MAX_SAMPLES_FILE = 256 * 1024 * 1024   # bytes: millions of samples, not /dev/zero
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,14 @@ class Scenario:
         if duration is not None:
             w = replace(w, duration=duration, requests=0)
         if rate is not None:
+            if not schema.MIN_RATE <= rate <= schema.MAX_RATE:
+                raise UserError(f"--rate: expected a number of requests per second from "
+                                f"{schema.MIN_RATE:g} to {schema.MAX_RATE:g}, found {rate:g}")
             w = replace(w, rate=rate)
         if load is not None:
+            if not 0 < load <= schema.MAX_LOAD:
+                raise UserError(f"--load: expected a fraction of the capacity above 0, at most "
+                                f"{schema.MAX_LOAD:g}, found {load:g}")
             w = replace(w, rate=load * s.capacity)
         return replace(s, workload=w)
 
@@ -430,10 +439,9 @@ def read_samples(name: str, path: str, base_dir: str,
     """A samples file: one duration (or number of seconds) per line, ``#`` comments."""
     full = name if os.path.isabs(name) else os.path.join(base_dir, name)
     try:
-        with open(full, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        problems.add(path, f"cannot read {describe(name)}: {exc.strerror or exc}")
+        raw = read_bytes(full, MAX_SAMPLES_FILE)
+    except FileProblem as exc:
+        problems.add(path, f"cannot read {describe(name)}: {exc}")
         return None
     try:
         text = raw.decode("utf-8")
@@ -511,6 +519,10 @@ def _backends(raw: Any, settings: "PoolSettings | None", base_dir: str,
             failure = _fault(v["failure"], group["failure"], key_path(path, "failure"),
                              problems)
         prefix = v.get("name")
+        if counter + count > MAX_BACKENDS:
+            problems.add(path, f"expected at most {MAX_BACKENDS:,} backends in all groups "
+                               f"together, found more")
+            return [], frozenset()
         for k in range(count):
             counter += 1
             if prefix is None:
@@ -521,8 +533,8 @@ def _backends(raw: Any, settings: "PoolSettings | None", base_dir: str,
                                      v.get("speed", 1.0), v.get("weight", 1.0),
                                      v.get("backup", False), failure))
             explicit.append("service" in group)
-    names = [b.name for b in specs]
-    dup = next((n for n in names if names.count(n) > 1), None)
+    seen: set[str] = set()
+    dup = next((n for n in (b.name for b in specs) if n in seen or seen.add(n)), None)
     if dup is not None and settings is None:
         problems.add("backends", f"expected unique backend names, found {describe(dup)} twice")
     if settings is not None and specs:

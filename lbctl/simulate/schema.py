@@ -62,6 +62,11 @@ class Names(Kind):
 
 Fraction = Number(min=0, max=1)
 
+# Arrival rates a simulation can hold: slower than one request in 1000 s, virtual times grow
+# so large that a millisecond no longer adds to them in a double; faster than a billion a
+# second is not a pool. A load is a fraction of the capacity; 1000 is a thousandfold overload.
+MIN_RATE, MAX_RATE, MAX_LOAD = 0.001, 1e9, 1000.0
+
 SERVICE = Section(
     dict,
     dist=Choice(DISTRIBUTIONS),
@@ -109,8 +114,10 @@ EVENT = Section(
 WORKLOAD = Section(
     dict,
     arrivals=Choice(ARRIVALS),
-    rate=Number(positive=True),
-    load=Number(positive=True),
+    rate=Number(min=MIN_RATE, max=MAX_RATE,
+                expected=f"a number of requests per second from {MIN_RATE:g} to {MAX_RATE:g}"),
+    load=Number(positive=True, max=MAX_LOAD,
+                expected=f"a fraction of the capacity above 0, at most {MAX_LOAD:g}"),
     requests=Int(min=1),
     duration=Duration(positive=True),
     keys=Int(min=1),

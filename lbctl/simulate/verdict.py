@@ -134,7 +134,8 @@ def verdict(results: Sequence[AlgorithmResult], scenario: Scenario) -> list[str]
     if seeds == 1:
         runner = order[1]
         gap = runner.latency["p99"] - best.latency["p99"]
-        if runner.errors == best.errors and gap <= CLOSE * best.latency["p99"]:
+        if runner.errors == best.errors and 0 < best.latency["p99"] and \
+                gap <= CLOSE * best.latency["p99"]:
             sentences.append(f"{name_of(best)} and {name_of(runner)} are {gap / best.latency['p99']:.1%} "
                              f"apart on p99 with one seed: run with --seeds 5 to tell a real "
                              f"difference from noise.")
