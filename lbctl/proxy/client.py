@@ -153,12 +153,17 @@ class ClientConnection(asyncio.Protocol):
         self.peer = peer[0] if peer else "?"
         self.peer_bytes = self.peer.encode()
         server = self.server
-        server.connections.add(self)
+        connections = server.connections
+        connections.add(self)
         counts = server.per_client
         open_here = counts[self.peer] = counts.get(self.peer, 0) + 1
         limits = server.runtime.config.limits
         per_client = limits.max_connections_per_client
-        if len(server.connections) > server.max_connections or \
+        open_now = len(connections)
+        trimmer = server.trimmer
+        if open_now > trimmer.peak:
+            trimmer.peak = open_now
+        if open_now > server.max_connections or \
                 (per_client and open_here > per_client):
             # Over a cap: a short 503 and close, so other clients keep being served. A TLS
             # client is closed before its handshake: no costly work for a refused connection.

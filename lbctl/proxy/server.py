@@ -49,6 +49,7 @@ from lbctl.proxy.framing import RequestIds
 from lbctl.proxy.hooks import Hooks, NoHooks
 from lbctl.proxy.members import Change, apply_members, sweep
 from lbctl.proxy.runtime import Runtime, build_runtime
+from lbctl.proxy.trim import Trimmer
 
 log = logging.getLogger("lbctl.proxy")
 
@@ -88,6 +89,8 @@ class ProxyServer:
         self.tls = Terminator(tls.cert, tls.key, tls.min_version) if tls is not None else None
         self.observer: Hooks = hooks if hooks is not None else NoHooks()
         self.connections: set[ClientConnection] = set()
+        # Memory back to the system after a wave of connections has closed (trim.py).
+        self.trimmer = Trimmer(self.loop, self.connections.__len__)
         self.per_client: dict[str, int] = {}          # open connections per client address
         self.request_ids = RequestIds()
         self.default_host = str(config.listen.address).encode()
@@ -225,6 +228,7 @@ class ProxyServer:
                 counts[conn.peer] = left
             else:
                 del counts[conn.peer]
+            self.trimmer.closed(len(self.connections))
             if not self.connections and self._drained is not None:
                 self._drained.set()
 
@@ -275,6 +279,7 @@ class ProxyServer:
             idle.close_all()
         await asyncio.sleep(0)
         self.timers.close()
+        self.trimmer.cancel()
 
     async def _sweep(self) -> None:
         while True:
