@@ -36,16 +36,25 @@ def command() -> None:
     """
 
 
-def _run(url, config_path, token, as_json, pool, name, action, weight=None) -> None:
+def _client(url, config_path, token):
+    """The admin API of the serve that ``--admin`` or the config file names."""
     from lbctl.admin.client import AdminClient, admin_url
     base, config_token = admin_url(url, config_path)
-    answer = AdminClient(base, token or config_token).backend(pool, name, action, weight)
-    b = answer["backend"]
+    return AdminClient(base, token or config_token)
+
+
+def _say(answer: dict, as_json: bool, line) -> None:
+    """The admin API's answer as JSON, or one line: ``line(pool, backend)``."""
     if as_json:
         click.echo(json.dumps(answer, indent=2))
     else:
-        click.echo(f"{answer['pool']}/{b['name']}: {b['state']}, weight {b['weight']:g}, "
-                   f"{b['inflight']} in flight")
+        click.echo(line(answer["pool"], answer["backend"]))
+
+
+def _run(url, config_path, token, as_json, pool, name, action, weight=None) -> None:
+    answer = _client(url, config_path, token).backend(pool, name, action, weight)
+    _say(answer, as_json, lambda p, b: f"{p}/{b['name']}: {b['state']}, weight "
+                                       f"{b['weight']:g}, {b['inflight']} in flight")
 
 
 def _action(action: str, help_text: str):
@@ -116,15 +125,9 @@ def add(pool, backend_url, name, weight, url, config_path, token, as_json):
     Example:
       lbctl backend add api http://10.0.0.7:8080 --name api-7 --weight 2
     """
-    from lbctl.admin.client import AdminClient, admin_url
-    base, config_token = admin_url(url, config_path)
-    answer = AdminClient(base, token or config_token).add(pool, backend_url, name, weight)
-    b = answer["backend"]
-    if as_json:
-        click.echo(json.dumps(answer, indent=2))
-    else:
-        click.echo(f"{answer['pool']}/{b['name']}: added ({b['url']}, weight {b['weight']:g}), "
-                   f"{b['state']}")
+    answer = _client(url, config_path, token).add(pool, backend_url, name, weight)
+    _say(answer, as_json, lambda p, b: f"{p}/{b['name']}: added ({b['url']}, weight "
+                                       f"{b['weight']:g}), {b['state']}")
 
 
 @command.command("remove")
@@ -145,14 +148,7 @@ def remove(pool, name, url, config_path, token, as_json):
     Example:
       lbctl backend remove api api-7
     """
-    from lbctl.admin.client import AdminClient, admin_url
-    base, config_token = admin_url(url, config_path)
-    answer = AdminClient(base, token or config_token).remove(pool, name)
-    b = answer["backend"]
-    if as_json:
-        click.echo(json.dumps(answer, indent=2))
-    elif b["state"] == "leaving":
-        click.echo(f"{answer['pool']}/{b['name']}: removed; {b['inflight']} request(s) in "
-                   "flight finish first")
-    else:
-        click.echo(f"{answer['pool']}/{b['name']}: removed")
+    answer = _client(url, config_path, token).remove(pool, name)
+    _say(answer, as_json, lambda p, b: f"{p}/{b['name']}: removed" + (
+        f"; {b['inflight']} request(s) in flight finish first" if b["state"] == "leaving"
+        else ""))

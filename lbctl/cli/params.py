@@ -1,4 +1,5 @@
-"""Option types shared by the commands, so one kind of value reads the same everywhere.
+"""Option types shared by the commands, so one kind of value reads the same everywhere, and
+the one way a command that reads a config file reports it invalid (``load_or_exit``).
 
 ``Duration`` is the config file's rule on the command line: a number is seconds, text has a
 unit (``--timeout 2``, ``--timeout 2s`` and ``--timeout 150ms`` all work). Every duration
@@ -43,3 +44,20 @@ class Number(click.FloatRange):
         if number != number or number in (float("inf"), float("-inf")):
             self.fail(f"expected a finite number, found {value!r}", param, ctx)
         return number
+
+
+def load_or_exit(path: str, consequence: str = ""):
+    """The config at ``path``, or every problem on stderr, then ``PATH: invalid (N problems)``
+    (and ``; consequence``) and exit 2."""
+    from lbctl.config import ConfigError, load_config
+    from lbctl.exitcodes import Exit
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        count = len(exc.problems)
+        tail = f"; {consequence}" if consequence else ""
+        click.echo(f"{path}: invalid ({count} problem{'s' if count != 1 else ''}){tail}",
+                   err=True)
+        raise click.exceptions.Exit(Exit.USAGE) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from lbctl.exitcodes import Exit
 
 
 @click.command()
@@ -28,17 +27,9 @@ def command(config: str, pid_file: str | None) -> None:
       lbctl reload /etc/lbctl/lb.toml --pid-file /run/lbctl/lbctl.pid
       lbctl reload lb.toml        # the lbctl serve started with lb.toml
     """
-    from lbctl.config import ConfigError, load_config
+    from lbctl.cli.params import load_or_exit
     from lbctl.config.loader import summary
     from lbctl.control.signals import signal_reload
-    try:
-        loaded = load_config(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        count = len(exc.problems)
-        click.echo(f"{config}: invalid ({count} problem{'s' if count != 1 else ''}); "
-                   f"nothing signalled", err=True)
-        raise click.exceptions.Exit(Exit.USAGE) from None
+    loaded = load_or_exit(config, "nothing signalled")
     pid = signal_reload(config, pid_file)
     click.echo(f"{config}: OK ({summary(loaded)}); reload signalled to pid {pid}")

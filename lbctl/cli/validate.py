@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import click
 
-from lbctl.config import ConfigError, load_config
+from lbctl.cli.params import load_or_exit
 from lbctl.config.effective import effective_toml
 from lbctl.config.loader import summary
-from lbctl.exitcodes import Exit
 
 
 @click.command()
@@ -33,14 +32,7 @@ def command(config: str, effective: bool) -> None:
       lbctl validate sample.toml
       lbctl validate --effective sample.toml > effective.toml
     """
-    try:
-        loaded = load_config(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        count = len(exc.problems)
-        click.echo(f"{config}: invalid ({count} problem{'s' if count != 1 else ''})", err=True)
-        raise click.exceptions.Exit(Exit.USAGE) from None
+    loaded = load_or_exit(config)
     line = f"{config}: OK ({summary(loaded)})"
     if effective:
         click.echo(effective_toml(loaded, header=f"{line}\nevery default filled in by lbctl validate --effective"), nl=False)
