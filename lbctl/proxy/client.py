@@ -509,7 +509,7 @@ class ClientConnection(asyncio.Protocol):
                 forward.start(exchange)
         except Exception:  # a bug must cost one connection, not the process
             log.exception("internal error while handling a request from %s", self.peer)
-            self._fail()
+            self.internal_error(self.current)
         finally:
             self.dispatching = False
 
@@ -524,7 +524,7 @@ class ClientConnection(asyncio.Protocol):
             forward.proceed(exchange)
         except Exception:  # a bug must cost one connection, not the process
             log.exception("internal error while handling a request from %s", self.peer)
-            self._fail()
+            self.internal_error(exchange)
 
     def finished(self, exchange: Exchange, keep: bool) -> None:
         """``exchange`` has been answered; ``keep``: the connection may serve another."""
@@ -544,6 +544,21 @@ class ClientConnection(asyncio.Protocol):
             self.close()                    # the client half-closed: all it sent is answered
         else:
             self._arm_idle_timer()
+
+    def internal_error(self, exchange: Exchange | None) -> None:
+        """A bug while handling ``exchange`` (logged by the caller): the client gets a 500
+        and the connection closes, when nothing of the response has gone out yet; else the
+        connection is cut, so a half-sent response is never taken for a whole one."""
+        transport = self.transport
+        if exchange is None or exchange.response_begun or transport is None \
+                or transport.is_closing():
+            self._fail()
+            return
+        exchange.response_begun = True
+        transport.write(framing.error_response(500, "internal error", keep_alive=False,
+                                               request_id=exchange.request_id))
+        self.unread = True                  # what the client still sends is not read
+        self.close()
 
     def _fail(self) -> None:
         if self.transport is not None:

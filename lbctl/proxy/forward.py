@@ -389,8 +389,7 @@ def _reap(task: asyncio.Task, exchange: Exchange) -> None:
     # A bug must cost one connection, not the process.
     log.error("internal error while handling a request from %s", exchange.conn.peer,
               exc_info=task.exception())
-    if exchange.conn.transport is not None:
-        exchange.conn.transport.abort()
+    exchange.conn.internal_error(exchange)
 
 
 # ---- timers: the connection's response_deadline, one action at a time ---------------------
