@@ -37,6 +37,18 @@ def configured_addresses(config: Config) -> list[tuple[str, Address]]:
     return own
 
 
+def own_addresses(config: Config, listener: tuple[str, int] | None,
+                  admin: tuple[str, int] | None) -> list[tuple[str, Address]]:
+    """Where lbctl listens: as bound where it is already (a port 0 in the config is a real
+    port by then), else as configured. No discovered backend may be one of them."""
+    own = dict(configured_addresses(config))
+    if listener is not None:
+        own[LISTENER] = Address(*listener)
+    if admin is not None:
+        own[ADMIN] = Address(*admin)
+    return list(own.items())
+
+
 class Discovery:
     """Who is in each pool between reloads (see the module docstring).
 

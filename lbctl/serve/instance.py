@@ -31,7 +31,7 @@ import random
 from lbctl.balancing import Backend
 from lbctl.config.model import Address, BackendConfig, Config
 from lbctl.discovery.membership import MembershipError
-from lbctl.discovery.service import ADMIN, LISTENER, Discovery, configured_addresses
+from lbctl.discovery.service import Discovery, own_addresses
 from lbctl.gateway.store import open_store
 from lbctl.health.active import HealthChecks
 from lbctl.observe.observer import Observer
@@ -65,14 +65,9 @@ class Instance:
         return self.proxy.address
 
     def _own_addresses(self) -> list[tuple[str, Address]]:
-        """Where lbctl listens, as bound once it is (a port 0 in the config is a real port
-        by then), else as configured: no discovered backend may be one of them."""
-        own = dict(configured_addresses(self.runtime.config))
-        if self.proxy.listener is not None:
-            own[LISTENER] = Address(*self.proxy.address)
-        if self.admin is not None:
-            own[ADMIN] = Address(*self.admin.bound)
-        return list(own.items())
+        return own_addresses(self.runtime.config,
+                             self.proxy.address if self.proxy.listener is not None else None,
+                             self.admin.bound if self.admin is not None else None)
 
     # What the admin API also asks of a master with workers; one process has nothing to do.
     async def refresh(self) -> None:

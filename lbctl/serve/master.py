@@ -39,9 +39,9 @@ from dataclasses import asdict
 
 from lbctl.balancing import Backend
 from lbctl.config.loader import ConfigError, load_config, read_text
-from lbctl.config.model import BackendConfig, Config
+from lbctl.config.model import Address, BackendConfig, Config
 from lbctl.discovery.membership import MembershipError
-from lbctl.discovery.service import Discovery
+from lbctl.discovery.service import Discovery, own_addresses
 from lbctl.errors import UserError
 from lbctl.exitcodes import Exit
 from lbctl.gateway.rate_limit import Limit, TokenBuckets
@@ -94,7 +94,7 @@ class Master:
         self.health = HealthChecks(rng=random.Random(self.rng.getrandbits(64)),
                                    on_probe=self._probed)
         # Who is in each pool between reloads: decided here, applied by every worker.
-        self.discovery = Discovery(config, self.set_members)
+        self.discovery = Discovery(config, self.set_members, own=self._own_addresses)
         self.observer = Merged(time.time())
         self.observer.metrics = config.admin.metrics if config.admin is not None else True
         self.tracker = StateTracker()
@@ -189,6 +189,11 @@ class Master:
             })
         return rows
 
+    def _own_addresses(self) -> list[tuple[str, Address]]:
+        return own_addresses(self._runtime.config,
+                             self.address if self.claim is not None else None,
+                             self.admin.bound if self.admin is not None else None)
+
     # ---- start ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -204,6 +209,9 @@ class Master:
             if self.config.admin is not None:
                 from lbctl.admin.api import start_admin
                 self.admin = await start_admin(self)
+            # The admin API's port is known now too (port 0 in the config): the first
+            # lookups' sets are checked against it again.
+            self.discovery.listening()
             await self.forkserver.start(self.config.path, self.text)
             started = [self._spawn(index) for index in range(1, self.count + 1)]
             results = await asyncio.gather(*(self._started(w) for w in await asyncio.gather(
