@@ -25,6 +25,7 @@ One request, followed through the modules (client -> exchange -> forward -> upst
     members.py   a pool's membership decided elsewhere (discovery, the admin API), applied to
                  the live pool: survivors keep their state, newcomers ramp, the gone drain
     deadline.py  per-connection deadlines in slots of one shared timer, none per request
+    trim.py      the freed heap given back to the system after a wave of connections closed
     hooks.py     what the data plane reports to (``Hooks``: per attempt, per request, explain)
     server.py    ProxyServer: the listener, its connections, the runtime swap and the drain
 
