@@ -547,19 +547,16 @@ class ClientConnection(asyncio.Protocol):
         and the connection closes, when nothing of the response has gone out yet; else the
         connection is cut, so a half-sent response is never taken for a whole one."""
         transport = self.transport
-        if exchange is None or exchange.response_begun or transport is None \
-                or transport.is_closing():
-            self._fail()
+        if transport is None:
+            return
+        if exchange is None or exchange.response_begun or transport.is_closing():
+            transport.abort()
             return
         exchange.response_begun = True
         transport.write(framing.error_response(500, "internal error", keep_alive=False,
                                                request_id=exchange.request_id))
         self.unread = True                  # what the client still sends is not read
         self.close()
-
-    def _fail(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
 
     def close(self) -> None:
         """Close after what is buffered has been written; lingering when the client may
