@@ -100,7 +100,7 @@ class ClientConnection(asyncio.Protocol):
         "server", "loop", "transport", "peer", "peer_bytes", "parser", "parsing", "url", "in_head",
         "head_size", "stop_parsing", "upgrading", "upgrade_tail", "queue", "current",
         "dispatching", "read_pauses", "backlog", "backlog_due", "work", "unflushed",
-        "write_paused", "progress", "tunnel", "closed", "draining", "peer_done", "unread",
+        "progress", "tunnel", "closed", "draining", "peer_done", "unread",
         "lingering", "linger_until", "handshaking", "early", "idle", "response_deadline",
         "head_timer", "limits",
     )
@@ -129,7 +129,6 @@ class ClientConnection(asyncio.Protocol):
         self.backlog_due = False          # its parsing is scheduled
         self.work = 0                     # parsing work since this connection last yielded
         self.unflushed: Body | None = None            # body pieces parsed, not written yet
-        self.write_paused = False
         self.progress = 0                 # body bytes moved either way, for idle watchdogs
         self.tunnel: UpstreamConnection | None = None
         self.closed = False
@@ -379,13 +378,11 @@ class ClientConnection(asyncio.Protocol):
             forward.abort(current)
 
     def pause_writing(self) -> None:
-        self.write_paused = True
         up = self._upstream()
         if up is not None and up.transport is not None:
             up.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
         up = self._upstream()
         if up is not None and up.transport is not None and not up.closed:
             up.transport.resume_reading()
@@ -550,19 +547,16 @@ class ClientConnection(asyncio.Protocol):
         and the connection closes, when nothing of the response has gone out yet; else the
         connection is cut, so a half-sent response is never taken for a whole one."""
         transport = self.transport
-        if exchange is None or exchange.response_begun or transport is None \
-                or transport.is_closing():
-            self._fail()
+        if transport is None:
+            return
+        if exchange is None or exchange.response_begun or transport.is_closing():
+            transport.abort()
             return
         exchange.response_begun = True
         transport.write(framing.error_response(500, "internal error", keep_alive=False,
                                                request_id=exchange.request_id))
         self.unread = True                  # what the client still sends is not read
         self.close()
-
-    def _fail(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
 
     def close(self) -> None:
         """Close after what is buffered has been written; lingering when the client may

@@ -59,7 +59,7 @@ class UpstreamConnection(asyncio.Protocol):
         "idle_pool", "transport", "exchange", "parser", "closed", "idle_since",
         "response_started", "pieces", "length", "codings", "connection", "upgrade", "reason",
         "interim", "complete", "tunnel",
-        "head_request", "exchanges", "head_open", "head_bytes", "header_bytes", "header_count",
+        "head_request", "head_open", "head_bytes", "header_bytes", "header_count",
         "max_head", "max_headers",
     )
 
@@ -83,7 +83,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.complete = False
         self.tunnel = False
         self.head_request = False
-        self.exchanges = 0
         self.head_open = False            # a response head is still arriving
         self.head_bytes = 0               # bytes received while it was
         self.header_bytes = 0             # parsed header lines, as the request side counts
@@ -103,7 +102,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.interim = False
         self.complete = False
         self.head_request = head_request
-        self.exchanges += 1
         limits = exchange.conn.server.runtime.config.limits
         self.max_head, self.max_headers = limits.max_response_header_size, \
             limits.max_response_headers
