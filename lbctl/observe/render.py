@@ -174,10 +174,6 @@ class Header:
                 yield line
 
 
-def header(stats: dict, status: Text | None = None) -> Header:
-    return Header(stats, status)
-
-
 NUMBER_HEADS = ("weight", "in-flight", "req/s", "p50", "p99", "errors", "requests")
 SPARK_HEADS = ("req/s 1m", "p99 1m")
 SPARK_MAX = 15            # characters; 60 s of history at 4 s per character
@@ -195,10 +191,9 @@ def _row(pool: dict, b: dict, rates: dict | None) -> list:
     weight = number(b["weight"]) if b["weight"] == b["effective_weight"] \
         else f"{number(b['effective_weight'])}/{number(b['weight'])}"
     # Text, not str: a str cell is read as rich markup, and a name may hold "[red]".
-    cells = [Text(str(b["name"])), state_text(b), weight, str(b["inflight"]), per_second(r),
-             ms(latency.get("p50")), ms(latency.get("p99")),
-             Text(f"{share:.1%}", style="red" if share > 0.05 else ""), count(b["requests"])]
-    return cells
+    return [Text(str(b["name"])), state_text(b), weight, str(b["inflight"]), per_second(r),
+            ms(latency.get("p50")), ms(latency.get("p99")),
+            Text(f"{share:.1%}", style="red" if share > 0.05 else ""), count(b["requests"])]
 
 
 def _spark_widths(spare: int, gap: int) -> tuple[int, ...]:
@@ -330,4 +325,4 @@ def dashboard(stats: dict, rates: dict[tuple[str, str], float] | None = None,
               status: Text | None = None) -> Group:
     """The header lines and one table per pool; ``rates`` ((pool, backend) -> req/s)
     overrides the rate computed from the document's history."""
-    return Group(header(stats, status), *(PoolView(pool, rates) for pool in stats["pools"]))
+    return Group(Header(stats, status), *(PoolView(pool, rates) for pool in stats["pools"]))

@@ -72,6 +72,23 @@ def log_open_files(limit: openfiles.OpenFiles, instance: Instance, config) -> No
     (log.info if enough else log.warning)(line)
 
 
+def log_listening(path: str, config, runtime, **extra) -> None:
+    """The ``listening`` line, one process's or a master's (``extra``: its worker count)."""
+    address = config.listen.address
+    # Discovered backends included: the first lookups were done before listening.
+    log.info("listening on %s: %d routes, %d pools, %d backends", address,
+             len(config.routes), len(config.pools),
+             sum(len(state.pool.backends) for state in runtime.pools.values()),
+             extra={"event": "listening", "address": str(address), "config": path, **extra})
+
+
+def log_stopped(clean: bool, hurried: bool) -> None:
+    """The last line of a drain; a timeout is worth saying unless a second signal cut it."""
+    log.info("stopped%s", "" if clean or hurried else
+             ": drain timeout reached, remaining connections closed",
+             extra={"event": "stopped", "clean": clean})
+
+
 async def _serve(path: str, config, pid_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     notifier = Notifier()
@@ -94,13 +111,8 @@ async def _serve(path: str, config, pid_file: str | None = None) -> int:
             except BaseException:
                 await instance.close()      # no pid file: nothing is left serving
                 raise
-        address = config.listen.address
-        # Discovered backends included: the first lookups were done before listening.
-        log.info("listening on %s: %d routes, %d pools, %d backends", address,
-                 len(config.routes), len(config.pools),
-                 sum(len(state.pool.backends) for state in instance.runtime.pools.values()),
-                 extra={"event": "listening", "address": str(address), "config": path})
-        notifier.ready(f"listening on {address}")
+        log_listening(path, config, instance.runtime)
+        notifier.ready(f"listening on {config.listen.address}")
         await stop.wait()
         timeout = instance.runtime.config.limits.drain_timeout
         connections = len(instance.proxy.connections)
@@ -120,10 +132,7 @@ async def _serve(path: str, config, pid_file: str | None = None) -> int:
             log.warning("second signal: stopping at once, closing %d connections",
                         instance.proxy.abort_all(), extra={"event": "stopping_now"})
         hurry.cancel()
-        clean = await drain
-        log.info("stopped%s", "" if clean or hurried else
-                 ": drain timeout reached, remaining connections closed",
-                 extra={"event": "stopped", "clean": clean})
+        log_stopped(await drain, hurried)
         return Exit.OK
     finally:
         if pid_file is not None:
@@ -193,18 +202,12 @@ async def _serve_workers(path: str, config, text: str, count: int, log_format: s
             except BaseException:
                 await master.drain(0.0)     # no pid file: nothing is left serving
                 raise
-        address = config.listen.address
         pids = [w.pid for w in master.workers.values()]
         log.info("%d workers ready (pids %s)", count, ", ".join(map(str, pids)),
                  extra={"event": "workers_ready", "workers": count, "pids": pids})
         # The same line as one process's: what reads it need not know about workers.
-        # Discovered backends included: the first lookups were done before listening.
-        log.info("listening on %s: %d routes, %d pools, %d backends", address,
-                 len(config.routes), len(config.pools),
-                 sum(len(state.pool.backends) for state in master.runtime.pools.values()),
-                 extra={"event": "listening", "address": str(address), "config": path,
-                        "workers": count})
-        notifier.ready(f"listening on {address} with {count} workers")
+        log_listening(path, config, master.runtime, workers=count)
+        notifier.ready(f"listening on {config.listen.address} with {count} workers")
         await stop.wait()
         for sig in (signal.SIGTERM, signal.SIGINT):   # a second signal: stop at once
             loop.add_signal_handler(sig, master.stop_now)
@@ -215,10 +218,7 @@ async def _serve_workers(path: str, config, text: str, count: int, log_format: s
         log.info("stopping: no longer accepting; draining %d workers (up to %gs; signal "
                  "again to stop at once)", count, timeout,
                  extra={"event": "stopping", "workers": count, "connections": connections})
-        clean = await master.drain(timeout)
-        log.info("stopped%s", "" if clean or master.hurried else
-                 ": drain timeout reached, remaining connections closed",
-                 extra={"event": "stopped", "clean": clean})
+        log_stopped(await master.drain(timeout), master.hurried)
         return Exit.OK
     finally:
         if pid_file is not None:

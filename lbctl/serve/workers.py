@@ -51,7 +51,6 @@ class WorkerProcess:
         self.pid: int | None = None
         self.pidfd: int | None = None       # signals reach this process, never a reused pid
         self.state = "starting"             # starting | serving | draining | exited
-        self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.version = 0                    # the config version it runs
         self.figures: dict | None = None    # its last stats answer
