@@ -68,7 +68,7 @@ from proxybench.load import backend_counters, counters_delta, run_wrk, write_lua
 from proxybench.rig import (Pinning, Processes, StartFailed, cpu_seconds,  # noqa: E402
                             children_cpu_seconds, default_tools_dir, ensure_tools,
                             machine_busy_seconds, raise_fd_limit, self_cpu_seconds,
-                            status_kib, tree)
+                            status_kib, stop_and_clean, tree)
 from proxybench.targets import (PROXIES, PROXY_CONNECTIONS, REPO, STARTERS,  # noqa: E402
                                 Target, check_headers, lbctl_env, prepare_files,
                                 start_backends, start_lbctl, wait_serving)
@@ -344,9 +344,9 @@ def benchmark(tools: dict, procs: Processes, targets: list[Target], backends: li
     return doc
 
 
-def write_results(doc: dict) -> Path:
+def write_results(doc: dict, kind: str = "proxy") -> Path:
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"proxy-{doc['time']}.json"
+    path = RESULTS / f"{kind}-{doc['time']}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 
@@ -550,14 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     finally:
-        # Stopping is bounded (SIGKILL after 10 s each); a second Ctrl-C must not cut it short.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        procs.stop_all()
-        if args.keep_temp:
-            print(f"temp dir kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        stop_and_clean(procs, tmp, args.keep_temp)
 
 
 if __name__ == "__main__":

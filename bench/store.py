@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -52,7 +50,8 @@ sys.path.insert(0, str(HERE.parent))
 import proxy as harness  # noqa: E402  (bench/proxy.py: the interleaved, rotated rounds)
 from proxybench.load import write_lua  # noqa: E402
 from proxybench.rig import (Pinning, Processes, default_tools_dir, ensure_tools,  # noqa: E402
-                            find_binary, free_port, pinned, tree, wait_listening)
+                            find_binary, free_port, pinned, stop_and_clean, tree,
+                            wait_listening)
 from proxybench.targets import (REPO, Target, lbctl_env, prepare_files,  # noqa: E402
                                 start_backends, wait_serving)
 
@@ -242,16 +241,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {len(noisy)} of {len(runs)} runs shared the machine with other work "
                   f"(up to {max(r['other_cpu'] for r in noisy):.2f} cores)")
         print(render(per, call_costs, args))
-        harness.RESULTS.mkdir(exist_ok=True)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path = harness.RESULTS / f"store-{stamp}.json"
-        path.write_text(json.dumps({"time": stamp, "versions": harness.versions(tools),
-                                    "params": {"rounds": args.rounds, "duration": args.duration,
-                                               "connections": args.connections,
-                                               "calls": args.calls,
-                                               "pinning": args.pinning.note},
-                                    "summary": per, "calls": call_costs, "runs": runs},
-                                   indent=2) + "\n")
+        path = harness.write_results({"time": stamp, "versions": harness.versions(tools),
+                                      "params": {"rounds": args.rounds, "duration": args.duration,
+                                                 "connections": args.connections,
+                                                 "calls": args.calls,
+                                                 "pinning": args.pinning.note},
+                                      "summary": per, "calls": call_costs, "runs": runs}, "store")
         print(f"\nresults: {path.relative_to(REPO)}")
         return 0
     except KeyboardInterrupt:
@@ -261,13 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        procs.stop_all()
-        if args.keep_temp:
-            print(f"temp dir kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        stop_and_clean(procs, tmp, args.keep_temp)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ traceback.
 
 from __future__ import annotations
 
-import socket
 from typing import Callable
 
 import pytest
 
 from lbctl.balancing import Pool
 from tests.process import LbctlProcess
-from tests.support import Backends, ManualClock
+from tests.support import Backends, ManualClock, free_port as _free_port
 
 
 @pytest.fixture
@@ -30,12 +29,6 @@ async def backends():
     group = Backends()
     yield group
     await group.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -85,8 +78,8 @@ async def serve_process():
     ``LbctlProcess``), killed after the test if still running."""
     started: list[LbctlProcess] = []
 
-    async def start(*args: str) -> LbctlProcess:
-        proc = await LbctlProcess.start(*args)
+    async def start(*args: str, env: dict | None = None) -> LbctlProcess:
+        proc = await LbctlProcess.start(*args, env=env)
         started.append(proc)
         return proc
     yield start

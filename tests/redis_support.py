@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from tests.support import free_port
+
 PASSWORD = "s3cret-store-password-7f9c"      # the tests look for it in every output
 
 
@@ -33,12 +35,6 @@ def redis_server_binary() -> str:
             pytest.fail(reason + " -- CI must install it (.ci/run)", pytrace=False)
         pytest.skip(reason)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import ssl
 from dataclasses import dataclass, field
 
@@ -151,6 +152,13 @@ def config(pools: dict[str, list[BackendConfig]], routes: list[Route] | None = N
     return Config(path="<test>", listen=Listen(Address("127.0.0.1", 0)),
                   routes=tuple(routes or [Route(pool=next(iter(pools)))]),
                   pools=Config.freeze(built), limits=limits or Limits())
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 async def raw_exchange(port: int, data: bytes, *, read_until_close: bool = True,

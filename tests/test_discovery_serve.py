@@ -6,21 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 
 import aiohttp
 import pytest
 
 from tests.dns_support import DnsServer
 from tests.process import ENV, LBCTL
+from tests.support import free_port
 
 MARGIN = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import http.server
 import json
 import os
 import re
-import socket
 import subprocess
 import threading
 import urllib.request
@@ -26,14 +25,9 @@ from typing import Callable
 import pytest
 
 from tests.process import ENV, LBCTL
+from tests.support import free_port
 
 RUN_TIMEOUT = 40        # seconds for one command; a hang fails its case alone
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- an admin API impostor: the path's first segment says what it answers ----------------

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from lbctl.cli import main
-from tests.redis_support import PASSWORD, free_port
+from tests.redis_support import PASSWORD
+from tests.support import free_port
 
 
 @pytest.fixture

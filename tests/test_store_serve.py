@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from tests.process import ENV as PROCESS_ENV, LBCTL, LbctlProcess
-from tests.redis_support import PASSWORD, RedisServer, free_port
+from tests.redis_support import PASSWORD, RedisServer
+from tests.support import free_port
 
 BURST = 20
 # 20 per minute, burst 20: over a burst of a second or two, at most one token comes back.
@@ -52,18 +53,12 @@ ENV = {"LB_REDIS_PASSWORD": PASSWORD}
 
 
 @pytest.fixture
-async def serve():
-    started: list[LbctlProcess] = []
-
+def serve(serve_process):
     async def start(config: str, env: dict | None = None) -> LbctlProcess:
-        proc = await LbctlProcess.start("serve", config, env=ENV if env is None else env)
-        started.append(proc)
+        proc = await serve_process("serve", config, env=ENV if env is None else env)
         await proc.wait_for_log("listening on")
         return proc
-    yield start
-    for proc in started:
-        proc.kill()
-        await proc.proc.wait()
+    return start
 
 
 @pytest.fixture

@@ -310,22 +310,15 @@ def render_markdown(doc: dict) -> str:
             out.append("| " + " | ".join(row) + " |")
         out.append("")
 
-    extra = []
-    for o in ours:
-        extra.append((f"{label(o)} / nginx", lambda per, o=o: _num(
-            per.get(o, {}).get("rps_x_nginx"), 2)))
-        extra.append((f"{label(o)} / Envoy", lambda per, o=o: _num(
-            per.get(o, {}).get("rps_x_envoy"), 2)))
-    table("req/s", order, lambda s: _num(s["rps"]), extra)
-    cpu_extra = []
-    for o in ours:
-        cpu_extra.append((f"{label(o)} / nginx", lambda per, o=o: _num(
-            per.get(o, {}).get("us_x_nginx"), 2)))
-        cpu_extra.append((f"{label(o)} / Envoy", lambda per, o=o: _num(
-            per.get(o, {}).get("us_x_envoy"), 2)))
+    def ratios(metric: str) -> list:
+        """Columns of each of ours against nginx and Envoy, e.g. ``rps_x_nginx``."""
+        return [(f"{label(o)} / {label(ref)}", lambda per, o=o, key=f"{metric}_x_{ref}": _num(
+            per.get(o, {}).get(key), 2)) for o in ours for ref in ("nginx", "envoy")]
+
+    table("req/s", order, lambda s: _num(s["rps"]), ratios("rps"))
     table("CPU per request, us (user + sys)", proxies,
           lambda s: f"{_num(s['us_per_req'], 1)} ({_num(s['user_us'], 1)} + "
-                    f"{_num(s['sys_us'], 1)})", cpu_extra)
+                    f"{_num(s['sys_us'], 1)})", ratios("us"))
     table("p50 / p99, ms", order, lambda s: f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f}")
     table("upstream connections per request", proxies,
           lambda s: f"{s['conns_per_req']:.4f}" if s["conns_per_req"] is not None else "-")

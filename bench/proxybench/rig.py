@@ -185,6 +185,18 @@ class Processes:
                 proc.popen.wait(timeout=5)
 
 
+def stop_and_clean(procs: Processes, tmp: Path, keep_temp: bool) -> None:
+    """Stops everything started and removes the temp dir unless it is kept. Stopping is
+    bounded (SIGKILL after 10 s each); a second Ctrl-C must not cut it short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    procs.stop_all()
+    if keep_temp:
+        print(f"temp dir kept: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def children(pid: int) -> list[int]:
     """Direct children of every thread of ``pid`` (Go and Envoy fork from any thread)."""
     found: list[int] = []

@@ -54,10 +54,6 @@ class Target:
         """The proxy's processes now (nginx's or lbctl's workers included)."""
         return tree(self.proc.popen.pid) if self.proc is not None else []
 
-    @property
-    def lbctl_like(self) -> bool:
-        return self.kind == "lbctl"
-
 
 # ---- nginx ---------------------------------------------------------------------------------
 
