@@ -40,7 +40,6 @@ from lbctl.admin.served import Served
 from lbctl.balancing.backend import WEIGHT_RANGE, AdminState, checked_weight
 from lbctl.config.keys import digest_of, same_secret
 from lbctl.config.kinds import loops_back
-from lbctl.config.model import Address
 from lbctl.discovery.entries import EntryError, backend_from_entry
 from lbctl.discovery.membership import MembershipError
 from lbctl.errors import UserError
@@ -206,21 +205,17 @@ class AdminApi:
                      extra={"event": "admin_action", "pool": pool_name, "backend": name,
                             "state": backend.admin.value, "previous": old})
         await served.changed()              # in effect in every worker before the answer
-        doc = backend_doc(pool, backend, served.loop.time(), history=False,
-                          observer=served.observer, health=served.health,
-                          source=source_of(state, backend),
-                          upstream=served.runtime.idle.get(backend))
-        return web.json_response({"pool": pool_name, "backend": doc})
+        return web.json_response({"pool": pool_name, "backend": self._doc(state, backend)})
 
     # ---- membership ---------------------------------------------------------------------
 
-    def _listening(self) -> Address:
-        """Where the proxy listens: the bound address (port 0 in a config is a real port by
-        now), else the configured one."""
-        bound = getattr(self.served, "address", None)
-        if bound:
-            return Address(bound[0], bound[1])
-        return self.served.runtime.config.listen.address
+    def _doc(self, state, backend) -> dict:
+        """A backend's entry, as in ``/stats`` (without the per-second series)."""
+        served = self.served
+        return backend_doc(state.pool, backend, served.loop.time(), history=False,
+                           observer=served.observer, health=served.health,
+                           source=source_of(state, backend),
+                           upstream=served.runtime.idle.get(backend))
 
     async def backends(self, request: web.Request) -> web.Response:
         """POST: add a backend to a pool, at once (with the pool's slow start)."""
@@ -239,8 +234,7 @@ class AdminApi:
             bcfg = backend_from_entry(body, "admin")
         except EntryError as exc:
             return _error(400, str(exc))
-        for what, address in (("the proxy's listening address", self._listening()),
-                              ("the admin API's address", Address(*self.bound))):
+        for what, address in served.discovery.own():    # as bound
             if loops_back(bcfg.host, bcfg.port, address):
                 return _error(400, f"url: expected a backend other than lbctl itself, found "
                                    f"{bcfg.url}, {what}: each request would be sent back "
@@ -254,11 +248,7 @@ class AdminApi:
                  pool_name, bcfg.name, bcfg.url, bcfg.weight,
                  extra={"event": "admin_action", "pool": pool_name, "backend": bcfg.name,
                         "state": "added", "url": bcfg.url, "weight": bcfg.weight})
-        state = served.runtime.pools[pool_name]
-        doc = backend_doc(state.pool, backend, served.loop.time(), history=False,
-                          observer=served.observer, health=served.health,
-                          source=source_of(state, backend),
-                          upstream=served.runtime.idle.get(backend))
+        doc = self._doc(served.runtime.pools[pool_name], backend)
         return web.json_response({"pool": pool_name, "backend": doc}, status=201)
 
     async def backend(self, request: web.Request) -> web.Response:
@@ -270,16 +260,12 @@ class AdminApi:
         state = served.runtime.pools.get(pool_name)
         if state is None:
             return _error(404, f"no pool named {pool_name!r}")
-        now = served.loop.time()
-        seen = {"observer": served.observer, "health": served.health}
         if request.method == "GET":
             backend = state.pool.by_name.get(name)
             if backend is None:
                 return _error(404, f"pool {pool_name!r} has no backend named {name!r}")
-            doc = backend_doc(state.pool, backend, now, history=False,
-                              source=source_of(state, backend),
-                              upstream=served.runtime.idle.get(backend), **seen)
-            return web.json_response({"pool": pool_name, "backend": doc})
+            return web.json_response({"pool": pool_name, "backend": self._doc(state, backend)})
+        now = served.loop.time()
         try:
             backend, removed = served.remove_backend(pool_name, name)
         except MembershipError as exc:
@@ -292,7 +278,7 @@ class AdminApi:
                  extra={"event": "admin_action", "pool": pool_name, "backend": name,
                         "state": "leaving" if leaving else "removed"})
         doc = backend_doc(state.pool, backend, now, history=False, source=removed.source,
-                          leaving=leaving, **seen)
+                          leaving=leaving, observer=served.observer, health=served.health)
         if not leaving:
             doc["state"] = "removed"
         # 202: accepted, still draining; 200: gone already.

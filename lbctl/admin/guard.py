@@ -25,11 +25,13 @@ same-origin with the API. So, before the token check (``api.py``):
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 
 from aiohttp import web
+
+from lbctl.config.kinds import is_loopback
+from lbctl.config.problems import repeated_key
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PORT = re.compile(r":[0-9]{1,5}")
@@ -58,22 +60,13 @@ def host_name(host: str) -> str:
     return host
 
 
-def is_local_name(name: str) -> bool:
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def refusal(request: web.Request, *, token: bool, admin_host: str) -> web.Response | None:
     """The response refusing ``request`` for coming from a web page, or None."""
     headers = request.headers
     host = headers.get("Host")
     if not token and host is not None:
         name = host_name(host)
-        if not is_local_name(name) and name != admin_host.lower():
+        if not is_loopback(name) and name != admin_host.lower():
             return _error(403, f"Host {host!r} is not this admin API's address; refused "
                                f"(a DNS-rebinding page would send that)")
     # A browser sends one value; any value naming another site refuses, however written.
@@ -156,12 +149,10 @@ async def json_body(request: web.Request) -> dict:
 def _one_each(pairs: list[tuple[str, object]]) -> dict:
     """An object whose keys are all different: with {"weight": 1, "weight": 500}, which one
     counts would depend on the parser, so neither does."""
-    body = dict(pairs)
-    if len(body) != len(pairs):
-        seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+    twice = repeated_key(pairs)
+    if twice is not None:
         raise BadBody(f"the key {json.dumps(twice[:40])} is given twice")
-    return body
+    return dict(pairs)
 
 
 def _has_surrogate(value: object) -> bool:

@@ -7,15 +7,8 @@ import json
 import click
 
 from lbctl.balancing.backend import checked_weight
-from lbctl.cli.params import Number
+from lbctl.cli.params import Number, admin_client, admin_options
 
-_admin = click.option("--admin", "url", default=None, metavar="ADDRESS",
-                      help="Admin API as host:port (like the config's [admin] address) or a URL "
-                           "(default: from --config, else 127.0.0.1:9900).")
-_config = click.option("--config", "config_path", type=click.Path(), default=None, metavar="FILE",
-                       help="Read the admin address and token from this config's [admin].")
-_token = click.option("--token", default=None, metavar="TOKEN",
-                      help="Bearer token (default: the config's, else env LBCTL_ADMIN_TOKEN).")
 _json = click.option("--json", "as_json", is_flag=True, help="Print the backend's new state as JSON.")
 
 
@@ -36,13 +29,6 @@ def command() -> None:
     """
 
 
-def _client(url, config_path, token):
-    """The admin API of the serve that ``--admin`` or the config file names."""
-    from lbctl.admin.client import AdminClient, admin_url
-    base, config_token = admin_url(url, config_path)
-    return AdminClient(base, token or config_token)
-
-
 def _say(answer: dict, as_json: bool, line) -> None:
     """The admin API's answer as JSON, or one line: ``line(pool, backend)``."""
     if as_json:
@@ -52,7 +38,7 @@ def _say(answer: dict, as_json: bool, line) -> None:
 
 
 def _run(url, config_path, token, as_json, pool, name, action, weight=None) -> None:
-    answer = _client(url, config_path, token).backend(pool, name, action, weight)
+    answer = admin_client(url, config_path, token).backend(pool, name, action, weight)
     _say(answer, as_json, lambda p, b: f"{p}/{b['name']}: {b['state']}, weight "
                                        f"{b['weight']:g}, {b['inflight']} in flight")
 
@@ -61,9 +47,7 @@ def _action(action: str, help_text: str):
     @command.command(action, help=help_text)
     @click.argument("pool")
     @click.argument("name")
-    @_admin
-    @_config
-    @_token
+    @admin_options
     @_json
     def run(pool, name, url, config_path, token, as_json):
         _run(url, config_path, token, as_json, pool, name, action)
@@ -89,9 +73,7 @@ def _checked_weight(ctx, param, value: float) -> float:
 @click.argument("pool")
 @click.argument("name")
 @click.argument("weight", type=float, callback=_checked_weight)
-@_admin
-@_config
-@_token
+@admin_options
 @_json
 def weight(pool, name, weight, url, config_path, token, as_json):
     """Set the weight of backend NAME of POOL (0.01 to 1000), until a restart.
@@ -111,9 +93,7 @@ def weight(pool, name, weight, url, config_path, token, as_json):
 @click.option("--name", default=None, metavar="NAME", help="The backend's name (default host:port).")
 @click.option("--weight", type=Number(min=0.01, max=1000), default=None,
               help="Weight, 0.01 to 1000 (default 1).")
-@_admin
-@_config
-@_token
+@admin_options
 @_json
 def add(pool, backend_url, name, weight, url, config_path, token, as_json):
     """Add a backend at URL to POOL of a running serve, at once (with the pool's slow start).
@@ -125,7 +105,7 @@ def add(pool, backend_url, name, weight, url, config_path, token, as_json):
     Example:
       lbctl backend add api http://10.0.0.7:8080 --name api-7 --weight 2
     """
-    answer = _client(url, config_path, token).add(pool, backend_url, name, weight)
+    answer = admin_client(url, config_path, token).add(pool, backend_url, name, weight)
     _say(answer, as_json, lambda p, b: f"{p}/{b['name']}: added ({b['url']}, weight "
                                        f"{b['weight']:g}), {b['state']}")
 
@@ -133,9 +113,7 @@ def add(pool, backend_url, name, weight, url, config_path, token, as_json):
 @command.command("remove")
 @click.argument("pool")
 @click.argument("name")
-@_admin
-@_config
-@_token
+@admin_options
 @_json
 def remove(pool, name, url, config_path, token, as_json):
     """Remove backend NAME from POOL of a running serve: no new requests from now on, those in
@@ -148,7 +126,7 @@ def remove(pool, name, url, config_path, token, as_json):
     Example:
       lbctl backend remove api api-7
     """
-    answer = _client(url, config_path, token).remove(pool, name)
+    answer = admin_client(url, config_path, token).remove(pool, name)
     _say(answer, as_json, lambda p, b: f"{p}/{b['name']}: removed" + (
         f"; {b['inflight']} request(s) in flight finish first" if b["state"] == "leaving"
         else ""))

@@ -1,5 +1,7 @@
 """Option types shared by the commands, so one kind of value reads the same everywhere, and
-the one way a command that reads a config file reports it invalid (``load_or_exit``).
+the one way a command that reads a config file reports it invalid (``load_or_exit``). The
+commands that ask a running serve's admin API name it the same way (``admin_options``,
+``admin_client``).
 
 ``Duration`` is the config file's rule on the command line: a number is seconds, text has a
 unit (``--timeout 2``, ``--timeout 2s`` and ``--timeout 150ms`` all work). Every duration
@@ -61,3 +63,28 @@ def load_or_exit(path: str, consequence: str = ""):
         click.echo(f"{path}: invalid ({count} problem{'s' if count != 1 else ''}){tail}",
                    err=True)
         raise click.exceptions.Exit(Exit.USAGE) from None
+
+
+_ADMIN_OPTIONS = (
+    click.option("--admin", "url", default=None, metavar="ADDRESS",
+                 help="Admin API as host:port (like the config's [admin] address) or a URL "
+                      "(default: from --config, else 127.0.0.1:9900)."),
+    click.option("--config", "config_path", type=click.Path(), default=None, metavar="FILE",
+                 help="Read the admin address and token from this config's [admin]."),
+    click.option("--token", default=None, metavar="TOKEN",
+                 help="Bearer token (default: the config's, else env LBCTL_ADMIN_TOKEN)."),
+)
+
+
+def admin_options(f):
+    """``--admin``, ``--config`` and ``--token``: which serve's admin API a command asks."""
+    for option in reversed(_ADMIN_OPTIONS):
+        f = option(f)
+    return f
+
+
+def admin_client(url: str | None, config_path: str | None, token: str | None):
+    """The admin API of the serve that ``--admin`` or the config file names."""
+    from lbctl.admin.client import AdminClient, admin_url
+    base, config_token = admin_url(url, config_path)
+    return AdminClient(base, token or config_token)

@@ -7,17 +7,11 @@ import sys
 
 import click
 
-from lbctl.cli.params import Duration
+from lbctl.cli.params import Duration, admin_client, admin_options
 
 
 @click.command()
-@click.option("--admin", "url", default=None, metavar="ADDRESS",
-              help="Admin API as host:port (like the config's [admin] address) or a URL "
-                   "(default: from --config, else 127.0.0.1:9900).")
-@click.option("--config", "config_path", type=click.Path(), default=None, metavar="FILE",
-              help="Read the admin address and token from this config's [admin].")
-@click.option("--token", default=None, metavar="TOKEN",
-              help="Bearer token (default: the config's, else env LBCTL_ADMIN_TOKEN).")
+@admin_options
 @click.option("--interval", type=Duration(positive=True), default="1s", show_default=True,
               help="Refresh period of the live view.")
 @click.option("--once", is_flag=True, help="Print the tables once and exit (scripts, non-terminals).")
@@ -44,9 +38,7 @@ def command(url: str | None, config_path: str | None, token: str | None, interva
     """
     from rich.console import Console
 
-    from lbctl.admin.client import AdminClient, admin_url
-    base, config_token = admin_url(url, config_path)
-    client = AdminClient(base, token or config_token)
+    client = admin_client(url, config_path, token)
     if as_json:
         click.echo(json.dumps(client.stats(), indent=2))
         return

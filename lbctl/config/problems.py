@@ -99,3 +99,10 @@ def suggest(word: str, choices: Iterable[str]) -> str | None:
 def one_of(choices: Iterable[str]) -> str:
     """``one of "a", "b", "c"`` for messages."""
     return "one of " + ", ".join(json.dumps(c) for c in choices)
+
+
+def repeated_key(pairs: list[tuple[str, object]]) -> str | None:
+    """The first key given twice among a JSON object's ``pairs`` (what ``json.loads`` hands an
+    ``object_pairs_hook``), or None: with two, which one counts would depend on the parser."""
+    seen: set[str] = set()
+    return next((k for k, _ in pairs if k in seen or seen.add(k)), None)

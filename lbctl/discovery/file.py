@@ -18,7 +18,7 @@ import json
 import os
 
 from lbctl.config.model import Discovery
-from lbctl.config.problems import describe
+from lbctl.config.problems import describe, repeated_key
 from lbctl.discovery.entries import EntryError, backend_from_entry
 from lbctl.discovery.resolution import Resolution
 from lbctl.files import FileProblem, read_bytes
@@ -111,9 +111,7 @@ class _Twice(Exception):
 def _one_each(pairs: list[tuple[str, object]]) -> dict:
     """An object whose keys are all different: with {"url": A, "url": B}, which one counts
     would depend on the tool reading the file, so neither does (as in the admin API)."""
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+    twice = repeated_key(pairs)
+    if twice is not None:
         raise _Twice(f"invalid JSON: the key {describe(twice)} is given twice in one object")
-    return document
+    return dict(pairs)
